@@ -1,0 +1,7 @@
+"""``python -m pihub`` runs the ``pihub`` command."""
+
+import sys
+
+from pihub.cli import main
+
+sys.exit(main())

@@ -1,0 +1,299 @@
+"""The event catalogue: every event type pihub knows, and the :class:`Event` value.
+
+Each type has a short name (``GPIOEvent``), an optional parent (hooks on a parent match
+its subtypes, as in Platypush), the Platypush dotted class path it travels as on the wire,
+extra aliases, its documented attributes, and its *native layout*: which attribute is
+carried in which field of the 64-byte ring slot (``native/ph_event.h``) so that the C
+matcher can test it. Attributes without a native field are matched in Python.
+
+The catalogue covers every event of the mission from the start, so that hooks for any
+backend compile and replay before that backend exists.
+
+Wire names: an event is serialised with ``args.type`` = its Platypush path when it has
+one (Platypush clients dispatch on that exact string), else ``pihub.events.<Name>``.
+Lookups accept the short name, the Platypush path, the ``platypush.events.`` prefix form
+and ``pihub.events.<Name>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pihub.errors import UnknownEventType
+
+#: Native slot fields an attribute can live in (see ``PH_F_*`` in native/ph_event.h).
+#: ``key0``/``key1`` hold interned values (str, int, bool...: equal in Python <=> equal id),
+#: ``code`` a small unsigned int, ``num0..num2`` doubles.
+NativeField = Literal["key0", "key1", "code", "num0", "num1", "num2"]
+FIELD_INDEX: dict[str, int] = {"key0": 0, "key1": 1, "code": 2, "num0": 3, "num1": 4, "num2": 5}
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """One event type of the catalogue.
+
+    Attributes:
+        name: the short name (``GPIOEvent``), unique.
+        id: 1-based id used in ring slots; stable for a given pihub version only.
+        parent: the parent type, or None for the root ``Event``.
+        platypush: Platypush's dotted class path, or None when Platypush has no such event.
+        aliases: other accepted names (old Platypush paths).
+        attrs: documented attribute names with a one-line description each.
+        native: attribute name -> native slot field, for the C matcher.
+        doc: what the event means and who emits it.
+    """
+
+    name: str
+    id: int
+    parent: EventType | None
+    platypush: str | None
+    aliases: tuple[str, ...]
+    attrs: Mapping[str, str]
+    native: Mapping[str, NativeField]
+    doc: str
+    abstract: bool = False
+
+    @property
+    def wire_name(self) -> str:
+        """The ``args.type`` string this event travels as."""
+        return self.platypush or f"pihub.events.{self.name}"
+
+    def is_a(self, other: EventType) -> bool:
+        """True if this type is ``other`` or one of its subtypes."""
+        t: EventType | None = self
+        while t is not None:
+            if t is other:
+                return True
+            t = t.parent
+        return False
+
+    def __repr__(self) -> str:
+        return f"<EventType {self.name}>"
+
+
+class Catalogue:
+    """The registry of event types, in a fixed order (ids are 1-based positions)."""
+
+    def __init__(self) -> None:
+        self._types: list[EventType] = []
+        self._by_name: dict[str, EventType] = {}
+
+    def add(
+        self,
+        name: str,
+        parent: str | None,
+        platypush: str | None,
+        attrs: Mapping[str, str],
+        native: Mapping[str, NativeField] | None = None,
+        doc: str = "",
+        aliases: tuple[str, ...] = (),
+        abstract: bool = False,
+    ) -> EventType:
+        """Register a type; parents must be registered first. Returns the new type."""
+        par = self._by_name[parent] if parent else None
+        inherited_attrs = dict(par.attrs) if par else {}
+        inherited_attrs.update(attrs)
+        inherited_native = dict(par.native) if par else {}
+        inherited_native.update(native or {})
+        for attr, fld in inherited_native.items():
+            if fld not in FIELD_INDEX:
+                raise ValueError(f"{name}.{attr}: unknown native field {fld!r}")
+        if len(set(inherited_native.values())) != len(inherited_native):
+            raise ValueError(f"{name}: two attributes share a native field")
+        et = EventType(
+            name=name,
+            id=len(self._types) + 1,
+            parent=par,
+            platypush=platypush,
+            aliases=aliases,
+            attrs=inherited_attrs,
+            native=inherited_native,
+            doc=doc,
+            abstract=abstract,
+        )
+        self._types.append(et)
+        for key in (name, f"pihub.events.{name}", platypush, *aliases):
+            if key:
+                self._by_name[key] = et
+                if key.startswith("platypush.message.event."):
+                    self._by_name["platypush.events." + key.removeprefix("platypush.message.event.")] = et
+        return et
+
+    def get(self, name: str) -> EventType:
+        """Look a type up by short name, Platypush path or alias.
+
+        Raises:
+            UnknownEventType: naming the closest known names.
+        """
+        try:
+            return self._by_name[name]
+        except KeyError:
+            pass
+        short = name.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(short, [t.name for t in self._types], n=3)
+        raise UnknownEventType(name, close) from None
+
+    def by_id(self, type_id: int) -> EventType:
+        """The type with that slot id (1-based)."""
+        return self._types[type_id - 1]
+
+    def subtypes(self, et: EventType) -> list[EventType]:
+        """``et`` and every type derived from it, in catalogue order."""
+        return [t for t in self._types if t.is_a(et)]
+
+    def __iter__(self) -> Iterator[EventType]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+
+CATALOGUE = Catalogue()
+_add = CATALOGUE.add
+_P = "platypush.message.event."
+
+_add("Event", None, _P[:-1] + ".Event", {}, doc="The root type: a hook on it matches every event.",
+     abstract=True)
+_add("CustomEvent", "Event", _P + "custom.CustomEvent", {"subtype": "free-form name chosen by the sender"},
+     {"subtype": "key0"}, doc="Fired by the event.fire action, POST /execute or a procedure.")
+_add("ApplicationStartedEvent", "Event", _P + "application.ApplicationStartedEvent", {},
+     doc="pihub has started every component and is ready.")
+_add("ApplicationStoppingEvent", "Event", None, {},
+     doc="pihub is shutting down; hooks on it run before backends close.")
+
+_add("GPIOEvent", "Event", _P + "gpio.GPIOEvent",
+     {"pin": "pin number, or its configured name", "value": "0 or 1 after the edge",
+      "name": "configured input name, when the pin has one"},
+     {"pin": "key0", "value": "num0", "name": "key1"}, doc="An input pin changed level (after debounce).")
+
+_add("SensorDataEvent", "Event", _P + "sensor.SensorDataEvent",
+     {"data": "the reading: a number, or a {name: value} dict", "source": "the sensor backend that read it"},
+     {"source": "key0", "data": "num0"}, abstract=True, doc="Base of the sensor events.")
+_add("SensorDataChangeEvent", "SensorDataEvent", _P + "sensor.SensorDataChangeEvent", {},
+     doc="A reading changed by more than the tolerance since the last reported one.")
+_add("SensorDataAboveThresholdEvent", "SensorDataEvent", _P + "sensor.SensorDataAboveThresholdEvent", {},
+     doc="A reading crossed a threshold upwards.")
+_add("SensorDataBelowThresholdEvent", "SensorDataEvent", _P + "sensor.SensorDataBelowThresholdEvent", {},
+     doc="A reading crossed a threshold downwards.")
+
+_add("MidiMessageEvent", "Event", _P + "midi.MidiMessageEvent",
+     {"message": "the raw bytes as a list of ints", "device": "input port name", "port": "input port index",
+      "delay": "seconds since the previous message on that port", "data": "decoded message fields"},
+     {"device": "key0", "port": "num0", "delay": "num1"}, doc="A MIDI message arrived on an input port.")
+_add("MidiDeviceConnectedEvent", "Event", _P + "midi.MidiDeviceConnectedEvent",
+     {"device": "port name", "port": "port index"}, {"device": "key0", "port": "num0"},
+     doc="A MIDI port was opened.")
+_add("MidiDeviceDisconnectedEvent", "Event", _P + "midi.MidiDeviceDisconnectedEvent",
+     {"device": "port name", "port": "port index"}, {"device": "key0", "port": "num0"},
+     doc="A MIDI port went away.")
+
+_add("FlicButtonEvent", "Event", _P + "flic.FlicButtonEvent",
+     {"btn_addr": "button Bluetooth address aa:bb:cc:dd:ee:ff",
+      "sequence": "presses, e.g. ['ShortPressEvent', 'LongPressEvent']"},
+     {"btn_addr": "key0"}, aliases=(_P + "button.flic.FlicButtonEvent",),
+     doc="A press sequence on one Flic button ended (sequence timeout).")
+
+_add("SmartCardDetectedEvent", "Event", _P + "scard.SmartCardDetectedEvent",
+     {"atr": "card ATR as upper-case space-separated hex", "reader": "reader name"},
+     {"atr": "key0", "reader": "key1"}, doc="A smart card was inserted.")
+_add("SmartCardRemovedEvent", "Event", _P + "scard.SmartCardRemovedEvent",
+     {"atr": "ATR of the removed card", "reader": "reader name"}, {"atr": "key0", "reader": "key1"},
+     doc="A smart card was removed.")
+
+_add("CameraEvent", "Event", _P + "camera.CameraEvent", {"device": "camera device"}, {"device": "key0"},
+     abstract=True, doc="Base of the camera events.")
+_add("CameraRecordingStartedEvent", "CameraEvent", _P + "camera.CameraRecordingStartedEvent",
+     {"filename": "output file, if any"}, {"filename": "key1"}, doc="Recording or streaming started.")
+_add("CameraRecordingStoppedEvent", "CameraEvent", _P + "camera.CameraRecordingStoppedEvent", {},
+     doc="Recording or streaming stopped.")
+_add("CameraVideoRenderedEvent", "CameraEvent", _P + "camera.CameraVideoRenderedEvent",
+     {"filename": "the video file"}, {"filename": "key1"}, doc="A video file was written.")
+_add("CameraPictureTakenEvent", "CameraEvent", _P + "camera.CameraPictureTakenEvent",
+     {"filename": "the picture file"}, {"filename": "key1"}, doc="A picture was taken.")
+_add("CameraFrameCapturedEvent", "CameraEvent", _P + "camera.CameraFrameCapturedEvent",
+     {"filename": "the frame file"}, {"filename": "key1"}, doc="A frame was captured to a file.")
+_add("CameraClientEvent", "CameraEvent", None,
+     {"client": "peer address host:port", "connected": "true on connect, false on disconnect"},
+     {"client": "key1", "connected": "num0"}, doc="A stream client connected or went away.")
+
+_add("WebhookEvent", "Event", _P + "http.hook.WebhookEvent",
+     {"hook": "the <name> of /hook/<name>", "method": "HTTP method, upper case", "args": "query parameters",
+      "data": "parsed JSON body, else text", "headers": "request headers"},
+     {"hook": "key0", "method": "key1"}, doc="An HTTP request reached /hook/<name>.")
+_add("MQTTMessageEvent", "Event", _P + "mqtt.MQTTMessageEvent",
+     {"host": "broker host", "port": "broker port", "topic": "message topic",
+      "msg": "payload, JSON-decoded when possible"},
+     {"topic": "key0", "host": "key1", "port": "num0"}, doc="A message arrived on a subscribed MQTT topic.")
+_add("SpeechRecognizedEvent", "Event", _P + "assistant.SpeechRecognizedEvent",
+     {"phrase": "the recognised text", "assistant": "which assistant heard it"},
+     {"assistant": "key0"}, doc="A voice assistant recognised a phrase; hooks match it word by word.")
+
+_add("SerialDeviceEvent", "Event", None, {"device": "serial device path", "connected": "true or false"},
+     {"device": "key0", "connected": "num0"}, doc="A serial sensor device disappeared or came back.")
+_add("BackendStatusEvent", "Event", None,
+     {"backend": "backend name", "status": "new status", "error": "why, when failed"},
+     {"backend": "key0", "status": "key1"}, doc="A backend changed status (running, failed, stopped).")
+_add("BusOverflowEvent", "Event", None,
+     {"producer": "producer name", "dropped": "events dropped since the last report"},
+     {"producer": "key0", "dropped": "num0"}, doc="A producer's ring was full and events were dropped.")
+_add("VariableChangedEvent", "Event", None,
+     {"name": "variable name", "value": "new value (null when unset)"}, {"name": "key0"},
+     doc="A persisted variable was set or unset.")
+
+
+
+def new_event_id() -> str:
+    """A 32-hex-character id from the OS CSPRNG (Platypush uses ``random``)."""
+    return secrets.token_hex(16)
+
+
+@dataclass(slots=True)
+class Event:
+    """An event: a type and its attributes.
+
+    Attributes:
+        type: the catalogue type.
+        args: attribute values (never contains ``type``).
+        ts_ns: CLOCK_MONOTONIC nanoseconds when it happened (the slot clock).
+        source: who emitted it (backend name, ``http``, ``procedure``...).
+        id: a unique id, made lazily for the wire.
+        timestamp: wall-clock seconds since the epoch, for the wire.
+    """
+
+    type: EventType
+    args: dict[str, Any]
+    ts_ns: int = 0
+    source: str = ""
+    id: str = ""
+    timestamp: float = field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, type_name: str, source: str = "", **args: Any) -> Event:
+        """Build an event by type name: ``Event.of("GPIOEvent", pin=17, value=1)``."""
+        return cls(CATALOGUE.get(type_name), args, time.monotonic_ns(), source)
+
+    def to_dict(self, device_id: str = "") -> dict[str, Any]:
+        """The Platypush event envelope (``{"type": "event", "args": {"type": ...}}``)."""
+        if not self.id:
+            self.id = new_event_id()
+        return {
+            "type": "event",
+            "target": device_id,
+            "origin": self.source or device_id,
+            "id": self.id,
+            "_timestamp": self.timestamp,
+            "args": {"type": self.type.wire_name, **self.args},
+        }
+
+    def context(self) -> dict[str, Any]:
+        """The names a hook sees: ``event`` (this event as a dict) plus each attribute."""
+        return {**self.args, "event": {"type": self.type.name, "args": self.args, "source": self.source,
+                                        "id": self.id, "_timestamp": self.timestamp}}
+
+    def __repr__(self) -> str:
+        return f"<Event {self.type.name} {self.args!r}>"

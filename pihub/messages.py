@@ -1,0 +1,135 @@
+"""The Platypush wire format: request, response and event envelopes.
+
+Request:  ``{"type":"request","action":"plugin.method","args":{...},"id":...,"target":...}``
+Response: ``{"type":"response","id":...,"response":{"output":...,"errors":[...]}}``
+Event:    ``{"type":"event","args":{"type":"<event type>", ...}}``
+
+Differences from Platypush, on purpose: ids come from ``secrets``; a string output is
+never JSON-decoded (``"123"`` stays a string); a null output still becomes
+``{"success": <no errors>}`` as Platypush clients expect.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pihub.events import CATALOGUE, Event, new_event_id
+
+
+class MessageError(ValueError):
+    """A message that is not a valid envelope; the text says which key and why."""
+
+
+@dataclass(slots=True)
+class Request:
+    """An action request. ``args`` may be a dict (keywords), a list (positional) or a scalar."""
+
+    action: str
+    args: Any = field(default_factory=dict)
+    id: str = field(default_factory=new_event_id)
+    target: str = ""
+    origin: str = ""
+
+    def split_action(self) -> tuple[str, str]:
+        """``camera.pi.take_picture`` -> ``("camera.pi", "take_picture")`` (split on the last dot)."""
+        plugin, dot, method = self.action.rpartition(".")
+        if not dot or not plugin or not method:
+            raise MessageError(f"action must be 'plugin.method', not {self.action!r}")
+        return plugin, method
+
+
+@dataclass(slots=True)
+class Response:
+    """An action's result. ``errors`` holds human-readable strings; empty means success."""
+
+    output: Any = None
+    errors: list[str] = field(default_factory=list)
+    id: str = ""
+    target: str = ""
+    origin: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        output = {"success": not self.errors} if self.output is None else self.output
+        return {
+            "id": self.id,
+            "type": "response",
+            "target": self.target,
+            "origin": self.origin,
+            "_timestamp": time.time(),
+            "response": {"output": output, "errors": list(self.errors)},
+        }
+
+
+def parse(message: str | bytes | dict[str, Any], *, default_origin: str = "") -> Request | Event:
+    """Parse a request or event envelope.
+
+    Args:
+        message: JSON text or an already decoded dict.
+        default_origin: origin to record when the message has none (``http``...).
+
+    Raises:
+        MessageError: for bad JSON, a non-object, an unknown ``type``, a missing or
+            malformed ``action``, or an unknown event type.
+    """
+    if isinstance(message, (bytes, str)):
+        try:
+            message = json.loads(message)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise MessageError(f"message is not valid JSON: {e}") from None
+    if not isinstance(message, dict):
+        raise MessageError(f"message must be a JSON object, not {type(message).__name__}")
+    kind = message.get("type")
+    if kind == "request":
+        action = message.get("action", message.get("name"))
+        if not isinstance(action, str) or not action:
+            raise MessageError("request has no 'action' (a 'plugin.method' string)")
+        req = Request(action=action, args=message.get("args", {}),
+                      id=str(message.get("id") or new_event_id()),
+                      target=str(message.get("target") or ""),
+                      origin=str(message.get("origin") or default_origin))
+        req.split_action()
+        return req
+    if kind == "event":
+        args = message.get("args")
+        if not isinstance(args, dict):
+            raise MessageError("event has no 'args' object")
+        args = dict(args)
+        type_name = args.pop("type", None)
+        if not isinstance(type_name, str):
+            raise MessageError("event args have no 'type' (an event type name)")
+        try:
+            et = CATALOGUE.get(type_name)
+        except KeyError as e:
+            raise MessageError(str(e)) from None
+        return Event(et, args, time.monotonic_ns(), str(message.get("origin") or default_origin),
+                     str(message.get("id") or ""))
+    raise MessageError(f"message type must be 'request' or 'event', not {kind!r}")
+
+
+class Encoder(json.JSONEncoder):
+    """JSON for outputs: bytes as ``0x..`` hex, sets/tuples as lists, others via ``str``."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, (bytes, bytearray)):
+            return "0x" + bytes(o).hex()
+        if isinstance(o, (set, frozenset, tuple)):
+            return list(o)
+        if isinstance(o, Event):
+            return o.to_dict()
+        if isinstance(o, Exception):
+            return f"<{type(o).__name__}> {o}"
+        if hasattr(o, "isoformat"):
+            return o.isoformat()
+        return str(o)
+
+
+def dumps(obj: Any) -> str:
+    """Serialise with :class:`Encoder`, compact."""
+    return json.dumps(obj, cls=Encoder, separators=(",", ":"))
