@@ -1,0 +1,1144 @@
+"""The safe ``${...}`` evaluator and the templates built on it.
+
+Platypush runs every ``${...}`` through Python's ``eval``. pihub parses the expression
+with :func:`ast.parse` once, at config load, checks every node against a whitelist and
+turns the tree into a chain of small closures; evaluating it later is a walk of those
+closures over a names mapping. Nothing is ever handed to ``eval``/``exec``/``compile``.
+
+What an expression may use:
+
+- constants, names, list/tuple/set/dict displays (with ``*``/``**`` unpacking),
+  comprehensions and generator expressions, subscripts and slices;
+- unary, binary (not ``@``), boolean and comparison operators (``in``, ``is`` too),
+  conditional expressions, f-strings (with ``!s``/``!r``/``!a`` and format specs);
+- attributes whose name does not start with ``_``, and only on plain data: whitelisted
+  methods and properties of str, bytes, list, tuple, set, dict, numbers, date/time
+  values; the fields of a dataclass instance; and, on a dict, a key that is not a dict
+  method name (``event.args`` reads ``event["args"]``, as Platypush's Event objects
+  allowed in conditions);
+- calls to the whitelisted builtins (:data:`BUILTINS`) and to the whitelisted methods
+  above. Methods that mutate (``dict.update``, ``list.append``...) are not callable:
+  an expression never changes the names it reads. ``str.format``/``format_map`` are not
+  callable either (their ``{0.__class__}`` syntax reaches attributes).
+
+Not allowed: imports, lambdas, ``:=``, ``await``/``yield``, names starting with ``__``,
+any other attribute, calls to anything else.
+
+Resource limits (per evaluation; exceeding one raises :class:`ExpressionError`):
+``range()`` length :data:`MAX_RANGE`; the size of one sequence built by ``*``, ``+``,
+``join``, ``replace``, padding methods or unpacking :data:`MAX_SEQUENCE`; the total of
+items and characters built :data:`MAX_ALLOC`; comprehension iterations
+:data:`MAX_ITERATIONS`; integer results of ``*``, ``**`` and ``<<``
+:data:`MAX_INT_BITS` bits; format widths and precisions :data:`MAX_FORMAT_WIDTH`.
+The source is at most :data:`MAX_SOURCE_CHARS` characters and :data:`MAX_DEPTH` nodes
+deep, which also bounds the evaluator's recursion (there are no user functions).
+
+Templates (:func:`compile_template`), the type-preserving rule:
+
+- a string that is exactly ``${expr}`` (whitespace allowed inside the braces only)
+  renders to the expression's value, with its type;
+- any other string with ``${...}`` parts renders to a string: each value goes through
+  ``str()``, except lists, tuples and dicts, which are JSON-dumped as Platypush does
+  (``a ${x} b`` -> ``a {"k": 1} b``);
+- a string without ``${`` is returned unchanged. Unlike Platypush, no string is ever
+  JSON-decoded: ``"123"`` stays ``"123"``;
+- ``\\${`` renders a literal ``${`` for that occurrence only; the rest of the string is
+  still expanded. There is no escape for the backslash itself;
+- lists and dicts are rendered recursively; dict keys are not templated;
+- the scanner finds the ``}`` that closes ``${`` by skipping nested brackets and string
+  literals, so ``${ {"a": 1}["a"] }`` and ``${ "}" + x }`` work;
+- an undefined name is an error (Platypush kept the literal text).
+
+Results that are lazy iterables (``range``, ``zip``, ``enumerate``, ``reversed``, dict
+views, generator expressions) are turned into lists, as Platypush turned ranges into lists.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import datetime as _dt
+import functools
+import json
+import operator
+import re
+import types
+from collections import ChainMap
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
+from typing import Any
+
+from pihub.errors import ExpressionError
+from pihub.messages import Encoder
+
+__all__ = [
+    "BUILTINS", "MAX_ALLOC", "MAX_DEPTH", "MAX_FORMAT_WIDTH", "MAX_INT_BITS", "MAX_ITERATIONS",
+    "MAX_RANGE", "MAX_SEQUENCE", "MAX_SOURCE_CHARS", "Expr", "Template", "compile_expr",
+    "compile_template", "has_templates", "suggestion",
+]
+
+MAX_SOURCE_CHARS = 10_000
+MAX_DEPTH = 100
+MAX_RANGE = 100_000
+MAX_SEQUENCE = 1_000_000
+MAX_ALLOC = 2_000_000
+MAX_ITERATIONS = 100_000
+MAX_INT_BITS = 10_000
+MAX_FORMAT_WIDTH = 1_000
+
+Names = Mapping[str, Any]
+
+
+class _Fail(Exception):
+    """An evaluation problem; :meth:`Expr.value` prefixes it with the expression."""
+
+
+class _Budget:
+    """What one evaluation may still spend: comprehension iterations and built items."""
+
+    __slots__ = ("alloc", "iterations")
+
+    def __init__(self) -> None:
+        self.iterations = MAX_ITERATIONS
+        self.alloc = MAX_ALLOC
+
+    def iterate(self) -> None:
+        """Count one comprehension iteration.
+
+        Raises:
+            _Fail: past :data:`MAX_ITERATIONS`.
+        """
+        self.iterations -= 1
+        if self.iterations < 0:
+            raise _Fail(f"comprehensions ran more than {MAX_ITERATIONS} iterations")
+
+    def charge(self, size: int) -> None:
+        """Count ``size`` items or characters about to be built.
+
+        Raises:
+            _Fail: when one sequence exceeds :data:`MAX_SEQUENCE` or the evaluation's total
+                exceeds :data:`MAX_ALLOC`.
+        """
+        if size > MAX_SEQUENCE:
+            raise _Fail(f"result of {size} items or characters exceeds the limit of {MAX_SEQUENCE}")
+        self.alloc -= size
+        if self.alloc < 0:
+            raise _Fail(f"expression built more than {MAX_ALLOC} items or characters in total")
+
+
+# --------------------------------------------------------------------------------------------
+# suggestions
+
+
+def _distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance (edits, with adjacent transpositions counting one)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[len(b)]
+
+
+def suggestion(word: str, candidates: Iterable[str]) -> str:
+    """A ``" (did you mean 'x'?)"`` suffix naming the closest candidates, or ``""``.
+
+    Args:
+        word: the misspelt word.
+        candidates: the known words; non-strings are skipped.
+
+    Returns:
+        The suffix, naming up to three candidates within 1 edit (2 for words longer than 3
+        characters; a transposition counts as one edit), closest first.
+    """
+    limit = 1 if len(word) <= 3 else 2
+    scored = sorted({(d, c) for c in candidates
+                     if isinstance(c, str) and c != word and abs(len(c) - len(word)) <= limit
+                     and (d := _distance(word, c)) <= limit})
+    if not scored:
+        return ""
+    return f" (did you mean {', '.join(repr(c) for _, c in scored[:3])}?)"
+
+
+# --------------------------------------------------------------------------------------------
+# whitelisted builtins
+
+
+def _range(*args: int) -> range:
+    """``range`` limited to :data:`MAX_RANGE` items."""
+    r = range(*args)
+    if len(r) > MAX_RANGE:
+        raise _Fail(f"range of {len(r)} items exceeds the limit of {MAX_RANGE}")
+    return r
+
+
+def _sum(iterable: Iterable[Any], start: Any = 0) -> Any:
+    """``sum`` whose start must be a number (summing lists would sidestep the size limits)."""
+    if isinstance(start, bool) or not isinstance(start, (int, float, complex)):
+        raise _Fail(f"sum() start must be a number, not {type(start).__name__}")
+    return sum(iterable, start)
+
+
+def _round(number: Any, ndigits: int | None = None) -> Any:
+    """``round`` with ``ndigits`` limited to +-:data:`MAX_FORMAT_WIDTH`."""
+    if ndigits is None:
+        return round(number)
+    if isinstance(ndigits, int) and abs(ndigits) > MAX_FORMAT_WIDTH:
+        raise _Fail(f"round() ndigits must be within +-{MAX_FORMAT_WIDTH}, not {ndigits}")
+    return round(number, ndigits)
+
+
+def _with_checked_key(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap sorted/min/max so that their ``key=`` must be an allowed callable too."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        key = kwargs.get("key")
+        if key is not None:
+            _check_callable(key)
+        return fn(*args, **kwargs)
+
+    return call
+
+
+#: The builtins an expression may call, by name. Names in the scope shadow them.
+BUILTINS: Mapping[str, Any] = types.MappingProxyType({
+    "len": len, "str": str, "int": int, "float": float, "bool": bool, "abs": abs,
+    "round": _round, "min": _with_checked_key(min), "max": _with_checked_key(max), "sum": _sum,
+    "sorted": _with_checked_key(sorted), "reversed": reversed, "any": any, "all": all,
+    "range": _range, "list": list, "dict": dict, "tuple": tuple, "set": set,
+    "enumerate": enumerate, "zip": zip,
+})
+_BUILTIN_IDS = frozenset(id(f) for f in BUILTINS.values())
+#: Builtins whose result is a new container: its size is charged to the budget.
+_SIZED_RESULTS = frozenset(id(BUILTINS[n]) for n in ("str", "list", "dict", "tuple", "set", "sorted"))
+
+# --------------------------------------------------------------------------------------------
+# whitelisted attributes
+
+_STR_ATTRS = frozenset({
+    "upper", "lower", "strip", "lstrip", "rstrip", "split", "rsplit", "splitlines", "join",
+    "startswith", "endswith", "replace", "count", "index", "rindex", "find", "rfind", "title",
+    "capitalize", "casefold", "swapcase", "partition", "rpartition", "removeprefix",
+    "removesuffix", "isdigit", "isalpha", "isalnum", "isnumeric", "isdecimal", "isspace",
+    "islower", "isupper", "istitle", "encode", "ljust", "rjust", "center", "zfill",
+})
+_BYTES_ATTRS = frozenset({
+    "decode", "hex", "startswith", "endswith", "count", "index", "find", "split", "strip",
+    "upper", "lower", "replace", "join",
+})
+_DICT_ATTRS = frozenset({"get", "keys", "values", "items", "copy"})
+_LIST_ATTRS = frozenset({"index", "count", "copy"})
+_TUPLE_ATTRS = frozenset({"index", "count"})
+_SET_ATTRS = frozenset({
+    "union", "intersection", "difference", "symmetric_difference", "issubset", "issuperset",
+    "isdisjoint", "copy",
+})
+_INT_ATTRS = frozenset({"bit_length", "real", "imag", "numerator", "denominator"})
+_FLOAT_ATTRS = frozenset({"is_integer", "real", "imag"})
+_DATE_ATTRS = frozenset({"year", "month", "day", "weekday", "isoweekday", "isoformat"})
+_TIME_ATTRS = frozenset({"hour", "minute", "second", "microsecond", "isoformat"})
+_DATETIME_ATTRS = _DATE_ATTRS | _TIME_ATTRS | frozenset({"timestamp", "date", "time"})
+_TIMEDELTA_ATTRS = frozenset({"days", "seconds", "microseconds", "total_seconds"})
+
+#: (type, allowed attribute names), most specific first (datetime is a date, bool an int).
+_ATTRS: tuple[tuple[type, frozenset[str]], ...] = (
+    (str, _STR_ATTRS), (bytes, _BYTES_ATTRS), (dict, _DICT_ATTRS), (list, _LIST_ATTRS),
+    (tuple, _TUPLE_ATTRS), (set, _SET_ATTRS), (frozenset, _SET_ATTRS), (int, _INT_ATTRS),
+    (float, _FLOAT_ATTRS), (_dt.datetime, _DATETIME_ATTRS), (_dt.date, _DATE_ATTRS),
+    (_dt.time, _TIME_ATTRS), (_dt.timedelta, _TIMEDELTA_ATTRS), (Mapping, _DICT_ATTRS),
+)
+_PADDING = frozenset({"ljust", "rjust", "center", "zfill"})
+
+
+def _allowed_attrs(obj: Any) -> frozenset[str] | None:
+    """The attribute names allowed on ``obj``, or None when ``obj`` is not plain data."""
+    for kind, names in _ATTRS:
+        if isinstance(obj, kind):
+            return names
+    return None
+
+
+def _get_attr(obj: Any, name: str) -> Any:
+    """``obj.name`` under the attribute rules of the module docstring."""
+    allowed = _allowed_attrs(obj)
+    if isinstance(obj, Mapping):
+        if name in _DICT_ATTRS:
+            return getattr(obj, name)
+        try:
+            return obj[name]
+        except KeyError:
+            raise _Fail(f"dict has no key {name!r} and no method {name!r}"
+                        f"{suggestion(name, [*obj, *_DICT_ATTRS])}") from None
+    if allowed is not None:
+        if name in allowed:
+            return getattr(obj, name)
+        raise _Fail(f"attribute {name!r} of {type(obj).__name__} is not allowed{suggestion(name, allowed)}")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = [f.name for f in dataclasses.fields(obj) if not f.name.startswith("_")]
+        if name in fields:
+            return getattr(obj, name)
+        raise _Fail(f"{type(obj).__name__} has no field {name!r}{suggestion(name, fields)}")
+    raise _Fail(f"attribute access on {type(obj).__name__} is not allowed (only on plain data)")
+
+
+_METHOD_TYPES = (types.BuiltinMethodType, types.MethodType)
+
+
+def _check_callable(fn: Any) -> None:
+    """Refuse to call anything but a whitelisted builtin or a whitelisted method.
+
+    Raises:
+        _Fail: naming what was about to be called.
+    """
+    if id(fn) in _BUILTIN_IDS:
+        return
+    if isinstance(fn, _METHOD_TYPES):
+        owner = getattr(fn, "__self__", None)
+        allowed = _allowed_attrs(owner)
+        if allowed is not None and fn.__name__ in allowed:
+            return
+    raise _Fail(f"calling {type(fn).__name__} {getattr(fn, '__name__', '')!s} is not allowed"
+                f" (only {', '.join(BUILTINS)} and methods of plain data)")
+
+
+def _seq_len(value: Any) -> int | None:
+    """Length of a str/bytes/list/tuple, else None."""
+    return len(value) if isinstance(value, (str, bytes, list, tuple)) else None
+
+
+def _precheck_method(fn: Any, args: list[Any], budget: _Budget) -> list[Any]:
+    """Bound the result of the methods that can build large strings; returns the args to use."""
+    name = fn.__name__
+    owner = fn.__self__
+    if not isinstance(owner, (str, bytes)):
+        return args
+    if name == "join" and args:
+        items = list(args[0])
+        total = sum(len(x) for x in items if isinstance(x, (str, bytes)))
+        total += len(owner) * max(len(items) - 1, 0)
+        budget.charge(total)
+        return [items, *args[1:]]
+    if name == "replace" and len(args) >= 2 and isinstance(args[0], type(owner)):
+        old, new = args[0], args[1]
+        if isinstance(new, type(owner)) and len(new) > len(old):
+            n = owner.count(old) if old else len(owner) + 1
+            budget.charge(len(owner) + n * (len(new) - len(old)))
+    elif name in _PADDING and args and isinstance(args[0], int):
+        budget.charge(max(args[0], len(owner)))
+    return args
+
+
+# --------------------------------------------------------------------------------------------
+# operators with limits
+
+
+def _mul(a: Any, b: Any, budget: _Budget) -> Any:
+    """``a * b`` with repetition and integer size limits."""
+    if isinstance(a, int) and isinstance(b, int):
+        if a.bit_length() + b.bit_length() > MAX_INT_BITS:
+            raise _Fail(f"product exceeds the limit of {MAX_INT_BITS} bits")
+        return a * b
+    for seq, n in ((a, b), (b, a)):
+        size = _seq_len(seq)
+        if size is not None and isinstance(n, int):
+            budget.charge(size * max(n, 0))
+            break
+    return a * b
+
+
+def _pow(a: Any, b: Any, budget: _Budget) -> Any:
+    """``a ** b`` with the integer result limited to :data:`MAX_INT_BITS` bits."""
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1:
+        if (abs(a).bit_length() - 1) * b > MAX_INT_BITS:
+            raise _Fail(f"power {a} ** {b} exceeds the limit of {MAX_INT_BITS} bits")
+    return a ** b
+
+
+def _lshift(a: Any, b: Any, budget: _Budget) -> Any:
+    """``a << b`` with the result limited to :data:`MAX_INT_BITS` bits."""
+    if isinstance(a, int) and isinstance(b, int) and a and b > 0 and a.bit_length() + b > MAX_INT_BITS:
+        raise _Fail(f"shift {a} << {b} exceeds the limit of {MAX_INT_BITS} bits")
+    return a << b
+
+
+def _add(a: Any, b: Any, budget: _Budget) -> Any:
+    """``a + b`` with concatenations charged to the budget."""
+    la, lb = _seq_len(a), _seq_len(b)
+    if la is not None and lb is not None:
+        budget.charge(la + lb)
+    return a + b
+
+
+_PERCENT_DIRECTIVE = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_SPEC_NUMBER = re.compile(r"\d+")
+
+
+def _mod(a: Any, b: Any, budget: _Budget) -> Any:
+    """``a % b``; for printf-style formatting, widths are limited and ``*`` refused."""
+    if isinstance(a, (str, bytes)):
+        text = a if isinstance(a, str) else a.decode("latin-1")
+        for m in _PERCENT_DIRECTIVE.finditer(text):
+            for num in m.groups():
+                if num == "*":
+                    raise _Fail("'*' widths are not allowed in %-formatting")
+                if num and int(num) > MAX_FORMAT_WIDTH:
+                    raise _Fail(f"%-format width {num} exceeds the limit of {MAX_FORMAT_WIDTH}")
+        out = a % b
+        budget.charge(len(out))
+        return out
+    return a % b
+
+
+def _plain(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any, _Budget], Any]:
+    """Adapt a two-argument operator to the ``(a, b, budget)`` signature."""
+
+    def apply(a: Any, b: Any, budget: _Budget) -> Any:
+        return op(a, b)
+
+    return apply
+
+
+def _contains(a: Any, b: Any) -> bool:
+    """``a in b``."""
+    return a in b
+
+
+def _not_contains(a: Any, b: Any) -> bool:
+    """``a not in b``."""
+    return a not in b
+
+
+_BINOPS: dict[type[ast.operator], Callable[[Any, Any, _Budget], Any]] = {
+    ast.Add: _add, ast.Sub: _plain(operator.sub), ast.Mult: _mul, ast.Div: _plain(operator.truediv),
+    ast.FloorDiv: _plain(operator.floordiv), ast.Mod: _mod, ast.Pow: _pow, ast.LShift: _lshift,
+    ast.RShift: _plain(operator.rshift), ast.BitOr: _plain(operator.or_),
+    ast.BitXor: _plain(operator.xor), ast.BitAnd: _plain(operator.and_),
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.Not: operator.not_, ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert,
+}
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not,
+    ast.In: _contains, ast.NotIn: _not_contains,
+}
+_SUBSCRIPTABLE = (dict, list, tuple, str, bytes, range, Mapping, Sequence)
+_FAST_SUBSCRIPTABLE = frozenset({dict, list, tuple, str})
+
+# --------------------------------------------------------------------------------------------
+# the compiler: AST -> closures
+
+Fn = Callable[[Names, _Budget], Any]
+
+
+_EAGER_TYPES = frozenset({int, float, str, bool, type(None), dict, list, tuple, bytes, set})
+
+
+def _materialize(value: Any, budget: _Budget) -> Any:
+    """Turn lazy iterables (range, zip, views, generators...) into lists, charging their size."""
+    if type(value) in _EAGER_TYPES:  # the common case, without the slower ABC checks
+        return value
+    if isinstance(value, (range, KeysView, ValuesView, ItemsView, Iterator)):
+        out = list(value)
+        budget.charge(len(out))
+        return out
+    return value
+
+
+class _Compiler:
+    """Turns a validated expression tree into closures ``fn(names, budget) -> value``."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.handlers: dict[type[ast.AST], Callable[[Any], Fn]] = {
+            ast.Constant: self.constant, ast.Name: self.name, ast.List: self.sequence,
+            ast.Tuple: self.sequence, ast.Set: self.sequence, ast.Dict: self.dict_display,
+            ast.BoolOp: self.boolop, ast.BinOp: self.binop, ast.UnaryOp: self.unaryop,
+            ast.Compare: self.compare, ast.IfExp: self.ifexp, ast.Subscript: self.subscript,
+            ast.Attribute: self.attribute, ast.Call: self.call, ast.JoinedStr: self.joinedstr,
+            ast.FormattedValue: self.formatted, ast.ListComp: self.comprehension,
+            ast.SetComp: self.comprehension, ast.DictComp: self.comprehension,
+            ast.GeneratorExp: self.comprehension, ast.Slice: self.slice,
+        }
+
+    def c(self, node: ast.AST) -> Fn:
+        """Compile one node.
+
+        Raises:
+            _Fail: for a node kind outside the whitelist, or nesting past :data:`MAX_DEPTH`.
+        """
+        handler = self.handlers.get(type(node))
+        if handler is None:
+            raise _Fail(f"{_describe_node(node)} is not allowed")
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _Fail(f"expression nests more than {MAX_DEPTH} levels deep")
+        try:
+            return handler(node)
+        finally:
+            self.depth -= 1
+
+    def constant(self, node: ast.Constant) -> Fn:
+        """A literal."""
+        value = node.value
+        if value is Ellipsis:
+            raise _Fail("'...' is not allowed")
+
+        def const(names: Names, budget: _Budget) -> Any:
+            return value
+
+        return const
+
+    def name(self, node: ast.Name) -> Fn:
+        """A name: the scope first, then :data:`BUILTINS`."""
+        ident = node.id
+        if ident.startswith("__"):
+            raise _Fail(f"name {ident!r} is not allowed (names starting with '__' are reserved)")
+        builtin = BUILTINS.get(ident, _MISSING)
+
+        def load(names: Names, budget: _Budget) -> Any:
+            try:
+                return names[ident]
+            except KeyError:
+                if builtin is not _MISSING:
+                    return builtin
+            raise _Fail(f"name {ident!r} is not defined{suggestion(ident, [*names, *BUILTINS])}")
+
+        return load
+
+    def _elements(self, nodes: list[ast.expr]) -> Callable[[Names, _Budget], list[Any]]:
+        """Compile display elements, ``*iterable`` included, to a function building a list."""
+        parts: list[tuple[bool, Fn]] = []
+        for el in nodes:
+            if isinstance(el, ast.Starred):
+                parts.append((True, self.c(el.value)))
+            else:
+                parts.append((False, self.c(el)))
+        starred = any(s for s, _ in parts)
+        fns = [f for _, f in parts]
+
+        def build(names: Names, budget: _Budget) -> list[Any]:
+            if not starred:
+                return [f(names, budget) for f in fns]
+            out: list[Any] = []
+            for is_star, f in parts:
+                if is_star:
+                    more = list(f(names, budget))
+                    budget.charge(len(out) + len(more))
+                    out.extend(more)
+                else:
+                    out.append(f(names, budget))
+            return out
+
+        return build
+
+    def sequence(self, node: ast.List | ast.Tuple | ast.Set) -> Fn:
+        """A list, tuple or set display."""
+        build = self._elements(node.elts)
+        kind = {ast.List: list, ast.Tuple: tuple, ast.Set: set}[type(node)]
+        if kind is list:
+            return build
+
+        def display(names: Names, budget: _Budget) -> Any:
+            return kind(build(names, budget))
+
+        return display
+
+    def dict_display(self, node: ast.Dict) -> Fn:
+        """A dict display, ``**`` included."""
+        pairs = [(None if k is None else self.c(k), self.c(v)) for k, v in zip(node.keys, node.values)]
+
+        def display(names: Names, budget: _Budget) -> dict[Any, Any]:
+            out: dict[Any, Any] = {}
+            for k, v in pairs:
+                if k is None:
+                    more = v(names, budget)
+                    if not isinstance(more, Mapping):
+                        raise _Fail(f"'**' needs a mapping, not {type(more).__name__}")
+                    budget.charge(len(out) + len(more))
+                    out.update(more)
+                else:
+                    out[k(names, budget)] = v(names, budget)
+            return out
+
+        return display
+
+    def boolop(self, node: ast.BoolOp) -> Fn:
+        """``and``/``or``, short-circuiting."""
+        fns = [self.c(v) for v in node.values]
+        is_and = isinstance(node.op, ast.And)
+
+        def boolop(names: Names, budget: _Budget) -> Any:
+            value: Any = None
+            for f in fns:
+                value = f(names, budget)
+                if bool(value) is not is_and:
+                    return value
+            return value
+
+        return boolop
+
+    def binop(self, node: ast.BinOp) -> Fn:
+        """A binary operator, with the limits of :data:`_BINOPS`."""
+        op = _BINOPS.get(type(node.op))
+        if op is None:
+            raise _Fail(f"operator {type(node.op).__name__} is not allowed")
+        left, right = self.c(node.left), self.c(node.right)
+
+        def binop(names: Names, budget: _Budget) -> Any:
+            return op(left(names, budget), right(names, budget), budget)
+
+        return binop
+
+    def unaryop(self, node: ast.UnaryOp) -> Fn:
+        """``not``, ``-``, ``+``, ``~``."""
+        op = _UNARY[type(node.op)]
+        operand = self.c(node.operand)
+
+        def unaryop(names: Names, budget: _Budget) -> Any:
+            return op(operand(names, budget))
+
+        return unaryop
+
+    def compare(self, node: ast.Compare) -> Fn:
+        """A comparison chain."""
+        left = self.c(node.left)
+        rest = [(_COMPARE[type(op)], self.c(r)) for op, r in zip(node.ops, node.comparators)]
+
+        def compare(names: Names, budget: _Budget) -> Any:
+            a = left(names, budget)
+            for op, f in rest:
+                b = f(names, budget)
+                if not op(a, b):
+                    return False
+                a = b
+            return True
+
+        return compare
+
+    def ifexp(self, node: ast.IfExp) -> Fn:
+        """``a if test else b``."""
+        test, body, orelse = self.c(node.test), self.c(node.body), self.c(node.orelse)
+
+        def ifexp(names: Names, budget: _Budget) -> Any:
+            return body(names, budget) if test(names, budget) else orelse(names, budget)
+
+        return ifexp
+
+    def slice(self, node: ast.Slice) -> Fn:
+        """``lower:upper:step`` inside a subscript."""
+        parts = [None if p is None else self.c(p) for p in (node.lower, node.upper, node.step)]
+
+        def make_slice(names: Names, budget: _Budget) -> slice:
+            return slice(*(None if p is None else p(names, budget) for p in parts))
+
+        return make_slice
+
+    def subscript(self, node: ast.Subscript) -> Fn:
+        """``obj[index]`` on plain data; slices are charged to the budget."""
+        value, index = self.c(node.value), self.c(node.slice)
+        is_slice = isinstance(node.slice, ast.Slice)
+
+        def subscript(names: Names, budget: _Budget) -> Any:
+            obj = value(names, budget)
+            if type(obj) not in _FAST_SUBSCRIPTABLE and not isinstance(obj, _SUBSCRIPTABLE):
+                raise _Fail(f"subscripting {type(obj).__name__} is not allowed (only plain data)")
+            out = obj[index(names, budget)]
+            if is_slice:
+                budget.charge(len(out))
+            return out
+
+        return subscript
+
+    def attribute(self, node: ast.Attribute) -> Fn:
+        """``obj.attr`` under :func:`_get_attr`'s rules."""
+        attr = node.attr
+        if attr.startswith("_"):
+            raise _Fail(f"attribute {attr!r} is not allowed (names starting with '_' are private)")
+        value = self.c(node.value)
+
+        def attribute(names: Names, budget: _Budget) -> Any:
+            return _get_attr(value(names, budget), attr)
+
+        return attribute
+
+    def call(self, node: ast.Call) -> Fn:
+        """A call to an allowed callable, ``*``/``**`` arguments included."""
+        func = self.c(node.func)
+        build_args = self._elements(node.args)
+        keywords = [(k.arg, self.c(k.value)) for k in node.keywords]
+
+        def call(names: Names, budget: _Budget) -> Any:
+            fn = func(names, budget)
+            _check_callable(fn)
+            args = build_args(names, budget)
+            kwargs: dict[str, Any] = {}
+            for key, f in keywords:
+                v = f(names, budget)
+                if key is None:
+                    if not isinstance(v, Mapping):
+                        raise _Fail(f"'**' needs a mapping, not {type(v).__name__}")
+                    kwargs.update(v)
+                else:
+                    kwargs[key] = v
+            if isinstance(fn, _METHOD_TYPES):
+                args = _precheck_method(fn, args, budget)
+            out = fn(*args, **kwargs)
+            if id(fn) in _SIZED_RESULTS:
+                budget.charge(len(out))
+            return out
+
+        return call
+
+    def formatted(self, node: ast.FormattedValue) -> Fn:
+        """One ``{value!conv:spec}`` of an f-string, width-limited."""
+        value = self.c(node.value)
+        spec = None if node.format_spec is None else self.c(node.format_spec)
+        convert: Callable[[Any], Any] | None = {-1: None, 115: str, 114: repr, 97: ascii}[node.conversion]
+
+        def formatted(names: Names, budget: _Budget) -> str:
+            v = value(names, budget)
+            if convert is not None:
+                v = convert(v)
+            fmt = "" if spec is None else spec(names, budget)
+            for num in _SPEC_NUMBER.findall(fmt):
+                if int(num) > MAX_FORMAT_WIDTH:
+                    raise _Fail(f"format width {num} exceeds the limit of {MAX_FORMAT_WIDTH}")
+            out = format(v, fmt)
+            budget.charge(len(out))
+            return out
+
+        return formatted
+
+    def joinedstr(self, node: ast.JoinedStr) -> Fn:
+        """An f-string."""
+        parts = [self.c(v) for v in node.values]
+
+        def joinedstr(names: Names, budget: _Budget) -> str:
+            return "".join(str(p(names, budget)) for p in parts)
+
+        return joinedstr
+
+    def _target(self, node: ast.expr) -> Callable[[dict[str, Any], Any], None]:
+        """Compile a comprehension target (a name, or nested tuples/lists of names)."""
+        if isinstance(node, ast.Name):
+            ident = node.id
+            if ident.startswith("__"):
+                raise _Fail(f"name {ident!r} is not allowed (names starting with '__' are reserved)")
+
+            def store(local: dict[str, Any], value: Any) -> None:
+                local[ident] = value
+
+            return store
+        if isinstance(node, (ast.Tuple, ast.List)):
+            subs = [self._target(e) for e in node.elts]
+
+            def unpack(local: dict[str, Any], value: Any) -> None:
+                values = list(value)
+                if len(values) != len(subs):
+                    raise _Fail(f"cannot unpack {len(values)} values into {len(subs)} names")
+                for sub, v in zip(subs, values):
+                    sub(local, v)
+
+            return unpack
+        raise _Fail(f"comprehension target {_describe_node(node)} is not allowed (only names)")
+
+    def comprehension(self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp) -> Fn:
+        """A comprehension: its names live in a layer over the scope; iterations are budgeted."""
+        gens: list[tuple[Callable[[dict[str, Any], Any], None], Fn, list[Fn]]] = []
+        for gen in node.generators:
+            if gen.is_async:
+                raise _Fail("async comprehensions are not allowed")
+            gens.append((self._target(gen.target), self.c(gen.iter), [self.c(i) for i in gen.ifs]))
+        if isinstance(node, ast.DictComp):
+            key, val = self.c(node.key), self.c(node.value)
+        else:
+            elt = self.c(node.elt)
+        last = len(gens) - 1
+
+        def loop(level: int, iterable: Any, local: dict[str, Any], scope: Names,
+                 budget: _Budget) -> Iterator[None]:
+            store, _, ifs = gens[level]
+            for item in iterable:
+                budget.iterate()
+                store(local, item)
+                if all(cond(scope, budget) for cond in ifs):
+                    if level == last:
+                        yield None
+                    else:
+                        yield from loop(level + 1, gens[level + 1][1](scope, budget), local, scope, budget)
+
+        def run(names: Names, budget: _Budget) -> Any:
+            local: dict[str, Any] = {}
+            scope = ChainMap(local, names)
+            steps = loop(0, gens[0][1](names, budget), local, scope, budget)
+            if isinstance(node, ast.DictComp):
+                return {key(scope, budget): val(scope, budget) for _ in steps}
+            values = (elt(scope, budget) for _ in steps)
+            if isinstance(node, ast.GeneratorExp):
+                return values
+            return set(values) if isinstance(node, ast.SetComp) else list(values)
+
+        return run
+
+
+_MISSING = object()
+
+_NODE_NAMES: dict[type[ast.AST], str] = {
+    ast.Lambda: "lambda", ast.NamedExpr: "':=' (assignment expression)", ast.Await: "await",
+    ast.Yield: "yield", ast.YieldFrom: "yield from", ast.Starred: "'*' here",
+}
+
+
+def _describe_node(node: ast.AST) -> str:
+    """A short, user-facing name for a syntax node."""
+    return _NODE_NAMES.get(type(node), f"{type(node).__name__.lower()} syntax")
+
+
+def _describe_exc(e: BaseException) -> str:
+    """A lower-case fragment describing an exception raised while evaluating."""
+    if isinstance(e, KeyError):
+        return f"key {e.args[0]!r} not found" if e.args else "key not found"
+    if isinstance(e, RecursionError):
+        return "evaluation nests too deeply"
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    if isinstance(e, OverflowError):
+        return "number out of range"
+    text = str(e)
+    return text if text else type(e).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# expressions
+
+
+class Expr:
+    """One compiled expression. Immutable and thread-safe; evaluate it as often as needed.
+
+    Attributes:
+        source: the expression text, without ``${`` and ``}``.
+    """
+
+    __slots__ = ("_fn", "source")
+
+    def __init__(self, source: str, fn: Fn) -> None:
+        self.source = source
+        self._fn = fn
+
+    def value(self, names: Names) -> Any:
+        """Evaluate over ``names`` (names shadow :data:`BUILTINS`).
+
+        Args:
+            names: the visible names; never modified.
+
+        Returns:
+            The value, with lazy iterables turned into lists.
+
+        Raises:
+            ExpressionError: naming the expression and the problem (undefined name with a
+                suggestion, limit exceeded, a failing operation...).
+        """
+        budget = _Budget()
+        try:
+            return _materialize(self._fn(names, budget), budget)
+        except _Fail as e:
+            raise ExpressionError(f"expression {self.source!r}: {e}") from None
+        except ExpressionError:
+            raise
+        except Exception as e:  # every failure of user-written code is reported, never raised raw
+            raise ExpressionError(f"expression {self.source!r}: {_describe_exc(e)}") from None
+
+    def __repr__(self) -> str:
+        return f"<Expr {self.source!r}>"
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile_source(source: str) -> Expr:
+    """Parse, validate and compile a bare expression (shared: identical sources compile once)."""
+    text = source.strip()
+    if not text:
+        raise ExpressionError("empty expression in ${}")
+    if len(text) > MAX_SOURCE_CHARS:
+        raise ExpressionError(f"expression of {len(text)} characters exceeds the limit of {MAX_SOURCE_CHARS}")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as e:
+        where = f" at column {e.offset}" if e.offset else ""
+        detail = "" if e.msg == "invalid syntax" else f": {e.msg}"
+        raise ExpressionError(f"expression {text!r}: invalid syntax{where}{detail}") from None
+    except (ValueError, RecursionError, MemoryError) as e:
+        raise ExpressionError(f"expression {text!r}: cannot be parsed: {_describe_exc(e)}") from None
+    try:
+        fn = _Compiler().c(tree.body)
+    except _Fail as e:
+        raise ExpressionError(f"expression {text!r}: {e}") from None
+    return Expr(text, fn)
+
+
+def _skip_string(s: str, i: int) -> int:
+    """Index just after the string literal starting at ``s[i]``, or -1 when unterminated."""
+    quote = s[i]
+    triple = s.startswith(quote * 3, i)
+    end_mark = quote * 3 if triple else quote
+    j = i + len(end_mark)
+    n = len(s)
+    while j < n:
+        c = s[j]
+        if c == "\\":
+            j += 2
+            continue
+        if s.startswith(end_mark, j):
+            return j + len(end_mark)
+        if c == "\n" and not triple:
+            return -1
+        j += 1
+    return -1
+
+
+def _find_close(s: str, start: int) -> int:
+    """Index of the ``}`` closing a ``${`` whose body starts at ``start``, or -1.
+
+    Brackets nest; string literals (quotes, triple quotes, backslash escapes) are skipped.
+    """
+    depth = 0
+    i = start
+    n = len(s)
+    while i < n:
+        c = s[i]
+        if c in "'\"":
+            i = _skip_string(s, i)
+            if i < 0:
+                return -1
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            if c == "}" and depth == 0:
+                return i
+            depth = max(depth - 1, 0)
+        i += 1
+    return -1
+
+
+def compile_expr(text: str) -> Expr:
+    """Compile a condition or iterable: ``${expr}`` or a bare ``expr``.
+
+    Used for ``if``/``elif``/``while`` conditions and ``for x in`` iterables, where
+    Platypush accepts both forms.
+
+    Args:
+        text: ``"${x > 1}"`` or ``"x > 1"``.
+
+    Raises:
+        ExpressionError: for invalid or disallowed syntax, or text outside the ``${...}``.
+    """
+    s = text.strip()
+    if s.startswith("${"):
+        end = _find_close(s, 2)
+        if end < 0:
+            raise ExpressionError(f"expression {text!r}: '${{' has no closing '}}'")
+        if end != len(s) - 1:
+            raise ExpressionError(f"expression {text!r}: text after the closing '}}'; write one ${{...}}"
+                                  " or a bare expression")
+        return _compile_source(s[2:end])
+    return _compile_source(s)
+
+
+# --------------------------------------------------------------------------------------------
+# templates
+
+Render = Callable[[Names], Any]
+
+
+def _embed(value: Any) -> str:
+    """How a value is written into surrounding text: JSON for list/tuple/dict, else ``str``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, cls=Encoder)
+    return str(value)
+
+
+def _copy_plain(value: Any) -> Any:
+    """Copy the dicts and lists of a constant so that a caller mutating args cannot alter it."""
+    if isinstance(value, dict):
+        return {k: _copy_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_plain(v) for v in value]
+    return value
+
+
+def _parse_string(s: str) -> list[str | Expr]:
+    """Split a string into literal text and compiled ``${...}`` parts (adjacent text merged)."""
+    parts: list[str | Expr] = []
+    buf: list[str] = []
+    i = 0
+    while True:
+        j = s.find("${", i)
+        if j < 0:
+            buf.append(s[i:])
+            break
+        if j > 0 and s[j - 1] == "\\":
+            buf.append(s[i:j - 1])
+            buf.append("${")
+            i = j + 2
+            continue
+        buf.append(s[i:j])
+        end = _find_close(s, j + 2)
+        if end < 0:
+            raise ExpressionError(f"template {s!r}: '${{' at position {j} has no closing '}}'")
+        text = "".join(buf)
+        if text:
+            parts.append(text)
+        buf = []
+        parts.append(_compile_source(s[j + 2:end]))
+        i = end + 1
+    text = "".join(buf)
+    if text:
+        parts.append(text)
+    return parts
+
+
+class Template:
+    """A compiled value whose strings may hold ``${...}``; see the module docstring.
+
+    Attributes:
+        source: the value it was compiled from.
+        is_constant: True when it holds no expression (rendering ignores the names).
+    """
+
+    __slots__ = ("_render", "is_constant", "source")
+
+    def __init__(self, source: Any, render: Render, is_constant: bool) -> None:
+        self.source = source
+        self._render = render
+        self.is_constant = is_constant
+
+    def render(self, names: Names) -> Any:
+        """Render over ``names``.
+
+        Returns:
+            A new value: strings with no ``${`` are returned as they are; dicts and lists are
+            fresh copies that the caller may mutate.
+
+        Raises:
+            ExpressionError: from the first expression that fails.
+        """
+        return self._render(names)
+
+    def __repr__(self) -> str:
+        return f"<Template {self.source!r}>"
+
+
+_NOT_CONSTANT = object()
+Compiled = tuple[Render, Any]  # (renderer, the constant value or _NOT_CONSTANT)
+
+
+def _compile_node(value: Any, path: tuple[str | int, ...],
+                  errors: list[tuple[tuple[str | int, ...], ExpressionError]] | None) -> Compiled:
+    """Compile one value; returns its renderer and, when it holds no expression, its value."""
+    if isinstance(value, str):
+        if "${" not in value:
+            return _const(value), value
+        try:
+            parts = _parse_string(value)
+        except ExpressionError as e:
+            if errors is None:
+                e.path = path  # type: ignore[attr-defined]
+                raise
+            errors.append((path, e))
+            return _const(value), value
+        if not any(isinstance(p, Expr) for p in parts):
+            text = "".join(p for p in parts if isinstance(p, str))
+            return _const(text), text
+        if len(parts) == 1:
+            expr = parts[0]
+            assert isinstance(expr, Expr)
+            return expr.value, _NOT_CONSTANT
+        return _interpolation(parts), _NOT_CONSTANT
+    if isinstance(value, dict):
+        items = [(k, *_compile_node(v, (*path, k), errors)) for k, v in value.items()]
+        if all(c is not _NOT_CONSTANT for _, _, c in items):
+            return _const_container({k: c for k, _, c in items})
+        pairs = [(k, r) for k, r, _ in items]
+
+        def render_dict(names: Names) -> dict[Any, Any]:
+            return {k: r(names) for k, r in pairs}
+
+        return render_dict, _NOT_CONSTANT
+    if isinstance(value, list):
+        compiled = [_compile_node(v, (*path, i), errors) for i, v in enumerate(value)]
+        if all(c is not _NOT_CONSTANT for _, c in compiled):
+            return _const_container([c for _, c in compiled])
+        renders = [r for r, _ in compiled]
+
+        def render_list(names: Names) -> list[Any]:
+            return [r(names) for r in renders]
+
+        return render_list, _NOT_CONSTANT
+    return _const(value), value
+
+
+def _const(value: Any) -> Render:
+    """A renderer returning ``value`` itself (immutable values only)."""
+
+    def const(names: Names) -> Any:
+        return value
+
+    return const
+
+
+def _const_container(frozen: dict[Any, Any] | list[Any]) -> Compiled:
+    """A renderer returning a fresh copy of a constant dict or list, and that constant."""
+
+    def const(names: Names) -> Any:
+        return _copy_plain(frozen)
+
+    return const, frozen
+
+
+def _interpolation(parts: list[str | Expr]) -> Render:
+    """A renderer joining literal text and embedded values into one string."""
+
+    def interpolate(names: Names) -> str:
+        return "".join([p if isinstance(p, str) else _embed(p.value(names)) for p in parts])
+
+    return interpolate
+
+
+def compile_template(value: Any, *,
+                     errors: list[tuple[tuple[str | int, ...], ExpressionError]] | None = None) -> Template:
+    """Compile a str/list/dict (recursively; dict keys are not templated) or scalar.
+
+    Args:
+        value: the raw config value.
+        errors: when given, every bad string is recorded as ``(path, error)`` with its path
+            inside ``value`` (``("args", "x")``, ``(2,)``), it renders as its literal text,
+            and compilation goes on; when None, the first problem is raised.
+
+    Raises:
+        ExpressionError: for the first invalid or disallowed expression (only when
+            ``errors`` is None); its ``path`` attribute holds its location inside ``value``.
+    """
+    render, constant = _compile_node(value, (), errors)
+    return Template(value, render, constant is not _NOT_CONSTANT)
+
+
+def has_templates(value: Any) -> bool:
+    """True if any string inside ``value`` (dict values, list items) contains ``${``.
+
+    Escaped ``\\${`` counts too: such a value still needs :func:`compile_template`.
+    """
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, dict):
+        return any(has_templates(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_templates(v) for v in value)
+    return False

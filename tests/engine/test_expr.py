@@ -1,0 +1,380 @@
+"""The safe ``${...}`` evaluator and templates (pihub/engine/expr.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pihub.engine import expr as expr_mod
+from pihub.engine.expr import compile_expr, compile_template, has_templates, suggestion
+from pihub.errors import ExpressionError
+
+
+def value(text: str, **names: Any) -> Any:
+    """Compile and evaluate a bare expression."""
+    return compile_expr(text).value(names)
+
+
+def render(template: Any, **names: Any) -> Any:
+    """Compile and render a template."""
+    return compile_template(template).render(names)
+
+
+# ---------------------------------------------------------------------------- allowed syntax
+
+
+@pytest.mark.parametrize(("text", "names", "expected"), [
+    ("1 + 2 * 3", {}, 7),
+    ("x ** 2 - y // 2 % 3", {"x": 3, "y": 7}, 9),
+    ("-x if x < 0 else x", {"x": -4}, 4),
+    ("a and b or 'none'", {"a": 1, "b": 0}, "none"),
+    ("not (1 < x <= 3)", {"x": 3}, False),
+    ("'a' in s and 'z' not in s", {"s": "abc"}, True),
+    ("x is None", {"x": None}, True),
+    ("[1, *xs, 4]", {"xs": [2, 3]}, [1, 2, 3, 4]),
+    ("(1, 2)", {}, (1, 2)),
+    ("{1, 2} | {3}", {}, {1, 2, 3}),
+    ("{'a': 1, **d}", {"d": {"b": 2}}, {"a": 1, "b": 2}),
+    ("d['a']['b'][1:]", {"d": {"a": {"b": "xyz"}}}, "yz"),
+    ("xs[::-1]", {"xs": [1, 2, 3]}, [3, 2, 1]),
+    ("[x * 2 for x in range(4) if x % 2]", {}, [2, 6]),
+    ("{k: v for k, v in d.items() if v}", {"d": {"a": 1, "b": 0}}, {"a": 1}),
+    ("{x % 3 for x in range(10)}", {}, {0, 1, 2}),
+    ("[(i, j) for i in range(2) for j in range(i, 2)]", {}, [(0, 0), (0, 1), (1, 1)]),
+    ("sum(x for x in range(5))", {}, 10),
+    ("any(x > 2 for x in xs) and all(x > 0 for x in xs)", {"xs": [1, 3]}, True),
+    ("f'{name}: {t:.1f} {x!r}'", {"name": "temp", "t": 21.55, "x": "a"}, "temp: 21.6 'a'"),
+    ("len(s), str(1), int('7'), float('2.5'), bool(0), abs(-2), round(2.567, 2)", {"s": "ab"},
+     (2, "1", 7, 2.5, False, 2, 2.57)),
+    ("min(xs), max(xs), sorted(xs), list(reversed(xs))", {"xs": [3, 1, 2]}, (1, 3, [1, 2, 3], [2, 1, 3])),
+    ("list(enumerate('ab')), list(zip([1], [2])), dict(a=1), tuple([1]), set([1])", {},
+     ([(0, "a"), (1, "b")], [(1, 2)], {"a": 1}, (1,), {1})),
+    ("sorted(words, key=len)", {"words": ["ccc", "a", "bb"]}, ["a", "bb", "ccc"]),
+    ("' '.join(s.upper().split(',')).replace('B', 'b').strip()", {"s": "a,b "}, "A b"),
+    ("s.startswith('x') or s.endswith('z') or s.count('y')", {"s": "yyz"}, True),
+    ("d.get('missing', 5) + len(list(d.keys())) + sum(d.values())", {"d": {"a": 1}}, 5 + 1 + 1),
+    ("event.args.phrase", {"event": {"args": {"phrase": "on"}}}, "on"),
+    ("when.year, when.isoformat()", {"when": dt.datetime(2024, 5, 1, 12, 0)}, (2024, "2024-05-01T12:00:00")),
+    ("(7).bit_length() + (2.0).is_integer()", {}, 4),
+    ("'%s=%05.1f' % (k, v)", {"k": "t", "v": 2.25}, "t=002.2"),
+])
+def test_allowed_expressions_evaluate_like_python(text: str, names: dict[str, Any], expected: Any) -> None:
+    assert value(text, **names) == expected
+
+
+def test_names_shadow_builtins() -> None:
+    assert value("len", len=3) == 3
+
+
+def test_dict_method_names_win_over_keys_in_attribute_access() -> None:
+    assert value("d.items", d={"items": 1}) != 1
+    assert value("d['items']", d={"items": 1}) == 1
+
+
+def test_dataclass_fields_are_readable_but_not_their_methods() -> None:
+    @dataclass
+    class Reading:
+        temp: float
+
+        def secret(self) -> str:
+            return "no"
+
+    assert value("r.temp * 2", r=Reading(1.5)) == 3.0
+    with pytest.raises(ExpressionError, match="no field 'secret'"):
+        value("r.secret()", r=Reading(1.5))
+
+
+def test_lazy_results_become_lists() -> None:
+    assert value("range(3)") == [0, 1, 2]
+    assert value("d.keys()", d={"a": 1}) == ["a"]
+    assert value("(x for x in 'ab')") == ["a", "b"]
+
+
+def test_evaluation_never_mutates_the_names() -> None:
+    names = {"xs": [3, 1, 2], "d": {"a": 1}}
+    compile_expr("sorted(xs) + [d.copy()]").value(names)
+    assert names == {"xs": [3, 1, 2], "d": {"a": 1}}
+
+
+def test_compiled_expression_is_reusable_with_other_names() -> None:
+    e = compile_expr("${x + 1}")
+    assert [e.value({"x": i}) for i in range(3)] == [1, 2, 3]
+
+
+def test_bare_and_wrapped_conditions_are_both_accepted() -> None:
+    assert compile_expr("${x > 1}").value({"x": 2}) is True
+    assert compile_expr("  x > 1 ").value({"x": 0}) is False
+    assert compile_expr("${ {'a': 1}['a'] == 1 }").value({}) is True
+
+
+def test_condition_with_text_after_the_braces_is_rejected() -> None:
+    with pytest.raises(ExpressionError, match="text after the closing"):
+        compile_expr("${x} > ${y}")
+
+
+# ---------------------------------------------------------------------------- forbidden syntax
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("x.__class__", "attribute '__class__' is not allowed"),
+    ("().__class__.__bases__", "attribute '__bases__' is not allowed"),
+    ("''.__class__.__mro__[1].__subclasses__()", "is not allowed"),
+    ("x._private", "attribute '_private' is not allowed"),
+    ("__import__('os')", "name '__import__' is not allowed"),
+    ("__builtins__", "name '__builtins__' is not allowed"),
+    ("lambda: 1", "lambda is not allowed"),
+    ("(y := 1)", "assignment expression"),
+    ("[__x for __x in y]", "name '__x' is not allowed"),
+    ("a @ b", "MatMult is not allowed"),
+    ("...", "'...' is not allowed"),
+    ("import os", "invalid syntax"),
+    ("x >", "invalid syntax"),
+])
+def test_disallowed_syntax_is_rejected_at_compile_time(text: str, problem: str) -> None:
+    with pytest.raises(ExpressionError, match="expression") as info:
+        compile_expr(text)
+    assert problem in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "names", "problem"), [
+    ("'{0.__class__}'.format(x)", {"x": 1}, "attribute 'format' of str is not allowed"),
+    ("'{x}'.format_map(d)", {"d": {}}, "attribute 'format_map' of str is not allowed"),
+    ("str.upper", {}, "attribute access on type is not allowed"),
+    ("m.path", {"m": __import__("os")}, "attribute access on module is not allowed"),
+    ("f()", {"f": print}, "calling builtin_function_or_method print is not allowed"),
+    ("open('/etc/passwd')", {}, "name 'open' is not defined"),
+    ("xs.append(1)", {"xs": []}, "attribute 'append' of list is not allowed"),
+    ("d.update(a=1)", {"d": {}}, "no method 'update'"),
+    ("sorted(xs, key=f)", {"xs": [1], "f": print}, "calling builtin_function_or_method print is not allowed"),
+    ("o.x", {"o": object()}, "attribute access on object is not allowed"),
+    ("o[0]", {"o": object()}, "subscripting object is not allowed"),
+])
+def test_disallowed_runtime_access_is_an_expression_error(text: str, names: dict[str, Any],
+                                                          problem: str) -> None:
+    e = compile_expr(text)
+    with pytest.raises(ExpressionError) as info:
+        e.value(names)
+    assert problem in str(info.value)
+
+
+def test_dunder_attribute_stays_forbidden_through_a_dict_key() -> None:
+    with pytest.raises(ExpressionError, match="not allowed"):
+        compile_expr("d.__class__")
+
+
+# ---------------------------------------------------------------------------- resource limits
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("9 ** 9 ** 9", "exceeds the limit of"),
+    ("10 ** 100000", "exceeds the limit of"),
+    ("1 << 100000", "exceeds the limit of"),
+    ("(2 ** 9000) * (2 ** 9000)", "exceeds the limit of"),
+    ("'a' * 10 ** 9", "exceeds the limit of"),
+    ("[0] * 10 ** 9", "exceeds the limit of"),
+    ("10 ** 9 * 'ab'", "exceeds the limit of"),
+    ("range(10 ** 9)", "range of 1000000000 items"),
+    ("[1 for a in range(10 ** 5) for b in range(10 ** 5)]", "iterations"),
+    ("[list(range(10 ** 5)) for i in range(1000)]", "in total"),
+    ("['a' * 10 ** 6 for i in range(1000)]", "in total"),
+    ("f'{x:>1000000000}'", "format width"),
+    ("'%1000000000s' % 'a'", "width"),
+    ("'%*s' % (10 ** 9, 'a')", "'*' widths"),
+    ("('a' * 10 ** 6).replace('a', 'aaaa')", "exceeds the limit of"),
+    ("('x' * 10 ** 5).join(['a'] * 100)", "exceeds the limit of"),
+    ("'a'.ljust(10 ** 9)", "exceeds the limit of"),
+    ("sum([[1] * 1000] * 1000, [])", "sum() start must be a number"),
+    ("round(5, -10 ** 9)", "ndigits"),
+    ("2.0 ** 100000", "number out of range"),
+])
+def test_resource_limits_end_with_an_expression_error(text: str, problem: str) -> None:
+    e = compile_expr(text)
+    with pytest.raises(ExpressionError) as info:
+        e.value({"x": 1})
+    assert problem in str(info.value)
+
+
+def test_large_but_allowed_values_still_work() -> None:
+    assert value("2 ** 1000") == 2 ** 1000
+    assert len(value("'ab' * 1000")) == 2000
+    assert value("len(list(range(100000)))") == 100000
+
+
+def test_deep_nesting_is_rejected() -> None:
+    text = "-" * (expr_mod.MAX_DEPTH + 5) + "1"
+    with pytest.raises(ExpressionError, match="levels deep"):
+        compile_expr(text)
+
+
+def test_overlong_source_is_rejected() -> None:
+    with pytest.raises(ExpressionError, match="exceeds the limit"):
+        compile_expr("1 + " * expr_mod.MAX_SOURCE_CHARS + "1")
+
+
+# ---------------------------------------------------------------------------- runtime errors
+
+
+def test_undefined_name_names_the_expression_and_suggests() -> None:
+    with pytest.raises(ExpressionError) as info:
+        value("tempp + 1", temp=20)
+    assert str(info.value) == "expression 'tempp + 1': name 'tempp' is not defined (did you mean 'temp'?)"
+
+
+def test_undefined_name_without_close_match_has_no_suggestion() -> None:
+    with pytest.raises(ExpressionError) as info:
+        value("zzz")
+    assert str(info.value) == "expression 'zzz': name 'zzz' is not defined"
+
+
+@pytest.mark.parametrize(("text", "names", "problem"), [
+    ("d['x']", {"d": {}}, "key 'x' not found"),
+    ("xs[5]", {"xs": []}, "list index out of range"),
+    ("1 / 0", {}, "division by zero"),
+    ("'a' + 1", {}, 'can only concatenate str (not "int") to str'),
+    ("int('x')", {}, "invalid literal for int()"),
+    ("d.nokey", {"d": {"nokeys": 1}},
+     "dict has no key 'nokey' and no method 'nokey' (did you mean 'nokeys'?)"),
+])
+def test_failing_operations_become_expression_errors(text: str, names: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        value(text, **names)
+    assert problem in str(info.value)
+    assert str(info.value).startswith(f"expression {text!r}: ")
+
+
+def test_suggestion_handles_transpositions_and_far_words() -> None:
+    assert suggestion("fi", ["if", "for"]) == " (did you mean 'if'?)"
+    assert suggestion("esle", ["else", "elif"]) == " (did you mean 'else'?)"
+    assert suggestion("acton", ["action"]) == " (did you mean 'action'?)"
+    assert suggestion("banana", ["if", "else"]) == ""
+
+
+# ---------------------------------------------------------------------------- templates
+
+
+def test_exact_expression_keeps_its_type() -> None:
+    assert render("${x}", x=[1, 2]) == [1, 2]
+    assert render("${ x }", x={"a": 1}) == {"a": 1}
+    assert render("${n * 2}", n=21) == 42
+    assert render("${flag}", flag=False) is False
+    assert render("${none}", none=None) is None
+
+
+def test_whitespace_outside_the_braces_makes_a_string() -> None:
+    assert render(" ${n}", n=1) == " 1"
+
+
+def test_plain_strings_are_never_json_coerced() -> None:
+    for s in ("123", "true", "null", "1.5", '{"a": 1}', "[1]"):
+        assert render(s) == s
+        assert render({"k": s}) == {"k": s}
+
+
+def test_concatenated_expressions_give_a_string_not_a_number() -> None:
+    assert render("${x}${x}", x="1") == "11"
+    assert render("${n}${n}", n=1) == "11"
+
+
+def test_embedded_lists_and_dicts_are_json_dumped() -> None:
+    assert render("a ${x} b", x={"k": 1}) == 'a {"k": 1} b'
+    assert render("v=${x}", x=[1, "a", None, True]) == 'v=[1, "a", null, true]'
+    assert render("v=${x}", x=(1, 2)) == "v=[1, 2]"
+
+
+def test_embedded_scalars_use_str() -> None:
+    assert render("${t} ${ok} ${n}", t=21.5, ok=True, n=None) == "21.5 True None"
+
+
+def test_escape_yields_a_literal_for_that_occurrence_only() -> None:
+    assert render(r"\${x} ${x}", x=2) == "${x} 2"
+    assert render(r"cost: \${price}") == "cost: ${price}"
+    assert render({"a": [r"\${y}"]}) == {"a": ["${y}"]}
+
+
+def test_nested_braces_and_string_literals_inside_the_expression() -> None:
+    assert render('${ {"a": 1}["a"] }') == 1
+    assert render('${ "}" + x }', x="y") == "}y"
+    assert render("x${ {'k': [1, {2: '}'}]}['k'][1][2] }y") == "x}y"
+    assert render('${ """a}b""" }') == "a}b"
+    assert render(r'${ "\"}" }') == '"}'
+
+
+def test_unterminated_expression_is_a_compile_error() -> None:
+    with pytest.raises(ExpressionError, match="no closing"):
+        compile_template("a ${x + 1")
+    with pytest.raises(ExpressionError, match="no closing"):
+        compile_template("${ '}' ")
+
+
+def test_undefined_name_in_a_template_is_an_error_not_a_literal() -> None:
+    tpl = compile_template("hello ${nmae}")
+    with pytest.raises(ExpressionError, match="did you mean 'name'"):
+        tpl.render({"name": "x"})
+
+
+def test_containers_render_recursively_and_keys_stay_literal() -> None:
+    tpl = compile_template({"${k}": ["${a}", {"b": "n=${b}"}, 3], "c": None})
+    assert tpl.render({"a": 1, "b": 2, "k": "z"}) == {"${k}": [1, {"b": "n=2"}, 3], "c": None}
+
+
+def test_constant_templates_render_fresh_containers() -> None:
+    tpl = compile_template({"a": [1]})
+    assert tpl.is_constant
+    first = tpl.render({})
+    first["a"].append(2)
+    assert tpl.render({}) == {"a": [1]}
+
+
+def test_non_string_scalars_pass_through() -> None:
+    for v in (1, 2.5, True, None):
+        assert compile_template(v).render({}) is v
+
+
+def test_compile_errors_can_be_collected_with_paths() -> None:
+    errors: list[tuple[tuple[str | int, ...], ExpressionError]] = []
+    compile_template({"a": "${x >}", "b": ["ok", "${__import__('os')}"]}, errors=errors)
+    assert [p for p, _ in errors] == [("a",), ("b", 1)]
+    assert "invalid syntax" in str(errors[0][1])
+    assert "'__import__' is not allowed" in str(errors[1][1])
+
+
+def test_first_compile_error_is_raised_with_its_path() -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_template({"a": ["${lambda: 1}"]})
+    assert info.value.path == ("a", 0)  # type: ignore[attr-defined]
+
+
+def test_has_templates() -> None:
+    assert has_templates("a ${x}")
+    assert has_templates({"k": ["${x}"]})
+    assert has_templates(r"\${x}")
+    assert not has_templates({"${k}": "plain"})
+    assert not has_templates(["a", 1, None])
+
+
+@given(st.text().filter(lambda s: "${" not in s))
+def test_strings_without_expressions_render_unchanged(s: str) -> None:
+    tpl = compile_template(s)
+    out = tpl.render({})
+    assert out == s
+    assert type(out) is str
+    assert not has_templates(s)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text().filter(lambda s: "${" not in s),
+                    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+                    max_leaves=20))
+def test_values_without_expressions_render_equal(v: Any) -> None:
+    assert compile_template(v).render({}) == v
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="\\"), min_size=1, max_size=30)
+       .filter(lambda s: "${" not in s),
+       st.integers())
+def test_literal_text_around_an_expression_is_kept_verbatim(prefix: str, n: int) -> None:
+    assert render(prefix + "${n}" + prefix, n=n) == f"{prefix}{n}{prefix}"
