@@ -40,7 +40,11 @@ int ph_bus_add_producer(struct ph_bus *bus);
 uint32_t ph_bus_producer_count(const struct ph_bus *bus);
 
 /* Push one event / a batch. Never blocks: what does not fit is dropped and counted.
- * ev->source is overwritten with the producer id. Return: events accepted (0/1, or 0..n). */
+ * The copies in the ring get source = the producer id (the caller's array is not written).
+ * The accepted events are always a prefix evs[0..k) of the batch; evs[k..n) were dropped.
+ * A producer id is used with _sp pushes only or with _mp pushes only, for its whole life.
+ * An unknown producer id accepts nothing and counts nothing.
+ * Return: events accepted (0/1, or 0..n). */
 int ph_push_sp(struct ph_bus *bus, uint32_t producer, const struct ph_event *ev);
 uint32_t ph_push_batch_sp(struct ph_bus *bus, uint32_t producer, const struct ph_event *evs, uint32_t n);
 int ph_push_mp(struct ph_bus *bus, uint32_t producer, const struct ph_event *ev);
@@ -48,7 +52,16 @@ uint32_t ph_push_batch_mp(struct ph_bus *bus, uint32_t producer, const struct ph
 
 /* Pop up to max events into out, fair across producers, each producer's events in
  * push order. ph_pop_sc never waits; ph_wait_pop_sc sleeps (no spinning) until an event
- * arrives, ph_bus_wake is called, or timeout_ns passes (< 0: no timeout). */
+ * arrives, ph_bus_wake is called, or timeout_ns passes (< 0: no timeout; 0: no wait).
+ *
+ * The order is exactly this (pihub's reference model in tests/native/model.py follows it):
+ * with n producers, share = max / n (at least 1) and s = the start ring, a first pass
+ * takes up to `share` events from each ring s, s+1, ..., n-1, 0, ..., s-1, a second pass
+ * takes whatever still fits in the same ring order; the events are written in the order
+ * taken. A call that returns events makes the next call start at ring s + 1 (mod n).
+ *
+ * ph_bus_wake makes a sleeping ph_wait_pop_sc return (0 events unless some arrived);
+ * a wake that finds no consumer sleeping is kept and ends the next wait at once. */
 uint32_t ph_pop_sc(struct ph_bus *bus, struct ph_event *out, uint32_t max);
 uint32_t ph_wait_pop_sc(struct ph_bus *bus, struct ph_event *out, uint32_t max, int64_t timeout_ns);
 void ph_bus_wake(struct ph_bus *bus);
@@ -96,17 +109,46 @@ struct ph_hit {
 struct ph_matcher;
 
 /* Builds a matcher from a rule table; the arrays are copied. Returns NULL (errno EINVAL)
- * for an unknown field/op, a condition index out of range, or a type id of 0. */
+ * for an unknown field/op or an op the field cannot take (key fields: KEY_EQ, KEY_NE,
+ * PRESENT; code: EQ..RANGE, BITS_ALL, BITS_ANY, PRESENT; num: EQ..RANGE, PRESENT), a
+ * condition index out of range, a type id of 0 or above 65535, or two rules with the same
+ * id and type; NULL (errno ENOMEM) when out of memory. */
 struct ph_matcher *ph_matcher_new(const struct ph_rule *rules, uint32_t nrules,
                                   const struct ph_cond *conds, uint32_t nconds);
 void ph_matcher_free(struct ph_matcher *m);
 
 /* Matches events[0..nev) and writes (event, rule) pairs, events in order and, for one
  * event, rules in ascending id. Stops early at an event boundary when the next event's
- * hits would not fit in max_hits; *consumed tells how many events were fully matched.
- * Returns the number of hits written. Allocates nothing. A condition on a field that is
- * present but opaque (PH_OPAQUE bit) is taken as true: the caller decides those. */
+ * hits would not fit in max_hits; *consumed (may be NULL) tells how many events were fully
+ * matched, so max_hits must be at least the rule count of the largest type for progress.
+ * Returns the number of hits written; entries of hits past that count (below max_hits) may
+ * have been overwritten as scratch. Allocates nothing. A condition on a field that is
+ * present but opaque (PH_OPAQUE bit) is taken as true: the caller decides those; the
+ * opaque bit wins when both bits are set. Events of a type no rule names match nothing. */
 uint32_t ph_match_batch(const struct ph_matcher *m, const struct ph_event *events, uint32_t nev,
                         struct ph_hit *hits, uint32_t max_hits, uint32_t *consumed);
+
+/* --------------------------------------------------------- load generator
+ * A C producer for benchmarks and tests: threads pushing synthetic events with no Python
+ * involved. Thread i pushes events_per_thread copies of *tmpl through producers[i] in
+ * batches of `batch` (1..4096), each copy with ts_ns = ph_now_ns() at its batch and
+ * num[0] = its sequence number 0, 1, 2, ... within the thread. */
+
+#define PH_LOADGEN_MP 1     /* push with the _mp calls (threads may share a producer id) */
+#define PH_LOADGEN_RETRY 2  /* a refused event is retried (after sched_yield) until accepted
+                               or stopped, instead of dropped; refusals still count as drops */
+
+struct ph_loadgen;
+
+/* Starts nthreads (1..1024) threads; the arguments are copied. Without PH_LOADGEN_MP the
+ * producer ids must be distinct (one _sp thread per id). Returns NULL (errno EINVAL for bad
+ * arguments, or the pthread_create error) with no thread left running. */
+struct ph_loadgen *ph_loadgen_start(struct ph_bus *bus, const uint32_t *producers, uint32_t nthreads,
+                                    const struct ph_event *tmpl, uint64_t events_per_thread,
+                                    uint32_t batch, uint32_t flags);
+/* Asks the threads to stop after their current batch; returns at once. */
+void ph_loadgen_stop(struct ph_loadgen *lg);
+/* Waits for every thread, frees lg, returns the number of events the bus accepted. */
+uint64_t ph_loadgen_join(struct ph_loadgen *lg);
 
 #endif
