@@ -1,0 +1,594 @@
+"""Hook conditions: the reference semantics of ``if:`` blocks, in pure Python.
+
+A condition is the ``if:`` mapping of a hook. ``type`` names the event type (catalogue
+short name, Platypush path or alias; default the root ``Event``, which matches
+everything); every other key is an *attribute condition*. An event matches when its type
+is the condition's type or a subtype of it, and every attribute condition holds:
+
+* The attribute must be present in ``event.args`` (a missing attribute never matches).
+* A **scalar or list** condition value is compared with strict Python ``==``: ``'5' != 5``,
+  ``1 == 1.0 == True``, and lists must be equal element by element, in order.
+* A **dict** condition value is *relational* when any key starts with ``$``. The operators
+  are ANDed:
+
+  ====================  =====================================================================
+  ``$gt $gte $lt $lte``  numeric: ``float()`` of both sides, so ``{"$gt": "4"}`` works as in
+                         Platypush; an event value that ``float()`` rejects (None, ``'abc'``,
+                         a list) does not match. The operand is checked when the hook compiles.
+  ``$eq $ne``            plain ``==`` / ``!=``
+  ``$regex``             ``re.search`` on str event values only; compiled when the hook compiles
+  ====================  =====================================================================
+
+  Otherwise the dict is a *nested partial match*: the event value must be a dict holding
+  every condition key, each matched by these same rules (extra event keys are fine).
+* **Phrases.** For events that are ``SpeechRecognizedEvent`` (or a subtype), a top-level str
+  condition on a str attribute (``phrase``, ``assistant``) matches on exact equality, else
+  word by word as in Platypush, with pihub's whole-word rule (see :class:`PhraseTest`):
+  condition ``on`` does not match "ton" (Platypush's ``re.search`` does).
+* **Flic.** For ``FlicButtonEvent`` (or a subtype), a list condition on ``sequence`` must be
+  an in-order subsequence of the event's list (gaps allowed). ``btn_addr`` is an ordinary,
+  optional attribute condition: without it the hook matches any button (Platypush raises
+  KeyError).
+
+What pihub does differently from Platypush, on purpose: phrase words match whole words
+only; a malformed regular expression (``$regex`` or a phrase word) is a config problem
+found when the hook compiles, never an error while matching; unknown ``$operators`` and
+non-numeric operands of ``$gt``-style operators are config problems too (Platypush logs
+"Invalid filter" on every event); a relational dict cannot mix ``$operators`` with plain
+keys; an empty phrase condition only matches an empty phrase; phrase matching and Flic
+subsequences apply to top-level attributes only; there are no scores (selection is
+:func:`pihub.engine.hooks.select`); and ``${name}`` captures keep the case of ``name``.
+
+Matching never raises for any event value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pihub.errors import ConfigProblem, ConfigProblems, UnknownEventType
+from pihub.events import CATALOGUE, Event, EventType
+
+ROOT: EventType = CATALOGUE.get("Event")
+SPEECH: EventType = CATALOGUE.get("SpeechRecognizedEvent")
+FLIC: EventType = CATALOGUE.get("FlicButtonEvent")
+
+#: Relational operators and the symbol each one is shown with in failure texts.
+OPERATORS: dict[str, str] = {
+    "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$eq": "==", "$ne": "!=", "$regex": "=~",
+}
+NUMERIC_OPERATORS = frozenset({"$gt", "$gte", "$lt", "$lte"})
+
+_CAPTURE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: Characters that make a phrase word a regular expression rather than a literal word.
+_REGEX_CHARS = frozenset("\\.^$*+?{}[]|()")
+
+
+def _show(value: Any, limit: int = 48) -> str:
+    """A short repr for failure texts: at most ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _join(where: str, key: Any) -> str:
+    """The failure-text path of ``key`` inside ``where``: ``data.temperature``."""
+    return f"{where}.{key}"
+
+
+# ------------------------------------------------------------------------------- tests
+@dataclass(frozen=True, slots=True)
+class EqualTest:
+    """Strict Python equality with ``expected`` (scalars, None and lists)."""
+
+    expected: Any
+
+    def fail(self, value: Any, where: str) -> str | None:
+        """Check ``value``; None when it matches, else the failure text naming ``where``."""
+        if value == self.expected:
+            return None
+        return f"{where}: {_show(value)} != {_show(self.expected)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """One ``$operator: operand`` of a relational condition.
+
+    Attributes:
+        op: the operator, a key of :data:`OPERATORS`.
+        operand: the operand as written in the config.
+        number: ``float(operand)`` for the numeric operators, else None.
+        regex: the compiled pattern for ``$regex``, else None.
+    """
+
+    op: str
+    operand: Any
+    number: float | None = None
+    regex: re.Pattern[str] | None = None
+
+    def holds(self, value: Any) -> bool:
+        """True if ``value`` satisfies this operator. Never raises."""
+        op = self.op
+        if op == "$eq":
+            return bool(value == self.operand)
+        if op == "$ne":
+            return bool(value != self.operand)
+        if op == "$regex":
+            return isinstance(value, str) and self.regex is not None and self.regex.search(value) is not None
+        try:
+            x = float(value)
+        except (TypeError, ValueError, OverflowError):
+            return False
+        n = self.number
+        assert n is not None
+        if op == "$gt":
+            return x > n
+        if op == "$gte":
+            return x >= n
+        if op == "$lt":
+            return x < n
+        return x <= n
+
+    def describe_failure(self, value: Any, where: str) -> str:
+        """The failure text for ``value`` at ``where`` (assumes :meth:`holds` was False)."""
+        if self.op == "$eq":
+            return f"{where}: {_show(value)} != {_show(self.operand)}"
+        if self.op == "$ne":
+            return f"{where}: {_show(value)} == {_show(self.operand)} ($ne)"
+        if self.op == "$regex":
+            if not isinstance(value, str):
+                return f"{where}: {_show(value)} is not a string ($regex {_show(self.operand)})"
+            return f"{where}: {_show(value)} does not match $regex {_show(self.operand)}"
+        sym = OPERATORS[self.op]
+        try:
+            float(value)
+        except (TypeError, ValueError, OverflowError):
+            return f"{where}: {_show(value)} is not a number ({sym} {_show(self.operand)})"
+        return f"{where}: {_show(value)} is not {sym} {_show(self.operand)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RelationalTest:
+    """A dict of ``$operators``, ANDed in config order."""
+
+    ops: tuple[Operator, ...]
+
+    def fail(self, value: Any, where: str) -> str | None:
+        """Check ``value``; None when every operator holds, else the first failure text."""
+        for op in self.ops:
+            if not op.holds(value):
+                return op.describe_failure(value, where)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NestedTest:
+    """A partial match of a dict value: each key present and matched, extra keys allowed."""
+
+    items: tuple[tuple[Any, Test], ...]
+
+    def fail(self, value: Any, where: str) -> str | None:
+        """Check ``value``; None when it matches, else the first failure text."""
+        if not isinstance(value, dict):
+            return f"{where}: {_show(value)} is not a dict"
+        for key, test in self.items:
+            sub = _join(where, key)
+            if key not in value:
+                return f"{sub}: missing"
+            failed = test.fail(value[key], sub)
+            if failed is not None:
+                return failed
+        return None
+
+
+Test = EqualTest | RelationalTest | NestedTest
+
+
+@dataclass(frozen=True, slots=True)
+class PhraseWord:
+    """One word of a phrase condition.
+
+    Attributes:
+        text: the word, lower-cased (for a capture: the ``${name}`` token as written).
+        capture: the capture name for a ``${name}`` word, else None.
+        regex: the compiled pattern when the word uses regular-expression syntax, else None
+            (a literal word, matched by equality only).
+        optional: the pattern also matches the empty string (``(the)?``): the word may be
+            absent from the phrase.
+    """
+
+    text: str
+    capture: str | None = None
+    regex: re.Pattern[str] | None = None
+    optional: bool = False
+
+    def hits(self, word: str) -> bool:
+        """True if this (non-capture) word matches the whole event word ``word``."""
+        if word == self.text:
+            return True
+        return self.regex is not None and self.regex.fullmatch(word) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PhraseTest:
+    """A phrase condition, matched word by word.
+
+    The rule (Platypush §4.4 with whole words): an exact string match wins at once, with no
+    captures. Otherwise both strings are lower-cased and split on whitespace, and the
+    condition words are walked against the event words:
+
+    1. a ``${name}`` word captures one event word, then keeps appending words until the
+       next event word matches the next condition word (or, when it is the last condition
+       word, takes every remaining event word); two captures in a row take one word each
+       except the last; a capture needs at least one word;
+    2. a word equal to the event word, or whose regular expression ``re.fullmatch``-es the
+       whole event word, consumes both;
+    3. else an optional word (its pattern matches the empty string, like ``(the)?``) is
+       skipped;
+    4. else the event word is skipped (leading and inner garbage is tolerated).
+
+    The phrase matches when every condition word is consumed (optional words left over at
+    the end of the phrase are fine); trailing event words are ignored. Captured text is
+    lower-case, words joined by single spaces.
+
+    Attributes:
+        text: the condition string as written.
+        words: the compiled condition words.
+    """
+
+    text: str
+    words: tuple[PhraseWord, ...]
+
+    def match(self, phrase: str) -> dict[str, str] | None:
+        """The captures if ``phrase`` matches (possibly empty), else None. Never raises."""
+        if phrase == self.text:
+            return {}
+        cw = self.words
+        if not cw:
+            return None
+        ev = phrase.lower().split()
+        nev, ncw = len(ev), len(cw)
+        caps: dict[str, str] = {}
+        i = j = 0
+        while j < ncw:
+            w = cw[j]
+            if w.capture is not None:
+                if i >= nev:
+                    return None
+                start = i
+                i += 1
+                if j + 1 == ncw:
+                    i = nev
+                else:
+                    nxt = cw[j + 1]
+                    if nxt.capture is None:
+                        while i < nev and not nxt.hits(ev[i]):
+                            i += 1
+                caps[w.capture] = " ".join(ev[start:i])
+                j += 1
+            elif i >= nev:
+                if not w.optional:
+                    return None
+                j += 1
+            elif w.hits(ev[i]):
+                i += 1
+                j += 1
+            elif w.optional:
+                j += 1
+            else:
+                i += 1
+        return caps
+
+
+@dataclass(frozen=True, slots=True)
+class AttrCondition:
+    """One attribute condition of a hook (``pin: 17``, ``data: {temperature: {$gte: 25}}``).
+
+    Attributes:
+        name: the event attribute.
+        value: the condition value as written in the config.
+        test: the generic test (equality, relational or nested).
+        phrase: the word-by-word test, set for str values when the hook's type can be a
+            ``SpeechRecognizedEvent``; used instead of ``test`` for str values of such events.
+        sequence: for ``sequence: [...]`` when the hook's type can be a ``FlicButtonEvent``:
+            the presses that must appear in order; used instead of ``test`` for Flic events.
+    """
+
+    name: str
+    value: Any
+    test: Test
+    phrase: PhraseTest | None = None
+    sequence: tuple[Any, ...] | None = None
+
+    def mode(self, etype: EventType) -> str:
+        """How this condition is checked on events of ``etype``.
+
+        Returns:
+            ``"phrase"`` (word by word for str event values, generic otherwise),
+            ``"sequence"`` (Flic subsequence; a non-list event value fails) or ``"generic"``.
+        """
+        if self.phrase is not None and etype.is_a(SPEECH):
+            return "phrase"
+        if self.sequence is not None and etype.is_a(FLIC):
+            return "sequence"
+        return "generic"
+
+    def check(self, etype: EventType, args: Mapping[str, Any]) -> tuple[str | None, dict[str, str] | None]:
+        """Check this condition against the args of an event of type ``etype``.
+
+        Returns:
+            ``(failed, captures)``: ``failed`` is None when the condition holds, else the
+            failure text; ``captures`` are the phrase captures (None when there are none).
+        """
+        name = self.name
+        if name not in args:
+            return f"{name}: missing", None
+        value = args[name]
+        if self.phrase is not None and isinstance(value, str) and etype.is_a(SPEECH):
+            caps = self.phrase.match(value)
+            if caps is None:
+                return f"{name}: {_show(value)} does not match {_show(self.phrase.text)} word by word", None
+            return None, caps or None
+        if self.sequence is not None and etype.is_a(FLIC):
+            if not isinstance(value, list):
+                return f"{name}: {_show(value)} is not a list", None
+            it = iter(value)
+            # A greedy scan of one shared iterator is exactly the in-order subsequence test.
+            if all(any(press == got for got in it) for press in self.sequence):
+                return None, None
+            return f"{name}: {_show(value)} does not contain {_show(list(self.sequence))} in order", None
+        return self.test.fail(value, name), None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The outcome of :meth:`Condition.match`.
+
+    Attributes:
+        ok: the event matches.
+        captures: ``${name}`` phrase captures (empty when none). The hook context is the
+            event's :meth:`~pihub.events.Event.context` updated with these, so unlike
+            Platypush the attributes (``phrase``) stay visible next to the captures.
+        failed: when not ok, the first failed condition in words, e.g. ``pin: 18 != 17``,
+            ``value: missing``, ``type: GPIOEvent is not a SensorDataEvent``.
+    """
+
+    ok: bool
+    captures: dict[str, str] = field(default_factory=dict)
+    failed: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A compiled ``if:`` block: an event type and attribute conditions, all ANDed.
+
+    Attributes:
+        type: the event type; subtypes match too.
+        attrs: the attribute conditions, in config order.
+    """
+
+    type: EventType
+    attrs: tuple[AttrCondition, ...] = ()
+
+    def match(self, event: Event) -> Match:
+        """Match ``event``. Never raises.
+
+        Returns:
+            A :class:`Match`; conditions are checked in config order and the first failure
+            is reported.
+        """
+        etype = event.type
+        if not etype.is_a(self.type):
+            return Match(False, {}, f"type: {etype.name} is not a {self.type.name}")
+        captures: dict[str, str] = {}
+        for ac in self.attrs:
+            failed, caps = ac.check(etype, event.args)
+            if failed is not None:
+                return Match(False, {}, failed)
+            if caps:
+                captures.update(caps)
+        return Match(True, captures)
+
+
+# ---------------------------------------------------------------------------- compile
+def compile_condition(if_block: Mapping[str, Any], path: tuple[str | int, ...]) -> Condition:
+    """Compile a hook's ``if:`` mapping.
+
+    Args:
+        if_block: ``{"type": "GPIOEvent", "pin": 17, ...}``; ``type`` is optional.
+        path: where the block is in the config (``("if",)``); problem paths extend it.
+
+    Returns:
+        The compiled :class:`Condition`.
+
+    Raises:
+        ConfigProblems: every problem found (unknown type with did-you-mean, unknown or
+            misspelt ``$operator``, non-numeric operand of ``$gt``-style operators, a
+            ``$regex`` or phrase word that does not compile, ...).
+    """
+    problems: list[ConfigProblem] = []
+    if not isinstance(if_block, Mapping):
+        raise ConfigProblems([ConfigProblem(
+            path, f"must be a mapping of conditions like {{type: GPIOEvent, pin: 17}}, "
+                  f"not {_show(if_block)}")])
+    etype = ROOT
+    type_ok = True
+    if "type" in if_block:
+        tname = if_block["type"]
+        if not isinstance(tname, str):
+            type_ok = False
+            problems.append(ConfigProblem(path + ("type",),
+                                          f"must be an event type name like 'GPIOEvent', not {_show(tname)}"))
+        else:
+            try:
+                etype = CATALOGUE.get(tname)
+            except UnknownEventType as e:
+                type_ok = False
+                problems.append(ConfigProblem(path + ("type",), str(e)))
+    # With an unknown type, phrase words are not compiled: they would add spurious problems.
+    subtypes = CATALOGUE.subtypes(etype) if type_ok else []
+    may_be_speech = any(t.is_a(SPEECH) for t in subtypes)
+    may_be_flic = any(t.is_a(FLIC) for t in subtypes)
+
+    attrs: list[AttrCondition] = []
+    for name, value in if_block.items():
+        if name == "type":
+            continue
+        where = path + (name,) if isinstance(name, str | int) else path
+        if not isinstance(name, str):
+            problems.append(ConfigProblem(where, f"attribute names must be strings, not {_show(name)}"))
+            continue
+        test = _compile_test(value, where, problems)
+        phrase = None
+        if may_be_speech and isinstance(value, str):
+            phrase = _compile_phrase(value, where, problems)
+        sequence = None
+        if may_be_flic and name == "sequence":
+            if isinstance(value, list):
+                sequence = tuple(value)
+            elif etype.is_a(FLIC):
+                problems.append(ConfigProblem(
+                    where, f"must be a list of presses like ['ShortPressEvent', 'LongPressEvent'], "
+                           f"not {_show(value)}"))
+        if test is not None:
+            attrs.append(AttrCondition(name, value, test, phrase, sequence))
+    if problems:
+        raise ConfigProblems(problems)
+    return Condition(etype, tuple(attrs))
+
+
+def _compile_test(value: Any, where: tuple[str | int, ...], problems: list[ConfigProblem]) -> Test | None:
+    """Compile the generic test of one condition value.
+
+    Args:
+        value: the condition value (scalar, list, relational or nested mapping).
+        where: its config path, for problems.
+        problems: where problems are appended.
+
+    Returns:
+        The test, or None when a problem was found.
+    """
+    if not isinstance(value, dict):
+        return EqualTest(value)
+    if any(isinstance(k, str) and k.startswith("$") for k in value):
+        return _compile_relational(value, where, problems)
+    items: list[tuple[Any, Test]] = []
+    ok = True
+    for key, sub in value.items():
+        test = _compile_test(sub, where + (key,) if isinstance(key, str | int) else where, problems)
+        if test is None:
+            ok = False
+        else:
+            items.append((key, test))
+    return NestedTest(tuple(items)) if ok else None
+
+
+def _compile_relational(value: dict[Any, Any], where: tuple[str | int, ...],
+                        problems: list[ConfigProblem]) -> RelationalTest | None:
+    """Compile a ``{$operator: operand}`` mapping.
+
+    Args:
+        value: the mapping; at least one key starts with ``$``.
+        where: its config path, for problems.
+        problems: where problems are appended (unknown operator with did-you-mean, plain
+            key mixed in, non-numeric operand, bad regex).
+
+    Returns:
+        The test, or None when a problem was found.
+    """
+    ops: list[Operator] = []
+    n_before = len(problems)
+    for op, operand in value.items():
+        if not (isinstance(op, str) and op.startswith("$")):
+            problems.append(ConfigProblem(
+                where, f"cannot mix operators and attribute keys in one condition: {_show(op)} "
+                       f"(use {{$gt: ..}}-style operators only, or a nested mapping without them)"))
+            continue
+        at = where + (op,)
+        if op not in OPERATORS:
+            close = difflib.get_close_matches(op, list(OPERATORS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(ConfigProblem(
+                at, f"unknown operator {op!r}, allowed: {', '.join(OPERATORS)}{hint}"))
+            continue
+        if op in NUMERIC_OPERATORS:
+            number = _to_number(operand)
+            if number is None:
+                problems.append(ConfigProblem(at, f"operand must be a number, not {_show(operand)}"))
+                continue
+            ops.append(Operator(op, operand, number=number))
+        elif op == "$regex":
+            if not isinstance(operand, str):
+                problems.append(ConfigProblem(at, f"pattern must be a string, not {_show(operand)}"))
+                continue
+            try:
+                ops.append(Operator(op, operand, regex=re.compile(operand)))
+            except re.error as e:
+                problems.append(ConfigProblem(at, f"invalid regular expression {operand!r}: {e}"))
+        else:
+            ops.append(Operator(op, operand))
+    if len(problems) != n_before:
+        return None
+    return RelationalTest(tuple(ops))
+
+
+def _to_number(operand: Any) -> float | None:
+    """``float(operand)`` as Platypush casts operands, or None when that fails (None included)."""
+    try:
+        return float(operand)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _compile_phrase(text: str, where: tuple[str | int, ...],
+                    problems: list[ConfigProblem]) -> PhraseTest | None:
+    """Compile a phrase condition word by word (see :class:`PhraseTest`).
+
+    Args:
+        text: the condition string.
+        where: its config path, for problems.
+        problems: where problems are appended (malformed regex word, partial or repeated capture).
+
+    Returns:
+        The test, or None when a problem was found.
+    """
+    words: list[PhraseWord] = []
+    seen: set[str] = set()
+    n_before = len(problems)
+    for raw in text.split():
+        m = _CAPTURE.fullmatch(raw)
+        if m:
+            name = m.group(1)
+            if name in seen:
+                problems.append(ConfigProblem(where, f"capture ${{{name}}} appears twice in {text!r}"))
+            seen.add(name)
+            words.append(PhraseWord(raw, capture=name))
+            continue
+        if "${" in raw:
+            problems.append(ConfigProblem(
+                where, f"a ${{name}} capture must be a whole word, not {raw!r} in {text!r}"))
+            continue
+        word = raw.lower()
+        if _REGEX_CHARS.isdisjoint(word):
+            words.append(PhraseWord(word))
+            continue
+        try:
+            pattern = re.compile(word)
+        except re.error as e:
+            problems.append(ConfigProblem(
+                where, f"phrase word {raw!r} is not a valid regular expression ({e}); "
+                       f"escape it with backslashes to match it literally"))
+            continue
+        words.append(PhraseWord(word, regex=pattern, optional=pattern.fullmatch("") is not None))
+    if len(problems) != n_before:
+        return None
+    return PhraseTest(text, tuple(words))
+
+
+__all__ = [
+    "AttrCondition", "Condition", "EqualTest", "Match", "NestedTest", "Operator", "PhraseTest",
+    "PhraseWord", "RelationalTest", "Test", "compile_condition",
+]
