@@ -783,21 +783,9 @@ class ActionRegistry:
             return _fail(f"action must be a 'plugin.method' string, not {_show(action)}")
         if action.startswith("procedure."):
             return self._run_procedure(action, args)
-        plugin_name, dot, method = action.rpartition(".")
-        if not dot or not plugin_name or not method:
-            return _fail(f"action must be 'plugin.method', not {action!r}")
-        entry = self._entries.get(plugin_name)
-        if entry is None:
-            return _fail(self._no_plugin(plugin_name))
-        if not entry.enabled:
-            return _fail(f"plugin {plugin_name!r} is disabled in the config (remove 'disabled: true' "
-                         f"or 'enabled: false' from its '{plugin_name}:' section to enable it)")
-        bound = entry.actions.get(method)
+        bound, error = self._resolve(action)
         if bound is None:
-            close = difflib.get_close_matches(method, entry.actions, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            return _fail(f"{method!r} is not an action of plugin {plugin_name!r} "
-                         f"({hint}actions: {entry.listing or 'none'})")
+            return _fail(error)
         try:
             pos, kw = bound.bind(args)
         except ActionError as e:
@@ -812,6 +800,32 @@ class ActionRegistry:
             log.warning("%s failed", action, exc_info=True)
             return _fail(_exception_text(e))
         return _map_result(result)
+
+    def check(self, action: str) -> str | None:
+        """Why ``action`` (a non-procedure ``plugin.method``) cannot run, or None if it can.
+
+        Used at config load to report misspelled actions before anything runs.
+        """
+        return self._resolve(action)[1]
+
+    def _resolve(self, action: str) -> tuple[_BoundAction | None, str]:
+        """The bound action for ``plugin.method``, or None and the reason."""
+        plugin_name, dot, method = action.rpartition(".")
+        if not dot or not plugin_name or not method:
+            return None, f"action must be 'plugin.method', not {action!r}"
+        entry = self._entries.get(plugin_name)
+        if entry is None:
+            return None, self._no_plugin(plugin_name)
+        if not entry.enabled:
+            return None, (f"plugin {plugin_name!r} is disabled in the config (remove 'disabled: true' "
+                          f"or 'enabled: false' from its '{plugin_name}:' section to enable it)")
+        bound = entry.actions.get(method)
+        if bound is None:
+            close = difflib.get_close_matches(method, entry.actions, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            return None, (f"{method!r} is not an action of plugin {plugin_name!r} "
+                          f"({hint}actions: {entry.listing or 'none'})")
+        return bound, ""
 
     def _run_procedure(self, action: str, args: Any) -> Response:
         """Route ``procedure[.sync|.async].NAME`` to the procedure caller (never raises)."""

@@ -67,7 +67,7 @@ import functools
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -120,6 +120,7 @@ class ActionStep:
         args: the args template (``{}`` when absent).
         target: the ``target`` key, or ``""``.
         where: ``[2]``-style location, for error messages.
+        path: the same location as a path tuple, for locating it in the config.
     """
 
     action: str
@@ -127,6 +128,7 @@ class ActionStep:
     args: Template
     target: str
     where: str
+    path: tuple[str | int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,20 @@ def _first_word(key: str) -> str:
     """The keyword part of a step key: ``'if ${x}'`` -> ``'if'``."""
     words = key.split(None, 1)
     return words[0] if words else ""
+
+
+def iter_action_steps(steps: Steps) -> Iterator[ActionStep]:
+    """Every action step in ``steps``, nested bodies included, in source order."""
+    for step in steps.items:
+        if isinstance(step, ActionStep):
+            yield step
+        elif isinstance(step, IfStep):
+            for _, body in step.branches:
+                yield from iter_action_steps(body)
+            if step.orelse is not None:
+                yield from iter_action_steps(step.orelse)
+        elif isinstance(step, (LoopStep, WhileStep)):
+            yield from iter_action_steps(step.body)
 
 
 class _IfBuilder:
@@ -456,7 +472,7 @@ class _StepCompiler:
             target = ""
         args = item.get("args")
         args_template = self.template({} if args is None else args, (*path, "args"))
-        return ActionStep(action, action_template, args_template, target, format_path(path))
+        return ActionStep(action, action_template, args_template, target, format_path(path), tuple(path))
 
 
 def compile_steps(raw: list[Any] | dict[str, Any], path: Path = ()) -> Steps:

@@ -1,0 +1,409 @@
+"""The hub: builds everything from the config, starts it, stops it in reverse.
+
+This is the only module that knows all the others. Start order: worker pool ->
+dispatcher -> backends (producers last), then ``ApplicationStartedEvent``. Stop order is
+the reverse: ``ApplicationStoppingEvent`` (its hooks run while backends are still open),
+backends close (no new events), the dispatcher drains the ring, the pool runs what was
+queued, the store closes. Nothing accepted by the bus is lost on a clean stop.
+
+A backend that fails (missing library or device, bad config, error while opening) is
+marked failed with the reason, a ``BackendStatusEvent`` is published, and the hub runs on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pihub.backends.base import Backend, BackendStatus
+from pihub.bus import Bus
+from pihub.config import Config, Schema
+from pihub.engine.actions import ActionRegistry
+from pihub.engine.dispatcher import Dispatcher, WorkerPool
+from pihub.engine.hooks import Hook
+from pihub.engine.procedures import Procedure, Runner, compile_steps, iter_action_steps
+from pihub.engine.rules import Matcher
+from pihub.errors import BackendUnavailable, ConfigError, ConfigProblem, ConfigProblems, Problem
+from pihub.events import CATALOGUE, Event
+from pihub.messages import Request, Response
+from pihub.plugins.event import EventPlugin
+from pihub.plugins.logger import LoggerPlugin
+from pihub.plugins.shell import ShellPlugin
+from pihub.plugins.variable import VariablePlugin
+from pihub.store import Store
+
+log = logging.getLogger("pihub.hub")
+
+BACKEND_GROUP = "pihub.backends"
+
+#: Built-in plugin classes, configurable by a section of their name.
+PLUGIN_CLASSES: dict[str, type] = {
+    "variable": VariablePlugin,
+    "logger": LoggerPlugin,
+    "event": EventPlugin,
+    "shell": ShellPlugin,
+}
+
+#: Sections of the engine itself (not plugins or backends).
+ENGINE_SECTIONS = ("engine",)
+
+
+def engine_schema() -> Schema:
+    from pihub.config import Field
+
+    return Schema(
+        {
+            "workers": Field(int, default=4, min=1, max=64, doc="threads running hook actions"),
+            "queue_size": Field(int, default=1024, min=1, max=1_000_000, doc="hook jobs waiting at most"),
+            "ring_capacity": Field(int, default=4096, min=2, max=1 << 24,
+                                   doc="events per producer ring (rounded up to a power of two)"),
+            "batch_size": Field(int, default=256, min=1, max=65536, doc="events popped per native call"),
+        },
+        doc="Engine tuning.",
+    )
+
+
+def backend_classes() -> dict[str, type[Backend]]:
+    """Backend classes registered under the ``pihub.backends`` entry-point group."""
+    out: dict[str, type[Backend]] = {}
+    for ep in importlib.metadata.entry_points(group=BACKEND_GROUP):
+        try:
+            out[ep.name] = ep.load()
+        except Exception as e:  # a broken backend must not take the daemon down
+            log.error("backend %s could not be loaded: %s", ep.name, e)
+    return out
+
+
+def known_sections() -> dict[str, Schema]:
+    """Every config section pihub accepts, with its schema."""
+    sections: dict[str, Schema] = {"engine": engine_schema()}
+    for name, cls in PLUGIN_CLASSES.items():
+        sections[name] = cls.config_schema or Schema({}, extra=True)
+    for name, cls in backend_classes().items():
+        sections[name] = cls.config_schema or Schema({}, extra=True)
+    return sections
+
+
+class Hub:
+    """The running daemon's object graph.
+
+    Args:
+        config: a loaded :class:`pihub.config.Config`.
+        with_backends: False builds plugins, procedures and hooks only (``pihub exec``
+            of non-hardware actions, replay).
+
+    Raises:
+        ConfigError: for every hook, procedure or section that does not compile,
+            located in the config files.
+    """
+
+    def __init__(self, config: Config, *, with_backends: bool = True) -> None:
+        self.config = config
+        self.device_id = config.device_id
+        eng = config.sections.get("engine") or engine_schema().validate({}, ("engine",))[0]
+        self.bus = Bus(capacity=eng["ring_capacity"], max_producers=256)
+        self.pool = WorkerPool(eng["workers"], eng["queue_size"])
+        self.registry = ActionRegistry()
+        workdir = Path(config.workdir)
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store = Store(workdir / "pihub.db")
+        self._hub_producer = self.bus.producer("hub", shared=True)
+        self.backends: dict[str, Backend] = {}
+        #: when set, :meth:`publish` hands events to it instead of the bus (pihub replay).
+        self.publish_sink: Callable[[Event], bool] | None = None
+        self._started = False
+        self._lock = threading.Lock()
+
+        problems: list[Problem] = []
+        self._build_plugins(problems)
+        if with_backends:
+            self._build_backends(problems)
+        self.procedures: dict[str, Procedure] = {}
+        self._build_procedures(problems)
+        self.runner = Runner(self._execute_step, self._spawn)
+        self.registry.set_procedure_caller(self.call_procedure)
+        self.hooks: list[Hook] = self._build_hooks(problems)
+        self._check_actions(problems)
+        if any(not p.warning for p in problems):
+            self.store.close()
+            self.bus.close()
+            raise ConfigError(problems + list(config.warnings))
+        self.matcher = Matcher(self.hooks)
+        self.dispatcher = Dispatcher(self.bus, self.matcher, self._fire, self.pool,
+                                     batch_size=eng["batch_size"])
+
+    # ------------------------------------------------------------------ build
+    def _build_plugins(self, problems: list[Problem]) -> None:
+        sections = self.config.sections
+        for name, cls in PLUGIN_CLASSES.items():
+            kwargs = dict(sections.get(name) or {})
+            if name == "variable":
+                plugin = cls(self.store, self.publish)
+            elif name == "event":
+                plugin = cls(self.publish)
+            else:
+                plugin = cls(**kwargs)
+            if name in self.config.disabled:
+                self.registry.register(plugin, enabled=False)
+            else:
+                self.registry.register(plugin)
+
+    def _build_backends(self, problems: list[Problem]) -> None:
+        classes = backend_classes()
+        for name, values in self.config.sections.items():
+            cls = classes.get(name)
+            if cls is None:
+                continue
+            if name in self.config.disabled:
+                log.info("backend %s is disabled in the config", name)
+                continue
+            try:
+                backend = cls(values)
+            except (ValueError, TypeError, KeyError) as e:
+                problems.append(self.config.problem((name,), str(e)))
+                continue
+            self.backends[name] = backend
+            self.registry.register(backend)
+
+    def _build_procedures(self, problems: list[Problem]) -> None:
+        for spec in self.config.procedures:
+            try:
+                steps = compile_steps(spec.steps, ())
+            except ConfigProblems as e:
+                problems.extend(self._locate(spec.path, e.problems))
+                continue
+            except ConfigProblem as e:
+                problems.extend(self._locate(spec.path, [e]))
+                continue
+            if spec.name in self.procedures:
+                problems.append(self.config.problem(spec.path, f"procedure {spec.name!r} is defined twice"))
+            self.procedures[spec.name] = Procedure(spec.name, tuple(spec.params), steps, spec.is_async)
+
+    def _build_hooks(self, problems: list[Problem]) -> list[Hook]:
+        from pihub.engine.conditions import compile_condition
+
+        hooks = []
+        self._hook_paths: dict[str, tuple[Any, ...]] = {}
+        for order, spec in enumerate(self.config.hooks):
+            if not spec.enabled:
+                log.info("hook %s is disabled in the config", spec.name)
+                continue
+            errs: list[ConfigProblem] = []
+            cond = steps = None
+            try:
+                cond = compile_condition(spec.if_, ("if",))
+            except ConfigProblems as e:
+                errs.extend(e.problems)
+            except ConfigProblem as e:
+                errs.append(e)
+            try:
+                steps = compile_steps(spec.then, ("then",))
+            except ConfigProblems as e:
+                errs.extend(e.problems)
+            except ConfigProblem as e:
+                errs.append(e)
+            hook = None
+            if not errs:
+                try:
+                    hook = Hook(spec.name, cond, steps, spec.priority, order)
+                except ConfigProblem as e:
+                    errs.append(e)
+            if errs:
+                problems.extend(self._locate(spec.path, errs))
+                continue
+            hooks.append(hook)
+            self._hook_paths[spec.name] = tuple(spec.path)
+        return hooks
+
+    def _check_actions(self, problems: list[Problem]) -> None:
+        """Report actions that name no plugin/action/procedure, before anything runs."""
+        bodies: list[tuple[tuple[str | int, ...], Any]] = [
+            (tuple(spec.path), self.procedures[spec.name].steps)
+            for spec in self.config.procedures if spec.name in self.procedures]
+        bodies += [(self._hook_paths[hook.name], hook.then) for hook in self.hooks]
+        for base, steps in bodies:
+            for step in iter_action_steps(steps):
+                if step.action_template is not None:
+                    continue  # a ${...} action name is only known when it runs
+                path = base + tuple(step.path) + ("action",)
+                if step.action.startswith("procedure."):
+                    name = step.action.split(".", 1)[1].removeprefix("sync.").removeprefix("async.")
+                    if name not in self.procedures:
+                        close = difflib.get_close_matches(name, list(self.procedures), n=1)
+                        hint = f" (did you mean {close[0]!r}?)" if close else ""
+                        problems.append(self.config.problem(path, f"no such procedure {name!r}{hint}"))
+                    continue
+                error = self.registry.check(step.action)
+                if error:
+                    plugin = step.action.rpartition(".")[0]
+                    problems.append(self.config.problem(path, error, warning=plugin in self.config.disabled))
+
+    def _locate(self, base: tuple[str | int, ...], errs: Iterable[ConfigProblem]) -> list[Problem]:
+        return [self.config.located(e, tuple(base)) for e in errs]
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start pool, dispatcher, then backends; publish ``ApplicationStartedEvent``."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self.pool.start()
+        self.dispatcher.start()
+        for name, backend in self.backends.items():
+            self._open_backend(name, backend)
+        self.publish(Event(CATALOGUE.get("ApplicationStartedEvent"), {}, time.monotonic_ns(), "hub"))
+        log.info("pihub started: %d hooks, %d procedures, backends: %s", len(self.hooks),
+                 len(self.procedures),
+                 ", ".join(f"{n} ({b.status})" for n, b in self.backends.items()) or "none")
+
+    def _open_backend(self, name: str, backend: Backend) -> None:
+        try:
+            backend.validate_environment()
+        except BackendUnavailable as e:
+            self._backend_failed(backend, BackendStatus.FAILED_ENVIRONMENT, str(e))
+            return
+        producer = self.bus.producer(f"backend:{name}", shared=True)
+        try:
+            backend.open(producer.publish)
+        except Exception as e:
+            log.exception("backend %s failed to open", name)
+            self._backend_failed(backend, BackendStatus.FAILED_RUNTIME, f"{type(e).__name__}: {e}")
+            return
+        self._backend_event(backend)
+
+    def _backend_failed(self, backend: Backend, status: BackendStatus, error: str) -> None:
+        backend.status = status
+        backend.error = error
+        log.error("backend %s %s: %s", backend.name, status, error)
+        self._backend_event(backend)
+
+    def _backend_event(self, backend: Backend) -> None:
+        self.publish(Event(CATALOGUE.get("BackendStatusEvent"),
+                           {"backend": backend.name, "status": str(backend.status), "error": backend.error},
+                           time.monotonic_ns(), "hub"))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop in reverse start order; nothing accepted by the bus is lost."""
+        with self._lock:
+            if not self._started:
+                self._close_resources()
+                return
+            self._started = False
+        self.publish(Event(CATALOGUE.get("ApplicationStoppingEvent"), {}, time.monotonic_ns(), "hub"))
+        self.flush(timeout=min(timeout, 5.0))
+        for name, backend in reversed(list(self.backends.items())):
+            try:
+                backend.close()
+            except Exception:
+                log.exception("backend %s failed to close", name)
+        self.dispatcher.stop(timeout)
+        self.pool.stop(timeout)
+        self._close_resources()
+        log.info("pihub stopped")
+
+    def _close_resources(self) -> None:
+        for plugin_name in self.registry.names():
+            plugin = self.registry.get(plugin_name)
+            if not isinstance(plugin, Backend):
+                try:
+                    plugin.close()
+                except Exception:
+                    log.exception("plugin %s failed to close", plugin_name)
+        self.matcher.close()
+        self.store.close()
+        self.bus.close()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every published event was dispatched and every queued job ran.
+
+        Returns False if that did not happen within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            depth = sum(s.depth for s in self.bus.stats().values())
+            if depth == 0 and self.pool.pending == 0:
+                # one more turn: an event popped just now may still be in process()
+                seen = self.dispatcher.progress
+                time.sleep(0.002)
+                if self.dispatcher.progress != seen or not self.dispatcher.running:
+                    if self.pool.pending == 0 and sum(s.depth for s in self.bus.stats().values()) == 0:
+                        return True
+                continue
+            time.sleep(0.002)
+        return False
+
+    # ------------------------------------------------------------ operations
+    def publish(self, event: Event) -> bool:
+        """Publish an event from Python code (plugins, HTTP); False when dropped."""
+        if not event.ts_ns:
+            event.ts_ns = time.monotonic_ns()
+        if self.publish_sink is not None:
+            return self.publish_sink(event)
+        return self._hub_producer.publish(event)
+
+    def execute(self, request: Request | str, args: Any = None) -> Response:
+        """Run one action request now, on the calling thread."""
+        if isinstance(request, str):
+            request = Request(action=request, args=args if args is not None else {})
+        resp = self.registry.execute(request.action, request.args)
+        resp.id = request.id
+        resp.target = request.origin
+        resp.origin = self.device_id
+        return resp
+
+    def call_procedure(self, name: str, args: Any) -> Response:
+        """Run ``procedure.NAME`` with ``args`` (a dict of arguments)."""
+        proc = self.procedures.get(name)
+        if proc is None:
+            close = difflib.get_close_matches(name, list(self.procedures), n=3)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            known = ", ".join(sorted(self.procedures)) or "none defined"
+            return Response(errors=[f"no such procedure {name!r}{hint}; procedures: {known}"])
+        if args is None:
+            args = {}
+        if not isinstance(args, Mapping):
+            return Response(errors=[f"procedure.{name}: arguments must be a mapping, not {type(args).__name__}"])
+        return self.runner.call(proc, dict(args))
+
+    def _execute_step(self, action: str, args: Any, context: Mapping[str, Any]) -> Response:
+        return self.registry.execute(action, args)
+
+    def _spawn(self, fn: Any) -> None:
+        if not self.pool.submit(fn):
+            raise RuntimeError(f"worker queue full ({self.pool.queue_size} jobs): async work dropped")
+
+    def _fire(self, hook: Hook, event: Event, captures: dict[str, Any]) -> Response:
+        ctx = event.context()
+        ctx.update(captures)
+        resp = self.runner.run(hook.then, ctx, label=f"hook {hook.name!r}")
+        if resp.errors:
+            log.warning("hook %s on %s: %s", hook.name, event.type.name, "; ".join(resp.errors))
+        else:
+            log.debug("hook %s on %s: output %r", hook.name, event.type.name, resp.output)
+        return resp
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able snapshot: backends, bus, dispatcher and pool counters."""
+        st = self.dispatcher.stats
+        return {
+            "device_id": self.device_id,
+            "pid": os.getpid(),
+            "backends": [b.describe_status() for b in self.backends.values()],
+            "bus": {name: vars(s) if hasattr(s, "__dict__") else s._asdict()
+                    for name, s in self.bus.stats().items()},
+            "dispatcher": {"events": st.events, "batches": st.batches, "hooks_fired": st.hooks_fired,
+                           "hooks_dropped": st.hooks_dropped, "overflow_reports": st.overflow_reports},
+            "pool": {"workers": self.pool.workers, "pending": self.pool.pending,
+                     "completed": self.pool.completed, "failed": self.pool.failed,
+                     "rejected": self.pool.rejected},
+            "hooks": len(self.hooks),
+            "procedures": sorted(self.procedures),
+        }

@@ -1,0 +1,75 @@
+"""One contract suite, run over every backend registered under ``pihub.backends``.
+
+Each backend provides a ``contract_config`` (a config that works on this machine's rig)
+in CONTRACT_CONFIGS below, or the suite fails: a new backend cannot land untested.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pihub.backends.base import Backend, BackendStatus
+from pihub.hub import backend_classes
+
+#: a working config per backend on the mock rig, and how to make it emit one event.
+CONTRACT_CONFIGS = {
+    "mock": ({"script": [{"after": 0.0, "event": {"type": "GPIOEvent", "pin": 1, "value": 1}}]}, None),
+}
+BAD_CONFIGS = {
+    "mock": {"script": [{"after": -1, "event": {"type": "GPIOEvent"}}]},
+}
+
+BACKENDS = sorted(backend_classes())
+
+
+def test_every_backend_has_a_contract_config():
+    assert set(BACKENDS) <= set(CONTRACT_CONFIGS), set(BACKENDS) - set(CONTRACT_CONFIGS)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_open_emit_close(name):
+    cls = backend_classes()[name]
+    assert issubclass(cls, Backend) and cls.name == name
+    config, _ = CONTRACT_CONFIGS[name]
+    backend = cls(config)
+    assert backend.status == BackendStatus.CONFIGURED
+    backend.validate_environment()
+    got = []
+    ev = threading.Event()
+
+    def emit(event):
+        got.append(event)
+        ev.set()
+        return True
+
+    backend.open(emit)
+    assert backend.status == BackendStatus.RUNNING
+    assert ev.wait(5), f"{name} emitted nothing"
+    assert got[0].source == name
+    backend.close()
+    assert backend.status == BackendStatus.STOPPED
+    n = len(got)
+    time.sleep(0.05)
+    assert len(got) == n, "events after close"
+    backend.close()  # idempotent
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_bad_config_is_refused_by_its_schema(name):
+    cls = backend_classes()[name]
+    assert cls.config_schema is not None
+    _, problems = cls.config_schema.validate(BAD_CONFIGS[name], (name,))
+    bad_nested = not problems
+    if bad_nested:  # nested errors are the backend's to raise
+        with pytest.raises(ValueError):
+            cls(BAD_CONFIGS[name])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_status_is_described(name):
+    backend = backend_classes()[name](CONTRACT_CONFIGS[name][0])
+    d = backend.describe_status()
+    assert d == {"name": name, "status": "configured", "error": None}

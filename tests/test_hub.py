@@ -1,0 +1,186 @@
+"""The hub end to end on the mock rig: config -> backend edge -> ring -> matcher -> action."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+
+from pihub.backends.base import Backend, BackendStatus
+from pihub.errors import BackendUnavailable, ConfigError
+from pihub.events import Event
+
+RIG = """
+mock:
+  outputs: {light: false}
+event.hook.press:
+  if: {type: GPIOEvent, pin: 17, value: 1}
+  then:
+    - action: mock.set
+      args: {name: light, value: true}
+    - action: variable.set
+      args: {last_pin: "${pin}"}
+event.hook.release:
+  if: {type: GPIOEvent, pin: 17, value: 0}
+  then:
+    - action: mock.set
+      args: {name: light, value: false}
+"""
+
+
+def wait_for(pred, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.002)
+    return bool(pred())
+
+
+def test_edge_to_action_through_the_mock_backend(make_hub):
+    hub = make_hub(RIG)
+    mock = hub.backends["mock"]
+    assert mock.status == BackendStatus.RUNNING
+    assert hub.execute("mock.emit", {"type": "GPIOEvent", "pin": 17, "value": 1}).ok
+    assert wait_for(lambda: mock.outputs["light"] is True)
+    assert hub.flush()
+    # hook context: ${pin} keeps its int type through the exact-template rule
+    assert hub.execute("variable.get", {"name": "last_pin"}).output == {"last_pin": 17}
+    hub.execute("mock.emit", {"type": "GPIOEvent", "pin": 17, "value": 0})
+    assert wait_for(lambda: mock.outputs["light"] is False)
+
+
+def test_unmatched_events_fire_nothing(make_hub):
+    hub = make_hub(RIG)
+    hub.execute("mock.emit", {"type": "GPIOEvent", "pin": 4, "value": 1})
+    assert hub.flush()
+    assert hub.backends["mock"].outputs["light"] is False
+    assert hub.dispatcher.stats.hooks_fired == 0
+
+
+def test_variables_survive_a_restart(make_hub):
+    hub = make_hub(RIG)
+    assert hub.execute("variable.set", {"colour": "blue"}).ok
+    hub.stop()
+    hub2 = make_hub(RIG)
+    assert hub2.execute("variable.get", {"name": "colour"}).output == {"colour": "blue"}
+
+
+def test_stop_loses_nothing_in_flight(make_hub):
+    hub = make_hub("""
+        engine: {ring_capacity: 8192, queue_size: 100000}
+        event.hook.count:
+          if: {type: CustomEvent, subtype: tick}
+          then:
+            - action: logger.debug
+              args: {msg: tick}
+    """)
+    n = 3000
+    accepted = sum(hub.publish(Event.of("CustomEvent", subtype="tick")) for _ in range(n))
+    hub.stop()
+    assert accepted == n
+    assert hub.pool.completed >= n  # every hook job ran before stop returned
+    assert hub.dispatcher.stats.hooks_fired == n
+
+
+def test_flood_ten_times_the_ring_dropped_plus_processed_equals_injected(make_hub):
+    cap = 1024
+    hub = make_hub(f"""
+        engine: {{ring_capacity: {cap}}}
+        event.hook.count:
+          if: {{type: GPIOEvent, pin: 5}}
+          then:
+            - action: logger.debug
+              args: {{msg: x}}
+    """)
+    producer = hub.bus.producer("flood")
+    injected = 10 * cap
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    batch = [Event.of("GPIOEvent", pin=5, value=i & 1) for i in range(256)]
+    sent = 0
+    while sent < injected:
+        producer.publish_batch(batch)
+        sent += len(batch)
+    assert hub.flush(10)
+    stats = hub.bus.stats()["flood"]
+    processed = hub.dispatcher.stats.events - 1  # minus ApplicationStartedEvent
+    assert stats.published + stats.dropped == injected
+    assert processed == stats.published
+    assert processed + stats.dropped == injected
+    # bounded memory: the ring and the side table do not grow with the flood (KiB)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 64 * 1024
+
+
+class _Unavailable(Backend):
+    name = "unavailable"
+
+    def validate_environment(self) -> None:
+        raise BackendUnavailable("no /dev/gpiochip0 on this machine")
+
+    def open(self, emit):  # pragma: no cover - never reached
+        raise AssertionError
+
+    def close(self) -> None:
+        pass
+
+
+class _Crashing(Backend):
+    name = "crashing"
+
+    def open(self, emit):
+        raise OSError("device vanished")
+
+    def close(self) -> None:
+        pass
+
+
+def test_failed_backends_are_marked_and_the_hub_runs_on(make_hub):
+    hub = make_hub(RIG, start=False)
+    for cls in (_Unavailable, _Crashing):
+        b = cls({})
+        hub.backends[b.name] = b
+    statuses = []
+    hub.dispatcher.add_listener(
+        lambda e: statuses.append((e.args["backend"], e.args["status"])) if e.type.name == "BackendStatusEvent"
+        else None)
+    hub.start()
+    assert hub.backends["unavailable"].status == BackendStatus.FAILED_ENVIRONMENT
+    assert "gpiochip0" in hub.backends["unavailable"].error
+    assert hub.backends["crashing"].status == BackendStatus.FAILED_RUNTIME
+    assert "device vanished" in hub.backends["crashing"].error
+    assert hub.flush()
+    assert ("unavailable", str(BackendStatus.FAILED_ENVIRONMENT)) in statuses
+    assert ("mock", str(BackendStatus.RUNNING)) in statuses
+    hub.execute("mock.emit", {"type": "GPIOEvent", "pin": 17, "value": 1})
+    assert wait_for(lambda: hub.backends["mock"].outputs["light"] is True)
+
+
+def test_bad_hooks_and_procedures_are_all_reported_located(make_hub, tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        make_hub("""
+            event.hook.a:
+              if: {type: GPIOEvnt}
+              then: [{action: logger.info, args: {msg: x}}]
+            event.hook.b:
+              if: {type: GPIOEvent, value: {$gtt: 1}}
+              then: [{action: logger.info, args: {msg: x}}]
+            procedure.p:
+              - fi ${x}: []
+        """, start=False)
+    text = str(ei.value)
+    assert "GPIOEvnt" in text and "GPIOEvent" in text
+    assert "$gtt" in text
+    assert "fi ${x}" in text
+    assert len(ei.value.problems) == 3
+    assert all(p.file.endswith("config.yaml") and p.line > 0 for p in ei.value.problems)
+
+
+def test_procedure_call_from_execute(make_hub):
+    hub = make_hub("""
+        procedure.double(x):
+          - return: ${x * 2}
+    """)
+    assert hub.execute("procedure.double", {"x": 21}).output == 42
+    r = hub.execute("procedure.doubel", {"x": 1})
+    assert r.errors and "did you mean 'double'" in r.errors[0]
