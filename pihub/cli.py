@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,6 +36,25 @@ def _load(path: str | None) -> Any:
     from pihub.hub import known_sections
 
     return cfg.load(path, sections=known_sections())
+
+
+def _build(make: Callable[[], Any]) -> tuple[Any, int]:
+    """Run ``make()`` (a config load and/or hub build); on a config failure print why.
+
+    Returns:
+        ``(result, EXIT_OK)``, or ``(None, EXIT_UNREADABLE / EXIT_INVALID)``.
+    """
+    from pihub.config import ConfigUnreadable
+    from pihub.errors import ConfigError
+
+    try:
+        return make(), EXIT_OK
+    except ConfigUnreadable as e:
+        print(str(e), file=sys.stderr)
+        return None, EXIT_UNREADABLE
+    except ConfigError as e:
+        _print_problems(e, sys.stderr)
+        return None, EXIT_INVALID
 
 
 def _print_problems(err: Exception, out: TextIO) -> None:
@@ -125,8 +144,6 @@ def parse_exec_args(items: Sequence[str]) -> dict[str, Any]:
 
 def cmd_exec(args: argparse.Namespace) -> int:
     """Run one action with the configured plugins/backends; print the Platypush response."""
-    from pihub.config import ConfigUnreadable
-    from pihub.errors import ConfigError
     from pihub.hub import Hub
     from pihub.messages import dumps
 
@@ -135,14 +152,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"pihub exec: {e}", file=sys.stderr)
         return EXIT_INVALID
-    try:
-        hub = Hub(_load(args.config))
-    except ConfigUnreadable as e:
-        print(str(e), file=sys.stderr)
-        return EXIT_UNREADABLE
-    except ConfigError as e:
-        _print_problems(e, sys.stderr)
-        return EXIT_INVALID
+    hub, code = _build(lambda: Hub(_load(args.config)))
+    if hub is None:
+        return code
     try:
         hub.start()
         resp = hub.execute(args.action, kwargs)
@@ -155,18 +167,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay recorded events through the hooks and print the trace (see pihub.replay)."""
-    from pihub.config import ConfigUnreadable
     from pihub.errors import ConfigError
     from pihub.replay import replay
 
-    try:
-        config = _load(args.config)
-    except ConfigUnreadable as e:
-        print(str(e), file=sys.stderr)
-        return EXIT_UNREADABLE
-    except ConfigError as e:
-        _print_problems(e, sys.stderr)
-        return EXIT_INVALID
+    config, code = _build(lambda: _load(args.config))
+    if config is None:
+        return code
     try:
         src = sys.stdin if args.events == "-" else open(args.events, encoding="utf-8")  # noqa: SIM115
     except OSError as e:
@@ -183,8 +189,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT; talk to systemd when it asks us to."""
-    from pihub.config import ConfigUnreadable
-    from pihub.errors import ConfigError
     from pihub.hub import Hub
     from pihub.logs import setup_logging
     from pihub.sdnotify import Notifier, Watchdog
@@ -198,14 +202,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"pihub run: {e}", file=sys.stderr)
         return EXIT_INVALID
-    try:
-        config = _load(args.config)
-    except ConfigUnreadable as e:
-        log.error("%s", e)
-        return EXIT_UNREADABLE
-    except ConfigError as e:
-        _print_problems(e, sys.stderr)
-        return EXIT_INVALID
+    config, code = _build(lambda: _load(args.config))
+    if config is None:
+        return code
     level = args.log_level or (config.logging or {}).get("level") or "INFO"
     try:
         setup_logging(level, fmt=(config.logging or {}).get("format"),
@@ -219,11 +218,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         import os
 
         os.environ[str(key)] = str(value)
-    try:
-        hub = Hub(config)
-    except ConfigError as e:
-        _print_problems(e, sys.stderr)
-        return EXIT_INVALID
+    hub, code = _build(lambda: Hub(config))
+    if hub is None:
+        return code
 
     stop = threading.Event()
 

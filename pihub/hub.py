@@ -91,6 +91,17 @@ def known_sections() -> dict[str, Schema]:
     return sections
 
 
+def _collect(errs: list[ConfigProblem], compile_fn: Callable[..., Any], *args: Any) -> Any:
+    """``compile_fn(*args)``, or None with its ConfigProblem(s) appended to ``errs``."""
+    try:
+        return compile_fn(*args)
+    except ConfigProblems as e:
+        errs.extend(e.problems)
+    except ConfigProblem as e:
+        errs.append(e)
+    return None
+
+
 class Hub:
     """The running daemon's object graph.
 
@@ -174,13 +185,10 @@ class Hub:
 
     def _build_procedures(self, problems: list[Problem]) -> None:
         for spec in self.config.procedures:
-            try:
-                steps = compile_steps(spec.steps, ())
-            except ConfigProblems as e:
-                problems.extend(self._locate(spec.path, e.problems))
-                continue
-            except ConfigProblem as e:
-                problems.extend(self._locate(spec.path, [e]))
+            errs: list[ConfigProblem] = []
+            steps = _collect(errs, compile_steps, spec.steps, ())
+            if errs:
+                problems.extend(self._locate(spec.path, errs))
                 continue
             if spec.name in self.procedures:
                 problems.append(self.config.problem(spec.path, f"procedure {spec.name!r} is defined twice"))
@@ -196,25 +204,9 @@ class Hub:
                 log.info("hook %s is disabled in the config", spec.name)
                 continue
             errs: list[ConfigProblem] = []
-            cond = steps = None
-            try:
-                cond = compile_condition(spec.if_, ("if",))
-            except ConfigProblems as e:
-                errs.extend(e.problems)
-            except ConfigProblem as e:
-                errs.append(e)
-            try:
-                steps = compile_steps(spec.then, ("then",))
-            except ConfigProblems as e:
-                errs.extend(e.problems)
-            except ConfigProblem as e:
-                errs.append(e)
-            hook = None
-            if not errs:
-                try:
-                    hook = Hook(spec.name, cond, steps, spec.priority, order)
-                except ConfigProblem as e:
-                    errs.append(e)
+            cond = _collect(errs, compile_condition, spec.if_, ("if",))
+            steps = _collect(errs, compile_steps, spec.then, ("then",))
+            hook = None if errs else _collect(errs, Hook, spec.name, cond, steps, spec.priority, order)
             if errs:
                 problems.extend(self._locate(spec.path, errs))
                 continue

@@ -35,7 +35,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, MutableMapping
 
 __all__ = ["Notifier", "Watchdog"]
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pihub.config.schema import Field, Schema, coerce, show, suggest
-from pihub.config.yamlsrc import UNKNOWN, Document, Location, Secret, read_document
+from pihub.config.yamlsrc import UNKNOWN, Document, Location, Secret, hashable, read_document
 from pihub.errors import ConfigError, ConfigProblem, PihubError, Problem, format_path
 
 __all__ = [
@@ -264,7 +264,7 @@ class _Sources:
         """Locate a config path; see :meth:`Config.locate`."""
         if not path:
             return Location(self.main_file, 1, 1) if self.main_file else UNKNOWN
-        entry = self.by_key.get(path[0]) if _hashable(path[0]) else None
+        entry = self.by_key.get(path[0]) if hashable(path[0]) else None
         if entry is None:
             return UNKNOWN
         return entry.doc.locate((entry.orig, *path[1:]), at_key=at_key)
@@ -282,15 +282,6 @@ class _Sources:
         """Locate a ConfigProblem; see :meth:`Config.located`."""
         return self.problem((*prefix, *problem.path), problem.message,
                             warning=bool(getattr(problem, "warning", False)), key=getattr(problem, "key", None))
-
-
-def _hashable(value: object) -> bool:
-    """True if ``value`` can be a dict key."""
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

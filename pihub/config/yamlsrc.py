@@ -147,7 +147,7 @@ class Document:
         for part in path:
             if isinstance(node, MappingNode):
                 pairs = self._pairs.get(id(node), {})
-                if _hashable(part) and part in pairs:
+                if hashable(part) and part in pairs:
                     key_node, node = pairs[part]
                     continue
             elif isinstance(node, SequenceNode) and _is_index(part) and 0 <= part < len(node.value):
@@ -162,7 +162,7 @@ class Document:
         return Location(self.file, mark.line + 1, mark.column + 1)
 
 
-def _hashable(value: object) -> bool:
+def hashable(value: object) -> bool:
     """True if ``value`` can be a dict key."""
     try:
         hash(value)
@@ -356,7 +356,7 @@ def _make_loader(base: type) -> type:
                 self._problem(knode, path, f"mapping keys must be scalars, not {_kind(knode)}")
                 return _BAD
             key = self._build(knode, path)
-            if not _hashable(key):
+            if not hashable(key):
                 return _BAD
             return key
 
