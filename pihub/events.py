@@ -21,6 +21,7 @@ import difflib
 import secrets
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -271,6 +272,8 @@ class Event:
     source: str = ""
     id: str = ""
     timestamp: float = field(default_factory=time.time)
+    #: set by :meth:`pihub.hub.Hub.webhook`: resolved with the replying hook's Response.
+    reply: Future[Any] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, type_name: str, source: str = "", **args: Any) -> Event:

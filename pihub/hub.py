@@ -351,6 +351,39 @@ class Hub:
         resp.origin = self.device_id
         return resp
 
+    def webhook(self, event: Event, timeout: float = 30.0) -> Response | None:
+        """Publish a ``WebhookEvent`` and wait for the reply of the hook that handles it.
+
+        The reply is the Response of the first hook (in selection order) that the
+        dispatcher runs for the event; the hook's actions still start on the worker pool.
+
+        Args:
+            event: the WebhookEvent.
+            timeout: seconds to wait for the hook.
+
+        Returns:
+            None when no hook matches (the event is still published); else the hook's
+            Response, or a Response with an error when the bus was full or the hook did
+            not finish within ``timeout``.
+        """
+        from concurrent.futures import Future, TimeoutError as FutureTimeout
+
+        from pihub.engine.hooks import select
+
+        chosen = select([(h, {}) for h in self.hooks if h.condition.match(event).ok])
+        if not chosen:
+            self.publish(event)
+            return None
+        reply: Future[Response] = Future()
+        reply.hook = chosen[0][0]  # type: ignore[attr-defined]
+        event.reply = reply
+        if not self.publish(event):
+            return Response(errors=["the event bus is full: webhook dropped, try again"])
+        try:
+            return reply.result(timeout)
+        except FutureTimeout:
+            return Response(errors=[f"hook {chosen[0][0].name!r} did not reply within {timeout:g} s"])
+
     def call_procedure(self, name: str, args: Any) -> Response:
         """Run ``procedure.NAME`` with ``args`` (a dict of arguments)."""
         proc = self.procedures.get(name)
@@ -375,7 +408,15 @@ class Hub:
     def _fire(self, hook: Hook, event: Event, captures: dict[str, Any]) -> Response:
         ctx = event.context()
         ctx.update(captures)
-        resp = self.runner.run(hook.then, ctx, label=f"hook {hook.name!r}")
+        try:
+            resp = self.runner.run(hook.then, ctx, label=f"hook {hook.name!r}")
+        except BaseException as e:
+            resp = Response(errors=[f"{type(e).__name__}: {e}"])
+            raise
+        finally:
+            reply = event.reply
+            if reply is not None and getattr(reply, "hook", None) is hook and not reply.done():
+                reply.set_result(resp)
         if resp.errors:
             log.warning("hook %s on %s: %s", hook.name, event.type.name, "; ".join(resp.errors))
         else:

@@ -184,3 +184,17 @@ def test_procedure_call_from_execute(make_hub):
     assert hub.execute("procedure.double", {"x": 21}).output == 42
     r = hub.execute("procedure.doubel", {"x": 1})
     assert r.errors and "did you mean 'double'" in r.errors[0]
+
+
+def test_webhook_replies_with_the_hooks_result(make_hub):
+    hub = make_hub("""
+        event.hook.ping:
+          if: {type: WebhookEvent, hook: ping}
+          then:
+            - return: '${ {"pong": data["n"] + 1} }'
+    """)
+    ev = Event.of("WebhookEvent", hook="ping", method="POST", args={}, data={"n": 41}, headers={})
+    resp = hub.webhook(ev, timeout=5)
+    assert resp.ok and resp.output == {"pong": 42}
+    other = Event.of("WebhookEvent", hook="nobody", method="GET", args={}, data=None, headers={})
+    assert hub.webhook(other, timeout=5) is None
