@@ -232,6 +232,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     hub.start()
     ready_s = time.monotonic() - t0
+    code = hub.auth.ensure_setup_code()
+    if code:
+        log.warning("no user exists yet: enter the one-time setup code %s in the panel, "
+                    "or run `pihub user add NAME`", code)
     watchdog = Watchdog(notifier, lambda: hub.dispatcher.progress)
     watchdog.start()
     status = f"running: {len(hub.hooks)} hooks, {len(hub.backends)} backends"
@@ -241,7 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         Path(args.ready_file).write_text(f"{ready_s:.6f}\n", encoding="utf-8")
     try:
         while not stop.wait(1.0):
-            pass
+            hub.auth.refresh()  # revocations by `pihub token revoke` close websockets promptly
     finally:
         notifier.stopping()
         watchdog.stop()
@@ -278,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--run-actions", action="store_true",
                     help="also run actions with effects outside pihub (hardware, shell)")
     rp.set_defaults(func=cmd_replay)
+
+    from pihub import authcli
+
+    authcli.add_parsers(sub, common)
     return p
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pihub.auth import Auth
 from pihub.backends.base import Backend, BackendStatus
 from pihub.bus import Bus
 from pihub.config import Config, Schema
@@ -125,6 +126,8 @@ class Hub:
         workdir = Path(config.workdir)
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = Store(workdir / "pihub.db")
+        # the env token is taken out of the environment so shell actions' children never see it
+        self.auth = Auth(self.store, env_token=os.environ.pop("PIHUB_API_TOKEN", None))
         self._hub_producer = self.bus.producer("hub", shared=True)
         self.backends: dict[str, Backend] = {}
         #: when set, :meth:`publish` hands events to it instead of the bus (pihub replay).
@@ -143,6 +146,7 @@ class Hub:
         self.hooks: list[Hook] = self._build_hooks(problems)
         self._check_actions(problems)
         if any(not p.warning for p in problems):
+            self.auth.close()
             self.store.close()
             self.bus.close()
             raise ConfigError(problems + list(config.warnings))
@@ -310,6 +314,7 @@ class Hub:
                 except Exception:
                     log.exception("plugin %s failed to close", plugin_name)
         self.matcher.close()
+        self.auth.close()
         self.store.close()
         self.bus.close()
 

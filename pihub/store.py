@@ -23,10 +23,12 @@ tokens later. Choices, and why:
   previous version. A file whose version is newer than this pihub knows is refused rather
   than misread.
 
-Adding users and tokens (a later issue): write ``_migrate_2(conn)`` that creates the
-tables with ``conn.execute`` (never ``executescript``, which commits on its own), append
-``Migration(2, "users and api tokens", _migrate_2)`` to :data:`MIGRATIONS`, and add the
-methods to :class:`Store`. Never edit a migration that has shipped.
+Adding a table: write ``_migrate_N(conn)`` that creates it with ``conn.execute`` (never
+``executescript``, which commits on its own), append ``Migration(N, "summary", _migrate_N)``
+to :data:`MIGRATIONS`, and add the methods to :class:`Store`. Never edit a migration that
+has shipped. Schema 2 added users, API tokens, panel sessions and the setup code; the
+policy around them (hashing, scopes, caching, rate limits) lives in :mod:`pihub.auth`, and
+the store only keeps rows: it never sees a password, a token or a code, only their hashes.
 
 Values are stored as JSON text: ``null``, bools, numbers, strings, lists and dicts with
 string keys. NaN and infinities are refused (JSON has no spelling for them).
@@ -41,7 +43,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -88,10 +90,112 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_2(conn: sqlite3.Connection) -> None:
+    """Schema 2: users, API tokens, panel sessions, the one-time setup code.
+
+    Secrets are never stored: ``password_hash`` is an argon2id PHC string, ``token_hash``
+    and ``code_hash`` are 32-byte SHA-256 digests (see :mod:`pihub.auth` for why a fast hash
+    is right there). Token and session ids are ``AUTOINCREMENT`` so an id is never reused:
+    a revoked id named in a log or an ``on_revoke`` callback can never come back as
+    another token. Deleting a user cascades to its tokens and sessions
+    (``PRAGMA foreign_keys=ON`` is set on every connection).
+    """
+    conn.execute(
+        "CREATE TABLE users ("
+        " id INTEGER PRIMARY KEY,"
+        " username TEXT NOT NULL UNIQUE,"
+        " password_hash TEXT NOT NULL,"  # argon2id PHC string
+        " scope TEXT NOT NULL CHECK (scope IN ('read', 'control', 'admin')),"
+        " created_at REAL NOT NULL,"  # seconds since the epoch
+        " password_changed_at REAL NOT NULL"
+        ")"
+    )
+    conn.execute(
+        "CREATE TABLE api_tokens ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+        " name TEXT NOT NULL,"
+        " token_hash BLOB NOT NULL UNIQUE,"  # SHA-256 of the token; UNIQUE is the lookup index
+        " scopes TEXT NOT NULL,"  # space-separated, expanded: 'read control'
+        " created_at REAL NOT NULL,"
+        " expires_at REAL,"  # NULL: never
+        " last_used_at REAL,"  # written in batches, not per request
+        " UNIQUE (user_id, name)"
+        ")"
+    )
+    conn.execute("CREATE INDEX api_tokens_name ON api_tokens (name)")
+    conn.execute(
+        "CREATE TABLE sessions ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+        " token_hash BLOB NOT NULL UNIQUE,"  # SHA-256 of the session token
+        " created_at REAL NOT NULL,"
+        " expires_at REAL NOT NULL"
+        ")"
+    )
+    conn.execute("CREATE INDEX sessions_expires_at ON sessions (expires_at)")
+    conn.execute(
+        "CREATE TABLE setup_code ("
+        " id INTEGER PRIMARY KEY CHECK (id = 1),"  # at most one code at a time
+        " code_hash BLOB NOT NULL,"  # SHA-256 of the normalised code
+        " created_at REAL NOT NULL"
+        ")"
+    )
+
+
 #: The schema's history; a store opens at ``MIGRATIONS[-1].version``.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "variables", _migrate_1),
+    Migration(2, "users, api tokens, sessions, setup code", _migrate_2),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """One row of ``users``. ``password_hash`` is left out of the repr."""
+
+    id: int
+    username: str
+    password_hash: str = field(repr=False)
+    scope: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """One row of ``api_tokens`` joined with its user (the hash is left out of the repr).
+
+    Times are seconds since the epoch; ``scopes`` is the space-separated stored text.
+    """
+
+    id: int
+    user_id: int
+    username: str
+    name: str
+    token_hash: bytes = field(repr=False)
+    scopes: str
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One row of ``sessions`` joined with its user (the hash is left out of the repr)."""
+
+    id: int
+    user_id: int
+    username: str
+    user_scope: str
+    token_hash: bytes = field(repr=False)
+    created_at: float
+    expires_at: float
+
+
+_TOKEN_SELECT = ("SELECT t.id, t.user_id, u.username, t.name, t.token_hash, t.scopes, t.created_at, "
+                 "t.expires_at, t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id")
+_SESSION_SELECT = ("SELECT s.id, s.user_id, u.username, u.scope, s.token_hash, s.created_at, s.expires_at "
+                   "FROM sessions s JOIN users u ON u.id = s.user_id")
 
 
 def _encode(name: str, value: Any) -> str:
@@ -342,3 +446,287 @@ class Store:
                 db.execute("ROLLBACK")
                 raise
         return removed
+
+    # -- users, api tokens, sessions, setup code (schema 2; policy in pihub.auth) --------
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction under the lock.
+
+        Returns:
+            What ``fn`` returned, after the commit.
+
+        Raises:
+            StoreError: the store is closed. Whatever ``fn`` raised, after a rollback.
+        """
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return out
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` of this connection (about 2 us, no disk read).
+
+        The value changes when *another* connection (a ``pihub user``/``pihub token``
+        command in another process) commits to the file, and never for this connection's
+        own commits; :mod:`pihub.auth` polls it to drop its caches after such changes.
+        """
+        with self._lock:
+            return int(self._db().execute("PRAGMA data_version").fetchone()[0])
+
+    def user_count(self) -> int:
+        """How many users exist."""
+        with self._lock:
+            return int(self._db().execute("SELECT count(*) FROM users").fetchone()[0])
+
+    def get_user(self, username: str) -> UserRow | None:
+        """The user named ``username``, or None."""
+        with self._lock:
+            row = self._db().execute("SELECT id, username, password_hash, scope, created_at FROM users "
+                                     "WHERE username = ?", (username,)).fetchone()
+        return UserRow(*row) if row else None
+
+    def list_users(self) -> list[UserRow]:
+        """Every user, by name."""
+        with self._lock:
+            rows = self._db().execute("SELECT id, username, password_hash, scope, created_at FROM users "
+                                      "ORDER BY username").fetchall()
+        return [UserRow(*r) for r in rows]
+
+    def add_user(self, username: str, password_hash: str, scope: str, now: float) -> int:
+        """Create a user.
+
+        Args:
+            username: the (already validated) name.
+            password_hash: the argon2id PHC string.
+            scope: ``read``, ``control`` or ``admin``.
+            now: the creation time, seconds since the epoch.
+
+        Returns:
+            The new user's id.
+
+        Raises:
+            ValueError: a user of that name exists.
+        """
+
+        def add(db: sqlite3.Connection) -> int:
+            if db.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
+                raise ValueError(f"user {username!r} already exists")
+            cur = db.execute("INSERT INTO users (username, password_hash, scope, created_at, "
+                             "password_changed_at) VALUES (?, ?, ?, ?, ?)",
+                             (username, password_hash, scope, now, now))
+            return int(cur.lastrowid or 0)
+
+        return int(self._write(add))
+
+    def add_first_user(self, username: str, password_hash: str, scope: str, now: float,
+                       check_code: Callable[[bytes | None], bool]) -> int | None:
+        """Create the first user and delete the setup code, atomically.
+
+        Args:
+            username, password_hash, scope, now: as for :meth:`add_user`.
+            check_code: called inside the transaction with the stored setup-code hash
+                (None when there is none); the user is created only if it returns True.
+
+        Returns:
+            The new user's id; None (nothing written) when a user already exists or
+            ``check_code`` refused.
+        """
+
+        def add(db: sqlite3.Connection) -> int | None:
+            if db.execute("SELECT 1 FROM users LIMIT 1").fetchone():
+                return None
+            row = db.execute("SELECT code_hash FROM setup_code WHERE id = 1").fetchone()
+            if not check_code(bytes(row[0]) if row else None):
+                return None
+            cur = db.execute("INSERT INTO users (username, password_hash, scope, created_at, "
+                             "password_changed_at) VALUES (?, ?, ?, ?, ?)",
+                             (username, password_hash, scope, now, now))
+            db.execute("DELETE FROM setup_code")
+            return int(cur.lastrowid or 0)
+
+        return self._write(add)
+
+    def set_password_hash(self, username: str, password_hash: str, now: float) -> list[int] | None:
+        """Replace a user's password hash and delete all of its sessions.
+
+        Returns:
+            The ids of the deleted sessions; None when there is no such user.
+        """
+
+        def change(db: sqlite3.Connection) -> list[int] | None:
+            row = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
+                       (password_hash, now, row[0]))
+            ended = [r[0] for r in db.execute("SELECT id FROM sessions WHERE user_id = ?", (row[0],))]
+            db.execute("DELETE FROM sessions WHERE user_id = ?", (row[0],))
+            return ended
+
+        return self._write(change)
+
+    def update_password_hash(self, user_id: int, old_hash: str, new_hash: str) -> bool:
+        """Replace a password hash by a rehash of the same password (new KDF parameters).
+
+        Only if the stored hash is still ``old_hash`` (a concurrent password change wins);
+        sessions are kept. Returns True when the row was updated.
+        """
+        return bool(self._write(lambda db: db.execute(
+            "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+            (new_hash, user_id, old_hash)).rowcount))
+
+    def remove_user(self, username: str) -> list[int] | None:
+        """Delete a user with its tokens and sessions.
+
+        Returns:
+            The ids of the deleted API tokens; None when there is no such user.
+        """
+
+        def remove(db: sqlite3.Connection) -> list[int] | None:
+            row = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+            if row is None:
+                return None
+            ids = [r[0] for r in db.execute("SELECT id FROM api_tokens WHERE user_id = ? ORDER BY id",
+                                            (row[0],))]
+            db.execute("DELETE FROM users WHERE id = ?", (row[0],))  # cascades
+            return ids
+
+        return self._write(remove)
+
+    def add_token(self, username: str, name: str, token_hash: bytes, scopes: str, now: float,
+                  expires_at: float | None) -> TokenRow:
+        """Store a new API token's hash.
+
+        Args:
+            username: the owner; must exist.
+            name: the token's name, unique per user.
+            token_hash: the 32-byte SHA-256 digest of the token.
+            scopes: space-separated expanded scopes.
+            now: creation time; expires_at: expiry time or None (seconds since the epoch).
+
+        Returns:
+            The stored row.
+
+        Raises:
+            LookupError: there is no such user.
+            FileExistsError: the user already has a token of that name.
+        """
+
+        def add(db: sqlite3.Connection) -> TokenRow:
+            row = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+            if row is None:
+                raise LookupError(f"no such user {username!r}")
+            if db.execute("SELECT 1 FROM api_tokens WHERE user_id = ? AND name = ?",
+                          (row[0], name)).fetchone():
+                raise FileExistsError(f"user {username!r} already has a token named {name!r}")
+            cur = db.execute("INSERT INTO api_tokens (user_id, name, token_hash, scopes, created_at, "
+                             "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                             (row[0], name, token_hash, scopes, now, expires_at))
+            return TokenRow(int(cur.lastrowid or 0), row[0], username, name, token_hash, scopes, now,
+                            expires_at, None)
+
+        return self._write(add)
+
+    def list_tokens(self, username: str | None = None) -> list[TokenRow]:
+        """API tokens (of ``username``, or of everyone), by id."""
+        with self._lock:
+            if username is None:
+                rows = self._db().execute(_TOKEN_SELECT + " ORDER BY t.id").fetchall()
+            else:
+                rows = self._db().execute(_TOKEN_SELECT + " WHERE u.username = ? ORDER BY t.id",
+                                          (username,)).fetchall()
+        return [TokenRow(r[0], r[1], r[2], r[3], bytes(r[4]), *r[5:]) for r in rows]
+
+    def find_token_ids(self, *, token_id: int | None = None, name: str | None = None,
+                       token_hash: bytes | None = None, username: str | None = None) -> list[int]:
+        """Ids of the tokens matching every criterion given (by id, name, hash, owner)."""
+        where, params = [], []
+        for column, value in (("t.id", token_id), ("t.name", name), ("t.token_hash", token_hash),
+                              ("u.username", username)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT t.id FROM api_tokens t JOIN users u ON u.id = t.user_id"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._lock:
+            return [r[0] for r in self._db().execute(sql + " ORDER BY t.id", params)]
+
+    def delete_tokens(self, ids: Iterable[int]) -> list[int]:
+        """Delete API tokens by id; returns the ids actually deleted, in the order given."""
+        wanted = list(dict.fromkeys(ids))
+
+        def delete(db: sqlite3.Connection) -> list[int]:
+            return [i for i in wanted if db.execute("DELETE FROM api_tokens WHERE id = ?", (i,)).rowcount]
+
+        return self._write(delete) if wanted else []
+
+    def touch_tokens(self, used: Mapping[int, float]) -> None:
+        """Record last-use times ``{token_id: time}`` in one transaction (never moves back)."""
+        if not used:
+            return
+        self._write(lambda db: db.executemany(
+            "UPDATE api_tokens SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
+            [(t, i) for i, t in used.items()]))
+
+    def add_session(self, username: str, token_hash: bytes, now: float, expires_at: float) -> SessionRow:
+        """Store a new panel session's hash and delete expired sessions.
+
+        Raises:
+            LookupError: there is no such user.
+        """
+
+        def add(db: sqlite3.Connection) -> SessionRow:
+            row = db.execute("SELECT id, scope FROM users WHERE username = ?", (username,)).fetchone()
+            if row is None:
+                raise LookupError(f"no such user {username!r}")
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            cur = db.execute("INSERT INTO sessions (user_id, token_hash, created_at, expires_at) "
+                             "VALUES (?, ?, ?, ?)", (row[0], token_hash, now, expires_at))
+            return SessionRow(int(cur.lastrowid or 0), row[0], username, row[1], token_hash, now, expires_at)
+
+        return self._write(add)
+
+    def list_sessions(self, now: float) -> list[SessionRow]:
+        """Sessions that have not expired at ``now``."""
+        with self._lock:
+            rows = self._db().execute(_SESSION_SELECT + " WHERE s.expires_at > ? ORDER BY s.id",
+                                      (now,)).fetchall()
+        return [SessionRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
+
+    def delete_session(self, token_hash: bytes) -> int | None:
+        """Delete the session with that hash; its id, or None when there was none."""
+
+        def delete(db: sqlite3.Connection) -> int | None:
+            row = db.execute("SELECT id FROM sessions WHERE token_hash = ?", (token_hash,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM sessions WHERE id = ?", (row[0],))
+            return int(row[0])
+
+        return self._write(delete)
+
+    def setup_code_hash(self) -> bytes | None:
+        """The stored setup-code hash, or None when there is none."""
+        with self._lock:
+            row = self._db().execute("SELECT code_hash FROM setup_code WHERE id = 1").fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_setup_code(self, code_hash: bytes, now: float) -> bool:
+        """Replace the setup-code hash, only while no user exists; True when stored."""
+
+        def put(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM users LIMIT 1").fetchone():
+                return False
+            db.execute("INSERT INTO setup_code (id, code_hash, created_at) VALUES (1, ?, ?) "
+                       "ON CONFLICT(id) DO UPDATE SET code_hash = excluded.code_hash, "
+                       "created_at = excluded.created_at", (code_hash, now))
+            return True
+
+        return bool(self._write(put))

@@ -12,6 +12,10 @@ import pytest
 
 from pihub.store import MIGRATIONS, Migration, Store, StoreError
 
+#: The current schema version, and the one a test migration adds on top of it.
+LATEST = MIGRATIONS[-1].version
+NEXT = LATEST + 1
+
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
@@ -80,12 +84,12 @@ def test_migrations_run_forward_only_once(db: Path) -> None:
         ran.append(2)
         conn.execute("CREATE TABLE tokens (id TEXT PRIMARY KEY)")
 
-    Store(db).close()  # at version 1
-    two = (*MIGRATIONS, Migration(2, "tokens", m2))
+    Store(db).close()  # at the current version
+    two = (*MIGRATIONS, Migration(NEXT, "tokens", m2))
     with Store(db, two) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == NEXT
     with Store(db, two) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == NEXT
     assert ran == [2]
     conn = sqlite3.connect(db)
     try:
@@ -100,10 +104,11 @@ def test_a_failed_migration_leaves_the_previous_version(db: Path) -> None:
         raise RuntimeError("disk on fire")
 
     Store(db).close()
-    with pytest.raises(StoreError, match=r"migration to schema version 2 \(broken\) failed: disk on fire"):
-        Store(db, (*MIGRATIONS, Migration(2, "broken", bad)))
+    failed = rf"migration to schema version {NEXT} \(broken\) failed: disk on fire"
+    with pytest.raises(StoreError, match=failed):
+        Store(db, (*MIGRATIONS, Migration(NEXT, "broken", bad)))
     with Store(db) as s:
-        assert s.schema_version == 1
+        assert s.schema_version == LATEST
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchone() is None
@@ -112,14 +117,15 @@ def test_a_failed_migration_leaves_the_previous_version(db: Path) -> None:
 
 
 def test_a_newer_schema_is_refused(db: Path) -> None:
-    Store(db, (*MIGRATIONS, Migration(2, "future", _noop))).close()
-    with pytest.raises(StoreError, match="has schema version 2, newer than this pihub knows \\(1\\)"):
+    Store(db, (*MIGRATIONS, Migration(NEXT, "future", _noop))).close()
+    newer = rf"has schema version {NEXT}, newer than this pihub knows \({LATEST}\)"
+    with pytest.raises(StoreError, match=newer):
         Store(db)
 
 
 def test_migration_versions_must_be_consecutive(db: Path) -> None:
-    with pytest.raises(ValueError, match="position 2 has version 3"):
-        Store(db, (*MIGRATIONS, Migration(3, "gap", _noop)))
+    with pytest.raises(ValueError, match=f"position {NEXT} has version {NEXT + 1}"):
+        Store(db, (*MIGRATIONS, Migration(NEXT + 1, "gap", _noop)))
 
 
 def test_not_a_database(db: Path) -> None:
