@@ -179,10 +179,16 @@ class Hub:
             if name in self.config.disabled:
                 log.info("backend %s is disabled in the config", name)
                 continue
+            errs: list[ConfigProblem] = []
             try:
-                backend = cls(values)
-            except (ValueError, TypeError, KeyError) as e:
+                backend = _collect(errs, cls, values)
+            except (ValueError, TypeError, KeyError) as e:  # a backend that raised a plain error
                 problems.append(self.config.problem((name,), str(e)))
+                continue
+            if errs:
+                problems.extend(self._locate((name,), errs))
+                continue
+            if backend is None:
                 continue
             self.backends[name] = backend
             self.registry.register(backend)

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.config.schema import Field, Schema
+from pihub.errors import ConfigProblem, ConfigProblems, UnknownEventType
 from pihub.events import CATALOGUE, Event
 from pihub.plugin import action
 
@@ -54,15 +55,25 @@ class MockBackend(Backend):
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
         self.script: list[tuple[float, Event]] = []
+        problems: list[ConfigProblem] = []
         for i, step in enumerate(self.config.get("script", [])):
-            values, problems = _STEP.validate(step, ("script", i))
-            if problems:
-                raise ValueError("; ".join(str(p) for p in problems))
+            values, step_problems = _STEP.validate(step, ("script", i))
+            if step_problems:
+                problems.extend(step_problems)
+                continue
             ev = dict(values["event"])
             type_name = ev.pop("type", None)
             if not isinstance(type_name, str):
-                raise ValueError(f"script[{i}].event: needs a 'type' (an event type name)")
-            self.script.append((float(values["after"]), Event(CATALOGUE.get(type_name), ev, 0, self.name)))
+                problems.append(ConfigProblem(("script", i, "event"), "needs a 'type' (an event type name)"))
+                continue
+            try:
+                et = CATALOGUE.get(type_name)
+            except UnknownEventType as e:
+                problems.append(ConfigProblem(("script", i, "event", "type"), str(e)))
+                continue
+            self.script.append((float(values["after"]), Event(et, ev, 0, self.name)))
+        if problems:
+            raise ConfigProblems(problems)
         self.repeat = bool(self.config.get("repeat", False))
         self.outputs: dict[str, Any] = dict(self.config.get("outputs", {}))
         self._history: collections.deque[dict[str, Any]] = collections.deque(
