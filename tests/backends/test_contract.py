@@ -17,9 +17,18 @@ from pihub.hub import backend_classes
 #: a working config per backend on the mock rig, and how to make it emit one event.
 CONTRACT_CONFIGS = {
     "mock": ({"script": [{"after": 0.0, "event": {"type": "GPIOEvent", "pin": 1, "value": 1}}]}, None),
+    # pyserial's loop:// (what is written comes back): connecting emits SerialDeviceEvent,
+    # and the on_connect line comes back as a reading. The real-pty tests are in
+    # test_serial_sensor.py, with the hw-mocks simulator.
+    "serial": ({"device": "loop://", "read_timeout": 0.1, "on_connect": [{"temperature": 21.5}]}, None),
+    # loopback: the output's initial high, jumpered to the input, is a real edge at open()
+    "gpio": ({"pin_factory": "mock", "inputs": {"sense": {"pin": 17}},
+              "outputs": {"drive": {"pin": 27, "initial": True}}, "mock_wiring": {27: 17}}, None),
 }
 BAD_CONFIGS = {
     "mock": {"script": [{"after": -1, "event": {"type": "GPIOEvent"}}]},
+    "serial": {"device": "/dev/ttyACM0", "format": "xml"},
+    "gpio": {"pin_factory": "mock", "inputs": {"doorbell": {"pin": "GPIO99"}}},
 }
 
 BACKENDS = sorted(backend_classes())
