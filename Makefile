@@ -38,7 +38,7 @@ test-py: build
 	$(PY) -m pytest
 
 bench: build
-	$(PY) bench/run.py
+	$(PY) bench/run.py --peer
 
 clean:
 	rm -rf build *.egg-info pihub/_native*.so pihub/_native.c native/tests/bin
