@@ -8,7 +8,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.pihub-installed
 NATIVE  = $(wildcard native/*.c native/*.h) native/build_native.py
 
-.PHONY: all build demo test test-native test-py bench sysdeps clean
+.PHONY: all build demo test test-native test-py fuzz bench sysdeps clean
 
 all: build
 
@@ -26,8 +26,17 @@ $(STAMP): $(PY) pyproject.toml setup.py $(NATIVE)
 
 build: $(STAMP)
 
+# The demo token is kept in run/demo-token (git-ignored) and given to pihub as its
+# headless admin token (PIHUB_API_TOKEN); the serial sensor simulator runs on a pty.
 demo: build
-	$(VENV)/bin/pihub --config hw-mocks/demo.yaml run
+	@mkdir -p run
+	@[ -s run/demo-token ] || $(PY) -c 'import secrets; print("ph_demo_" + secrets.token_urlsafe(24))' > run/demo-token
+	@echo "pihub demo: API http://127.0.0.1:8008  websocket ws://127.0.0.1:8009/ws/events"
+	@echo "token: $$(cat run/demo-token)"
+	@echo "try: curl -s -H \"Authorization: Bearer $$(cat run/demo-token)\" -d '{\"type\":\"request\",\"action\":\"mock.history\"}' http://127.0.0.1:8008/execute"
+	@$(PY) hw-mocks/serial_sensor.py --link run/ttySENSOR --interval 1 --seed 1 & sim=$$!; \
+	  trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
+	  PIHUB_API_TOKEN=$$(cat run/demo-token) $(VENV)/bin/pihub --config hw-mocks/demo.yaml run
 
 test: build test-native test-py
 
@@ -36,6 +45,9 @@ test-native:
 
 test-py: build
 	$(PY) -m pytest
+
+fuzz: build
+	$(PY) -m pytest -m fuzz -s tests/web
 
 bench: build
 	$(PY) bench/run.py --peer

@@ -17,7 +17,6 @@ import json
 import logging
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -108,6 +107,8 @@ def _compile_problems(config: Any) -> list[Any]:
     from pihub.errors import ConfigError
     from pihub.hub import Hub
 
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="pihub-check-") as tmp:
         try:
             Hub(_with_workdir(config, tmp)).stop()
@@ -156,7 +157,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if hub is None:
         return code
     try:
-        hub.start()
+        hub.start(serve_web=False)
         resp = hub.execute(args.action, kwargs)
         hub.flush(5.0)
     finally:
@@ -234,8 +235,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     ready_s = time.monotonic() - t0
     code = hub.auth.ensure_setup_code()
     if code:
-        log.warning("no user exists yet: enter the one-time setup code %s in the panel, "
-                    "or run `pihub user add NAME`", code)
+        where = f"POST {hub.web.url}/auth?type=setup with" if hub.web is not None else "use"
+        log.warning("no user exists yet: %s the one-time setup code %s, or run `pihub user add NAME`",
+                    where, code)
     watchdog = Watchdog(notifier, lambda: hub.dispatcher.progress)
     watchdog.start()
     status = f"running: {len(hub.hooks)} hooks, {len(hub.backends)} backends"

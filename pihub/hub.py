@@ -13,12 +13,12 @@ marked failed with the reason, a ``BackendStatusEvent`` is published, and the hu
 from __future__ import annotations
 
 import difflib
-import importlib.metadata
+import importlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from pihub.plugins.logger import LoggerPlugin
 from pihub.plugins.shell import ShellPlugin
 from pihub.plugins.variable import VariablePlugin
 from pihub.store import Store
+from pihub.web import HTTP_SCHEMA
 
 log = logging.getLogger("pihub.hub")
 
@@ -53,7 +54,7 @@ PLUGIN_CLASSES: dict[str, type] = {
 }
 
 #: Sections of the engine itself (not plugins or backends).
-ENGINE_SECTIONS = ("engine",)
+ENGINE_SECTIONS = ("engine", "http")
 
 
 def engine_schema() -> Schema:
@@ -71,25 +72,76 @@ def engine_schema() -> Schema:
     )
 
 
-def backend_classes() -> dict[str, type[Backend]]:
-    """Backend classes registered under the ``pihub.backends`` entry-point group."""
-    out: dict[str, type[Backend]] = {}
-    for ep in importlib.metadata.entry_points(group=BACKEND_GROUP):
-        try:
-            out[ep.name] = ep.load()
-        except Exception as e:  # a broken backend must not take the daemon down
-            log.error("backend %s could not be loaded: %s", ep.name, e)
+#: pihub's own backends: section name -> "module:Class". Imported on first use; their
+#: modules import their hardware libraries lazily, so listing them costs nothing.
+BUILTIN_BACKENDS: dict[str, str] = {
+    "mock": "pihub.backends.mock:MockBackend",
+    "gpio": "pihub.backends.gpio:GpioBackend",
+    "serial": "pihub.backends.serial_sensor:SerialSensorBackend",
+}
+
+
+def _load_class(spec: str) -> type[Backend]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def backend_classes(*, third_party: bool = True) -> dict[str, type[Backend]]:
+    """Backend classes by section name: pihub's own, then (with ``third_party``) those
+    other packages register under the ``pihub.backends`` entry-point group.
+
+    Scanning entry points imports ``importlib.metadata`` (~5 MB of RSS on a Pi), so the
+    hub does it only when the config names a section pihub itself does not know.
+    """
+    out: dict[str, type[Backend]] = {name: _load_class(spec) for name, spec in BUILTIN_BACKENDS.items()}
+    if third_party:
+        import importlib.metadata
+
+        for ep in importlib.metadata.entry_points(group=BACKEND_GROUP):
+            if ep.name in out:
+                continue
+            try:
+                out[ep.name] = ep.load()
+            except Exception as e:  # a broken third-party backend must not take the daemon down
+                log.error("backend %s could not be loaded: %s", ep.name, e)
     return out
 
 
-def known_sections() -> dict[str, Schema]:
-    """Every config section pihub accepts, with its schema."""
-    sections: dict[str, Schema] = {"engine": engine_schema()}
-    for name, cls in PLUGIN_CLASSES.items():
-        sections[name] = cls.config_schema or Schema({}, extra=True)
-    for name, cls in backend_classes().items():
-        sections[name] = cls.config_schema or Schema({}, extra=True)
-    return sections
+class _SectionSchemas(Mapping[str, Schema]):
+    """Section name -> schema; third-party backends are looked up only on a miss."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[str, Schema] = {"engine": engine_schema(), "http": HTTP_SCHEMA}
+        for name, cls in PLUGIN_CLASSES.items():
+            self._schemas[name] = cls.config_schema or Schema({}, extra=True)
+        self._add(backend_classes(third_party=False))
+        self._complete = False
+
+    def _add(self, classes: Mapping[str, type[Backend]]) -> None:
+        for name, cls in classes.items():
+            self._schemas.setdefault(name, cls.config_schema or Schema({}, extra=True))
+
+    def _all(self) -> dict[str, Schema]:
+        if not self._complete:
+            self._complete = True
+            self._add(backend_classes(third_party=True))
+        return self._schemas
+
+    def __getitem__(self, name: str) -> Schema:
+        if name in self._schemas:
+            return self._schemas[name]
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def known_sections() -> Mapping[str, Schema]:
+    """Every config section pihub accepts, with its schema (lazy for third-party ones)."""
+    return _SectionSchemas()
 
 
 def _collect(errs: list[ConfigProblem], compile_fn: Callable[..., Any], *args: Any) -> Any:
@@ -153,6 +205,9 @@ class Hub:
         self.matcher = Matcher(self.hooks)
         self.dispatcher = Dispatcher(self.bus, self.matcher, self._fire, self.pool,
                                      batch_size=eng["batch_size"])
+        self.http: dict[str, Any] = config.sections.get("http") or HTTP_SCHEMA.validate({}, ("http",))[0]
+        self.web: Any = None   # pihub.web.server.WebServer while serving
+        self.live: Any = None  # pihub.web.live.LiveServer while serving
 
     # ------------------------------------------------------------------ build
     def _build_plugins(self, problems: list[Problem]) -> None:
@@ -171,7 +226,8 @@ class Hub:
                 self.registry.register(plugin)
 
     def _build_backends(self, problems: list[Problem]) -> None:
-        classes = backend_classes()
+        own = set(BUILTIN_BACKENDS) | set(PLUGIN_CLASSES) | set(ENGINE_SECTIONS)
+        classes = backend_classes(third_party=any(name not in own for name in self.config.sections))
         for name, values in self.config.sections.items():
             cls = classes.get(name)
             if cls is None:
@@ -251,20 +307,65 @@ class Hub:
         return [self.config.located(e, tuple(base)) for e in errs]
 
     # ------------------------------------------------------------- lifecycle
-    def start(self) -> None:
-        """Start pool, dispatcher, then backends; publish ``ApplicationStartedEvent``."""
+    def start(self, *, serve_web: bool = True) -> None:
+        """Start pool, web, dispatcher, then backends; publish ``ApplicationStartedEvent``.
+
+        Args:
+            serve_web: False keeps the HTTP and websocket servers off (``pihub exec``).
+        """
         with self._lock:
             if self._started:
                 return
             self._started = True
         self.pool.start()
+        if serve_web:
+            self._build_web()
         self.dispatcher.start()
+        if self.web is not None:
+            self.web.start()
+            if self.live is not None:
+                self.live.start()
+            log.info("HTTP API on %s%s", self.web.url,
+                     f", websocket on port {self.live.port}" if self.live is not None else "")
         for name, backend in self.backends.items():
             self._open_backend(name, backend)
         self.publish(Event(CATALOGUE.get("ApplicationStartedEvent"), {}, time.monotonic_ns(), "hub"))
         log.info("pihub started: %d hooks, %d procedures, backends: %s", len(self.hooks),
                  len(self.procedures),
                  ", ".join(f"{n} ({b.status})" for n, b in self.backends.items()) or "none")
+
+    def _build_web(self) -> None:
+        """Create the HTTP and websocket servers from the ``http`` section (not started)."""
+        http = self.http
+        if not http["enabled"] or "http" in self.config.disabled:
+            return
+        from pihub.web.app import SESSION_COOKIE, make_app
+        from pihub.web.server import WebServer, make_ssl_context
+
+        self.web = WebServer(make_app(self), host=http["bind_address"], port=http["port"],
+                             threads=http["threads"], ssl_cert=http["ssl_cert"],
+                             ssl_key=http["ssl_key"], ssl_cafile=http["ssl_cafile"])
+        if not http["disable_websocket"]:
+            from pihub.web.live import LiveServer
+
+            ssl_ctx = (make_ssl_context(http["ssl_cert"], http["ssl_key"], http["ssl_cafile"])
+                       if http["ssl_cert"] else None)
+            self.live = LiveServer(
+                self, self.auth, host=http["bind_address"], port=http["websocket_port"],
+                max_frame=http["max_frame"], replay=http["websocket_replay"],
+                queue_size=http["websocket_queue"], allowed_origins=http["allowed_origins"],
+                ssl_context=ssl_ctx, http_port=http["port"], session_cookie=SESSION_COOKIE)
+            # registered before the dispatcher starts: start-up events get sequence numbers too
+            self.dispatcher.add_listener(self.live.listener)
+
+    @property
+    def started(self) -> bool:
+        """True between :meth:`start` and :meth:`stop` (``GET /readyz``)."""
+        return self._started
+
+    def web_clients(self) -> int:
+        """Websocket clients connected now (``GET /metrics``)."""
+        return self.live.client_count() if self.live is not None else 0
 
     def _open_backend(self, name: str, backend: Backend) -> None:
         try:
@@ -299,6 +400,8 @@ class Hub:
                 self._close_resources()
                 return
             self._started = False
+        if self.web is not None:  # no new requests from here on
+            self.web.stop(min(timeout, 5.0))
         self.publish(Event(CATALOGUE.get("ApplicationStoppingEvent"), {}, time.monotonic_ns(), "hub"))
         self.flush(timeout=min(timeout, 5.0))
         for name, backend in reversed(list(self.backends.items())):
@@ -306,6 +409,8 @@ class Hub:
                 backend.close()
             except Exception:
                 log.exception("backend %s failed to close", name)
+        if self.live is not None:
+            self.live.stop(min(timeout, 5.0))
         self.dispatcher.stop(timeout)
         self.pool.stop(timeout)
         self._close_resources()

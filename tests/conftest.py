@@ -29,6 +29,9 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
         body = textwrap.dedent(text)
         if "workdir:" not in body:
             body = f"workdir: {tmp_path / 'work'}\n" + body
+        if not any(line.startswith(("http:", "backend.http:")) for line in body.splitlines()):
+            # no fixed port 8008 in tests: HTTP tests build their servers on port 0
+            body = "http: {enabled: false}\n" + body
         p = tmp_path / name
         p.write_text(body, encoding="utf-8")
         return p

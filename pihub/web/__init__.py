@@ -1,0 +1,91 @@
+"""pihub's HTTP front door: the ``http`` config section, the Bottle app, the WSGI server.
+
+* :data:`HTTP_SCHEMA` validates the ``http`` section (Platypush's ``backend.http`` is read
+  under that name by the config loader).
+* :func:`pihub.web.app.make_app` builds the Bottle application from a hub.
+* :class:`pihub.web.server.WebServer` serves it on a threaded WSGI server (cheroot), with
+  optional TLS.
+* ``pihub.web.live`` is the websocket server on ``websocket_port``.
+
+Platypush options that pihub does not need are accepted with a warning saying they are
+ignored, so that a Platypush ``backend.http`` section loads unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pihub.config.schema import Field, Schema
+
+__all__ = ["HOOK_SCHEMA", "HTTP_SCHEMA"]
+
+#: One entry of ``http.hooks``: how ``/hook/<name>`` is protected.
+HOOK_SCHEMA: Final = Schema(
+    {
+        "public": Field(bool, False, doc="no authentication at all for this hook (Platypush's behaviour); "
+                                         "anyone who can reach the port can fire it"),
+        "token": Field(str, None, secret=True,
+                       doc="a shared secret for this hook only; a request carrying it in X-Token or "
+                           "'Authorization: Bearer' (or ?token= when allow_query_token) needs no user "
+                           "credential. Use !env or !file to keep it out of the config file"),
+        "allow_query_token": Field(bool, False,
+                                   doc="accept this hook's token in the ?token= query parameter, for "
+                                       "senders that cannot set headers (the URL then holds the secret)"),
+    },
+    doc="access rules of one webhook",
+)
+
+_IGNORED = "ignored by pihub (it has no effect); remove it"
+
+HTTP_SCHEMA: Final = Schema(
+    {
+        "enabled": Field(bool, True, doc="serve the HTTP API at all"),
+        "port": Field(int, 8008, min=0, max=65535, doc="TCP port of the HTTP API (0: any free port)"),
+        "bind_address": Field(str, "127.0.0.1",
+                              doc="address to listen on; the loopback default keeps the API off the "
+                                  "network until you choose otherwise (0.0.0.0 for every interface)"),
+        "websocket_port": Field(int, 8009, min=0, max=65535,
+                                doc="TCP port of the websocket server (0: any free port)"),
+        "disable_websocket": Field(bool, False, doc="do not start the websocket server"),
+        "resource_dirs": Field(dict[str, str], {},
+                               doc="name -> directory served read-only under /resources/<name>/ "
+                                   "(authenticated, read scope)"),
+        "ssl_cert": Field(str, None, doc="PEM certificate (chain) file; with ssl_key, serve HTTPS only"),
+        "ssl_key": Field(str, None, doc="PEM private key file of ssl_cert"),
+        "ssl_cafile": Field(str, None,
+                            doc="PEM CA bundle; when set, clients MUST present a certificate it signed "
+                                "(mutual TLS), in addition to the usual credentials"),
+        "allow_query_token": Field(bool, False,
+                                   doc="accept API tokens in the ?token= query parameter (they then end "
+                                       "up in proxy logs and browser history)"),
+        "max_body": Field(int, 65536, min=1024, max=64 << 20, doc="largest request body accepted, in bytes "
+                                                                  "(413 beyond)"),
+        "max_frame": Field(int, 65536, min=1024, max=64 << 20,
+                           doc="largest websocket frame accepted, in bytes (close 1009 beyond)"),
+        "websocket_replay": Field(int, 1000, min=0, max=1_000_000,
+                                  doc="recent events kept for replay to reconnecting websocket clients, "
+                                      "in events"),
+        "websocket_queue": Field(int, 256, min=1, max=1_000_000,
+                                 doc="messages queued per websocket client at most, in messages; a client "
+                                     "that falls further behind is disconnected"),
+        "allowed_origins": Field(list[str], [],
+                                 doc="browser origins (scheme://host[:port]) allowed besides the server's "
+                                     "own to log in and to open websockets"),
+        "threads": Field(int, 8, min=1, max=256, aliases=("num_workers",),
+                         doc="HTTP worker threads, i.e. requests served at the same time"),
+        "hooks": Field(dict[str, HOOK_SCHEMA], {},
+                       doc="per-webhook access rules, by hook name; a hook not listed needs a user "
+                           "credential with the control scope"),
+        "hook_timeout": Field(float, 30.0, min=0.1, max=600.0,
+                              doc="seconds /hook/<name> waits for the matching hook's reply"),
+        # Platypush options that have no meaning here.
+        "bind_socket": Field(object, None, doc="Platypush's UNIX socket option; not supported",
+                             deprecated="UNIX sockets are not supported; use bind_address and port"),
+        "secret_key_file": Field(object, None, doc="Platypush's Flask secret; ignored", deprecated=_IGNORED),
+        "use_werkzeug_server": Field(object, None, doc="Platypush's server choice; ignored",
+                                     deprecated=_IGNORED),
+        "zeroconf_enabled": Field(object, None, doc="Platypush's mDNS announcement; ignored",
+                                  deprecated=_IGNORED),
+    },
+    doc="The HTTP API (Platypush's backend.http): /execute, /hook/<name>, /resources, /auth...",
+)

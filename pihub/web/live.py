@@ -1,0 +1,937 @@
+"""The websocket server: the live event stream with replay, and requests over a socket.
+
+Endpoints (Platypush's layout, on ``websocket_port``)::
+
+    /ws/events    server -> client: every event, as the Platypush envelope plus "seq"
+                  client -> server: {"type":"event",...} is published (scope control)
+    /ws/requests  client -> server: the POST /execute envelope (requests, or events)
+                  server -> client: the response envelope, with the request's "id"
+
+The two endpoints stay separate, as in Platypush: a client that only watches never
+needs the ``control`` scope, and a request client never pays for the event stream.
+
+Authentication, within :data:`AUTH_TIMEOUT_S` of the handshake, by one of:
+
+* the first message: ``{"type":"auth","token":"..."}`` or ``{"type":"auth","session":"..."}``
+  (optionally with ``"since": n``). The server answers
+  ``{"type":"auth","status":"ok","user":...,"scopes":[...],"seq":last,"epoch":...}``;
+* an ``Authorization: Bearer <token>`` header on the handshake (non-browser and
+  Platypush-style clients): no auth message and no acknowledgement, the stream starts at
+  once; ``?since=n`` on the URL asks for replay;
+* the panel's session cookie on the handshake, when ``session_cookie`` names it.
+
+No or bad authentication closes with 1008 and nothing else is ever sent. Scopes:
+``read`` for ``/ws/events``, ``control`` for ``/ws/requests`` and for posting events.
+Authentication is checked on the event-loop thread, in the same step that registers the
+client, so a revocation (:meth:`LiveServer.on_revoke`, also run on that thread) can never
+slip between the check and the registration. ``Auth.on_revoke`` reports API tokens only
+(revoked, expired, user removed): their sockets close at once with 1008 "token revoked".
+A session that ends (logout, expiry, user removed) is noticed by re-checking each session
+socket every ``session_recheck`` seconds; it closes with 1008 "session ended".
+
+Origin: a browser ``Origin`` is accepted when it is in ``allowed_origins``, or names the
+host of the ``Host`` header with the HTTP port, the websocket port, or exactly the
+``Host`` header's port (a reverse proxy serving both); anything else, ``null`` included,
+is refused at the handshake with 403. No ``Origin`` (non-browser) is accepted. The token
+travels in-band, so the Origin check is a second fence, not the only one.
+
+Event stream. :meth:`LiveServer.listener` runs on the dispatcher thread for every event.
+It takes one lock, gives the event the next sequence number, stores it in a ring slot
+(``seq % capacity``) and, if any stream client is attached and no wake-up is pending,
+schedules one ``call_soon_threadsafe`` wake-up; a burst of events costs one wake-up.
+It never serialises, never touches a client and never blocks, so its cost does not
+grow with the number of clients. This is the explicit hand-off: the ring *is* every
+client's queue. Each client is a cursor into it, and its pump task on the event-loop
+thread sends the entries from its cursor on. An event is serialised to JSON once, by
+the first pump that needs it, and the text is cached in its ring entry for every other
+client and for replay.
+
+Per-client bound: a client is *behind* by the number of live events (those after it
+attached) that it has not been sent. Past ``queue_size`` it is closed with 1013
+("client too slow") and detached at once; the others never wait for it. The close frame
+sits behind the data the client has not read, so after :data:`CLOSE_GRACE_S` the TCP
+connection is aborted: a client that stopped reading is gone at most a few seconds after
+its queue filled. The ring keeps ``replay + queue_size`` entries, so a client replaying
+the whole ring while new events arrive never finds its next entry overwritten.
+
+Replay: ``since`` = n asks for the events with seq > n still among the last ``replay``
+events, then the live stream, with no gap and no duplicate (the cursor is placed and
+the client registered under the ring lock). When some of those events have left the
+ring, ``{"type":"gap","from":a,"to":b}`` comes first: a..b are lost. A ``since`` ahead of
+the server's last seq comes from an earlier run (numbering starts at 1 with each
+server; ``epoch`` in the auth answer tells runs apart) and is read as 0.
+
+Requests run on a small thread pool of this server's own, so socket clients cannot
+starve the hub's hook workers: at most :data:`MAX_IN_FLIGHT` per connection and
+:data:`MAX_PENDING` in all; beyond, an error response with the request's id comes back
+at once. The reader never waits for an action.
+
+Why asyncio (websockets' asyncio API) in one dedicated thread rather than the threaded
+``websockets.sync.server``: the sync server needs a thread per connection, plus a
+writer thread per connection so that a stuck client cannot block the fan-out, and its
+``send`` has no timeout. One event loop holds every connection in one thread, sends
+with flow control, cancels and times out cleanly (slow-client and revocation closes),
+and keeps all per-client state single-threaded: only the ring and the sequence number
+are shared with the dispatcher, under one lock. Keepalive pings every
+:data:`PING_INTERVAL_S` are websockets' own; frames over ``max_frame`` bytes close the
+connection with 1009 (websockets' ``max_size``). permessage-deflate is off: it would
+compress every event once per client and keep zlib state per connection on a Pi.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import secrets
+import ssl
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request as HTTPRequest
+from websockets.http11 import Response as HTTPResponse
+
+from pihub.events import Event, new_event_id
+from pihub.messages import MessageError, Request, Response, dumps, parse
+
+log = logging.getLogger("pihub.web.live")
+
+EVENTS_PATH = "/ws/events"
+REQUESTS_PATH = "/ws/requests"
+#: endpoint -> scope a principal needs to open it.
+ENDPOINT_SCOPES: dict[str, str] = {EVENTS_PATH: "read", REQUESTS_PATH: "control"}
+
+#: Seconds a client has, after the handshake, to authenticate.
+AUTH_TIMEOUT_S = 5.0
+#: Seconds between keepalive pings, and to wait for each pong.
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 20.0
+#: Seconds a close handshake may take before the TCP connection is aborted.
+CLOSE_GRACE_S = 2.0
+#: Requests running or waiting per connection, and in all.
+MAX_IN_FLIGHT = 10
+MAX_PENDING = 64
+#: Seconds between re-checks of session-authenticated sockets.
+SESSION_RECHECK_S = 5.0
+#: Threads running socket requests.
+REQUEST_WORKERS = 4
+#: Ring entries a pump copies out per lock acquisition.
+_FETCH = 64
+
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+
+
+class PrincipalLike(Protocol):
+    """What :mod:`pihub.auth`'s ``Principal`` offers this module."""
+
+    username: str
+    scopes: frozenset[str]
+    token_id: Any
+    session_id: Any
+
+    def allows(self, scope: str) -> bool: ...
+
+
+class AuthLike(Protocol):
+    """What :mod:`pihub.auth`'s ``Auth`` offers this module."""
+
+    def check_token(self, token: str) -> PrincipalLike | None: ...
+
+    def check_session(self, session_token: str) -> tuple[PrincipalLike, str] | None: ...
+
+    def on_revoke(self, callback: Callable[[Any], None]) -> None: ...
+
+
+class HubLike(Protocol):
+    """What :class:`pihub.hub.Hub` offers this module."""
+
+    device_id: str
+
+    def execute(self, request: Request) -> Response: ...
+
+    def publish(self, event: Event) -> bool: ...
+
+
+def plan_replay(since: int | None, last: int, replay: int) -> tuple[int, tuple[int, int] | None]:
+    """Where a new stream client starts, and which events it can no longer get.
+
+    Args:
+        since: the last seq the client has, or None for the live stream only.
+        last: the last seq assigned (0 before the first event).
+        replay: how many of the latest events are kept for replay.
+
+    Returns:
+        ``(first seq to send, gap)``; ``gap`` is ``(from, to)``, inclusive, of the events
+        after ``since`` that left the ring, or None. A ``since`` above ``last`` is from an
+        earlier server run and counts as 0.
+    """
+    if since is None:
+        return last + 1, None
+    if since > last:
+        since = 0
+    oldest = max(1, last - replay + 1)
+    start = since + 1
+    if start < oldest:
+        return oldest, (start, oldest - 1)
+    return start, None
+
+
+def origin_allowed(origin: str, host_header: str | None, ports: Iterable[int],
+                   allowed: Iterable[str]) -> bool:
+    """Whether a browser ``Origin`` may open a socket (the rules in the module docstring).
+
+    Args:
+        origin: the ``Origin`` header value.
+        host_header: the ``Host`` header value, or None.
+        ports: this server's own ports (HTTP and websocket).
+        allowed: extra origins, ``scheme://host[:port]``, compared case-insensitively.
+    """
+    norm = origin.strip().rstrip("/").lower()
+    if norm in {a.strip().rstrip("/").lower() for a in allowed}:
+        return True
+    if not host_header:
+        return False
+    try:
+        o = urlsplit(norm)
+        h = urlsplit("//" + host_header.strip().lower())
+        o_port = o.port or {"http": 80, "https": 443}.get(o.scheme)
+        h_port = h.port
+    except ValueError:
+        return False
+    if o.scheme not in ("http", "https") or not o.hostname or o.hostname != h.hostname:
+        return False
+    return o_port in set(ports) or o_port == (h_port or {"http": 80, "https": 443}[o.scheme])
+
+
+@dataclass(eq=False)
+class _Client:
+    """One authenticated (or authenticating) connection; touched only on the loop thread."""
+
+    ws: ServerConnection
+    endpoint: str
+    principal: PrincipalLike | None = None
+    #: the session token, kept to re-check it (None for API tokens).
+    session: str | None = field(default=None, repr=False)
+    #: next seq to send (stream clients).
+    cursor: int = 0
+    #: last seq when it attached: the events after it are live, and count towards the bound.
+    attach_seq: int = 0
+    attached: bool = False
+    closing: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: non-event frames to send before the next events (gap notice, publish_json).
+    extra: deque[str] = field(default_factory=deque)
+    pump: asyncio.Task[None] | None = None
+    in_flight: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class LiveServer:
+    """The websocket server on its own thread and event loop.
+
+    Args:
+        hub_like: the hub (``execute``, ``publish``, ``device_id``).
+        auth: the authenticator (``check_token``, ``check_session``, ``on_revoke``).
+        host: address to bind (the config's ``bind_address``).
+        port: TCP port; 0 picks a free one (read :attr:`port` after :meth:`start`).
+        max_frame: largest frame or message accepted from a client, in bytes; bigger
+            closes with 1009.
+        replay: how many of the latest events are kept for ``since`` replay (0: none).
+        queue_size: live events a client may be behind before it is closed (>= 1).
+        allowed_origins: browser origins accepted besides the server's own.
+        ssl_context: TLS for ``wss://``, or None.
+        http_port: the HTTP server's port, so that the panel's origin is accepted.
+        session_cookie: name of the panel's session cookie, read from the handshake; None
+            accepts sessions only in the auth message.
+        auth_timeout: seconds a client has to authenticate.
+        request_workers: threads running socket requests.
+        max_in_flight: requests running or queued per connection.
+        session_recheck: seconds between re-checks of session sockets.
+
+    Attributes:
+        port: the bound port (the real one after :meth:`start` with port 0).
+        epoch: random per server object; sent in the auth answer so that a client can
+            tell that sequence numbers restarted.
+        stats: counters for ``/metrics``, written on the server thread only:
+            ``connections`` (accepted handshakes), ``auth_failures``, ``origin_rejected``,
+            ``closed_slow``, ``closed_revoked``, ``closed_session_ended``, ``frames_sent``, ``requests``,
+            ``requests_rejected``.
+
+    The listener may be registered (and called) before :meth:`start` and after
+    :meth:`stop`: events are numbered and kept for replay either way. :meth:`start`
+    after :meth:`stop` serves again, with the same numbering.
+    """
+
+    def __init__(
+        self,
+        hub_like: HubLike,
+        auth: AuthLike,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8009,
+        max_frame: int = 65536,
+        replay: int = 1000,
+        queue_size: int = 256,
+        allowed_origins: Iterable[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
+        http_port: int | None = None,
+        session_cookie: str | None = None,
+        auth_timeout: float = AUTH_TIMEOUT_S,
+        request_workers: int = REQUEST_WORKERS,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        session_recheck: float = SESSION_RECHECK_S,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, not {queue_size}")
+        if replay < 0:
+            raise ValueError(f"replay must be 0 or more, not {replay}")
+        if max_frame < 1:
+            raise ValueError(f"max_frame must be at least 1 byte, not {max_frame}")
+        self.hub = hub_like
+        self.auth = auth
+        self.host = host
+        self.port = port
+        self.max_frame = max_frame
+        self.replay = replay
+        self.queue_size = queue_size
+        self.allowed_origins = tuple(allowed_origins)
+        self.ssl_context = ssl_context
+        self.http_port = http_port
+        self.session_cookie = session_cookie
+        self.auth_timeout = auth_timeout
+        self.max_in_flight = max_in_flight
+        self.session_recheck = session_recheck
+        self.device_id = str(getattr(hub_like, "device_id", "") or "")
+        #: changes with every server object: a client's ``since`` is only meaningful
+        #: within one epoch.
+        self.epoch = secrets.token_hex(8)
+
+        # Shared with the dispatcher thread, under _lock: the ring and the counters.
+        self._lock = threading.Lock()
+        self._cap = replay + queue_size
+        self._ring: list[list[Any] | None] = [None] * self._cap
+        self._seq = 0
+        self._streaming = 0
+        self._wake_pending = False
+
+        # Loop-thread state.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stopping: asyncio.Event | None = None
+        self._server: Server | None = None
+        self._clients: set[_Client] = set()
+        self._stream: set[_Client] = set()
+        self._conns: set[ServerConnection] = set()
+        self._bg: set[asyncio.Task[None]] = set()
+        self._pending = 0
+        self._stop_grace = 5.0
+        self._request_workers = request_workers
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.stats: dict[str, int] = {
+            "connections": 0, "auth_failures": 0, "origin_rejected": 0, "closed_slow": 0,
+            "closed_revoked": 0, "closed_session_ended": 0, "frames_sent": 0, "requests": 0,
+            "requests_rejected": 0,
+        }
+        auth.on_revoke(self.on_revoke)
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server thread; return once it listens (``timeout`` in seconds).
+
+        Raises:
+            OSError: the address could not be bound (the thread has ended).
+            TimeoutError: the server did not listen within ``timeout``.
+        """
+        if self._thread is not None:
+            return
+        self._started.clear()
+        self._start_error = None
+        self._clients.clear()
+        self._stream.clear()
+        self._conns.clear()
+        self._pending = 0
+        with self._lock:
+            self._streaming = 0
+            self._wake_pending = False
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._request_workers, thread_name_prefix="pihub-ws-request")
+        self._thread = threading.Thread(target=self._run, name="pihub-websocket", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError(f"websocket server did not start within {timeout:g} s")
+        if self._start_error is not None:
+            self._thread.join(timeout)
+            self._thread = None
+            self._executor.shutdown(wait=False)
+            raise self._start_error
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every connection (1001) and the listening socket; join the thread.
+
+        Args:
+            timeout: seconds for all of it; connections still closing then are aborted.
+        """
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
+            return
+        self._stop_grace = max(0.1, timeout * 0.8)
+        if loop is not None and stopping is not None:
+            try:
+                loop.call_soon_threadsafe(stopping.set)
+            except RuntimeError:
+                pass  # the loop has already ended
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error("websocket server did not stop within %.1f s", timeout)
+        self._thread = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def client_count(self) -> int:
+        """Authenticated connections open now, on both endpoints."""
+        return len(self._clients)
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the latest event (0 before the first)."""
+        return self._seq
+
+    def _run(self) -> None:
+        """The server thread: run :meth:`_main` on a new event loop, then tear it down."""
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as e:
+            if self._started.is_set():
+                log.exception("websocket server failed")
+            else:
+                self._start_error = e
+        finally:
+            self._loop = None
+            self._started.set()
+            try:
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for t in pending:
+                    t.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            finally:
+                loop.close()
+
+    async def _main(self) -> None:
+        """Listen, report it to :meth:`start`, serve until :meth:`stop`, close all."""
+        self._stopping = asyncio.Event()
+        server = await serve(
+            self._handle, self.host, self.port,
+            ssl=self.ssl_context,
+            process_request=self._check_handshake,
+            compression=None,
+            server_header="pihub",
+            open_timeout=self.auth_timeout,
+            ping_interval=PING_INTERVAL_S,
+            ping_timeout=PING_TIMEOUT_S,
+            close_timeout=CLOSE_GRACE_S,
+            max_size=self.max_frame,
+        )
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
+        log.info("websocket listening on %s://%s:%d", "wss" if self.ssl_context else "ws",
+                 self.host, self.port)
+        self._started.set()
+        sweeper = asyncio.ensure_future(self._recheck_sessions())
+        await self._stopping.wait()
+        sweeper.cancel()
+        server.close(close_connections=True)
+        try:
+            async with asyncio.timeout(self._stop_grace):
+                await server.wait_closed()
+        except TimeoutError:
+            for ws in list(self._conns):
+                ws.transport.abort()
+            await asyncio.sleep(0)
+
+    # ------------------------------------------------------ dispatcher side
+    def listener(self, event: Event) -> None:
+        """Number and keep one event; wake the stream clients (dispatcher thread).
+
+        O(1) whatever the number of clients: one lock, one ring slot, at most one
+        thread-safe wake-up per burst. Never blocks, never raises.
+        """
+        try:
+            if not event.id:
+                # set here, on the thread that owns the event, not lazily by a pump
+                event.id = new_event_id()
+            with self._lock:
+                self._seq += 1
+                seq = self._seq
+                self._ring[seq % self._cap] = [seq, event, None]
+                wake = self._streaming > 0 and not self._wake_pending
+                if wake:
+                    self._wake_pending = True
+            if wake:
+                loop = self._loop
+                if loop is not None:
+                    loop.call_soon_threadsafe(self._on_wake)
+        except Exception:
+            log.exception("websocket listener failed on %r", event)
+
+    def publish_json(self, obj: Any) -> None:
+        """Send a non-event message to every stream client, in order with the events.
+
+        Thread-safe; the message is serialised once. It counts towards each client's
+        ``queue_size`` bound. Dropped when the server is not running.
+        """
+        try:
+            text = dumps(obj)
+            loop = self._loop
+            if loop is not None:
+                loop.call_soon_threadsafe(self._broadcast_extra, text)
+        except Exception:
+            log.exception("websocket publish_json failed")
+
+    def on_revoke(self, token_id: Any) -> None:
+        """Close the sockets of a revoked API token with 1008 (any thread).
+
+        Registered with ``auth.on_revoke``; matches ``Principal.token_id`` only (session
+        ids are numbered apart, see :meth:`_recheck_sessions`).
+        """
+        if token_id is None:
+            return
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._revoke, token_id)
+        except RuntimeError:
+            pass  # the loop has just ended: no sockets left
+
+    # ------------------------------------------------------------ loop side
+    def _on_wake(self) -> None:
+        """New events (loop thread): close clients past the bound, wake the others' pumps."""
+        with self._lock:
+            self._wake_pending = False
+            last = self._seq
+        for c in list(self._stream):
+            behind = last - max(c.cursor - 1, c.attach_seq)
+            if behind > self.queue_size:
+                self._too_slow(c, behind)
+            else:
+                c.wake.set()
+
+    def _broadcast_extra(self, text: str) -> None:
+        for c in list(self._stream):
+            if len(c.extra) >= self.queue_size:
+                self._too_slow(c, len(c.extra))
+            else:
+                c.extra.append(text)
+                c.wake.set()
+
+    def _revoke(self, token_id: Any) -> None:
+        for c in list(self._clients):
+            p = c.principal
+            if p is not None and c.session is None and p.token_id == token_id:
+                self.stats["closed_revoked"] += 1
+                log.info("closing websocket of %s: token revoked", p.username)
+                self._close_soon(c, CLOSE_POLICY, "token revoked")
+
+    async def _recheck_sessions(self) -> None:
+        """Every ``session_recheck`` seconds, close the sockets whose session ended."""
+        while True:
+            await asyncio.sleep(self.session_recheck)
+            for c in list(self._clients):
+                if c.session is not None and not c.closing and self._check_session(c.session) is None:
+                    self.stats["closed_session_ended"] += 1
+                    log.info("closing websocket of %s: session ended",
+                             c.principal.username if c.principal else "?")
+                    self._close_soon(c, CLOSE_POLICY, "session ended")
+
+    def _too_slow(self, c: _Client, behind: int) -> None:
+        self.stats["closed_slow"] += 1
+        log.warning("closing websocket of %s: %d events unsent (queue %d)",
+                    c.principal.username if c.principal else "?", behind, self.queue_size)
+        self._close_soon(c, CLOSE_TRY_AGAIN, "client too slow")
+
+    def _close_soon(self, c: _Client, code: int, reason: str) -> None:
+        if c.closing:
+            return
+        c.closing = True
+        self._detach(c)
+        if c.pump is not None:
+            c.pump.cancel()
+        self._spawn(self._close(c.ws, code, reason))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        return task
+
+    @staticmethod
+    async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+        """Close with ``code``; abort the TCP connection after :data:`CLOSE_GRACE_S`."""
+        try:
+            async with asyncio.timeout(CLOSE_GRACE_S):
+                await ws.close(code, reason)
+        except TimeoutError:
+            # the close frame is stuck behind data the client does not read
+            ws.transport.abort()
+
+    def _attach(self, c: _Client, since: int | None, ack: bool) -> None:
+        """Place the cursor and register ``c`` for wake-ups, atomically with the ring."""
+        with self._lock:
+            last = self._seq
+            c.cursor, gap = plan_replay(since, last, self.replay)
+            c.attach_seq = last
+            c.attached = True
+            self._streaming += 1
+        self._stream.add(c)
+        if ack:
+            c.extra.append(self._ack(c, last))
+        if gap is not None:
+            c.extra.append(dumps({"type": "gap", "from": gap[0], "to": gap[1]}))
+        c.pump = asyncio.ensure_future(self._pump(c))
+        c.wake.set()
+
+    def _detach(self, c: _Client) -> None:
+        if not c.attached:
+            return
+        c.attached = False
+        self._stream.discard(c)
+        with self._lock:
+            self._streaming -= 1
+
+    def _fetch(self, cursor: int) -> list[list[Any]] | None:
+        """Ring entries from ``cursor`` on (at most :data:`_FETCH`); None if overwritten."""
+        with self._lock:
+            end = min(self._seq, cursor + _FETCH - 1)
+            out = []
+            for seq in range(cursor, end + 1):
+                entry = self._ring[seq % self._cap]
+                if entry is None or entry[0] != seq:
+                    return None
+                out.append(entry)
+            return out
+
+    def _text(self, entry: list[Any]) -> str:
+        """The frame of a ring entry ``[seq, event, text]``, serialised on first use."""
+        if entry[2] is None:
+            seq, event = entry[0], entry[1]
+            try:
+                d = event.to_dict(self.device_id)
+                d["seq"] = seq
+                entry[2] = dumps(d)
+            except (TypeError, ValueError, RecursionError) as e:
+                log.error("event %r cannot be serialised: %s", event, e)
+                entry[2] = dumps({"type": "event", "seq": seq, "id": event.id,
+                                  "args": {"type": event.type.wire_name},
+                                  "error": f"event not serialisable: {type(e).__name__}"})
+        return entry[2]
+
+    async def _pump(self, c: _Client) -> None:
+        """Send a stream client its frames, in order, until it closes."""
+        ws = c.ws
+        try:
+            while not c.closing:
+                await c.wake.wait()
+                c.wake.clear()
+                while not c.closing:
+                    if c.extra:
+                        await ws.send(c.extra.popleft())
+                        self.stats["frames_sent"] += 1
+                        continue
+                    batch = self._fetch(c.cursor)
+                    if batch is None:
+                        with self._lock:
+                            behind = self._seq - c.cursor + 1
+                        self._too_slow(c, behind)
+                        return
+                    if not batch:
+                        break
+                    for entry in batch:
+                        await ws.send(self._text(entry))
+                        c.cursor = entry[0] + 1
+                        self.stats["frames_sent"] += 1
+        except ConnectionClosed:
+            pass
+
+    # ---------------------------------------------------------- connections
+    def _check_handshake(self, conn: ServerConnection, request: HTTPRequest) -> HTTPResponse | None:
+        """websockets' ``process_request``: 404 for other paths, 403 for a foreign Origin."""
+        path = urlsplit(request.path).path
+        if path not in ENDPOINT_SCOPES:
+            return conn.respond(HTTPStatus.NOT_FOUND, "no such websocket endpoint\n")
+        origins = request.headers.get_all("Origin")
+        if origins:
+            host = request.headers.get_all("Host")
+            ports = [self.port] + ([self.http_port] if self.http_port else [])
+            if len(origins) > 1 or len(host) > 1 or not origin_allowed(
+                    origins[0], host[0] if host else None, ports, self.allowed_origins):
+                self.stats["origin_rejected"] += 1
+                log.warning("websocket from origin %r refused", origins[0][:200])
+                return conn.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        """One connection, from the handshake to its close."""
+        url = urlsplit(ws.request.path)
+        c = _Client(ws, url.path)
+        self._conns.add(ws)
+        self.stats["connections"] += 1
+        try:
+            ok, since, ack = await self._authenticate(c, url.query)
+            if not ok:
+                return
+            # no await between the check in _authenticate and here: see on_revoke
+            if c.endpoint == EVENTS_PATH:
+                self._attach(c, since, ack)
+                await self._read_events(c)
+            else:
+                if ack:
+                    await ws.send(self._ack(c, self._seq))
+                await self._read_requests(c)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._conns.discard(ws)
+            self._clients.discard(c)
+            self._detach(c)
+            c.closing = True
+            for t in [c.pump, *c.tasks]:
+                if t is not None:
+                    t.cancel()
+
+    async def _authenticate(self, c: _Client, query: str) -> tuple[bool, int | None, bool]:
+        """Authenticate ``c`` and register it.
+
+        Returns:
+            ``(ok, since, send an acknowledgement)``; not ok means the socket is closed.
+        """
+        ws = c.ws
+        since = None
+        values = parse_qs(query).get("since")
+        if values:
+            since = _as_since(values[-1])
+        presented, principal, session = self._handshake_principal(ws.request.headers)
+        ack = False
+        if not presented:
+            try:
+                async with asyncio.timeout(self.auth_timeout):
+                    raw = await ws.recv()
+            except TimeoutError:
+                return await self._reject(ws, "authentication timed out"), None, False
+            principal, session, msg_since, malformed = self._message_principal(raw)
+            if malformed:
+                principal = None
+            elif msg_since is not None:
+                since = msg_since
+            ack = True
+        if principal is None:
+            return await self._reject(ws, "authentication failed"), None, False
+        scope = ENDPOINT_SCOPES[c.endpoint]
+        if not principal.allows(scope):
+            return await self._reject(ws, f"{scope} scope required"), None, False
+        c.principal = principal
+        c.session = session
+        self._clients.add(c)
+        return True, since, ack
+
+    def _ack(self, c: _Client, seq: int) -> str:
+        assert c.principal is not None
+        return dumps({"type": "auth", "status": "ok", "user": c.principal.username,
+                      "scopes": sorted(c.principal.scopes), "seq": seq, "epoch": self.epoch})
+
+    def _handshake_principal(self, headers: Headers) -> tuple[bool, PrincipalLike | None, str | None]:
+        """``(credentials presented, principal, session token)`` from the handshake headers."""
+        auth_headers = headers.get_all("Authorization")
+        if auth_headers:
+            scheme, _, token = auth_headers[0].partition(" ")
+            if len(auth_headers) > 1 or scheme.lower() != "bearer":
+                return True, None, None
+            return True, self._check_token(token.strip()), None
+        if self.session_cookie:
+            for header in headers.get_all("Cookie"):
+                try:
+                    morsel = SimpleCookie(header).get(self.session_cookie)
+                except CookieError:
+                    continue
+                if morsel is not None:
+                    return True, self._check_session(morsel.value), morsel.value
+        return False, None, None
+
+    def _message_principal(self, raw: str | bytes
+                           ) -> tuple[PrincipalLike | None, str | None, int | None, bool]:
+        """``(principal, session token, since, malformed)`` from the first message."""
+        msg = _decode(raw)
+        if isinstance(msg, str) or msg.get("type") != "auth":
+            return None, None, None, True
+        since = None
+        if "since" in msg:
+            since = _as_since(msg["since"])
+            if since is None:
+                return None, None, None, True
+        token, session = msg.get("token"), msg.get("session")
+        if isinstance(token, str) and token:
+            return self._check_token(token), None, since, False
+        if isinstance(session, str) and session:
+            return self._check_session(session), session, since, False
+        return None, None, None, True
+
+    def _check_token(self, token: str) -> PrincipalLike | None:
+        try:
+            return self.auth.check_token(token) if token else None
+        except Exception:
+            log.exception("token check failed")
+            return None
+
+    def _check_session(self, session: str) -> PrincipalLike | None:
+        try:
+            found = self.auth.check_session(session) if session else None
+        except Exception:
+            log.exception("session check failed")
+            return None
+        return found[0] if found else None
+
+    async def _reject(self, ws: ServerConnection, reason: str) -> bool:
+        self.stats["auth_failures"] += 1
+        log.info("websocket from %s refused: %s", _peer(ws), reason)
+        await self._close(ws, CLOSE_POLICY, reason)
+        return False
+
+    # -------------------------------------------------------- client input
+    async def _read_events(self, c: _Client) -> None:
+        """Messages from a stream client: posted events (control scope), else an error frame."""
+        async for raw in c.ws:
+            msg = _decode(raw)
+            if isinstance(msg, str):
+                await self._send_error(c, 400, msg)
+                continue
+            kind = msg.get("type")
+            if kind == "event":
+                assert c.principal is not None
+                if not c.principal.allows("control"):
+                    await self._send_error(c, 403, "control scope required to post events")
+                    continue
+                try:
+                    event = parse(msg, default_origin="websocket")
+                except MessageError as e:
+                    await self._send_error(c, 400, str(e))
+                    continue
+                assert isinstance(event, Event)  # parse() returns an Event for type "event"
+                if not self.hub.publish(event):
+                    await self._send_error(c, 503, "the event bus is full: event dropped")
+            elif kind == "auth":
+                await self._send_error(c, 400, "already authenticated")
+            else:
+                await self._send_error(c, 400, f"unexpected message type {kind!r} on {EVENTS_PATH}")
+
+    async def _read_requests(self, c: _Client) -> None:
+        """Messages from a request client: each request starts a task; never waits for one."""
+        async for raw in c.ws:
+            msg = _decode(raw)
+            if isinstance(msg, str):
+                await self._send_response(c, Response(errors=[msg]))
+                continue
+            rid = str(msg.get("id") or "")
+            try:
+                req = parse(msg, default_origin="websocket")
+            except MessageError as e:
+                await self._send_response(c, Response(errors=[str(e)], id=rid))
+                continue
+            if isinstance(req, Event):
+                ok = self.hub.publish(req)
+                await self._send_response(c, Response(
+                    errors=[] if ok else ["the event bus is full: event dropped"], id=req.id))
+                continue
+            self.stats["requests"] += 1
+            if c.in_flight >= self.max_in_flight or self._pending >= MAX_PENDING:
+                self.stats["requests_rejected"] += 1
+                limit = (f"{self.max_in_flight} on this connection" if c.in_flight >= self.max_in_flight
+                         else f"{MAX_PENDING} in all")
+                await self._send_response(c, Response(
+                    errors=[f"too many requests in flight ({limit}): {req.action} not run"], id=req.id))
+                continue
+            c.in_flight += 1
+            self._pending += 1
+            task = asyncio.ensure_future(self._run_request(c, req))
+            c.tasks.add(task)
+            task.add_done_callback(c.tasks.discard)
+
+    async def _run_request(self, c: _Client, req: Request) -> None:
+        """Run ``req`` on the request pool and send its response."""
+        try:
+            loop = asyncio.get_running_loop()
+            try:
+                resp = await loop.run_in_executor(self._executor, self._execute, req)
+            except RuntimeError as e:  # the pool was shut down: the server is stopping
+                resp = Response(errors=[f"server stopping: {e}"])
+            resp.id = req.id
+            await self._send_response(c, resp)
+        except ConnectionClosed:
+            pass
+        finally:
+            c.in_flight -= 1
+            self._pending -= 1
+
+    def _execute(self, req: Request) -> Response:
+        try:
+            return self.hub.execute(req)
+        except Exception as e:
+            log.exception("websocket request %s failed", req.action)
+            return Response(errors=[f"{type(e).__name__}: {e}"])
+
+    async def _send_response(self, c: _Client, resp: Response) -> None:
+        try:
+            text = dumps(resp.to_dict())
+        except (TypeError, ValueError, RecursionError) as e:
+            text = dumps(Response(errors=[f"response not serialisable: {type(e).__name__}"],
+                                  id=resp.id).to_dict())
+        await c.ws.send(text)
+        self.stats["frames_sent"] += 1
+
+    async def _send_error(self, c: _Client, code: int, message: str) -> None:
+        err = {400: "bad_request", 403: "forbidden", 503: "unavailable"}.get(code, "error")
+        await c.ws.send(dumps({"type": "error", "code": code, "error": err, "message": message}))
+        self.stats["frames_sent"] += 1
+
+
+def _as_since(value: Any) -> int | None:
+    """Read a ``since`` value as a seq (int >= 0); None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return None
+
+
+def _decode(raw: str | bytes) -> dict[str, Any] | str:
+    """Decode a client message: a JSON object, or the reason it is not one."""
+    try:
+        msg = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        return f"message is not valid JSON: {type(e).__name__}"
+    if not isinstance(msg, dict):
+        return f"message must be a JSON object, not {type(msg).__name__}"
+    return msg
+
+
+def _peer(ws: ServerConnection) -> str:
+    try:
+        return str(ws.remote_address[0])
+    except (TypeError, IndexError, AttributeError):
+        return "?"

@@ -1,0 +1,274 @@
+"""The real server (cheroot) over loopback: serving, keep-alive, limits, headers, TLS, mutual TLS."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import need_tool
+from http_support import PASSWORD, SECURITY, Rig, build_rig
+
+from pihub.web.server import WebServer, make_ssl_context
+
+EXEC = json.dumps({"type": "request", "action": "variable.get", "args": {"name": "x"}}).encode()
+
+
+@pytest.fixture
+def rig(make_hub, tmp_path: Path) -> Rig:
+    return build_rig(make_hub, tmp_path)
+
+
+@pytest.fixture
+def served(rig: Rig) -> Iterator[tuple[Rig, WebServer]]:
+    server = WebServer(rig.app, host="127.0.0.1", port=0, threads=4)
+    server.start()
+    try:
+        yield rig, server
+    finally:
+        server.stop()
+
+
+def _get(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, bytes]:
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    return resp, resp.read()
+
+
+def _assert_security(resp: http.client.HTTPResponse, *, tls: bool = False) -> None:
+    for name, value in SECURITY.items():
+        assert resp.getheader(name) == value, (name, resp.status)
+    assert (resp.getheader("Strict-Transport-Security") is not None) is tls
+
+
+class TestPlain:
+    def test_port_zero_picks_a_port_and_serves_in_a_named_thread(self, served) -> None:
+        rig, server = served
+        assert server.port > 0 and server.url == f"http://127.0.0.1:{server.port}"
+        assert "pihub-http" in {t.name for t in threading.enumerate()}
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        resp, body = _get(conn, "GET", "/livez")
+        assert resp.status == 200 and json.loads(body) == {"status": "ok"}
+
+    def test_keep_alive_reuses_the_connection(self, served) -> None:
+        rig, server = served
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        _get(conn, "GET", "/livez")
+        first = conn.sock
+        for _ in range(5):
+            resp, body = _get(conn, "POST", "/execute", EXEC,
+                              {**rig.as_("control"), "Content-Type": "application/json"})
+            assert resp.status == 200 and json.loads(body)["response"]["errors"] == []
+        assert conn.sock is first
+
+    def test_security_headers_on_200_401_404_500(self, served, monkeypatch: pytest.MonkeyPatch) -> None:
+        rig, server = served
+
+        def boom() -> None:
+            raise RuntimeError("no")
+
+        monkeypatch.setattr(rig.hub.registry, "describe", boom)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        seen = []
+        for method, path, headers in [("GET", "/livez", {}), ("GET", "/actions", {}), ("GET", "/nope", {}),
+                                      ("GET", "/actions", rig.as_("read"))]:
+            resp, body = _get(conn, method, path, headers=headers)
+            _assert_security(resp)
+            if resp.status != 200:
+                assert resp.getheader("Content-Type") == "application/json"
+                assert set(json.loads(body)) == {"code", "error", "message"}
+            seen.append(resp.status)
+        assert seen == [200, 401, 404, 500]
+
+    def test_too_large_body_is_413_json_and_the_connection_closes(self, served) -> None:
+        rig, server = served
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        resp, body = _get(conn, "POST", "/execute", b"x" * 70_000,
+                          {**rig.as_("control"), "Content-Type": "application/json"})
+        assert resp.status == 413 and json.loads(body)["error"] == "PAYLOAD_TOO_LARGE"
+        _assert_security(resp)
+        assert resp.will_close
+        # the server is fine afterwards
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        assert _get(conn, "GET", "/livez")[0].status == 200
+
+    def test_chunked_body_is_cut_at_the_limit(self, served) -> None:
+        rig, server = served
+        # raw socket: the server may answer 413 and close while the body is still being
+        # sent, so the send side must tolerate a broken pipe and still read the answer
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        head = "".join(f"{k}: {v}\r\n" for k, v in rig.as_("control").items())
+        try:
+            sock.sendall(f"POST /hook/nobody HTTP/1.1\r\nHost: x\r\n{head}"
+                         "Transfer-Encoding: chunked\r\n\r\n".encode())
+            for _ in range(16):
+                sock.sendall(b"2000\r\n" + b"x" * 8192 + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        assert resp.status == 413 and json.loads(resp.read())["error"] == "PAYLOAD_TOO_LARGE"
+        sock.close()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("POST", "/hook/nobody", body=(c for c in [b'{"a":', b"1}"]), encode_chunked=True,
+                     headers={**rig.as_("control"), "Transfer-Encoding": "chunked",
+                              "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["data"] == {"a": 1}
+
+    def test_stop_closes_the_port(self, rig: Rig) -> None:
+        server = WebServer(rig.app, port=0, threads=2)
+        server.start()
+        port = server.port
+        server.stop()
+        assert "pihub-http" not in {t.name for t in threading.enumerate()}
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        server.stop()  # idempotent
+
+    def test_bind_errors_raise_from_start(self, served) -> None:
+        rig, server = served
+        other = WebServer(rig.app, port=server.port, threads=1)
+        with pytest.raises(OSError):
+            other.start()
+
+    def test_start_twice_is_an_error(self, served) -> None:
+        with pytest.raises(RuntimeError):
+            served[1].start()
+
+    @pytest.mark.parametrize("kw", [{"ssl_cert": "c.pem"}, {"ssl_key": "k.pem"}, {"ssl_cafile": "ca.pem"},
+                                    {"threads": 0}])
+    def test_bad_arguments(self, rig: Rig, kw: dict) -> None:
+        with pytest.raises(ValueError):
+            WebServer(rig.app, port=0, **kw)
+
+
+# --------------------------------------------------------------------------- TLS
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all self-made."""
+    need_tool(shutil.which("openssl") is not None, "openssl is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+             "-days", "2", "-subj", "/CN=pihub test CA", cwd=d)
+    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for who in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{who}.key", "-out", f"{who}.csr",
+                 "-subj", f"/CN={who}", cwd=d)
+        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{who}.pem", "-days", "2", "-extfile", f"{who}.ext", cwd=d)
+    # a second, unrelated CA and client, for the refused-certificate case
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue.key", "-out", "rogue.pem",
+             "-days", "2", "-subj", "/CN=rogue", cwd=d)
+    return d
+
+
+def _tls_conn(port: int, pki: Path, *, cert: str | None = None) -> http.client.HTTPSConnection:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if cert:
+        ctx.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}.key"))
+    return http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+
+
+@pytest.fixture
+def tls_server(rig: Rig, pki: Path) -> Iterator[tuple[Rig, WebServer]]:
+    server = WebServer(rig.app, port=0, threads=4, ssl_cert=str(pki / "server.pem"),
+                       ssl_key=str(pki / "server.key"))
+    server.start()
+    try:
+        yield rig, server
+    finally:
+        server.stop()
+
+
+class TestTLS:
+    def test_serves_https_with_hsts_and_secure_cookies(self, tls_server, pki: Path) -> None:
+        rig, server = tls_server
+        assert server.url.startswith("https://")
+        conn = _tls_conn(server.port, pki)
+        resp, body = _get(conn, "GET", "/livez")
+        assert resp.status == 200
+        _assert_security(resp, tls=True)
+        login = json.dumps({"username": "alice", "password": PASSWORD}).encode()
+        resp, body = _get(conn, "POST", "/login", login, {"Content-Type": "application/json"})
+        cookie = resp.getheader("Set-Cookie")
+        assert resp.status == 200
+        assert "; Secure" in cookie and "; HttpOnly" in cookie and "; SameSite=Strict" in cookie
+        headers = {**rig.as_("control"), "Content-Type": "application/json"}
+        resp, body = _get(conn, "POST", "/execute", EXEC, headers)
+        assert resp.status == 200 and json.loads(body)["response"]["errors"] == []
+
+    def test_plain_http_to_the_tls_port_is_dropped_and_harmless(self, tls_server, pki: Path) -> None:
+        rig, server = tls_server
+        plain = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            _get(plain, "GET", "/livez")
+        assert _get(_tls_conn(server.port, pki), "GET", "/livez")[0].status == 200
+
+    def test_a_silent_client_does_not_stall_the_others(self, tls_server, pki: Path) -> None:
+        rig, server = tls_server
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        try:
+            # served while the silent connection is still open and unanswered (the client
+            # times out after 5 s; the server would wait 10 s for the silent one)
+            assert _get(_tls_conn(server.port, pki), "GET", "/livez")[0].status == 200
+            silent.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                silent.recv(1)
+        finally:
+            silent.close()
+
+    def test_untrusted_server_certificate_is_refused_by_clients(self, tls_server, pki: Path) -> None:
+        rig, server = tls_server
+        ctx = ssl.create_default_context(cafile=str(pki / "rogue.pem"))
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=ctx, timeout=5)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _get(conn, "GET", "/livez")
+
+
+class TestMutualTLS:
+    @pytest.fixture
+    def mtls(self, rig: Rig, pki: Path) -> Iterator[WebServer]:
+        server = WebServer(rig.app, port=0, threads=2, ssl_cert=str(pki / "server.pem"),
+                           ssl_key=str(pki / "server.key"), ssl_cafile=str(pki / "ca.pem"))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    def test_a_client_certificate_from_the_ca_is_required(self, mtls: WebServer, pki: Path) -> None:
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            _get(_tls_conn(mtls.port, pki), "GET", "/livez")
+        resp, _ = _get(_tls_conn(mtls.port, pki, cert="client"), "GET", "/livez")
+        assert resp.status == 200
+
+    def test_a_client_certificate_from_another_ca_is_refused(self, mtls: WebServer, pki: Path) -> None:
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            _get(_tls_conn(mtls.port, pki, cert="rogue"), "GET", "/livez")
+
+    def test_the_certificate_does_not_replace_credentials(self, mtls: WebServer, pki: Path) -> None:
+        resp, body = _get(_tls_conn(mtls.port, pki, cert="client"), "POST", "/execute", EXEC,
+                          {"Content-Type": "application/json"})
+        assert resp.status == 401
+
+
+def test_make_ssl_context_refuses_a_mismatched_key(pki: Path) -> None:
+    with pytest.raises(ssl.SSLError):
+        make_ssl_context(str(pki / "server.pem"), str(pki / "client.key"))
+    ctx = make_ssl_context(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
