@@ -9,8 +9,10 @@ the peer's own rows (``bench: "peer_platypush.*"``):
   ``EventProcessor.process_event`` over N GPIO hooks (see that script's docstring). Runs
   whenever the peer's venv exists (about 10 s).
 * **Daemon** (:func:`daemon`, only with ``--peer``): ``shared/peers/platypush/run-bench.sh``
-  with ``AUTH=env`` (cold + warm start, idle footprint, /execute latency, wrk; ~70 s),
-  parsed from the ``result.json`` it writes under ``$PEER_DIR/results/``.
+  with ``AUTH=env`` (cold + warm start, idle footprint, /execute latency, webhook, wrk;
+  ~70 s), parsed from the ``result.json`` it writes under ``$PEER_DIR/results/``; and,
+  for the ``http.*`` rows, the same script once more with ``AUTH=user`` (a registered
+  user's API token, ~2 min), since it measures one auth mode per invocation.
 
 With ``--peer`` a missing peer is installed first with ``install.sh`` (pip + apt, a few
 minutes). When the peer cannot be installed or run, the rows say so in ``peer_note`` and
@@ -124,53 +126,65 @@ def match_costs(ctx: Context) -> tuple[dict[int, dict[str, Any]], str]:
     return found, note
 
 
-def daemon(ctx: Context) -> tuple[dict[str, Any] | None, str]:
-    """The peer's run-bench.sh result (cached for the run); None without ``--peer``.
+def daemon(ctx: Context, auth: str = "env") -> tuple[dict[str, Any] | None, str]:
+    """The peer's run-bench.sh result for ``AUTH=auth`` (cached for the run); None without ``--peer``.
+
+    Args:
+        auth: ``"env"`` (static token from ``PLATYPUSH_API_TOKEN``, no DB lookup; what the
+            ``daemon.*`` rows compare with) or ``"user"`` (the API token of a registered
+            user: DB lookup + PBKDF2 per request; what the ``http.*`` rows compare with).
+            run-bench.sh measures one mode per invocation, ~70 s (env) / ~2 min (user).
 
     Returns:
         ``(result.json as a dict, note)`` or ``(None, why not)``.
     """
-    if "peer_daemon" in ctx.cache:
-        return ctx.cache["peer_daemon"]
+    if auth not in ("env", "user"):
+        raise ValueError(f"auth must be 'env' or 'user', not {auth!r}")
+    key = "peer_daemon" if auth == "env" else f"peer_daemon_{auth}"
+    if key in ctx.cache:
+        return ctx.cache[key]
     out: tuple[dict[str, Any] | None, str]
     if not ctx.peer:
-        out = (None, "peer daemon benchmark not run (pass --peer; make bench does)")
+        out = (None, f"peer daemon benchmark (AUTH={auth}) not run (pass --peer; make bench does)")
     elif (why := ensure_installed(ctx)) is not None:
         out = (None, why)
     else:
-        out = _run_daemon_bench(ctx)
-    ctx.cache["peer_daemon"] = out
+        out = _run_daemon_bench(ctx, auth)
+    ctx.cache[key] = out
     return out
 
 
-def _run_daemon_bench(ctx: Context) -> tuple[dict[str, Any] | None, str]:
+def _run_daemon_bench(ctx: Context, auth: str = "env") -> tuple[dict[str, Any] | None, str]:
     script = PEER_SCRIPTS / "run-bench.sh"
     if not script.exists():
         return None, f"peer benchmark script not found: {script}"
     results = ctx.peer_dir / "results"
     before = set(results.glob("*/result.json")) if results.exists() else set()
     env = _env(ctx)
-    env["AUTH"] = "env"
+    env["AUTH"] = auth
     if ctx.quick:
         env.update(WRK_DURATION="5", SEQ_N="100", HOOK_N="50", EVENT_N="20", IDLE_WAIT="3", QUIET_WAIT_S="10")
-    ctx.log(f"[peer] Platypush daemon benchmark ({script}, AUTH=env); about 70 s")
+    ctx.log(f"[peer] Platypush daemon benchmark ({script}, AUTH={auth}); about "
+            + ("70 s" if auth == "env" else "2 min"))
     t0 = time.monotonic()
+    snap = cpu_snapshot()
     try:
         cp = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=False,
                             timeout=DAEMON_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return None, f"run-bench.sh did not finish in {DAEMON_TIMEOUT_S} s"
+        return None, f"run-bench.sh (AUTH={auth}) did not finish in {DAEMON_TIMEOUT_S} s"
     took = time.monotonic() - t0
     new = sorted(set(results.glob("*/result.json")) - before) if results.exists() else []
     if cp.returncode != 0 or not new:
-        return None, f"run-bench.sh failed (exit {cp.returncode}): {_tail(cp.stderr)}"
+        return None, f"run-bench.sh (AUTH={auth}) failed (exit {cp.returncode}): {_tail(cp.stderr)}"
     try:
         data = json.loads(new[-1].read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return None, f"cannot read {new[-1]}: {e}"
     data["_path"] = str(new[-1])
     data["_took_s"] = round(took, 1)
-    return data, f"Platypush run-bench.sh AUTH=env, measured now ({new[-1].parent.name})"
+    data["_others_cpu_pct_run"] = round(others_cpu_pct(snap, cpu_snapshot()), 1)
+    return data, f"Platypush run-bench.sh AUTH={auth}, measured now ({new[-1].parent.name})"
 
 
 def _num(x: Any) -> float | None:
@@ -181,16 +195,24 @@ def _num(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def daemon_figures(ctx: Context) -> tuple[dict[str, float | None], str]:
-    """The peer figures the pihub daemon rows compare with (None entries when not measured).
+def daemon_figures(ctx: Context, auth: str = "env") -> tuple[dict[str, float | None], str]:
+    """The peer figures the pihub daemon/http rows compare with (None entries when not measured).
 
-    Keys: ``ready_s`` (warm start), ``ready_cold_s``, ``rss_mib``/``pss_mib`` (whole
-    process tree incl. Redis, 10 s after ready), ``procs``, ``threads``.
+    Keys: ``ready_s`` (warm start -> first good /execute with that AUTH mode's token),
+    ``ready_cold_s``, ``rss_mib``/``pss_mib`` (whole process tree incl. Redis, 10 s after
+    ready), ``procs``, ``threads``, ``seq_p50_ms``/``seq_p99_ms`` (sequential /execute),
+    ``hook_p50_ms``/``hook_p99_ms`` (POST /hook/bench), ``wrk_rps`` (+ ``wrk_p50_ms``,
+    ``wrk_p99_ms``, ``wrk_good``, ``wrk_bad``), ``wrk_duration_s``.
     """
-    data, note = daemon(ctx)
+    data, note = daemon(ctx, auth)
     if data is None:
         return {}, note
     warm, cold, idle = data.get("warm") or {}, data.get("cold") or {}, data.get("idle") or {}
+    seq, hook, wrk = data.get("seq") or {}, data.get("hook") or {}, data.get("wrk") or {}
+    wrk_duration = None
+    for part in str(data.get("summary", "")).split():
+        if part.startswith("wrk="):  # wrk=THREADSxCONNSxDURATIONs
+            wrk_duration = _num(part.split("x")[-1].rstrip("s"))
     figs = {
         "ready_s": _num(warm.get("ready_s")),
         "ready_cold_s": _num(cold.get("ready_s")),
@@ -200,14 +222,35 @@ def daemon_figures(ctx: Context) -> tuple[dict[str, float | None], str]:
         "procs": _num(idle.get("procs")),
         "threads": _num(idle.get("threads")),
         "idle_cpu_pct": _num(data.get("idle_cpu_pct")),
-        "seq_p50_ms": _num((data.get("seq") or {}).get("seq_p50_ms")),
-        "hook_p50_ms": _num((data.get("hook") or {}).get("hook_p50_ms")),
+        "seq_p50_ms": _num(seq.get("seq_p50_ms")),
+        "seq_p99_ms": _num(seq.get("seq_p99_ms")),
+        "seq_errors": _num(seq.get("seq_errors")),
+        "hook_p50_ms": _num(hook.get("hook_p50_ms")),
+        "hook_p99_ms": _num(hook.get("hook_p99_ms")),
+        "hook_errors": _num(hook.get("hook_errors")),
         "event_p50_ms": _num((data.get("event") or {}).get("event_p50_ms")),
-        "wrk_rps": _num((data.get("wrk") or {}).get("rps")),
+        "wrk_rps": _num(wrk.get("rps")),
+        "wrk_p50_ms": _num(wrk.get("p50_ms")),
+        "wrk_p99_ms": _num(wrk.get("p99_ms")),
+        "wrk_good": _num(wrk.get("good")),
+        "wrk_bad": _num(wrk.get("bad")),
+        "wrk_duration_s": wrk_duration,
     }
     if str(data.get("noisy")) == "1":
         note += "; noisy=1 (the box was busy before the run)"
     return figs, note
+
+
+def http_figures(ctx: Context) -> dict[str, tuple[dict[str, float | None], str]]:
+    """The peer's HTTP figures in both auth modes, for the ``http.*`` rows.
+
+    With ``--peer`` this runs run-bench.sh with ``AUTH=user`` (~2 min) unless this run
+    already did; the ``AUTH=env`` run is shared with the ``daemon.*`` rows.
+
+    Returns:
+        ``{"env": (figures, note), "user": (figures, note)}`` (empty figures when not measured).
+    """
+    return {"env": daemon_figures(ctx, "env"), "user": daemon_figures(ctx, "user")}
 
 
 # ------------------------------------------------------------------ the family's rows
@@ -229,11 +272,7 @@ def bench_match(ctx: Context) -> Iterator[dict[str, Any]]:
 
 
 def bench_daemon(ctx: Context) -> Iterator[dict[str, Any]]:
-    """The peer's start and footprint figures, as its own rows."""
-    figs, note = daemon_figures(ctx)
-    if not figs:
-        ctx.log(f"[peer] no daemon figures: {note}")
-        return
+    """The peer's start, footprint and HTTP figures, as its own rows (AUTH=env, then AUTH=user)."""
     units = {
         "ready_s": ("s", "warm start -> first good /execute (bus subscribed)"),
         "ready_cold_s": ("s", "cold start (fresh workdir) -> first good /execute"),
@@ -242,19 +281,31 @@ def bench_daemon(ctx: Context) -> Iterator[dict[str, Any]]:
         "procs": ("processes", "processes in the tree"),
         "threads": ("threads", "threads in the tree"),
         "seq_p50_ms": ("ms", "sequential POST /execute variable.get, p50"),
+        "seq_p99_ms": ("ms", "sequential POST /execute variable.get, p99"),
         "hook_p50_ms": ("ms", "POST /hook/bench -> Python hook -> variable.set, p50"),
+        "hook_p99_ms": ("ms", "POST /hook/bench -> Python hook -> variable.set, p99"),
         "event_p50_ms": ("ms", "custom event -> YAML hook -> variable.set, p50"),
-        "wrk_rps": ("req/s", "wrk POST /execute, 16 connections"),
+        "wrk_rps": ("req/s", "wrk POST /execute, 2 threads, 16 connections"),
     }
-    data, _ = daemon(ctx)
-    # run-bench.sh's own record of how busy the box was (before the run / while idle-measuring)
-    others = _num((data or {}).get("others_cpu_pct_pre"))
-    noisy = str((data or {}).get("noisy")) == "1" or (others is not None and others > 25)
-    for key, (unit, what) in units.items():
-        v = figs.get(key)
-        if v is not None:
-            yield result("peer_platypush.daemon", key, v, unit, better="higher" if key == "wrk_rps" else "lower",
-                         note=f"{what}; {note}", others_cpu_pct=others, noisy=noisy)
+    for auth in ("env", "user"):
+        if auth == "user" and not ctx.peer:
+            continue
+        figs, note = daemon_figures(ctx, auth)
+        if not figs:
+            ctx.log(f"[peer] no daemon figures (AUTH={auth}): {note}")
+            continue
+        data, _ = daemon(ctx, auth)
+        # run-bench.sh's own record of how busy the box was (before the run / while idle-measuring)
+        others = _num((data or {}).get("others_cpu_pct_pre"))
+        noisy = str((data or {}).get("noisy")) == "1" or (others is not None and others > 25)
+        bench = "peer_platypush.daemon" if auth == "env" else f"peer_platypush.daemon_auth_{auth}"
+        for key, (unit, what) in units.items():
+            v = figs.get(key)
+            if v is not None:
+                if key == "wrk_rps" and figs.get("wrk_duration_s"):
+                    what += f", {figs['wrk_duration_s']:g} s"
+                yield result(bench, key, v, unit, better="higher" if key == "wrk_rps" else "lower",
+                             note=f"{what}; {note}", others_cpu_pct=others, noisy=noisy, auth=auth)
 
 
 BENCHES = [bench_match, bench_daemon]

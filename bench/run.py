@@ -2,7 +2,7 @@
 
     python bench/run.py                 # every family (make bench adds --peer)
     python bench/run.py native engine   # a subset, by family name
-    python bench/run.py --peer          # also the Platypush daemon benchmark (~70 s)
+    python bench/run.py --peer          # also the Platypush daemon benchmark (~70 s + ~2 min AUTH=user)
     python bench/run.py --quick         # short runs: checks the harness, figures not for publishing
     python bench/run.py --list          # the families and their benchmarks
 
@@ -40,6 +40,7 @@ FAMILIES: dict[str, str] = {
     "engine": "bench_engine",    # matcher cost, publish->match->dispatch, edge->action latency
     "adc": "bench_adc",          # the ADC backend's poll loop on the mock rig
     "daemon": "bench_daemon",    # `pihub run`: start->ready, idle RSS/PSS
+    "http": "bench_http",        # `pihub run`'s HTTP API: /execute latency, wrk, webhook, start, memory
     "peer": "peer_platypush",    # the peer's own rows (matching; daemon with --peer)
 }
 
