@@ -46,19 +46,9 @@ class LoggerPlugin(Plugin):
                 raise ActionError(f"cannot format msg {text!r} with args {list(args)!r}: {e}") from None
         USER_LOG.log(level, "%s", text)
 
-    @action
-    def trace(self, msg: Any, *args: Any) -> None:
-        """Log at DEBUG (Platypush's TRACE level).
-
-        Args:
-            msg: the message; any value, logged as text.
-            *args: values %-formatted into ``msg``.
-        """
-        self._log(logging.DEBUG, msg, args)
-
-    @action
+    @action(aliases=["trace"])
     def debug(self, msg: Any, *args: Any) -> None:
-        """Log at DEBUG.
+        """Log at DEBUG (``trace``, Platypush's TRACE level, is the same action).
 
         Args:
             msg: the message; any value, logged as text.
@@ -86,19 +76,9 @@ class LoggerPlugin(Plugin):
         """
         self._log(logging.WARNING, msg, args)
 
-    @action
+    @action(aliases=["exception"])
     def error(self, msg: Any, *args: Any) -> None:
-        """Log at ERROR.
-
-        Args:
-            msg: the message; any value, logged as text.
-            *args: values %-formatted into ``msg``.
-        """
-        self._log(logging.ERROR, msg, args)
-
-    @action
-    def exception(self, msg: Any, *args: Any) -> None:
-        """Log at ERROR (Platypush's ``logger.exception``; there is no traceback to add).
+        """Log at ERROR (``exception`` is the same action: there is no traceback to add).
 
         Args:
             msg: the message; any value, logged as text.
