@@ -78,6 +78,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "mock": "pihub.backends.mock:MockBackend",
     "gpio": "pihub.backends.gpio:GpioBackend",
     "serial": "pihub.backends.serial_sensor:SerialSensorBackend",
+    "adc": "pihub.backends.adc:AdcBackend",
 }
 
 

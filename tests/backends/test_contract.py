@@ -17,6 +17,7 @@ from pihub.hub import backend_classes
 #: a working config per backend on the mock rig, and how to make it emit one event.
 CONTRACT_CONFIGS = {
     "mock": ({"script": [{"after": 0.0, "event": {"type": "GPIOEvent", "pin": 1, "value": 1}}]}, None),
+    "adc": ({"driver": "mock", "poll_interval": 0.01, "channels": {0: {"name": "light"}}}, None),
     # pyserial's loop:// (what is written comes back): connecting emits SerialDeviceEvent,
     # and the on_connect line comes back as a reading. The real-pty tests are in
     # test_serial_sensor.py, with the hw-mocks simulator.
@@ -27,6 +28,7 @@ CONTRACT_CONFIGS = {
 }
 BAD_CONFIGS = {
     "mock": {"script": [{"after": -1, "event": {"type": "GPIOEvent"}}]},
+    "adc": {"driver": "mock", "channels": {9: {"name": "light"}}},
     "serial": {"device": "/dev/ttyACM0", "format": "xml"},
     "gpio": {"pin_factory": "mock", "inputs": {"doorbell": {"pin": "GPIO99"}}},
 }

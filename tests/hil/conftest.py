@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hil_support import RIG
 
-RIG = os.environ.get("PIHUB_RIG", "mock")
 if RIG not in ("mock", "pi"):
     raise pytest.UsageError(f"PIHUB_RIG must be 'mock' or 'pi', not {RIG!r}")
 

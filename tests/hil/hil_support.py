@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+
+#: the rig the suite runs against: "mock" (default, CI) or "pi" (see README.md)
+RIG = os.environ.get("PIHUB_RIG", "mock")
 
 
 def percentile(values: list[float], q: float) -> float:
