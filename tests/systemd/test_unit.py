@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from pihub_testing import need_tool
 
 REPO = Path(__file__).resolve().parents[2]
 RENDER_PY = REPO / "systemd" / "render.py"
@@ -62,11 +63,8 @@ render = _load_render()
 def analyze() -> str:
     """Path of systemd-analyze; skip without it, but fail in CI."""
     path = shutil.which("systemd-analyze")
-    if path is None:
-        reason = "systemd-analyze not installed (Debian package: systemd)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must install it")
-        pytest.skip(reason)
+    need_tool(path is not None, "systemd-analyze not installed (Debian package: systemd)")
+    assert path is not None
     return path
 
 
