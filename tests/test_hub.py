@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import resource
-import time
 
 import pytest
+from pihub_testing import wait_for
 
 from pihub.backends.base import Backend, BackendStatus
 from pihub.errors import BackendUnavailable, ConfigError
@@ -29,13 +29,6 @@ event.hook.release:
 """
 
 
-def wait_for(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.002)
-    return bool(pred())
 
 
 def test_edge_to_action_through_the_mock_backend(make_hub):

@@ -7,9 +7,9 @@ import gc
 import math
 import os
 import threading
-import time
 
 import pytest
+from pihub_testing import wait_for
 
 import pihub.hub as hubmod
 from pihub.backends.adc import AdcBackend, AdcNoAnswer, _request
@@ -44,13 +44,6 @@ def adc_hub(make_hub, monkeypatch):
     return make_hub
 
 
-def wait_for(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.002)
-    return bool(pred())
 
 
 def expected_code(v: float, vref: float, bits: int) -> int:

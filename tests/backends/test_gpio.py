@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pihub_testing import wait_for
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.gpio import BOARD_TO_BCM, GpioBackend, parse_pin
@@ -26,14 +27,6 @@ from pihub.events import Event
 ON_A_PI = os.path.exists("/dev/gpiochip0")
 
 
-def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``pred`` until true or ``timeout`` seconds passed; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.001)
-    return bool(pred())
 
 
 class Rig:

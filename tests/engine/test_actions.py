@@ -13,9 +13,9 @@ import pytest
 
 from pihub.engine import actions as actions_mod
 from pihub.engine.actions import ActionRegistry
-from pihub.plugin import Plugin, action
 from pihub.errors import ActionError
 from pihub.messages import Response
+from pihub.plugin import Plugin, action
 
 
 class Gpio(Plugin):

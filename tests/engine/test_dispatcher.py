@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
+from pihub_testing import wait_for
 
 from pihub.bus import Bus
 from pihub.engine.conditions import compile_condition
@@ -13,15 +13,6 @@ from pihub.engine.dispatcher import Dispatcher, WorkerPool
 from pihub.engine.hooks import Hook
 from pihub.engine.rules import Matcher
 from pihub.events import Event
-
-
-def wait_for(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.001)
-    return pred()
 
 
 def test_pool_runs_jobs_and_counts_failures():

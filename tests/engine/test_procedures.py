@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from pihub.engine.procedures import (
-    ActionStep, IfStep, LoopStep, Procedure, Runner, Steps, compile_procedure, compile_steps,
+    ActionStep,
+    IfStep,
+    LoopStep,
+    Procedure,
+    Runner,
+    Steps,
+    compile_procedure,
+    compile_steps,
     parse_procedure_key,
 )
 from pihub.errors import ConfigProblem, ConfigProblems

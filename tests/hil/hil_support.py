@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import time
-from collections.abc import Callable
+
+from pihub_testing import wait_for as _wait_for
 
 #: the rig the suite runs against: "mock" (default, CI) or "pi" (see README.md)
 RIG = os.environ.get("PIHUB_RIG", "mock")
@@ -16,11 +17,5 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def wait_for(pred: Callable[[], object], timeout: float = 5.0) -> bool:
-    """Poll ``pred`` until it is true or ``timeout`` seconds pass; its last truth value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.0001)
-    return bool(pred())
+#: polls every 0.1 ms: the HIL tests report latencies, so the poll must not dominate them
+wait_for = functools.partial(_wait_for, interval=0.0001)

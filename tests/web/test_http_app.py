@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +19,7 @@ from http_support import (
     rig,
     session_cookie,
 )
+from pihub_testing import wait_for
 
 from pihub.auth import Auth
 from pihub.web.app import make_app
@@ -30,13 +30,6 @@ __all__ = ["rig"]  # the fixture, imported for pytest
 EXEC = {"type": "request", "action": "variable.get", "args": {"name": "nothing"}}
 
 
-def wait_for(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return bool(pred())
 
 
 # ------------------------------------------------------------------ credentials

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pihub_testing import need_tool
 from http_support import PASSWORD, SECURITY, Rig, build_rig
+from pihub_testing import need_tool
 
 from pihub.web.server import WebServer, make_ssl_context
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pihub_testing import need_tool
 from hypothesis import given
 from hypothesis import strategies as st
+from pihub_testing import need_tool
+from pihub_testing import wait_for as _wait_for
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -122,13 +123,9 @@ class FakeHub:
 
 
 # ---------------------------------------------------------------- helpers
+
 def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return bool(pred())
+    return _wait_for(pred, timeout)
 
 
 def gpio(pin: int, value: int = 1, **extra: Any) -> Event:
