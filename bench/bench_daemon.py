@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import peer_platypush
-from common import ROOT, Context, cpu_snapshot, median, others_cpu_pct, proc_memory, result, rounded
+from common import ROOT, Context, cpu_snapshot, median, others_cpu_pct, result, rounded, tree_memory
 
 DEMO = ROOT / "hw-mocks" / "demo.yaml"
 READY_TIMEOUT_S = 20.0
@@ -46,26 +46,6 @@ def pihub_command() -> list[str]:
     """The ``pihub`` console script of the running interpreter's environment."""
     script = Path(sys.executable).parent / "pihub"
     return [str(script)] if script.exists() else [sys.executable, "-m", "pihub"]
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (read from /proc)."""
-    parent: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", encoding="ascii", errors="replace") as f:
-                    stat = f.read()
-                parent[int(d)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    out, todo = [], [pid]
-    while todo and len(out) < 1000:
-        p = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        out.extend(kids)
-        todo.extend(kids)
-    return out
 
 
 def one_start(log) -> dict[str, Any]:
@@ -111,14 +91,7 @@ def one_start(log) -> dict[str, Any]:
         time.sleep(IDLE_S)
         if proc.poll() is not None:
             raise RuntimeError(f"pihub run exited ({proc.returncode}) while idle")
-        pids = [proc.pid, *_children(proc.pid)]
-        mem: dict[str, float] = {}
-        for pid in pids:
-            try:
-                for k, v in proc_memory(pid).items():
-                    mem[k] = mem.get(k, 0) + v
-            except OSError:
-                pass
+        mem = tree_memory(proc.pid)
         in_process = None
         try:
             in_process = float(ready_file.read_text(encoding="utf-8").split()[0])
@@ -134,7 +107,7 @@ def one_start(log) -> dict[str, Any]:
             proc.kill()
             proc.wait(5)
             rc, stop_s = None, None
-        return {"ready_s": ready_s, "in_process_s": in_process, "procs": len(pids), "exit": rc,
+        return {"ready_s": ready_s, "in_process_s": in_process, "exit": rc,
                 "stop_s": stop_s, **mem}
     finally:
         sock.close()

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import peer_platypush
-from bench_daemon import _children, pihub_command
+from bench_daemon import pihub_command
 from common import (
     ROOT,
     Context,
@@ -68,9 +68,9 @@ from common import (
     median,
     others_cpu_pct,
     percentile,
-    proc_memory,
     result,
     rounded,
+    tree_memory,
 )
 
 HOST = "127.0.0.1"  # loopback only
@@ -260,16 +260,7 @@ class Daemon:
     def memory(self) -> dict[str, float]:
         """RSS/PSS/USS (MiB) and threads summed over the process and its children."""
         assert self.proc is not None
-        mem: dict[str, float] = {}
-        pids = [self.proc.pid, *_children(self.proc.pid)]
-        for pid in pids:
-            try:
-                for k, v in proc_memory(pid).items():
-                    mem[k] = mem.get(k, 0) + v
-            except OSError:
-                pass
-        mem["procs"] = len(pids)
-        return mem
+        return tree_memory(self.proc.pid)
 
     def cpu_s(self) -> float:
         """User + system CPU seconds of the pihub process so far."""

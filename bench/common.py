@@ -165,6 +165,40 @@ def proc_memory(pid: int) -> dict[str, float]:
     return out
 
 
+def children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (read from /proc)."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", encoding="ascii", errors="replace") as f:
+                    stat = f.read()
+                parent[int(d)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = [], [pid]
+    while todo and len(out) < 1000:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
+def tree_memory(pid: int) -> dict[str, float]:
+    """:func:`proc_memory` summed over ``pid`` and its descendants, plus ``procs`` (their count)."""
+    pids = [pid, *children(pid)]
+    mem: dict[str, float] = {}
+    for p in pids:
+        try:
+            for k, v in proc_memory(p).items():
+                mem[k] = mem.get(k, 0) + v
+        except OSError:
+            pass
+    mem["procs"] = len(pids)
+    return mem
+
+
 # ------------------------------------------------------------------ how busy the box is
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
