@@ -2,13 +2,15 @@
 #   make demo   run pihub on the mock rig (hw-mocks/demo.yaml)
 #   make test   the whole suite: native sanitizer tests, then pytest
 #   make bench  every benchmark -> bench/results/latest.jsonl
+#   make lock   re-resolve requirements/*.txt from pyproject.toml (keeps pins that still fit;
+#               make lock-upgrade moves every pin to the newest release)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.pihub-installed
 NATIVE  = $(wildcard native/*.c native/*.h) native/build_native.py
 
-.PHONY: all build demo test test-native test-py fuzz bench sysdeps clean
+.PHONY: all build demo test test-native test-py fuzz bench sysdeps clean lock lock-upgrade
 
 all: build
 
@@ -17,12 +19,33 @@ sysdeps:
 
 $(PY): | sysdeps
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 
-# Reinstall (rebuilding pihub._native) whenever the native sources or metadata change.
-$(STAMP): $(PY) pyproject.toml setup.py $(NATIVE)
-	$(PY) -m pip install -q -e '.[test]'
+# Every Python package comes from the lock, hash-checked (requirements/test.txt: runtime,
+# test and build tools; requirements/runtime.txt is the Pi install's subset). pihub itself
+# is then built against the locked setuptools and cffi, without a build-isolation download.
+# Reinstall (rebuilding pihub._native) whenever the native sources, metadata or lock change.
+$(STAMP): $(PY) pyproject.toml setup.py $(NATIVE) requirements/test.txt
+	$(PY) -m pip install -q --require-hashes -r requirements/test.txt
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
+
+# The lock is universal (every platform and Python >= 3.11, markers kept) and lists the
+# hash of every file of each pinned release, so the same lock installs on x86-64, aarch64
+# and armhf (building from the hashed sdist where no wheel exists). Only relocking needs uv.
+UV_VERSION = 0.13.8
+UV = $(VENV)/bin/uv
+LOCK = $(UV) pip compile -q --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make lock' pyproject.toml requirements/build.in
+
+$(UV): $(PY)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+
+lock: $(UV)
+	$(LOCK) $(LOCK_FLAGS) --extra gpio --extra serial --extra spi -o requirements/runtime.txt
+	$(LOCK) $(LOCK_FLAGS) --extra gpio --extra serial --extra test -o requirements/test.txt
+
+lock-upgrade:
+	$(MAKE) lock LOCK_FLAGS=--upgrade
 
 build: $(STAMP)
 
