@@ -234,11 +234,19 @@ _add("SpeechRecognizedEvent", "Event", _P + "assistant.SpeechRecognizedEvent",
      {"phrase": "the recognised text", "assistant": "which assistant heard it"},
      {"assistant": "key0"}, doc="A voice assistant recognised a phrase; hooks match it word by word.")
 
+_add("PushbulletEvent", "Event", _P + "pushbullet.PushbulletEvent",
+     {"push_type": "note, link or file", "title": "push title", "body": "push text", "url": "link pushes' URL",
+      "sender_email": "who sent it", "source_device_iden": "the sending device"},
+     {"push_type": "key0", "sender_email": "key1"},
+     doc="A Pushbullet push; pihub has no Pushbullet backend, the event arrives from a bridge over"
+         " POST /execute or a webhook.")
+
 _add("SerialDeviceEvent", "Event", None, {"device": "serial device path", "connected": "true or false"},
      {"device": "key0", "connected": "num0"}, doc="A serial sensor device disappeared or came back.")
 _add("BackendStatusEvent", "Event", None,
-     {"backend": "backend name", "status": "new status", "error": "why, when failed"},
-     {"backend": "key0", "status": "key1"}, doc="A backend changed status (running, failed, stopped).")
+     {"backend": "backend name", "status": "new status", "error": "why, when failed or degraded"},
+     {"backend": "key0", "status": "key1"},
+     doc="A backend changed status (running, degraded: retrying a missing device, failed).")
 _add("BusOverflowEvent", "Event", None,
      {"producer": "producer name", "dropped": "events dropped since the last report"},
      {"producer": "key0", "dropped": "num0"}, doc="A producer's ring was full and events were dropped.")
@@ -296,7 +304,7 @@ class Event:
     def context(self) -> dict[str, Any]:
         """The names a hook sees: ``event`` (this event as a dict) plus each attribute."""
         return {**self.args, "event": {"type": self.type.name, "args": self.args, "source": self.source,
-                                        "id": self.id, "_timestamp": self.timestamp}}
+                                        "origin": self.source, "id": self.id, "_timestamp": self.timestamp}}
 
     def __repr__(self) -> str:
         return f"<Event {self.type.name} {self.args!r}>"

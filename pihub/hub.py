@@ -29,7 +29,7 @@ from pihub.config import Config, Schema
 from pihub.engine.actions import ActionRegistry
 from pihub.engine.dispatcher import Dispatcher, WorkerPool
 from pihub.engine.hooks import Hook
-from pihub.engine.procedures import Procedure, Runner, compile_steps, iter_action_steps
+from pihub.engine.procedures import Procedure, Runner, compile_steps, iter_action_steps, procedure_name
 from pihub.engine.rules import Matcher
 from pihub.errors import BackendUnavailable, ConfigError, ConfigProblem, ConfigProblems, Problem
 from pihub.events import CATALOGUE, Event
@@ -293,7 +293,7 @@ class Hub:
                     continue  # a ${...} action name is only known when it runs
                 path = base + tuple(step.path) + ("action",)
                 if step.action.startswith("procedure."):
-                    name = step.action.split(".", 1)[1].removeprefix("sync.").removeprefix("async.")
+                    name = procedure_name(step.action)
                     if name not in self.procedures:
                         close = difflib.get_close_matches(name, list(self.procedures), n=1)
                         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -501,8 +501,12 @@ class Hub:
         except FutureTimeout:
             return Response(errors=[f"hook {chosen[0][0].name!r} did not reply within {timeout:g} s"])
 
-    def call_procedure(self, name: str, args: Any) -> Response:
-        """Run ``procedure.NAME`` with ``args`` (a dict of arguments)."""
+    def call_procedure(self, name: str, args: Any, context: Mapping[str, Any] | None = None) -> Response:
+        """Run ``procedure.NAME`` with ``args`` (a dict of arguments).
+
+        ``context`` is the hook context the procedure inherits when a hook's steps call it
+        (see :mod:`pihub.engine.procedures`); None from the API and the CLI.
+        """
         proc = self.procedures.get(name)
         if proc is None:
             close = difflib.get_close_matches(name, list(self.procedures), n=3)
@@ -513,20 +517,18 @@ class Hub:
             args = {}
         if not isinstance(args, Mapping):
             return Response(errors=[f"procedure.{name}: arguments must be a mapping, not {type(args).__name__}"])
-        return self.runner.call(proc, dict(args))
+        return self.runner.call(proc, dict(args), context=context)
 
     def _execute_step(self, action: str, args: Any, context: Mapping[str, Any]) -> Response:
-        return self.registry.execute(action, args)
+        return self.registry.execute(action, args, context)
 
     def _spawn(self, fn: Any) -> None:
         if not self.pool.submit(fn):
             raise RuntimeError(f"worker queue full ({self.pool.queue_size} jobs): async work dropped")
 
     def _fire(self, hook: Hook, event: Event, captures: dict[str, Any]) -> Response:
-        ctx = event.context()
-        ctx.update(captures)
         try:
-            resp = self.runner.run(hook.then, ctx, label=f"hook {hook.name!r}")
+            resp = self.runner.run_hook(hook, event, captures)
         except BaseException as e:
             resp = Response(errors=[f"{type(e).__name__}: {e}"])
             raise
@@ -534,10 +536,6 @@ class Hub:
             reply = event.reply
             if reply is not None and getattr(reply, "hook", None) is hook and not reply.done():
                 reply.set_result(resp)
-        if resp.errors:
-            log.warning("hook %s on %s: %s", hook.name, event.type.name, "; ".join(resp.errors))
-        else:
-            log.debug("hook %s on %s: output %r", hook.name, event.type.name, resp.output)
         return resp
 
     def status(self) -> dict[str, Any]:

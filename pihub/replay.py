@@ -11,7 +11,12 @@ Output: one JSON line per event::
      "fired": ["porch_light"],
      "not_fired": {"doorbell": "pin: 17 != 4"},
      "actions": [{"hook": "porch_light", "action": "mock.set", "args": {...},
-                  "output": ..., "errors": [], "skipped": null}]}
+                  "output": ..., "errors": [], "skipped": null}],
+     "hook_errors": {"porch_light": ["hook 'porch_light': [1]: name 'nosuch' is not defined"]}}
+
+``hook_errors`` is there only when a fired hook's run had errors that no action record
+shows: the ``${...}`` expression, loop value or ``while`` guard that ended its steps. They
+are logged as in the daemon, too.
 
 Events that the hooks' actions publish (``event.fire``...) are replayed after the line
 that caused them, with ``"caused_by": <line number>``.
@@ -35,6 +40,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
+from pihub.engine.procedures import Runner, procedure_name
 from pihub.events import Event
 from pihub.messages import MessageError, Response, dumps, parse
 
@@ -82,6 +88,7 @@ class _Replayer:
         self.records: list[dict[str, Any]] = []
         self.current_hook = ""
         self.current_line = 0
+        self.runner = Runner(self._execute, self._spawn_inline)
         hub.publish_sink = self._capture
 
     def _capture(self, event: Event) -> bool:
@@ -108,22 +115,25 @@ class _Replayer:
         return bad
 
     def _one(self, event: Event, out: TextIO, caused_by: int | None) -> None:
-        from pihub.engine.procedures import Runner
-
         fired, not_fired = self.hub.matcher.explain(event)
         self.records = []
-        runner = Runner(self._execute, self._spawn_inline)
+        hook_errors: dict[str, list[str]] = {}
         for hook in fired:
             self.current_hook = hook.name
-            ctx = event.context()
-            ctx.update(hook.condition.match(event).captures)
-            runner.run(hook.then, ctx)
+            first = len(self.records)
+            resp = self.runner.run_hook(hook, event, hook.condition.match(event).captures)
+            shown = {str(e) for rec in self.records[first:] for e in rec["errors"]}
+            unshown = [str(e) for e in resp.errors if str(e) not in shown]
+            if unshown:
+                hook_errors[hook.name] = unshown
         line: dict[str, Any] = {
             "event": event.to_dict(self.hub.device_id),
             "fired": [h.name for h in fired],
             "not_fired": not_fired,
             "actions": self.records,
         }
+        if hook_errors:
+            line["hook_errors"] = hook_errors
         if caused_by is not None:
             line["caused_by"] = caused_by
         out.write(dumps(line) + "\n")
@@ -137,14 +147,12 @@ class _Replayer:
                                "output": None, "errors": [], "skipped": None}
         self.records.append(rec)
         if action.startswith("procedure."):
-            name = action.split(".", 1)[1]
+            name = procedure_name(action)
             proc = self.hub.procedures.get(name)
             if proc is None:
                 resp = self.hub.call_procedure(name, args)  # the error message
             else:
-                from pihub.engine.procedures import Runner
-
-                resp = Runner(self._execute, self._spawn_inline).call(proc, dict(args or {}))
+                resp = self.runner.call(proc, args, context=context)
         elif not self.run_actions and self.hub.registry.has_side_effects(action):
             rec["skipped"] = "acts outside pihub (hardware, shell): run with --run-actions"
             return Response(output=None)

@@ -75,18 +75,20 @@ import re
 import threading
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pihub.engine.procedures import procedure_name
 from pihub.errors import ActionError
 from pihub.plugin import MARK, ActionInfo, Plugin
 from pihub.messages import Response
 
 log = logging.getLogger("pihub.actions")
 
-#: ``caller(name, kwargs) -> Response`` runs the procedure ``name`` with ``kwargs`` as context.
-ProcedureCaller = Callable[[str, dict[str, Any]], Response]
+#: ``caller(name, kwargs, context) -> Response`` runs the procedure ``name`` with ``kwargs``;
+#: ``context`` is the hook context it inherits, or None (see :mod:`pihub.engine.procedures`).
+ProcedureCaller = Callable[[str, dict[str, Any], Mapping[str, Any] | None], Response]
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
 _ACTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -748,7 +750,7 @@ class ActionRegistry:
         return bool(entry and entry.enabled and type(entry.plugin).side_effects)
 
     def set_procedure_caller(self, caller: ProcedureCaller | None) -> None:
-        """Route ``procedure.NAME`` actions to ``caller(name, kwargs) -> Response``.
+        """Route ``procedure.NAME`` actions to ``caller(name, kwargs, context) -> Response``.
 
         The caller reports an unknown procedure itself (in the Response's errors).
         """
@@ -769,12 +771,14 @@ class ActionRegistry:
 
     # -- running ------------------------------------------------------------------------
 
-    def execute(self, action: str, args: Any = None) -> Response:
+    def execute(self, action: str, args: Any = None, context: Mapping[str, Any] | None = None) -> Response:
         """Run ``action`` with ``args`` and report the outcome; never raises.
 
         Args:
             action: ``plugin.method`` or ``procedure.NAME`` (see the module docstring).
             args: a dict (keywords), a list (positional), None (nothing) or one value.
+            context: for ``procedure.NAME`` run from a hook, the hook context the
+                procedure inherits; plugins' actions never see it.
 
         Returns:
             The action's Response: output and errors as the module docstring describes.
@@ -782,7 +786,7 @@ class ActionRegistry:
         if not isinstance(action, str):
             return _fail(f"action must be a 'plugin.method' string, not {_show(action)}")
         if action.startswith("procedure."):
-            return self._run_procedure(action, args)
+            return self._run_procedure(action, args, context)
         bound, error = self._resolve(action)
         if bound is None:
             return _fail(error)
@@ -827,13 +831,9 @@ class ActionRegistry:
                           f"({hint}actions: {entry.listing or 'none'})")
         return bound, ""
 
-    def _run_procedure(self, action: str, args: Any) -> Response:
+    def _run_procedure(self, action: str, args: Any, context: Mapping[str, Any] | None) -> Response:
         """Route ``procedure[.sync|.async].NAME`` to the procedure caller (never raises)."""
-        name = action.split(".", 1)[1]
-        for prefix in ("sync.", "async."):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-                break
+        name = procedure_name(action)
         if not name:
             return _fail(f"procedure name missing in {action!r} (use 'procedure.NAME')")
         if args is None:
@@ -847,7 +847,7 @@ class ActionRegistry:
         if caller is None:
             return _fail(f"no procedure engine is set up, cannot run {action!r}")
         try:
-            result = caller(name, kwargs)
+            result = caller(name, kwargs, context)
         except Exception as e:
             log.warning("%s failed", action, exc_info=True)
             return _fail(_exception_text(e))

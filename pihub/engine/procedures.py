@@ -30,14 +30,26 @@ Step syntax (PLATYPUSH.md §5.1), each item of a list:
 Conditions and iterables accept ``${expr}`` or a bare expression. Every syntax problem of
 a list is collected and raised together as :class:`ConfigProblems`, with paths relative to
 the list (``(3, 'if ${x >}')``) and suggestions for misspelt keywords (``fi`` -> ``if``).
-A top-level mapping (a hook's ``then:`` holding one action) counts as a one-step list.
+A mapping where a step list is expected (a hook's ``then:``, an ``if``/``else``/loop body
+holding one step) counts as a one-step list.
 
 Scope rules (fixing PLATYPUSH.md §5.5): a run has one scope, like a Python function's
-locals. It starts as a copy of the given context (a hook's: ``event`` plus the event's
-attributes or captures). ``set``, loop variables and action results live in it, so every
-step of a loop body sees the current loop value, and ``set`` inside an ``if`` or a loop
-is seen after it. After each action step ``output`` and ``errors`` hold its result and a
-dict output's keys are merged in first (Platypush §5.2; ``output``/``errors`` win).
+locals. It starts as a copy of the given context (a hook's: see :func:`hook_context`).
+``set``, loop variables and action results live in it, so every step of a loop body sees
+the current loop value, and ``set`` inside an ``if`` or a loop is seen after it. After
+each action step ``output`` and ``errors`` hold its result and a dict output's keys are
+merged in first (Platypush §5.2; ``output``/``errors`` win).
+
+Hook context in called procedures (PLATYPUSH.md §4.9, DESIGN §6): a procedure called
+from a hook's ``then:`` -- directly or through other procedures, at any depth, sync,
+async or from a ``fork`` -- starts with the hook's context: ``event``, ``context``
+(``context['event'].args``...), every event attribute and phrase capture by name, and the
+caller's current ``output``/``errors``. Its declared params that the call does not pass
+take the context's value of that name (else None), and the arguments it is called with
+override all of these. The caller's own locals (its ``set`` names, loop variables) are
+not passed down: a procedure sees its arguments and the hook's context, like a function
+sees its arguments and the globals. A procedure called from outside a hook (``POST
+/execute``, ``pihub exec``) sees only its arguments.
 
 Errors: an action whose Response has errors does not stop the run (Platypush behaviour);
 its errors are in ``errors`` for the next steps and in the final Response. An executor
@@ -54,6 +66,9 @@ value as ``output``. Nested calls deeper than ``max_call_depth`` (default 32, co
 thread) fail instead of exhausting the stack. Async procedures are submitted to the
 worker pool and answer at once with a null output (``{"success": true}`` on the wire);
 their errors, and those of fork iterations, are logged.
+
+Errors of a hook's own steps (a failing ``${...}``, a bad loop value) end the hook's run
+and are in its Response; :meth:`Runner.run_hook` logs them with the hook's name.
 
 ``target``: Platypush's own bus runs every request whatever its target (PLATYPUSH.md
 §7.2); pihub runs actions locally too. The step keeps ``target`` so the config loader can
@@ -72,13 +87,15 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from pihub.engine.expr import Expr, Template, compile_expr, compile_template, suggestion
+from pihub.engine.hooks import Hook
 from pihub.errors import ConfigProblem, ConfigProblems, ExpressionError, format_path
+from pihub.events import Event
 from pihub.messages import Response
 
 __all__ = [
     "DEFAULT_MAX_CALL_DEPTH", "DEFAULT_MAX_WHILE_ITERATIONS", "ActionStep", "Executor", "IfStep",
     "Jump", "LoopStep", "Procedure", "ReturnStep", "Runner", "SetStep", "Spawn", "Steps", "WhileStep",
-    "compile_procedure", "compile_steps", "parse_procedure_key",
+    "compile_procedure", "compile_steps", "hook_context", "parse_procedure_key", "procedure_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,7 +106,9 @@ DEFAULT_MAX_CALL_DEPTH = 32
 # Module-wide rather than per Runner: a nested call may go through another Runner instance.
 _DEPTH = threading.local()
 
-#: ``execute(action, args, context) -> Response``: runs ``plugin.method`` or ``procedure.X``.
+#: ``execute(action, args, context) -> Response``: runs ``plugin.method`` or ``procedure.X``;
+#: ``context`` is what a procedure started by the action inherits (the hook context with
+#: the caller's current ``output``/``errors``), to hand to :meth:`Runner.call`. Read-only.
 Executor = Callable[[str, Any, Mapping[str, Any]], Response]
 #: Submits a task to the hub's bounded worker pool.
 Spawn = Callable[[Callable[[], None]], None]
@@ -279,11 +298,16 @@ class _StepCompiler:
         return tpl
 
     def body(self, raw: Any, path: Path, loops: int, what: str) -> Steps:
-        """Compile the step list under a control key; ``what`` names that key in messages."""
+        """Compile the step list under a control key; ``what`` names that key in messages.
+
+        A single mapping is a one-step list, as for a hook's ``then:``.
+        """
         if isinstance(raw, list):
             return self.steps(raw, path, loops)
+        if isinstance(raw, dict):
+            return self.steps([raw], path, loops)
         kind = "nothing" if raw is None else type(raw).__name__
-        self.problem(path, f"body of {what!r} must be a list of steps, not {kind}")
+        self.problem(path, f"body of {what!r} must be a list of steps (or one step), not {kind}")
         return Steps(())
 
     def steps(self, raw: list[Any], path: Path, loops: int) -> Steps:
@@ -497,6 +521,34 @@ def compile_steps(raw: list[Any] | dict[str, Any], path: Path = ()) -> Steps:
     return steps
 
 
+def procedure_name(action: str) -> str:
+    """The procedure an action runs: ``procedure[.sync|.async].NAME`` -> ``NAME``.
+
+    ``sync``/``async`` in a call are accepted and ignored: whether a procedure runs in the
+    background is a property of its definition. Returns ``""`` when no name follows.
+    """
+    name = action.split(".", 1)[1] if "." in action else ""
+    for prefix in ("sync.", "async."):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def hook_context(event: Event, captures: Mapping[str, Any]) -> dict[str, Any]:
+    """The names a hook's steps start with, and that the procedures it calls inherit.
+
+    As Platypush gives them (PLATYPUSH.md §4.9): ``event`` (a dict with ``type``, ``args``,
+    ``origin``/``source``, ``id`` and ``_timestamp``, readable as ``event.args`` too), every
+    event attribute by name, the phrase ``captures`` (which win over an attribute of the
+    same name), and ``context``: a dict of all of these, for configs that write
+    ``${context['event'].args['message']}``.
+    """
+    names = event.context()
+    names.update(captures)
+    names["context"] = dict(names)
+    return names
+
+
 def parse_procedure_key(key: str) -> tuple[str, tuple[str, ...], bool]:
     """Split a config key into ``(name, params, is_async)``.
 
@@ -563,12 +615,14 @@ class _Signal(enum.Enum):
 
 
 class _Frame:
-    """The state of one procedure run: its single scope and what it has collected."""
+    """The state of one procedure run: its single scope, the hook context it passes on to
+    the procedures it calls, and what it has collected."""
 
-    __slots__ = ("errors", "last_output", "returned", "result", "scope")
+    __slots__ = ("errors", "inherited", "last_output", "returned", "result", "scope")
 
-    def __init__(self, scope: dict[str, Any]) -> None:
+    def __init__(self, scope: dict[str, Any], inherited: Mapping[str, Any]) -> None:
         self.scope = scope
+        self.inherited = inherited
         self.errors: list[str] = []
         self.last_output: Any = None
         self.returned = False
@@ -609,9 +663,11 @@ class Runner:
         """Run steps (a hook's ``then``) or a procedure over a copy of ``context``.
 
         Args:
-            steps: compiled steps, or a procedure (its missing params are None; an async one
-                is submitted to the pool and answered at once with a null output).
-            context: the initial names (a hook's: ``event`` plus the event's attributes).
+            steps: compiled steps, or a procedure (its missing params take the context's
+                value of that name, else None; an async one is submitted to the pool and
+                answered at once with a null output).
+            context: the initial names (a hook's: :func:`hook_context`); procedures that
+                the steps call inherit it (see the module docstring).
             label: prefixes a fatal error of plain steps (``"hook 'door'"``); a procedure
                 is named by itself.
 
@@ -619,19 +675,37 @@ class Runner:
             The ``return`` value, else the last action's output, and every error collected.
         """
         if isinstance(steps, Procedure):
-            scope = {p: None for p in steps.params}
-            scope.update(context)
-            if steps.is_async:
-                return self._start_async(steps, scope)
-            return self._run_sync(steps.steps, scope, f"procedure {steps.name!r}")
-        return self._run_sync(steps, dict(context), label)
+            return self._invoke(steps, {}, context)
+        return self._run_sync(steps, dict(context), label, context)
 
-    def call(self, procedure: Procedure, args: Any = None) -> Response:
+    def run_hook(self, hook: Hook, event: Event, captures: Mapping[str, Any]) -> Response:
+        """Run ``hook``'s ``then`` for ``event`` on this thread, and log its errors.
+
+        Args:
+            hook: the hook (its ``then`` compiled by :func:`compile_steps`).
+            event: the event it matched.
+            captures: the phrase captures of the match (``{}`` when none).
+
+        Returns:
+            The steps' Response; its errors (an action's, or the expression that ended the
+            run) are also logged as a warning naming the hook and the event type.
+        """
+        resp = self.run(hook.then, hook_context(event, captures), label=f"hook {hook.name!r}")
+        if resp.errors:
+            log.warning("hook %s on %s: %s", hook.name, event.type.name, "; ".join(map(str, resp.errors)))
+        else:
+            log.debug("hook %s on %s: output %r", hook.name, event.type.name, resp.output)
+        return resp
+
+    def call(self, procedure: Procedure, args: Any = None, *,
+             context: Mapping[str, Any] | None = None) -> Response:
         """Call a procedure with caller args (``procedure.NAME`` actions, the HTTP API...).
 
         Args:
             procedure: the procedure.
             args: a dict of names, a list filling the params in order, or None.
+            context: the hook context the call inherits (what an :data:`Executor` is
+                handed), or None outside a hook. ``args`` override it.
 
         Returns:
             As :meth:`run`; an immediate null-output Response for an async procedure; a
@@ -649,22 +723,35 @@ class Runner:
         if not isinstance(args, Mapping):
             return Response(errors=[f"procedure {procedure.name!r} args must be a mapping or a list,"
                                     f" not {type(args).__name__}"])
-        scope = {p: None for p in procedure.params}
-        scope.update(args)
-        if procedure.is_async:
-            return self._start_async(procedure, scope)
-        return self._run_sync(procedure.steps, scope, f"procedure {procedure.name!r}")
+        return self._invoke(procedure, args, context or {})
 
     # ---- runs
 
-    def _run_sync(self, steps: Steps, scope: dict[str, Any], label: str) -> Response:
-        """Run on this thread over ``scope`` (owned by this run); ``label`` prefixes a fatal error."""
+    def _invoke(self, procedure: Procedure, args: Mapping[str, Any], context: Mapping[str, Any]) -> Response:
+        """Start ``procedure``: params, then the inherited context, then ``args``, in the scope."""
+        scope = {p: None for p in procedure.params}
+        scope.update(context)
+        scope.update(args)
+        label = f"procedure {procedure.name!r}"
+        if procedure.is_async:
+            task = functools.partial(self._background, procedure.steps, scope, label, context)
+            try:
+                self._spawn(task)
+            except Exception as e:  # a full or stopped pool is reported to the caller
+                return Response(errors=[f"{label}: could not start: {e}"])
+            return Response()
+        return self._run_sync(procedure.steps, scope, label, context)
+
+    def _run_sync(self, steps: Steps, scope: dict[str, Any], label: str,
+                  inherited: Mapping[str, Any]) -> Response:
+        """Run on this thread over ``scope`` (owned by this run); ``label`` prefixes a fatal
+        error; ``inherited`` is the hook context handed on to called procedures."""
         depth = getattr(_DEPTH, "depth", 0)
         if depth >= self.max_call_depth:
             return Response(errors=[f"{label}: nested procedure calls exceed the limit of"
                                     f" {self.max_call_depth} (a procedure calling itself?)"])
         _DEPTH.depth = depth + 1
-        frame = _Frame(scope)
+        frame = _Frame(scope, inherited)
         try:
             self._steps(steps, frame)
         except _Abort as e:
@@ -673,18 +760,10 @@ class Runner:
             _DEPTH.depth = depth
         return Response(output=frame.result if frame.returned else frame.last_output, errors=frame.errors)
 
-    def _start_async(self, procedure: Procedure, scope: dict[str, Any]) -> Response:
-        """Submit a run to the pool; the immediate Response says only whether it was accepted."""
-        task = functools.partial(self._background, procedure.steps, scope, f"procedure {procedure.name!r}")
-        try:
-            self._spawn(task)
-        except Exception as e:  # a full or stopped pool is reported to the caller
-            return Response(errors=[f"procedure {procedure.name!r}: could not start: {e}"])
-        return Response()
-
-    def _background(self, steps: Steps, scope: dict[str, Any], label: str) -> None:
+    def _background(self, steps: Steps, scope: dict[str, Any], label: str,
+                    inherited: Mapping[str, Any]) -> None:
         """A pool task: run, and log the errors nobody is waiting for."""
-        response = self._run_sync(steps, scope, label)
+        response = self._run_sync(steps, scope, label, inherited)
         for err in response.errors:
             log.warning("%s", err)
 
@@ -729,15 +808,18 @@ class Runner:
             if not isinstance(action, str) or "." not in action:
                 raise _Abort(f"{step.where}: action must render to 'plugin.method', not {action!r}")
         args = self._render(step.args, frame, step.where)
+        scope = frame.scope
+        inherited = frame.inherited
+        if "output" in scope:  # a called procedure also sees the caller's latest result
+            inherited = {**inherited, "output": scope["output"], "errors": scope.get("errors", [])}
         try:
-            response = self._execute(action, args, frame.scope)
+            response = self._execute(action, args, inherited)
         except Exception as e:  # an executor failure is an action error, as in Platypush
             response = Response(errors=[f"{action}: {type(e).__name__}: {e}"])
         if not isinstance(response, Response):
             response = Response(output=response)
         errors = [e if isinstance(e, str) else str(e) for e in response.errors]
         output = response.output
-        scope = frame.scope
         if isinstance(output, dict):
             scope.update(output)
         scope["output"] = output
@@ -798,7 +880,7 @@ class Runner:
         for item in items:
             snapshot = dict(frame.scope)
             self._assign(step.names, item, snapshot, step.where)
-            task = functools.partial(self._background, step.body, snapshot, step.where)
+            task = functools.partial(self._background, step.body, snapshot, step.where, frame.inherited)
             try:
                 self._spawn(task)
             except Exception as e:  # a full pool loses this iteration, and says so

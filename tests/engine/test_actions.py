@@ -505,11 +505,13 @@ def test_base_exceptions_are_not_swallowed() -> None:
 class FakeProcedures:
     def __init__(self, result: Any = None, fail: bool = False) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.contexts: list[Any] = []
         self.result = result if result is not None else Response(output="ran")
         self.fail = fail
 
-    def __call__(self, name: str, kwargs: dict[str, Any]) -> Any:
+    def __call__(self, name: str, kwargs: dict[str, Any], context: Any) -> Any:
         self.calls.append((name, kwargs))
+        self.contexts.append(context)
         if self.fail:
             raise RuntimeError("engine broke")
         return self.result
@@ -528,6 +530,15 @@ def test_procedure_routing(action_name: str, proc: str) -> None:
     r.set_procedure_caller(fake)
     assert r.execute(action_name, {"level": 3}) == Response(output="ran")
     assert fake.calls == [(proc, {"level": 3})]
+
+
+def test_procedure_caller_gets_the_hook_context_and_plugins_never_do() -> None:
+    r = ActionRegistry()
+    fake = FakeProcedures()
+    r.set_procedure_caller(fake)
+    r.execute("procedure.p", {}, {"pin": 17})
+    r.execute("procedure.p")
+    assert fake.contexts == [{"pin": 17}, None]
 
 
 def test_procedure_args_none_is_empty_and_others_are_refused() -> None:

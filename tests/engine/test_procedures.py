@@ -20,7 +20,10 @@ from pihub.engine.procedures import (
     compile_procedure,
     compile_steps,
     parse_procedure_key,
+    procedure_name,
 )
+from pihub.engine.conditions import compile_condition
+from pihub.engine.hooks import Hook
 from pihub.errors import ConfigProblem, ConfigProblems
 from pihub.events import Event
 from pihub.messages import Response
@@ -301,10 +304,18 @@ def test_templated_action_name(runner: Runner, ex: FakeExecutor) -> None:
     assert ex.calls == [("light.kitchen.on", {})]
 
 
-def test_executor_sees_the_current_scope(runner: Runner, ex: FakeExecutor) -> None:
-    run(runner, [{"for i in ${[7]}": [{"action": "a.b"}]}], base=1)
-    assert ex.contexts[0]["i"] == 7
-    assert ex.contexts[0]["base"] == 1
+def test_executor_gets_the_inherited_context_not_the_locals(runner: Runner, ex: FakeExecutor) -> None:
+    ex.handlers["a.b"] = lambda args, ctx: Response(output={"k": 1}, errors=[])
+    run(runner, [{"set": {"local": 2}}, {"for i in ${[7]}": [{"action": "a.b"}, {"action": "c.d"}]}], base=1)
+    assert ex.contexts[0] == {"base": 1}
+    assert ex.contexts[1] == {"base": 1, "output": {"k": 1}, "errors": []}
+
+
+def test_if_and_else_bodies_may_be_one_step(runner: Runner, ex: FakeExecutor) -> None:
+    steps = compile_steps([{"if ${x}": {"action": "a.yes"}}, {"else": {"action": "a.no"}},
+                           {"for i in ${[1, 2]}": {"action": "a.loop", "args": {"i": "${i}"}}}])
+    runner.run(steps, {"x": False})
+    assert ex.calls == [("a.no", {}), ("a.loop", {"i": 1}), ("a.loop", {"i": 2})]
 
 
 def test_output_and_errors_win_over_merged_dict_keys(runner: Runner, ex: FakeExecutor) -> None:
@@ -596,7 +607,7 @@ def test_all_syntax_problems_are_collected_with_paths_and_suggestions() -> None:
     ([{"if ${x}": []}, {"else": []}, {"else": []}], (2, "else"), "second 'else' for one 'if'"),
     (["break"], (0,), "'break' outside a loop"),
     ([{"if ${x}": ["continue"]}], (0, "if ${x}", 0), "'continue' outside a loop"),
-    ([{"if ${x}": None}], (0, "if ${x}"), "body of 'if ${x}' must be a list of steps, not nothing"),
+    ([{"if ${x}": None}], (0, "if ${x}"), "body of 'if ${x}' must be a list of steps (or one step), not nothing"),
     ([{"for x ${y}": []}], (0, "for x ${y}"), "malformed 'for': expected 'for NAME in ${expr}'"),
     ([{"while": []}], (0, "while"), "malformed 'while': expected 'while ${expr}'"),
     ([{"if": []}], (0, "if"), "malformed 'if': expected 'if ${expr}'"),
@@ -629,3 +640,108 @@ def test_problem_paths_are_prefixed_with_the_given_path() -> None:
 
 def test_steps_must_be_a_list() -> None:
     assert problems_of("echo") == [((), "steps must be a list, not str")]
+
+
+# --------------------------------------------------------------------------------------------
+# the hook context in called procedures (DESIGN §6, PLATYPUSH.md §4.9)
+
+
+class ProcedureTable:
+    """An executor that runs ``procedure.X`` through one runner, as the hub does."""
+
+    def __init__(self, raw: dict[str, tuple[tuple[str, ...], list[Any], bool]]) -> None:
+        self.procs = {name: Procedure(name, params, compile_steps(body), is_async)
+                      for name, (params, body, is_async) in raw.items()}
+        self.recorded: list[tuple[str, Any]] = []
+        self.spawned = DeferredSpawn()
+        self.runner = Runner(self, self.spawned)
+
+    def __call__(self, action: str, args: Any, context: Mapping[str, Any]) -> Response:
+        if action.startswith("procedure."):
+            return self.runner.call(self.procs[procedure_name(action)], args, context=context)
+        self.recorded.append((action, args))
+        return Response(output={"done": action})
+
+    def fire(self, then: list[Any] | dict[str, Any], event: Event, **captures: Any) -> Response:
+        hook = Hook("h", compile_condition({"type": "Event"}, ("if",)), compile_steps(then))
+        return self.runner.run_hook(hook, event, captures)
+
+
+MIDI = Event.of("MidiMessageEvent", message=[0xB0, 0x07, 50], port="slider", delay=0.0)
+
+
+def test_a_procedure_called_from_a_hook_sees_the_event_as_the_seeds_write_it() -> None:
+    table = ProcedureTable({"on_midi": ((), [
+        {"if ${context['event'].args['message'][0] == 0xb0 and message[1] == 7}": [
+            {"action": "var.set", "args": {"bri": "${message[2] * 2}", "port": "${event.args['port']}",
+                                           "kind": "${event.type}", "ev": "${event['args']['delay']}"}}]},
+    ], False)})
+    resp = table.fire({"action": "procedure.on_midi"}, MIDI)
+    assert resp.errors == []
+    assert table.recorded == [("var.set", {"bri": 100, "port": "slider", "kind": "MidiMessageEvent", "ev": 0.0})]
+
+
+def test_captures_reach_the_procedure_and_nested_ones() -> None:
+    table = ProcedureTable({
+        "outer": ((), [{"action": "procedure.inner", "args": {"extra": 1}}], False),
+        "inner": ((), [{"action": "var.set", "args": {"song": "${title} by ${artist}", "x": "${extra}"}}], False),
+    })
+    event = Event.of("SpeechRecognizedEvent", phrase="play one by u2")
+    table.fire([{"action": "procedure.sync.outer"}], event, title="one", artist="u2")
+    assert table.recorded == [("var.set", {"song": "one by u2", "x": 1})]
+
+
+def test_arguments_shadow_the_event_and_unpassed_params_take_it() -> None:
+    table = ProcedureTable({"p": (("pin", "value", "other"), ["return ${[pin, value, other, event.args['pin']]}"],
+                                  False)})
+    resp = table.fire([{"action": "procedure.p", "args": {"value": "given"}}], Event.of("GPIOEvent", pin=17, value=1))
+    assert resp.output == [17, "given", None, 17]
+
+
+def test_the_callers_locals_do_not_leak_into_the_callee() -> None:
+    table = ProcedureTable({"p": ((), ["return ${secret_local}"], False)})
+    resp = table.fire([{"set": {"secret_local": 1}}, {"action": "procedure.p"}], Event.of("GPIOEvent", pin=1, value=1))
+    assert resp.errors and "secret_local" in resp.errors[0]
+
+
+def test_the_callee_sees_the_callers_running_output_and_errors() -> None:
+    table = ProcedureTable({"p": ((), ["return ${[output, errors]}"], False)})
+    resp = table.fire([{"action": "a.first"}, {"action": "procedure.p"}], Event.of("GPIOEvent", pin=1, value=1))
+    assert resp.output == [{"done": "a.first"}, []]
+
+
+def test_async_procedures_and_fork_bodies_keep_the_hook_context() -> None:
+    table = ProcedureTable({
+        "bg": ((), [{"action": "var.bg", "args": {"pin": "${pin}", "msg": "${context['event'].args['pin']}"}}], True),
+        "fan": ((), [{"fork i in ${[1, 2]}": [{"action": "procedure.deep", "args": {"i": "${i}"}}]}], False),
+        "deep": ((), [{"for j in ${[pin]}": [{"action": "var.deep", "args": {"ij": "${[i, j]}"}}]}], False),
+    })
+    event = Event.of("GPIOEvent", pin=5, value=1)
+    assert table.fire([{"action": "procedure.async.bg"}, {"action": "procedure.fan"}], event).errors == []
+    assert table.recorded == []  # both went to the pool
+    table.spawned.run_all()
+    assert sorted(table.recorded, key=repr) == sorted(
+        [("var.bg", {"pin": 5, "msg": 5}), ("var.deep", {"ij": [1, 5]}), ("var.deep", {"ij": [2, 5]})], key=repr)
+
+
+def test_outside_a_hook_a_procedure_sees_only_its_arguments() -> None:
+    table = ProcedureTable({"p": (("a",), ["return ${[a, event]}"], False)})
+    resp = table.runner.call(table.procs["p"], {"a": 1})
+    assert resp.output is None and "'event'" in resp.errors[0]
+
+
+def test_run_hook_logs_the_error_that_ended_the_hook(caplog: pytest.LogCaptureFixture) -> None:
+    table = ProcedureTable({})
+    with caplog.at_level(logging.WARNING, "pihub.engine.procedures"):
+        resp = table.fire([{"action": "a.b", "args": {"x": "${nosuchname}"}}], Event.of("GPIOEvent", pin=1, value=1))
+    assert resp.errors == ["hook 'h': [0]: expression 'nosuchname': name 'nosuchname' is not defined"]
+    assert any("hook h on GPIOEvent" in r.getMessage() and "nosuchname" in r.getMessage() for r in caplog.records)
+    assert table.recorded == []
+
+
+@pytest.mark.parametrize(("action", "name"), [
+    ("procedure.x", "x"), ("procedure.sync.x", "x"), ("procedure.async.a.b", "a.b"), ("procedure.a.b", "a.b"),
+    ("procedure.sync", "sync"), ("procedure.", ""), ("procedure", ""),
+])
+def test_procedure_name(action: str, name: str) -> None:
+    assert procedure_name(action) == name
