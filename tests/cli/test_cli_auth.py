@@ -14,48 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from pihub import authcli
 from pihub.auth import Auth, AuthFailed
+from pihub.cli import auth as authcli
+from pihub.cli import build_parser
 from pihub.store import Store
 
 PASSWORD = "s3cret-passw0rd"
 
-# The commands exactly as pihub.cli wires them (-c before or after the command), for use
-# until `pihub user`/`pihub token` are part of `python -m pihub`.
-_BOOT = """
-import argparse, sys
-from pihub import authcli
-p = argparse.ArgumentParser(prog="pihub")
-p.add_argument("-c", "--config")
-common = argparse.ArgumentParser(add_help=False)
-common.add_argument("-c", "--config", default=argparse.SUPPRESS)
-sub = p.add_subparsers(dest="command", required=True)
-authcli.add_parsers(sub, common)
-args = p.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
-
-
-def _wired() -> bool:
-    """True once pihub.cli has the user/token commands."""
-    from pihub.cli import build_parser
-
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
-            build_parser().parse_args(["token", "list"])
-        except SystemExit:
-            return False
-    return True
-
-
-WIRED = _wired()
-
-
 def pihub(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``pihub ARGS`` in a fresh process."""
-    head = ["-m", "pihub"] if WIRED else ["-c", _BOOT]
-    env = {**os.environ, "PYTHONPATH": str(Path(authcli.__file__).parents[1])}
-    return subprocess.run([sys.executable, *head, *args], capture_output=True, text=True, input=input,
+    env = {**os.environ, "PYTHONPATH": str(Path(authcli.__file__).parents[2])}
+    return subprocess.run([sys.executable, "-m", "pihub", *args], capture_output=True, text=True, input=input,
                           env=env, timeout=60, check=False)
 
 
@@ -273,13 +242,7 @@ def test_a_bad_workdir_exits_2(write_config: Callable[..., Path], tmp_path: Path
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="pihub")
-    p.add_argument("-c", "--config")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", default=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="command", required=True)
-    authcli.add_parsers(sub, common)
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def prompts(monkeypatch: pytest.MonkeyPatch, *answers: str | type[BaseException]) -> list[str]:

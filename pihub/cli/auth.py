@@ -13,7 +13,8 @@ stops working at once. Passwords are read with a confirmed :func:`getpass.getpas
 prompt, or one line of standard input with ``--password-stdin`` (for scripts); they are
 never taken from the command line, where ``ps`` and shell history would show them.
 
-Exit codes: 0 ok, 1 bad input (the message names it), 2 config or store unusable.
+Exit codes (:mod:`pihub.cli.common`): 0 ok, 1 bad input (the message names it), 2 config
+or store unusable.
 """
 
 from __future__ import annotations
@@ -28,20 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from pihub.auth import SCOPES, Auth, TokenInfo, check_username, expand_scopes
-
-EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+from pihub.cli.common import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, CommandError, load_config
 
 # scopes and numbers are checked by the commands, not argparse, so bad ones exit 1 (bad
 # input) with pihub's message rather than argparse's exit 2 (which means config trouble here)
 _SCOPE_METAVAR = "{" + ",".join(SCOPES) + "}"
-
-
-class _Fail(Exception):
-    """A command failed: print ``message`` to stderr and exit with ``code``."""
-
-    def __init__(self, message: str, code: int = EXIT_INVALID) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def add_parsers(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
@@ -107,7 +99,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         check_username(args.username)
         expand_scopes(args.scope)
         if auth.has_user(args.username):
-            raise _Fail(f"user {args.username!r} already exists")
+            raise CommandError(f"user {args.username!r} already exists")
         auth.add_user(args.username, _read_password(args, args.username), scope=args.scope)
         print(f"user {args.username!r} added (scope {args.scope})")
 
@@ -119,7 +111,7 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 
     def run(auth: Auth) -> None:
         if not auth.has_user(args.username):
-            raise _Fail(f"no such user {args.username!r}")
+            raise CommandError(f"no such user {args.username!r}")
         auth.set_password(args.username, _read_password(args, args.username))
         print(f"password of user {args.username!r} changed; its panel sessions were ended")
 
@@ -177,7 +169,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     def run(auth: Auth) -> None:
         if not auth.revoke_token(args.token, username=args.user):
             owner = f" of user {args.user!r}" if args.user else ""
-            raise _Fail(f"no api token{owner} with id or name {args.token!r}")
+            raise CommandError(f"no api token{owner} with id or name {args.token!r}")
         print(f"api token {args.token!r} revoked")
 
     return _with_auth(args, run)
@@ -199,7 +191,7 @@ def _with_auth(args: argparse.Namespace, run: Callable[[Auth], None]) -> int:
         workdir = _workdir(getattr(args, "config", None))
         path = Path(workdir) / "pihub.db"
         store = Store(path)
-    except _Fail as e:
+    except CommandError as e:
         print(str(e), file=sys.stderr)
         return e.code
     except StoreError as e:
@@ -214,7 +206,7 @@ def _with_auth(args: argparse.Namespace, run: Callable[[Auth], None]) -> int:
             run(auth)
         finally:
             auth.close()
-    except _Fail as e:
+    except CommandError as e:
         print(f"pihub {args.command}: {e}", file=sys.stderr)
         return e.code
     except (ValueError, PermissionError) as e:
@@ -235,20 +227,19 @@ def _workdir(config_path: str | None) -> str:
     must stay manageable then; only an error in ``workdir`` itself is fatal.
 
     Raises:
-        _Fail: exit 2 when the config cannot be read or its workdir is unusable.
+        CommandError: exit 2 when the config cannot be read or its workdir is unusable.
     """
-    from pihub.cli import _load
     from pihub.config import ConfigUnreadable
     from pihub.errors import ConfigError
 
     try:
-        return str(_load(config_path).workdir)
+        return str(load_config(config_path).workdir)
     except ConfigUnreadable as e:
-        raise _Fail(str(e), EXIT_UNREADABLE) from None
+        raise CommandError(str(e), EXIT_UNREADABLE) from None
     except ConfigError as e:
         config = getattr(e, "config", None)
         if config is None or any(p.path.split(".")[0].split("[")[0] == "workdir" for p in e.problems):
-            raise _Fail(str(e), EXIT_UNREADABLE) from None
+            raise CommandError(str(e), EXIT_UNREADABLE) from None
         n = len(e.problems)
         print(f"warning: the config has {n} error{'s' if n != 1 else ''} (see pihub check-config); "
               f"using its workdir {config.workdir}", file=sys.stderr)
@@ -259,21 +250,21 @@ def _read_password(args: argparse.Namespace, username: str) -> str:
     """A new password: one stdin line with ``--password-stdin``, else a confirmed prompt.
 
     Raises:
-        _Fail: empty input, mismatching confirmation, no terminal and no stdin line.
+        CommandError: empty input, mismatching confirmation, no terminal and no stdin line.
     """
     if args.password_stdin:
         line = sys.stdin.readline()
         password = line.removesuffix("\n").removesuffix("\r")
         if not password:
-            raise _Fail("no password on standard input (--password-stdin reads one line)")
+            raise CommandError("no password on standard input (--password-stdin reads one line)")
         return password
     try:
         password = getpass.getpass(f"new password for {username!r}: ")
         again = getpass.getpass("repeat it: ")
     except EOFError:
-        raise _Fail("no password given: type it at the prompt, or use --password-stdin") from None
+        raise CommandError("no password given: type it at the prompt, or use --password-stdin") from None
     if password != again:
-        raise _Fail("the two passwords do not match")
+        raise CommandError("the two passwords do not match")
     return password
 
 
@@ -281,14 +272,14 @@ def _days(text: str | None) -> float | None:
     """``--expires-days`` as a number of days; None when not given.
 
     Raises:
-        _Fail: not a number (the range is checked by :meth:`Auth.create_token`).
+        CommandError: not a number (the range is checked by :meth:`Auth.create_token`).
     """
     if text is None:
         return None
     try:
         return float(text)
     except ValueError:
-        raise _Fail(f"--expires-days must be a number of days, not {text!r}") from None
+        raise CommandError(f"--expires-days must be a number of days, not {text!r}") from None
 
 
 def _when(ts: float | None) -> str:

@@ -1,0 +1,24 @@
+"""``pihub replay --config F EVENTS``: feed recorded events through the hooks (see
+:mod:`pihub.replay`), one JSON trace line per event on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pihub.cli.common import EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE, CommandError, guarded, load_config
+
+
+@guarded
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Exit 0 when every line was a valid event, 1 otherwise, 2 when the file is unreadable."""
+    from pihub.replay import replay
+
+    config = load_config(args.config)
+    try:
+        src = sys.stdin if args.events == "-" else open(args.events, encoding="utf-8")  # noqa: SIM115
+    except OSError as e:
+        raise CommandError(f"cannot read events file {args.events!r}: {e.strerror}", EXIT_UNREADABLE) from None
+    with src:
+        bad = replay(config, src, sys.stdout, run_actions=args.run_actions)
+    return EXIT_INVALID if bad else EXIT_OK
