@@ -21,7 +21,7 @@ import difflib
 import secrets
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -256,6 +256,44 @@ _add("VariableChangedEvent", "Event", None,
 
 
 
+class Reply:
+    """A one-shot answer to whoever published an event and waits (a webhook's request).
+
+    The dispatcher decides, from its one match of the event, which hook answers
+    (:attr:`hook`, the first hook it selects) or that none does (:meth:`resolve` with
+    None); the answering hook's run resolves it with its Response. Only the first
+    :meth:`resolve` counts. Thread-safe.
+    """
+
+    __slots__ = ("_answer", "_done", "_lock", "hook")
+
+    def __init__(self) -> None:
+        #: the hook that answers (a :class:`pihub.engine.hooks.Hook`), once the dispatcher chose it.
+        self.hook: Any = None
+        self._answer: Any = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    def resolve(self, answer: Any) -> None:
+        """Answer with ``answer`` (a Response, or None: no hook handles the event); later calls do nothing."""
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._answer = answer
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """True once resolved."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float) -> tuple[bool, Any]:
+        """Wait up to ``timeout`` seconds; ``(True, answer)`` when resolved, else ``(False, None)``."""
+        if self._done.wait(timeout):
+            return True, self._answer
+        return False, None
+
+
 def new_event_id() -> str:
     """A 32-hex-character id from the OS CSPRNG (Platypush uses ``random``)."""
     return secrets.token_hex(16)
@@ -280,8 +318,8 @@ class Event:
     source: str = ""
     id: str = ""
     timestamp: float = field(default_factory=time.time)
-    #: set by :meth:`pihub.hub.Hub.webhook`: resolved with the replying hook's Response.
-    reply: Future[Any] | None = field(default=None, repr=False, compare=False)
+    #: set by :meth:`pihub.hub.Hub.webhook`: who is waiting for this event's answer.
+    reply: Reply | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, type_name: str, source: str = "", **args: Any) -> Event:

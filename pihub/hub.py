@@ -32,7 +32,7 @@ from pihub.engine.hooks import Hook
 from pihub.engine.procedures import Procedure, Runner, compile_steps, iter_action_steps, procedure_name
 from pihub.engine.rules import Matcher
 from pihub.errors import BackendUnavailable, ConfigError, ConfigProblem, ConfigProblems, Problem
-from pihub.events import CATALOGUE, Event
+from pihub.events import CATALOGUE, Event, Reply
 from pihub.messages import Request, Response
 from pihub.plugins.event import EventPlugin
 from pihub.plugins.logger import LoggerPlugin
@@ -471,35 +471,31 @@ class Hub:
     def webhook(self, event: Event, timeout: float = 30.0) -> Response | None:
         """Publish a ``WebhookEvent`` and wait for the reply of the hook that handles it.
 
-        The reply is the Response of the first hook (in selection order) that the
-        dispatcher runs for the event; the hook's actions still start on the worker pool.
+        The dispatcher's one match of the event decides: the reply is the Response of the
+        first hook it selects (that hook's actions run on the worker pool as usual).
 
         Args:
             event: the WebhookEvent.
-            timeout: seconds to wait for the hook.
+            timeout: seconds to wait for the dispatcher and the hook together.
 
         Returns:
-            None when no hook matches (the event is still published); else the hook's
-            Response, or a Response with an error when the bus was full or the hook did
-            not finish within ``timeout``.
+            None when no hook matches; else the hook's Response, or a Response with an
+            error when the bus or the worker queue was full or the hook did not finish
+            within ``timeout``.
         """
-        from concurrent.futures import Future, TimeoutError as FutureTimeout
-
-        from pihub.engine.hooks import select
-
-        chosen = select([(h, {}) for h in self.hooks if h.condition.match(event).ok])
-        if not chosen:
-            self.publish(event)
-            return None
-        reply: Future[Response] = Future()
-        reply.hook = chosen[0][0]  # type: ignore[attr-defined]
+        reply = Reply()
         event.reply = reply
-        if not self.publish(event):
-            return Response(errors=["the event bus is full: webhook dropped, try again"])
+        self.dispatcher.expect_reply(reply)
         try:
-            return reply.result(timeout)
-        except FutureTimeout:
-            return Response(errors=[f"hook {chosen[0][0].name!r} did not reply within {timeout:g} s"])
+            if not self.publish(event):
+                return Response(errors=["the event bus is full: webhook dropped, try again"])
+            answered, answer = reply.wait(timeout)
+        finally:
+            self.dispatcher.forget_reply(reply)
+        if answered:
+            return answer
+        who = f"hook {reply.hook.name!r}" if reply.hook is not None else "the dispatcher"
+        return Response(errors=[f"{who} did not reply within {timeout:g} s"])
 
     def call_procedure(self, name: str, args: Any, context: Mapping[str, Any] | None = None) -> Response:
         """Run ``procedure.NAME`` with ``args`` (a dict of arguments).
@@ -534,8 +530,8 @@ class Hub:
             raise
         finally:
             reply = event.reply
-            if reply is not None and getattr(reply, "hook", None) is hook and not reply.done():
-                reply.set_result(resp)
+            if reply is not None and reply.hook is hook:
+                reply.resolve(resp)
         return resp
 
     def status(self) -> dict[str, Any]:

@@ -191,3 +191,27 @@ def test_webhook_replies_with_the_hooks_result(make_hub):
     assert resp.ok and resp.output == {"pong": 42}
     other = Event.of("WebhookEvent", hook="nobody", method="GET", args={}, data=None, headers={})
     assert hub.webhook(other, timeout=5) is None
+
+
+def test_a_webhook_matches_its_hooks_once(make_hub, monkeypatch):
+    """The dispatcher's (native + plan) match decides the replying hook; Hub.webhook runs no
+    condition of its own (it used to match every hook in Python first)."""
+    from pihub.engine.conditions import Condition
+
+    hub = make_hub("""
+        event.hook.ping:
+          if: {type: WebhookEvent, hook: ping, data: {n: {$gt: 0}}}
+          then:
+            - return: '${ {"pong": data["n"]} }'
+    """)
+    calls = []
+    real = Condition.match
+
+    def counting(self, event):
+        calls.append(event.type.name)
+        return real(self, event)
+
+    monkeypatch.setattr(Condition, "match", counting)
+    ev = Event.of("WebhookEvent", hook="ping", method="POST", args={}, data={"n": 1}, headers={})
+    assert hub.webhook(ev, timeout=5).output == {"pong": 1}
+    assert calls == []

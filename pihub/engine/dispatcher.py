@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pihub.engine.hooks import Hook, select
-from pihub.events import CATALOGUE, Event
+from pihub.events import CATALOGUE, Event, Reply
+from pihub.messages import Response
 
 log = logging.getLogger("pihub.dispatcher")
 
@@ -194,6 +195,25 @@ class Dispatcher:
         self._dropped_seen: dict[str, int] = {}
         self._overflow_type = CATALOGUE.get("BusOverflowEvent")
         self._last_drop_log = 0.0
+        # events published with a Reply that this thread has not decided yet; only while
+        # one is pending does process() look at the events no hook matched
+        self._replies: set[Reply] = set()
+        self._replies_lock = threading.Lock()
+
+    def expect_reply(self, reply: Reply) -> None:
+        """Register ``reply`` before publishing its event (see :class:`pihub.events.Reply`).
+
+        The dispatcher then sets ``reply.hook`` to the first hook it selects for the event
+        (whose run answers), resolves it with None when no hook matches, or with an error
+        Response when that hook's job is dropped.
+        """
+        with self._replies_lock:
+            self._replies.add(reply)
+
+    def forget_reply(self, reply: Reply) -> None:
+        """Unregister ``reply`` (answered, or its waiter gave up)."""
+        with self._replies_lock:
+            self._replies.discard(reply)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` on the dispatcher thread for every event."""
@@ -255,11 +275,9 @@ class Dispatcher:
                         listener(ev)
                     except Exception:
                         log.exception("event listener %r failed", listener)
-        if self.matcher is None:
-            return
-        hits = self.matcher.match_batch(batch)
-        if not hits:
-            return
+        hits = self.matcher.match_batch(batch) if self.matcher is not None else []
+        if self._replies:
+            self._unmatched_replies(batch, hits)
         # hits are grouped by event index (ascending); select per event.
         start = 0
         while start < len(hits):
@@ -271,13 +289,28 @@ class Dispatcher:
             chosen = select([(h, caps) for _, h, caps in hits[start:end]])
             if event.ts_ns:
                 self.latency.observe((time.monotonic_ns() - event.ts_ns) / 1000.0)
+            reply = event.reply
+            if reply is not None and chosen:
+                reply.hook = chosen[0][0]
             for hook, caps in chosen:
                 if self.pool.submit(self.fire, hook, event, caps):
                     st.hooks_fired += 1
                 else:
                     st.hooks_dropped += 1
                     self._log_hook_drop(hook)
+                    if reply is not None and reply.hook is hook:
+                        reply.resolve(Response(errors=[f"worker queue full ({self.pool.queue_size} jobs):"
+                                                       f" hook {hook.name!r} dropped, try again"]))
             start = end
+
+    def _unmatched_replies(self, batch: _Batch, hits: list[tuple[int, Hook, dict[str, Any]]]) -> None:
+        """Resolve with None the replies of this batch's events that no hook matched."""
+        matched = {idx for idx, _, _ in hits}
+        for i in range(batch.n):
+            if i not in matched:
+                reply = batch.event(i).reply
+                if reply is not None:
+                    reply.resolve(None)
 
     def _log_hook_drop(self, hook: Hook) -> None:
         now = time.monotonic()

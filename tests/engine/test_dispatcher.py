@@ -12,7 +12,7 @@ from pihub.engine.conditions import compile_condition
 from pihub.engine.dispatcher import Dispatcher, WorkerPool
 from pihub.engine.hooks import Hook
 from pihub.engine.rules import Matcher
-from pihub.events import Event
+from pihub.events import Event, Reply
 
 
 def test_pool_runs_jobs_and_counts_failures():
@@ -159,3 +159,66 @@ def test_stop_drains_everything_published_before(bus):
     pool.stop()
     m.close()
     assert n == 60 and len(count) == 60
+
+
+def test_a_reply_is_decided_by_the_dispatchers_one_match(bus):
+    """The first selected hook answers; an event no hook matches is answered with None."""
+    hooks = [_hook("low", {"type": "WebhookEvent"}, 0), _hook("high", {"type": "WebhookEvent", "hook": "a"}, 1, 5)]
+    pool = WorkerPool(1, 10)
+    pool.start()
+    m = Matcher(hooks)
+
+    def fire(hook, event, caps):
+        if event.reply is not None and event.reply.hook is hook:
+            event.reply.resolve(hook.name)
+
+    d = Dispatcher(bus, m, fire, pool)
+    d.start()
+    p = bus.producer("t")
+    answers = {}
+    for name in ("a", "b"):
+        ev = Event.of("WebhookEvent", hook=name, method="GET", args={}, data=None, headers={})
+        ev.reply = Reply()
+        d.expect_reply(ev.reply)
+        assert p.publish(ev)
+        answers[name] = ev.reply.wait(5)
+    unmatched = Event.of("CustomEvent", subtype="x")
+    unmatched.reply = Reply()
+    d.expect_reply(unmatched.reply)
+    assert p.publish(unmatched)
+    assert unmatched.reply.wait(5) == (True, None)
+    d.stop()
+    pool.stop()
+    m.close()
+    assert answers == {"a": (True, "high"), "b": (True, "low")}
+
+
+def test_a_reply_whose_hook_is_dropped_gets_an_error(bus):
+    gate = threading.Event()
+    pool = WorkerPool(1, 1)
+    pool.start()
+    m = Matcher([_hook("h", {"type": "CustomEvent"}, 0)])
+    d = Dispatcher(bus, m, lambda h, e, c: gate.wait(5), pool)
+    d.start()
+    p = bus.producer("t")
+    for i in range(2):  # one running, one queued: the pool is full
+        assert p.publish(Event.of("CustomEvent", subtype=str(i)))
+    assert wait_for(lambda: d.stats.events == 2)
+    ev = Event.of("CustomEvent", subtype="waiting")
+    ev.reply = Reply()
+    d.expect_reply(ev.reply)
+    assert p.publish(ev)
+    answered, resp = ev.reply.wait(5)
+    gate.set()
+    d.stop()
+    pool.stop()
+    m.close()
+    assert answered and resp.errors == ["worker queue full (1 jobs): hook 'h' dropped, try again"]
+
+
+def test_only_the_first_resolve_of_a_reply_counts():
+    reply = Reply()
+    assert reply.wait(0) == (False, None)
+    reply.resolve(1)
+    reply.resolve(2)
+    assert reply.done and reply.wait(0) == (True, 1)
