@@ -53,6 +53,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -507,4 +508,86 @@ def bench_api(ctx: Context) -> Iterator[dict[str, Any]]:
                  note=f"Pss from /proc/PID/smaps_rollup {IDLE_S:.0f} s after READY=1", **mem_common)
 
 
-BENCHES = [bench_api]
+#: The idle-socket attack of issue 8: silent sockets, and sockets that send one header
+#: line now and then without ever ending their request, from other loopback addresses.
+ATTACK_SILENT, ATTACK_SLOW, ATTACK_TRICKLE_S = 64, 8, 0.5
+
+
+class IdleSocketAttack:
+    """Open the attack's sockets on ``port``; :meth:`close` ends it (a context manager)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.socks: list[socket.socket] = []
+        self.slow: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, name="bench-trickle", daemon=True)
+
+    def __enter__(self) -> IdleSocketAttack:
+        for i in range(ATTACK_SILENT + ATTACK_SLOW):
+            source = "127.0.0.2" if i < ATTACK_SILENT else "127.0.0.3"
+            sock = socket.create_connection((HOST, self.port), timeout=5, source_address=(source, 0))
+            self.socks.append(sock)
+            if i >= ATTACK_SILENT:
+                sock.sendall(b"POST /execute HTTP/1.1\r\nHost: x\r\n")
+                self.slow.append(sock)
+        self._thread.start()
+        return self
+
+    def _trickle(self) -> None:
+        while not self._stop.wait(ATTACK_TRICKLE_S):
+            for sock in self.slow:
+                try:
+                    sock.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    pass  # closed by the server at its request deadline: that is the point
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in self.socks:
+            sock.close()
+
+
+def bench_idle_attack(ctx: Context) -> Iterator[dict[str, Any]]:
+    """Control ``/execute`` p50/p99 and RSS with and without the idle-socket attack, alternating."""
+    runs = 2 if ctx.quick else ctx.runs
+    seq_n = ctx.scale(SEQ_N, 50)
+    tmp = Path(tempfile.mkdtemp(prefix="pihub-bench-attack-"))
+    snap = cpu_snapshot()
+    calm: list[dict[str, Any]] = []
+    attacked: list[dict[str, Any]] = []
+    rss: dict[str, list[float]] = {"calm": [], "attack": []}
+    try:
+        rig = Rig(tmp)
+        d = Daemon(rig, ctx.log)
+        try:
+            d.start()
+            for _ in range(runs):
+                calm.append(seq_round(rig.port, rig.headers, seq_n))
+                rss["calm"].append(d.memory()["rss_mib"])
+                with IdleSocketAttack(rig.port):
+                    attacked.append(seq_round(rig.port, rig.headers, seq_n))
+                    rss["attack"].append(d.memory()["rss_mib"])
+        finally:
+            d.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = {"others_cpu_pct": round(others_cpu_pct(snap, cpu_snapshot()), 1)}
+    attack_note = (f"{ATTACK_SILENT} silent sockets + {ATTACK_SLOW} sending a header line every "
+                   f"{ATTACK_TRICKLE_S} s (never ending the request), from 127.0.0.2/.3, open during the round")
+    for pct in ("p50", "p99"):
+        for label, rows in (("calm", calm), ("attack", attacked)):
+            values = [r[pct] for r in rows if r.get(pct) is not None]
+            yield result("http.attack", f"execute_{pct}_ms_{label}", median(values),
+                         "ms", better="lower", runs=rounded(values), n=sum(r["n"] for r in rows),
+                         errors=sum(r["errors"] for r in rows),
+                         note=f"{len(rows)} rounds of {seq_n} sequential POST /execute variable.get on one "
+                              "keep-alive connection, alternating without and with the attack ("
+                              + ("none" if label == "calm" else attack_note) + "); median of the rounds", **base)
+    for label in ("calm", "attack"):
+        yield result("http.attack", f"rss_mib_{label}", median(rss[label]), "MiB", better="lower",
+                     runs=rounded(rss[label]), note="VmRSS of `pihub run` after the round", **base)
+
+
+BENCHES = [bench_api, bench_idle_attack]

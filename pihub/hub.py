@@ -324,10 +324,10 @@ class Hub:
         self.dispatcher.start()
         if self.web is not None:
             self.web.start()
-            if self.live is not None:
-                self.live.start()
-            log.info("HTTP API on %s%s", self.web.url,
-                     f", websocket on port {self.live.port}" if self.live is not None else "")
+            log.info("HTTP API on %s", self.web.url)
+        if self.live is not None:
+            self.live.start()
+            log.info("websocket on port %d", self.live.port)
         for name, backend in self.backends.items():
             self._open_backend(name, backend)
         self.publish(Event(CATALOGUE.get("ApplicationStartedEvent"), {}, time.monotonic_ns(), "hub"))
@@ -343,19 +343,24 @@ class Hub:
         from pihub.web.app import SESSION_COOKIE, make_app
         from pihub.web.server import WebServer, make_ssl_context
 
-        self.web = WebServer(make_app(self), host=http["bind_address"], port=http["port"],
-                             threads=http["threads"], ssl_cert=http["ssl_cert"],
-                             ssl_key=http["ssl_key"], ssl_cafile=http["ssl_cafile"])
+        if http["run_externally"]:
+            log.info("HTTP API not served here (http.run_externally): serve "
+                     "pihub.web.app.make_app(hub) from your WSGI server")
+        else:
+            self.web = WebServer(make_app(self), host=http["bind_address"], port=http["port"],
+                                 threads=http["threads"], ssl_cert=http["ssl_cert"], ssl_key=http["ssl_key"],
+                                 ssl_cafile=http["ssl_cafile"], ssl_capath=http["ssl_capath"])
         if not http["disable_websocket"]:
             from pihub.web.live import LiveServer
 
-            ssl_ctx = (make_ssl_context(http["ssl_cert"], http["ssl_key"], http["ssl_cafile"])
-                       if http["ssl_cert"] else None)
+            ssl_ctx = (make_ssl_context(http["ssl_cert"], http["ssl_key"], http["ssl_cafile"],
+                                        http["ssl_capath"]) if http["ssl_cert"] else None)
             self.live = LiveServer(
                 self, self.auth, host=http["bind_address"], port=http["websocket_port"],
                 max_frame=http["max_frame"], replay=http["websocket_replay"],
                 queue_size=http["websocket_queue"], allowed_origins=http["allowed_origins"],
-                ssl_context=ssl_ctx, http_port=http["port"], session_cookie=SESSION_COOKIE)
+                ssl_context=ssl_ctx, http_port=http["port"], session_cookie=SESSION_COOKIE,
+                allow_query_token=http["allow_query_token"])
             # registered before the dispatcher starts: start-up events get sequence numbers too
             self.dispatcher.add_listener(self.live.listener)
 

@@ -7,8 +7,11 @@
   optional TLS.
 * ``pihub.web.live`` is the websocket server on ``websocket_port``.
 
-Platypush options that pihub does not need are accepted with a warning saying they are
-ignored, so that a Platypush ``backend.http`` section loads unchanged.
+Every option Platypush documents for ``backend.http`` loads: the ones pihub has the same
+meaning for are read (``ssl_capath`` loads a CA directory; ``run_externally`` leaves the
+serving to another WSGI server), and the ones it does not need (``uwsgi_args``, ``maps``,
+``dashboard``, ``redis_queue``, ``secret_key_file``...) are accepted with a warning saying
+they are ignored and what to do instead, so that a Platypush section loads unchanged.
 """
 
 from __future__ import annotations
@@ -55,6 +58,15 @@ HTTP_SCHEMA: Final = Schema(
         "ssl_cafile": Field(str, None,
                             doc="PEM CA bundle; when set, clients MUST present a certificate it signed "
                                 "(mutual TLS), in addition to the usual credentials"),
+        "ssl_capath": Field(str, None,
+                            doc="directory of PEM CA certificates named by their OpenSSL subject hash "
+                                "('openssl rehash DIR' makes the names); like ssl_cafile (and together "
+                                "with it), clients MUST present a certificate one of them signed"),
+        "run_externally": Field(bool, False,
+                                doc="do not start the built-in HTTP server (nothing binds port): serve "
+                                    "pihub.web.app.make_app(hub) from your own WSGI server in the hub's "
+                                    "process (README, 'Serving the API from another WSGI server'); the "
+                                    "websocket server still runs unless disable_websocket"),
         "allow_query_token": Field(bool, False,
                                    doc="accept API tokens in the ?token= query parameter (they then end "
                                        "up in proxy logs and browser history)"),
@@ -86,6 +98,18 @@ HTTP_SCHEMA: Final = Schema(
                                      deprecated=_IGNORED),
         "zeroconf_enabled": Field(object, None, doc="Platypush's mDNS announcement; ignored",
                                   deprecated=_IGNORED),
+        "uwsgi_args": Field(object, None, doc="Platypush's uWSGI command line; ignored",
+                            deprecated="pihub does not use uWSGI and never starts it; remove it, and to "
+                                       "serve the API from another server set run_externally: true and "
+                                       "serve pihub.web.app.make_app(hub) (see the README)"),
+        "maps": Field(object, None, doc="Platypush's Google Maps page settings; ignored",
+                      deprecated="pihub has no /map page; remove it"),
+        "dashboard": Field(object, None, doc="Platypush's dashboard widgets; ignored",
+                           deprecated="pihub's panel has no dashboard widgets; remove it"),
+        "redis_queue": Field(object, None, doc="Platypush's Redis queue name; ignored",
+                             deprecated="pihub has no Redis bus; remove it"),
+        "poll_seconds": Field(object, None, doc="Platypush's backend poll period; ignored",
+                              deprecated="the HTTP server does not poll; remove it"),
     },
     doc="The HTTP API (Platypush's backend.http): /execute, /hook/<name>, /resources, /auth...",
 )

@@ -646,6 +646,13 @@ class _Api:
     def execute(self) -> bottle.HTTPResponse:
         """``POST /execute``: run a request, or publish an event (Platypush's envelope)."""
         self.require("control")
+        ctype = bottle.request.environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        # No Content-Type is read as JSON: Platypush's /execute does (Flask keeps such a
+        # body), and minimal HTTP clients send none. A declared other type is refused:
+        # curl -d alone sends a form type, which Platypush could not read either.
+        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+            raise error_response(415, f"POST /execute takes Content-Type application/json, not {ctype!r} "
+                                      "(with curl: -H 'Content-Type: application/json')")
         message = self.json_body()
         if not isinstance(message, dict):
             raise error_response(400, f"the message must be a JSON object, not {_json_kind(message)}",

@@ -1,8 +1,9 @@
 """The WSGI server that serves :func:`pihub.web.app.make_app`: cheroot, in one named thread.
 
 Why cheroot (measured, see below): it is a real threaded server with HTTP/1.1
-keep-alive, a selector-based connection manager (idle keep-alive connections hold no
-worker thread), and built-in TLS through the standard :mod:`ssl` module, including
+keep-alive, a selector-based connection manager (extended here so that no connection
+holds a worker until its request has fully arrived, see *Slow and silent clients*), and
+built-in TLS through the standard :mod:`ssl` module, including
 client certificates. waitress has no TLS at all (HTTPS would need a reverse proxy on a Pi
 that should need nothing else), and was no faster for one client and much less steady
 under 16. wsgiref is single-threaded and HTTP/1.0, hence not considered.
@@ -26,26 +27,52 @@ interleaved rounds; ``/execute`` runs ``variable.get`` with an API token (Bearer
 this VM; cheroot's stayed within 2,450-3,800. The peer's ``/execute``: 130-220 req/s with
 16 clients, 45 ms median with a user token.)
 
-Limits set here: listen backlog 64, 128 idle keep-alive connections, a 10 s socket
-timeout, request headers at most 32 KiB. Request *bodies* are limited by the app
-(``http.max_body``), which answers 413 in JSON; a limit here would answer in HTML.
+**Slow and silent clients** (issue 8). cheroot 11 keeps only *kept-alive* connections in
+its selector: a new connection goes straight to a worker, which blocks up to 10 s for the
+request line, and each byte restarts that wait. Sixteen silent sockets (or 8 sending a
+header line every 5 s) took all 8 workers, and ``/livez`` went unanswered for as long as
+they stayed open. Its ``accepted_queue_timeout`` only bounds the queue *to* the workers,
+and ``timeout`` is per read, so no setting fixes it. Options weighed: a shorter timeout
+(still one worker per attacker socket), per-address caps alone (a distributed attacker
+needs 8 sockets), waitress (reads the whole request in its event loop before a worker
+takes it, but has no TLS), uvicorn/hypercorn behind a WSGI adapter (an asyncio loop plus
+a thread pool: new dependencies, slower per request, and no deadline for a request that
+trickles in). Chosen: cheroot, with :class:`_ConnectionManager` in place of its own. It
+receives each whole request (head, and a body up to ``max_body``) without blocking in
+cheroot's selector thread, TLS handshake included, and only then queues it for a worker.
+Waiting costs a file descriptor, never a thread. Measured with ``bench/bench_http.py``
+(``http.attack``: a real ``pihub run``, 3 rounds of 1,000 sequential ``/execute``,
+alternating; 64 silent sockets and 8 sending a header line every 0.5 s, open during the
+round): p50 0.51 ms without and 0.51 ms with the attack, p99 1.0-3.4 ms both ways (a
+shared, busy VM), RSS 38.3 vs 38.5 MiB; cheroot's own manager: no answer at all.
+
+Limits set here: listen backlog 64; at most 256 open connections, 64 from one address
+(more are closed at accept); a connection silent for 10 s is closed; a request must
+arrive whole within 10 s of its first byte (else 408 and close); 128 kept-alive
+connections (counting those waiting for a request); request headers at most 32 KiB; two
+different ``Content-Length`` headers are a 400 at once. Request *bodies* are limited by
+the app (``http.max_body``), which answers 413 in JSON; a limit here would answer in HTML.
 
 TLS: TLS 1.2 or newer (:func:`make_ssl_context`); client certificates are required when
-``ssl_cafile`` is set. The handshake runs on the worker thread of the connection, not on
-cheroot's accept loop (:class:`_DeferredHandshakeAdapter`): with cheroot's own adapter,
-one client that connects and sends nothing stalls every new client for 10 s.
+``ssl_cafile`` or ``ssl_capath`` (a hash-named CA directory) is set. The handshake runs on
+the worker thread of the connection, not on cheroot's accept loop
+(:class:`_DeferredHandshakeAdapter`): with cheroot's own adapter, one client that connects
+and sends nothing stalls every new client for 10 s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import selectors
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 
-from cheroot import wsgi
+from cheroot import connections, server as cheroot_server, wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 log = logging.getLogger("pihub.web.server")
@@ -60,36 +87,412 @@ KEEPALIVE_LIMIT = 128
 SOCKET_TIMEOUT = 10
 #: Largest request line plus headers, in bytes.
 MAX_HEADER_BYTES = 32 * 1024
+#: Seconds a request may take to arrive once its first byte has (head and buffered body).
+REQUEST_TIMEOUT = 10
+#: Open connections at most, served or waiting; more are closed at once.
+MAX_CONNECTIONS = 256
+#: Open connections at most from one client address; more from it are closed at once.
+MAX_CONNECTIONS_PER_ADDRESS = 64
+#: Body bytes buffered before a worker is taken, when the app does not say its ``max_body``.
+DEFAULT_BODY_BUFFER = 64 * 1024
 
 
-def make_ssl_context(cert: str, key: str, cafile: str | None = None) -> ssl.SSLContext:
+def make_ssl_context(cert: str, key: str, cafile: str | None = None,
+                     capath: str | None = None) -> ssl.SSLContext:
     """A server TLS context: TLS 1.2 or newer, the certificate and key, optional client certs.
 
     Args:
         cert: PEM certificate (chain) file.
         key: PEM private key file (unencrypted).
         cafile: PEM CA bundle; when given, clients MUST present a certificate it signed.
+        capath: directory of PEM CA certificates named by subject hash (``openssl rehash``);
+            when given, as ``cafile`` (both may be given).
 
     Returns:
         The context.
 
     Raises:
-        OSError: a file cannot be read.
+        OSError: a file cannot be read, or ``capath`` is not a directory.
+        ValueError: ``capath`` holds no hash-named certificate, so no client could verify.
         ssl.SSLError: a file is not valid PEM, or the key does not match the certificate.
     """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    if cafile:
-        ctx.load_verify_locations(cafile=cafile)
+    if capath:
+        _check_capath(capath)
+    if cafile or capath:
+        # OpenSSL reads a capath lazily, per handshake, which is why it was checked above
+        ctx.load_verify_locations(cafile=cafile or None, capath=capath or None)
         ctx.verify_mode = ssl.CERT_REQUIRED
     else:
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
 
 
+_HASH_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+def _check_capath(capath: str) -> None:
+    """Raise unless ``capath`` is a directory with at least one ``<hash>.<n>`` certificate name."""
+    try:
+        names = os.listdir(capath)
+    except OSError as e:
+        raise type(e)(e.errno, f"http.ssl_capath {capath!r}: {(e.strerror or str(e)).lower()}") from e
+    if not any(_HASH_NAME.fullmatch(n) for n in names):
+        raise ValueError(f"http.ssl_capath {capath!r} holds no certificate named by its subject hash "
+                         f"(like 1a2b3c4d.0), so no client certificate could be verified; run "
+                         f"'openssl rehash {capath}', or give a PEM bundle as ssl_cafile instead")
+
+
+class _Headers(dict):
+    """Request headers as cheroot collects them, refusing two different ``Content-Length``.
+
+    cheroot keeps the last of repeated ``Content-Length`` headers, so ``2`` then ``100``
+    with a 2-byte body made the worker wait for 98 bytes that never come. Repeats of one
+    value are accepted as one (RFC 9110, 8.6).
+    """
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        if key == b"Content-Length" and key in self and self[key] != value:
+            raise ValueError("conflicting Content-Length headers")
+        super().__setitem__(key, value)
+
+
+class _HeaderReader(cheroot_server.HeaderReader):
+    """cheroot's header reader over :class:`_Headers` (its ValueError becomes a 400)."""
+
+    def __call__(self, rfile: Any, hdict: dict | None = None) -> dict:
+        """Read the header lines of one request from ``rfile`` into ``hdict``."""
+        headers = super().__call__(rfile, _Headers())
+        if hdict is None:
+            return dict(headers)
+        hdict.update(headers)
+        return hdict
+
+
+class _Request(cheroot_server.HTTPRequest):
+    """cheroot's request, with :class:`_HeaderReader`."""
+
+    header_reader = _HeaderReader()
+
+
+class _Arrival:
+    """The bytes of one request as they arrive, and whether the whole request is there.
+
+    Complete means: the head (request line and headers, up to the blank line) and the
+    body, when its size is known and at most ``body_limit`` bytes: ``Content-Length``
+    bytes, or a chunked body up to its last chunk. A request whose body is larger, whose
+    framing is malformed or whose head passes :data:`MAX_HEADER_BYTES` also counts as
+    complete: the worker refuses it from the bytes already here, without waiting.
+    Scanning is incremental, so a client sending one byte at a time costs O(size).
+    """
+
+    def __init__(self, body_limit: int) -> None:
+        self.buf = bytearray()
+        self.body_limit = body_limit
+        #: :func:`time.monotonic` of the first byte, None before it.
+        self.started: float | None = None
+        #: The client sent ``Expect: 100-continue`` and its body is still missing.
+        self.expects_continue = False
+        self.complete = False
+        self._searched = 0
+        self._body_start = -1
+        self._need = -1
+        self._chunk_at = -1
+
+    def add(self, data: bytes) -> bool:
+        """Append received bytes; whether the request is now complete."""
+        if self.started is None:
+            self.started = time.monotonic()
+        self.buf += data
+        if not self.complete:
+            self.complete = self._check()
+        return self.complete
+
+    def _check(self) -> bool:
+        buf = self.buf
+        if self._body_start < 0:
+            # cheroot skips one empty line before a request line, as RFC 9112 allows
+            start = 2 if buf.startswith(b"\r\n") else 0
+            first_lf = buf.find(b"\n", start)
+            if first_lf > start and buf[first_lf - 1] != 0x0D:
+                return True  # a bare-LF line: cheroot refuses it at once
+            end = buf.find(b"\r\n\r\n", max(start, self._searched - 3))
+            self._searched = len(buf)
+            if end < 0:
+                return len(buf) - start > MAX_HEADER_BYTES
+            self._body_start = end + 4
+            if self._read_framing(bytes(buf[start:end])):
+                return True
+        if self._need >= 0:
+            return len(buf) >= self._need
+        return self._chunks_done()
+
+    def _read_framing(self, head: bytes) -> bool:
+        """Find the body's framing in the head; True when nothing more need be read."""
+        lengths, chunked = set(), False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip()
+            if name == b"content-length":
+                lengths.add(value)
+            elif name == b"transfer-encoding":
+                chunked = chunked or b"chunked" in value.lower()
+            elif name == b"expect":
+                self.expects_continue = value.lower() == b"100-continue"
+        if chunked:  # as cheroot: chunked wins over Content-Length
+            self._chunk_at = self._body_start
+            return False
+        if not lengths:
+            self._need = self._body_start
+            return True
+        value = lengths.pop()
+        if lengths or not value.isdigit() or int(value) > self.body_limit:
+            return True
+        self._need = self._body_start + int(value)
+        return len(self.buf) >= self._need
+
+    def _chunks_done(self) -> bool:
+        buf = self.buf
+        too_big = len(buf) - self._body_start > self.body_limit
+        while True:
+            eol = buf.find(b"\r\n", self._chunk_at)
+            if eol < 0:
+                return too_big
+            try:
+                size = int(bytes(buf[self._chunk_at:eol]).split(b";")[0].strip(), 16)
+            except ValueError:
+                return True
+            if size <= 0:
+                return size < 0 or buf.find(b"\r\n\r\n", eol) >= 0 or too_big
+            after = eol + 2 + size + 2
+            if after > len(buf):
+                return too_big
+            self._chunk_at = after
+
+
+class _Connection(cheroot_server.HTTPConnection):
+    """cheroot's connection, with the state of :class:`_ConnectionManager`."""
+
+    RequestHandlerClass = _Request
+    #: Counted in the manager's connection limits (released once, on close).
+    admitted = False
+    #: The request being received while no worker holds the connection.
+    arrival: _Arrival | None = None
+
+    def close(self) -> None:
+        """Close the socket and give back the connection's place in the limits."""
+        try:
+            super().close()
+        finally:
+            manager = getattr(self.server, "_connections", None)
+            if isinstance(manager, _ConnectionManager):
+                manager.release(self)
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TIMED_OUT_BODY = b'{"code":408,"error":"REQUEST_TIMEOUT","message":"the request did not arrive in time"}'
+_TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+              b"Content-Length: " + str(len(_TIMED_OUT_BODY)).encode() + b"\r\n\r\n" + _TIMED_OUT_BODY)
+
+
+class _ConnectionManager(connections.ConnectionManager):
+    """cheroot's selector loop, taught to receive a whole request before a worker takes it.
+
+    cheroot hands a new connection to a worker at once, and the worker blocks on its
+    reads: 8 silent sockets took all 8 workers. Here a connection (new, or back from a
+    worker after a kept-alive response) stays in the selector, and its bytes are read
+    without blocking into an :class:`_Arrival` until the request is complete; only then
+    is it queued for a worker, with the bytes put in the front of its read buffer. While
+    waiting, a connection costs one file descriptor and its bytes, never a thread.
+
+    Deadlines: a connection that has sent nothing is closed after the server's
+    ``timeout`` (idle); a request that started arriving must be complete within
+    ``request_timeout`` seconds of its first byte, else it gets a 408 and is closed.
+    TLS handshakes run here too, non-blocking, so a silent TLS client costs nothing either.
+    """
+
+    def __init__(self, server: _Server) -> None:
+        super().__init__(server)
+        self._limits_lock = threading.Lock()
+        self._open = 0
+        self._by_address: dict[str, int] = {}
+        #: Connections closed at accept because a limit was reached.
+        self.refused = 0
+
+    # -- limits
+    def _admit(self, conn: _Connection) -> bool:
+        address = conn.remote_addr or ""
+        server = self.server
+        with self._limits_lock:
+            per_address = self._by_address.get(address, 0)
+            if self._open >= server.max_connections or per_address >= server.max_per_address:
+                self.refused += 1
+                admitted = False
+            else:
+                self._open += 1
+                self._by_address[address] = per_address + 1
+                conn.admitted = admitted = True
+        if not admitted:
+            log.debug("connection from %s refused: %d open, limits %d in all and %d per address",
+                      address, self._open, server.max_connections, server.max_per_address)
+            conn.close()
+        return admitted
+
+    def release(self, conn: _Connection) -> None:
+        """Give back a closed connection's place in the limits (once)."""
+        with self._limits_lock:
+            if not conn.admitted:
+                return
+            conn.admitted = False
+            self._open -= 1
+            address = conn.remote_addr or ""
+            left = self._by_address.get(address, 1) - 1
+            if left > 0:
+                self._by_address[address] = left
+            else:
+                self._by_address.pop(address, None)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections admitted and not yet closed."""
+        return self._open
+
+    # -- receiving
+    def put(self, conn: _Connection) -> None:
+        """Take back a connection after a kept-alive response (called by a worker)."""
+        conn.last_used = time.time()
+        rfile = conn.rfile
+        # cheroot's reader is _pyio's BufferedReader: bytes of a pipelined next request
+        # may already sit in its buffer (cheroot's own has_data() reads the same fields)
+        leftover = bytes(rfile._read_buf[rfile._read_pos:])
+        rfile._read_buf, rfile._read_pos = b"", 0
+        conn.arrival = _Arrival(self.server.body_limit)
+        if leftover and conn.arrival.add(leftover):
+            self._dispatch(conn)
+        else:
+            self._watch(conn, selectors.EVENT_READ)
+
+    def arrive(self, conn: _Connection) -> None:
+        """A connection just accepted, or one the selector saw readable (selector thread)."""
+        if not conn.admitted:
+            if not self._admit(conn):
+                return
+            conn.last_used = time.time()
+            conn.arrival = _Arrival(self.server.body_limit)
+        self._receive(conn)
+
+    def _receive(self, conn: _Connection) -> None:
+        sock, arrival = conn.socket, conn.arrival
+        if arrival is None:  # not reachable: every watched connection has one
+            conn.close()
+            return
+        events = selectors.EVENT_READ
+        try:
+            sock.settimeout(0)
+            if isinstance(sock, _LazyTLSSocket) and sock._handshake_ok is None:
+                sock.do_handshake()
+                sock._handshake_ok = True
+            while not arrival.complete:
+                data = sock.recv(65536)
+                if not data:
+                    conn.close()
+                    return
+                arrival.add(data)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            pass
+        except ssl.SSLWantWriteError:
+            events = selectors.EVENT_READ | selectors.EVENT_WRITE
+        except (OSError, ValueError) as e:
+            # resets, failed handshakes (plain HTTP to the TLS port, a refused client
+            # certificate): the client's business, logged at debug only
+            log.debug("connection from %s dropped while receiving: %s", _peer(sock), e)
+            conn.close()
+            return
+        if arrival.complete:
+            self._dispatch(conn)
+            return
+        if arrival.expects_continue:
+            arrival.expects_continue = False
+            _send_quietly(sock, _CONTINUE)
+        self._watch(conn, events)
+
+    def _watch(self, conn: _Connection, events: int) -> None:
+        try:
+            self._selector.register(conn.socket.fileno(), events, data=conn)
+        except (OSError, ValueError, KeyError):
+            conn.close()
+
+    def _dispatch(self, conn: _Connection) -> None:
+        arrival, rfile = conn.arrival, conn.rfile
+        conn.arrival = None
+        if arrival is not None:
+            rfile._read_buf, rfile._read_pos = bytes(arrival.buf), 0
+        try:
+            conn.socket.settimeout(self.server.timeout)
+        except OSError:
+            conn.close()
+            return
+        self.server.dispatch(conn)
+
+    def _expire(self, threshold: float) -> None:
+        """Close idle connections older than ``threshold`` (a time.time()) and late requests."""
+        now = time.monotonic()
+        late = []
+        for sock_fd, conn in list(self._selector.connections):
+            if conn is self.server:
+                continue
+            arrival = conn.arrival
+            if arrival is not None and arrival.started is not None:
+                if now - arrival.started > self.server.request_timeout:
+                    late.append((sock_fd, conn, True))
+            elif conn.last_used is not None and conn.last_used < threshold:
+                late.append((sock_fd, conn, False))
+        for sock_fd, conn, started in late:
+            self._selector.unregister(sock_fd)
+            if started:
+                log.debug("request from %s not complete after %.1f s: closed", _peer(conn.socket),
+                          self.server.request_timeout)
+                _send_quietly(conn.socket, _TIMED_OUT)
+            conn.close()
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    """Send what fits without blocking; a client that cannot take it loses it."""
+    try:
+        sock.send(data)
+    except (OSError, ValueError):
+        pass
+
+
 class _Server(wsgi.Server):
-    """cheroot's server with its diagnostics sent to :mod:`logging` instead of stderr."""
+    """cheroot's server with :class:`_ConnectionManager`, logging its diagnostics.
+
+    Attributes set by :class:`WebServer`: ``body_limit`` (bytes of body received before a
+    worker is taken), ``request_timeout`` (s), ``max_connections``, ``max_per_address``.
+    """
+
+    ConnectionClass = _Connection
+    body_limit = DEFAULT_BODY_BUFFER
+    request_timeout: float = REQUEST_TIMEOUT
+    max_connections = MAX_CONNECTIONS
+    max_per_address = MAX_CONNECTIONS_PER_ADDRESS
+
+    def prepare(self) -> None:
+        """Bind and listen (cheroot), then put :class:`_ConnectionManager` in place."""
+        super().prepare()
+        theirs = self._connections
+        self._connections = _ConnectionManager(self)
+        theirs._selector.close()
+
+    def process_conn(self, conn: _Connection) -> None:
+        """cheroot's loop calls this for a new connection and a readable one: receive first."""
+        self._connections.arrive(conn)
+
+    def dispatch(self, conn: _Connection) -> None:
+        """Queue a connection whose request is complete for a worker thread."""
+        super().process_conn(conn)
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         """Log a cheroot diagnostic; tracebacks only for errors (cheroot calls this)."""
@@ -173,25 +576,46 @@ class WebServer:
         ssl_cert: PEM certificate file; with ``ssl_key``, serve HTTPS only.
         ssl_key: PEM private key file.
         ssl_cafile: PEM CA bundle to require and verify client certificates.
+        ssl_capath: directory of hash-named PEM CA certificates, as ``ssl_cafile``.
+        idle_timeout: seconds a connection may stay silent (new, or between requests).
+        request_timeout: seconds a request may take to arrive from its first byte.
+        max_connections: open connections at most; more are closed at accept.
+        max_per_address: open connections at most from one client address.
+
+    The body of a request is received before a worker is taken when it is at most the
+    app's ``max_body`` bytes (:data:`DEFAULT_BODY_BUFFER` for an app without one).
 
     Raises:
-        ValueError: only one of ``ssl_cert`` and ``ssl_key`` is given, or ``threads < 1``.
+        ValueError: only one of ``ssl_cert`` and ``ssl_key`` is given, ``threads < 1``, or
+            a timeout or limit is not positive.
     """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 8008, threads: int = 8,
                  ssl_cert: str | None = None, ssl_key: str | None = None,
-                 ssl_cafile: str | None = None) -> None:
+                 ssl_cafile: str | None = None, ssl_capath: str | None = None,
+                 idle_timeout: float = SOCKET_TIMEOUT, request_timeout: float = REQUEST_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS,
+                 max_per_address: int = MAX_CONNECTIONS_PER_ADDRESS) -> None:
         if bool(ssl_cert) != bool(ssl_key):
             raise ValueError("http.ssl_cert and http.ssl_key must be given together")
         if ssl_cafile and not ssl_cert:
             raise ValueError("http.ssl_cafile needs ssl_cert and ssl_key")
+        if ssl_capath and not ssl_cert:
+            raise ValueError("http.ssl_capath needs ssl_cert and ssl_key")
         if threads < 1:
             raise ValueError(f"threads must be at least 1, not {threads}")
+        for name, value in (("idle_timeout", idle_timeout), ("request_timeout", request_timeout),
+                            ("max_connections", max_connections), ("max_per_address", max_per_address)):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, not {value!r}")
+        self.idle_timeout, self.request_timeout = idle_timeout, request_timeout
+        self.max_connections, self.max_per_address = max_connections, max_per_address
         self.app = app
         self.host = host
         self._requested_port = port
         self.threads = threads
         self.ssl_cert, self.ssl_key, self.ssl_cafile = ssl_cert, ssl_key, ssl_cafile
+        self.ssl_capath = ssl_capath
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
@@ -205,6 +629,13 @@ class WebServer:
     def port(self) -> int:
         """The port listened on (the chosen one when 0 was asked); the requested one before start."""
         return self._port if self._port is not None else self._requested_port
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (accepted and not yet closed, idle or served); 0 when stopped."""
+        server = self._server
+        manager = getattr(server, "_connections", None) if server is not None else None
+        return manager.open_connections if isinstance(manager, _ConnectionManager) else 0
 
     @property
     def url(self) -> str:
@@ -227,13 +658,17 @@ class WebServer:
             # pihub's unit does not use it, so an inherited variable would be a surprise.
             log.warning("LISTEN_PID is set: cheroot will serve the socket systemd passed as fd 3")
         server = _Server((self.host, self._requested_port), self.app, numthreads=self.threads,
-                         server_name="pihub", request_queue_size=LISTEN_BACKLOG, timeout=SOCKET_TIMEOUT,
+                         server_name="pihub", request_queue_size=LISTEN_BACKLOG, timeout=self.idle_timeout,
                          shutdown_timeout=5)
+        max_body = getattr(self.app, "max_body", None)
+        server.body_limit = max_body if isinstance(max_body, int) and max_body >= 0 else DEFAULT_BODY_BUFFER
+        server.request_timeout = self.request_timeout
+        server.max_connections, server.max_per_address = self.max_connections, self.max_per_address
         server.keep_alive_conn_limit = KEEPALIVE_LIMIT
         server.max_request_header_size = MAX_HEADER_BYTES
         server.max_request_body_size = 0
         if self.ssl_cert and self.ssl_key:
-            context = make_ssl_context(self.ssl_cert, self.ssl_key, self.ssl_cafile)
+            context = make_ssl_context(self.ssl_cert, self.ssl_key, self.ssl_cafile, self.ssl_capath)
             context.sslsocket_class = _LazyTLSSocket
             adapter = _DeferredHandshakeAdapter(self.ssl_cert, self.ssl_key)
             adapter.context = context
@@ -244,7 +679,7 @@ class WebServer:
         self._thread = threading.Thread(target=self._serve, name="pihub-http", daemon=True)
         self._thread.start()
         log.info("HTTP API on %s (%d threads%s)", self.url, self.threads,
-                 ", client certificates required" if self.ssl_cafile else "")
+                 ", client certificates required" if self.ssl_cafile or self.ssl_capath else "")
 
     def _serve(self) -> None:
         """Run the server loop (thread ``pihub-http``) until :meth:`stop`."""

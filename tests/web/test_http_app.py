@@ -480,6 +480,25 @@ class TestExecute:
         assert_error(r, 405, "INVALID_METHOD")
         assert r.headers["allow"] == "POST"
 
+    @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded",
+                                       "multipart/form-data; boundary=x", "application/xml"])
+    def test_a_body_declared_as_another_type_is_415_naming_it(self, rig: Rig, ctype: str) -> None:
+        headers = {**rig.as_("control"), "Content-Type": ctype}
+        r = rig.call("POST", "/execute", body=json.dumps(EXEC).encode(), headers=headers)
+        message = assert_error(r, 415, "UNSUPPORTED_MEDIA_TYPE")["message"]
+        assert repr(ctype.split(";")[0]) in message and "application/json" in message
+
+    @pytest.mark.parametrize("ctype", [None, "application/json; charset=utf-8", "Application/JSON",
+                                       "application/vnd.platypush+json"])
+    def test_json_or_no_declared_type_is_read_as_json(self, rig: Rig, ctype: str | None) -> None:
+        headers = {**rig.as_("control"), **({"Content-Type": ctype} if ctype else {})}
+        r = rig.call("POST", "/execute", body=json.dumps(EXEC).encode(), headers=headers)
+        assert r.status == 200 and r.json()["response"]["errors"] == []
+
+    def test_the_media_type_is_checked_after_the_credential(self, rig: Rig) -> None:
+        r = rig.call("POST", "/execute", body=b"x", headers={"Content-Type": "text/plain"})
+        assert_error(r, 401, "INVALID_CREDENTIALS")
+
 
 # ------------------------------------------------------------------------- hooks
 class TestHooks:

@@ -125,6 +125,51 @@ class TestPlain:
         resp = conn.getresponse()
         assert resp.status == 200 and json.loads(resp.read())["data"] == {"a": 1}
 
+    def _raw(self, rig: Rig, server: WebServer, lengths: list[int], body: bytes) -> http.client.HTTPResponse:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        head = "".join(f"{k}: {v}\r\n" for k, v in rig.as_("control").items())
+        head += "".join(f"Content-Length: {n}\r\n" for n in lengths)
+        sock.sendall(f"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{head}\r\n"
+                     .encode() + body)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()  # the 5 s socket timeout fails the test if the server waits for more body
+        sock.close()
+        return resp
+
+    def test_conflicting_content_lengths_are_400_at_once(self, served) -> None:
+        rig, server = served
+        assert self._raw(rig, server, [2, len(EXEC) + 50], b"{}").status == 400
+        assert self._raw(rig, server, [len(EXEC), 2], EXEC).status == 400
+
+    def test_a_repeated_equal_content_length_is_one(self, served) -> None:
+        rig, server = served
+        resp = self._raw(rig, server, [len(EXEC), len(EXEC)], EXEC)
+        assert resp.status == 200 and json.loads(resp.read())["response"]["errors"] == []
+
+    def test_expect_100_continue_is_answered_before_the_body(self, served) -> None:
+        rig, server = served
+        head = "".join(f"{k}: {v}\r\n" for k, v in rig.as_("control").items())
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(f"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{head}"
+                         f"Expect: 100-continue\r\nContent-Length: {len(EXEC)}\r\n\r\n".encode())
+            assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+            sock.sendall(EXEC)
+            resp = http.client.HTTPResponse(sock)
+            resp.begin()
+            while resp.status == 100:  # a second 100 may come from cheroot itself (allowed)
+                resp = http.client.HTTPResponse(sock)
+                resp.begin()
+            assert resp.status == 200 and json.loads(resp.read())["response"]["errors"] == []
+
+    def test_pipelined_requests_are_all_answered(self, served) -> None:
+        rig, server = served
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+            data = b""
+            while data.count(b'"ok"}') < 3 and (chunk := sock.recv(65536)):
+                data += chunk
+            assert data.count(b"HTTP/1.1 200 OK\r\n") == 3, data
+
     def test_stop_closes_the_port(self, rig: Rig) -> None:
         server = WebServer(rig.app, port=0, threads=2)
         server.start()
@@ -146,7 +191,8 @@ class TestPlain:
             served[1].start()
 
     @pytest.mark.parametrize("kw", [{"ssl_cert": "c.pem"}, {"ssl_key": "k.pem"}, {"ssl_cafile": "ca.pem"},
-                                    {"threads": 0}])
+                                    {"threads": 0}, {"request_timeout": 0}, {"idle_timeout": -1},
+                                    {"max_connections": 0}, {"max_per_address": 0}])
     def test_bad_arguments(self, rig: Rig, kw: dict) -> None:
         with pytest.raises(ValueError):
             WebServer(rig.app, port=0, **kw)
