@@ -173,3 +173,111 @@ def test_exec_argument_errors(item):
 
     with pytest.raises(ValueError):
         parse_exec_args([item])
+
+
+# -- check-config on Platypush configs (issue 7) ------------------------------------------------
+
+MCP3008_PLUGIN = """\
+gpio.sensor.mcp3008:
+  spi_port: 0
+  spi_device: 0
+  Vdd: 3.3
+  channels:
+    0: {name: light}
+    1: {name: temperature}
+"""
+MCP3008_BACKEND = """\
+backend.sensor.mcp3008:
+  poll_seconds: 0.5
+  thresholds: {light: 2.5}
+  enabled_sensors: [light, temperature]
+"""
+MCP3008_HOOK = """\
+event.hook.dark:
+  if: {type: SensorDataBelowThresholdEvent}
+  then: {action: variable.set, args: {dark: true}}
+"""
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.endswith("(warning)")]
+
+
+def test_check_config_mcp3008_plugin_and_backend_in_one_file(write_config):
+    r = pihub("check-config", str(write_config(MCP3008_PLUGIN + MCP3008_BACKEND + MCP3008_HOOK)))
+    assert r.returncode == 0, r.stderr
+    assert "defined twice" not in r.stderr
+    warnings = _warnings(r.stderr)
+    for old in ("gpio.sensor.mcp3008", "backend.sensor.mcp3008"):
+        assert any(f"platypush section {old!r} is read as 'adc'" in w for w in warnings), r.stderr
+
+
+def test_check_config_mcp3008_split_by_include(write_config, tmp_path):
+    (tmp_path / "sensors.yaml").write_text(MCP3008_BACKEND, encoding="utf-8")
+    r = pihub("check-config", str(write_config("include: sensors.yaml\n" + MCP3008_PLUGIN + MCP3008_HOOK)))
+    assert r.returncode == 0, r.stderr
+    assert "sensors.yaml" in r.stdout and "defined twice" not in r.stderr
+    assert any("sensors.yaml:1:1: platypush section 'backend.sensor.mcp3008' is read as 'adc'" in w
+               for w in _warnings(r.stderr)), r.stderr
+
+
+def test_check_config_conflicting_mcp3008_pair_is_a_located_error(write_config, tmp_path):
+    (tmp_path / "sensors.yaml").write_text("backend.sensor.mcp3008:\n  Vdd: 5.0\n", encoding="utf-8")
+    path = write_config("include: sensors.yaml\n" + MCP3008_PLUGIN)
+    r = pihub("check-config", str(path))
+    assert r.returncode == 1
+    errors = [ln for ln in r.stderr.splitlines() if not ln.endswith("(warning)") and ln.startswith("/")]
+    # write_config adds two lines (workdir, http) above the text
+    assert errors == [f"{path}:7:3: adc.Vdd: 'Vdd' is 3.3 here but 5.0 in 'backend.sensor.mcp3008' at "
+                      f"{tmp_path / 'sensors.yaml'}:2:3; both sections are read as 'adc', so set it in one "
+                      f"of them"], r.stderr
+
+
+def test_check_config_backend_sensor_serial_is_the_serial_section(write_config):
+    r = pihub("check-config", str(write_config("""\
+        serial: {device: "loop://", baud_rate: 9600}
+        backend.sensor.serial:
+          thresholds: {temperature: 25}
+          poll_seconds: 1
+        event.hook.hot:
+          if: {type: SensorDataAboveThresholdEvent, source: serial}
+          then: {action: serial.write, args: {data: "fan on"}}
+    """)))
+    assert r.returncode == 0, r.stderr
+    assert any("platypush section 'backend.sensor.serial' is read as 'serial'" in w
+               for w in _warnings(r.stderr)), r.stderr
+
+
+def test_check_config_every_documented_backend_http_key(write_config, tmp_path):
+    (tmp_path / "ca.d").mkdir()
+    r = pihub("check-config", str(write_config(f"""\
+        backend.http:
+          port: 8008
+          websocket_port: 8009
+          bind_address: 127.0.0.1
+          disable_websocket: false
+          resource_dirs: {{pics: {tmp_path}}}
+          ssl_cert: /etc/pihub/cert.pem
+          ssl_key: /etc/pihub/key.pem
+          ssl_cafile: /etc/pihub/ca.pem
+          ssl_capath: {tmp_path / 'ca.d'}
+          run_externally: true
+          uwsgi_args: ['--plugin', 'python', '--http-socket', ':8008', '--master', '--processes', '4']
+          maps: {{api_key: abc}}
+          dashboard: {{widgets: []}}
+          redis_queue: platypush/http
+          poll_seconds: 1
+          secret_key_file: ~/.local/share/platypush/flask.secret.key
+          use_werkzeug_server: false
+          zeroconf_enabled: true
+          bind_socket: /tmp/platypush.sock
+          num_workers: 4
+    """)))
+    assert r.returncode == 0, r.stderr
+    warnings = _warnings(r.stderr)
+    assert not any("unknown key" in ln for ln in r.stderr.splitlines()), r.stderr
+    assert any("'uwsgi_args' is deprecated: pihub does not use uWSGI" in w for w in warnings), r.stderr
+    for key in ("maps", "dashboard", "redis_queue", "poll_seconds", "secret_key_file", "use_werkzeug_server",
+                "zeroconf_enabled", "bind_socket"):
+        assert any(f"http: {key!r} is deprecated" in w for w in warnings), (key, r.stderr)
+    assert not any("'ssl_capath' is" in w or "'run_externally' is" in w for w in warnings), r.stderr

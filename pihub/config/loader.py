@@ -17,7 +17,13 @@ place looked at; a file that exists but cannot be read raises :class:`ConfigUnre
   merged where the ``include`` key stands, so keys after it override the included ones.
   Includes nest; a cycle is an error naming it. The same key defined in two files is a
   warning naming both places (the later definition wins); in one file, two spellings of
-  one key (``backend.http`` and ``http``) are an error.
+  one key (``backend.http`` and ``http``) are an error. A file included again (by
+  another file, or twice) is not read again: the entries it gave are merged again
+  where the new ``include`` stands. Only regular files are read; a config is at most
+  :data:`MAX_CONFIG_FILES` files, includes nest at most :data:`MAX_INCLUDE_DEPTH` deep,
+  and all files together hold at most
+  :data:`~pihub.config.yamlsrc.MAX_CONFIG_NODES` values (see
+  :mod:`pihub.config.yamlsrc` for the other limits).
 * ``device_id`` (default: the host name), ``token`` (a :class:`Secret`), ``workdir``
   (default ``$PIHUB_WORKDIR``, else ``/var/lib/pihub`` for root, else
   ``~/.local/share/pihub``; a relative path is relative to the file that sets it),
@@ -50,12 +56,21 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pihub.config.schema import Field, Schema, coerce, show, suggest
-from pihub.config.yamlsrc import UNKNOWN, Document, Location, Secret, hashable, read_document
+from pihub.config.yamlsrc import (
+    MAX_CONFIG_NODES,
+    UNKNOWN,
+    Document,
+    Location,
+    Secret,
+    hashable,
+    read_document,
+)
 from pihub.errors import ConfigError, ConfigProblem, PihubError, Problem, format_path
 
 __all__ = [
     "CORE_KEYS",
     "LEGACY_SECTIONS",
+    "SPLIT_SECTIONS",
     "SYSTEM_CONFIG",
     "Config",
     "ConfigNotFound",
@@ -80,12 +95,22 @@ LEGACY_SECTIONS: Final[Mapping[str, str]] = {
     "backend.scard": "smartcard",
     "backend.camera.pi": "camera.pi",
     "backend.sensor.mcp3008": "adc",
+    "backend.sensor.serial": "serial",
     "backend.mqtt": "mqtt",
     "backend.serial": "serial",
     "gpio.sensor.mcp3008": "adc",
     "sensor.mcp3008": "adc",
 }
 _LEGACY_SENSOR_PREFIX: Final = "backend.sensor."
+
+#: Platypush configures one device in two sections, a plugin (wiring, channels) and a
+#: ``backend.sensor.*`` (polling, thresholds); pihub has one section for both. The
+#: spellings listed for a section are merged into it key by key, in one file or across
+#: included ones; one key set in two of them to different values is an error.
+SPLIT_SECTIONS: Final[Mapping[str, frozenset[str]]] = {
+    "adc": frozenset({"adc", "gpio.sensor.mcp3008", "sensor.mcp3008", "backend.sensor.mcp3008"}),
+    "serial": frozenset({"serial", "backend.sensor.serial"}),
+}
 
 #: Platypush sections pihub refuses, with the reason.
 UNSUPPORTED_SECTIONS: Final[Mapping[str, str]] = {
@@ -94,6 +119,12 @@ UNSUPPORTED_SECTIONS: Final[Mapping[str, str]] = {
 
 #: The top-level keys that are not sections.
 CORE_KEYS: Final = ("include", "device_id", "token", "workdir", "environment", "constants", "logging")
+
+#: Most files a config may be made of, the main one included; real configs use a handful.
+MAX_CONFIG_FILES: Final = 64
+
+#: Deepest chain of includes (the main file includes at depth 1); real configs use 1 or 2.
+MAX_INCLUDE_DEPTH: Final = 8
 
 _HOOK_PREFIX: Final = "event.hook."
 _PROCEDURE_PREFIX: Final = "procedure."
@@ -246,6 +277,10 @@ class _Entry:
     kind: str  # core, hook, procedure, cron or section
     value: Any
     doc: Document
+    # a section merged from several spellings (SPLIT_SECTIONS): the entries as written,
+    # and which of them each option key (as written) comes from
+    parts: list[_Entry] = field(default_factory=list)
+    owner: dict[Hashable, _Entry] = field(default_factory=dict)
 
 
 class _Sources:
@@ -258,7 +293,8 @@ class _Sources:
     def add(self, entry: _Entry) -> None:
         """Index a final entry by the key pihub reads and the key as written."""
         self.by_key[entry.canon] = entry
-        self.by_key.setdefault(entry.orig, entry)
+        for part in entry.parts or [entry]:
+            self.by_key.setdefault(part.orig, entry)
 
     def locate(self, path: tuple[Hashable, ...], *, at_key: bool = False) -> Location:
         """Locate a config path; see :meth:`Config.locate`."""
@@ -267,6 +303,8 @@ class _Sources:
         entry = self.by_key.get(path[0]) if hashable(path[0]) else None
         if entry is None:
             return UNKNOWN
+        if len(path) > 1 and hashable(path[1]) and path[1] in entry.owner:
+            entry = entry.owner[path[1]]
         return entry.doc.locate((entry.orig, *path[1:]), at_key=at_key)
 
     def problem(self, path: tuple[Hashable, ...], message: str, *, warning: bool = False,
@@ -438,6 +476,11 @@ class _Loader:
         self.notes: list[Problem] = []
         self.entries: dict[str, _Entry] = {}
         self.docs: dict[str, Document] = {}  # real path -> parsed document
+        # real path -> the entries that reading it merged (its includes' too), once each,
+        # in the order of their last merge: including it again replays these
+        self.merged: dict[str, list[_Entry]] = {}
+        self.log: list[_Entry] = []  # every entry merged by read(), in order
+        self.nodes = 0  # values read so far, aliases expanded, in all files (MAX_CONFIG_NODES)
         self.files: list[str] = []
         self.yaml_spots: set[tuple[str, int, int]] = set()  # (file, line, col) of YAML-level errors
         self.sources = _Sources(main_file)
@@ -451,22 +494,41 @@ class _Loader:
         self.problems.append(Problem(format_path(shown), message, loc.file, loc.line, loc.col, warning))
 
     def read(self, file: str, stack: tuple[str, ...]) -> None:
-        """Read ``file`` and merge its keys; raises OSError when it cannot be read."""
+        """Read ``file`` and merge its keys; raises OSError when it cannot be read.
+
+        A file is read, parsed and walked once: including it again replays the entries
+        it merged the first time (so a file included twice by each of a chain of files
+        costs one replay per include, not twice the work per level).
+        """
         real = os.path.realpath(file)
-        doc = self.docs.get(real)
-        if doc is None:
-            doc = read_document(file)
-            self.docs[real] = doc
-            self.files.append(file)
-            self.problems.extend(doc.problems)
-            self.yaml_spots.update((p.file, p.line, p.col) for p in doc.problems if not p.warning)
+        replay = self.merged.get(real)
+        if replay is not None:
+            for entry in replay:
+                self.merge(entry)
+                self.log.append(entry)
+            return
+        doc = read_document(file, max_nodes=MAX_CONFIG_NODES - self.nodes)
+        self.nodes += doc.nodes
+        self.docs[real] = doc
+        self.files.append(file)
+        self.problems.extend(doc.problems)
+        self.yaml_spots.update((p.file, p.line, p.col) for p in doc.problems if not p.warning)
+        start = len(self.log)
+        self.walk(doc, (*stack, real))
+        last: dict[tuple[int, Any], _Entry] = {}
+        for entry in self.log[start:]:
+            last.pop((id(entry.doc), entry.orig), None)
+            last[(id(entry.doc), entry.orig)] = entry
+        self.merged[real] = list(last.values())
+
+    def walk(self, doc: Document, stack: tuple[str, ...]) -> None:
+        """Merge the keys of a document just read, following its includes."""
         value = doc.value
         if value is None:
             return
         if not isinstance(value, dict):
             self.at(doc, (), f"a config file must be a mapping of section names, not {show(value)}")
             return
-        stack = (*stack, real)
         for key, item in value.items():
             if key == "include":
                 self.include(doc, item, stack)
@@ -477,6 +539,7 @@ class _Loader:
             entry = self.classify(doc, key, item)
             if entry is not None:
                 self.merge(entry)
+                self.log.append(entry)
 
     def include(self, doc: Document, value: Any, stack: tuple[str, ...]) -> None:
         """Follow an ``include`` value of ``doc``."""
@@ -496,14 +559,26 @@ class _Loader:
             if not os.path.isabs(target):
                 target = os.path.normpath(os.path.join(os.path.dirname(doc.file), target))
             real = os.path.realpath(target)
+            name = show(item) if isinstance(item, Secret) else repr(target)  # a path from !env stays unshown
             if real in stack:
                 names = [self.shown_name(r) for r in stack[stack.index(real):]]
                 self.at(doc, where, f"include cycle: {' -> '.join([*names, names[0]])}", shown=where)
                 continue
+            if real not in self.merged:
+                if self.nodes > MAX_CONFIG_NODES:
+                    return  # the file that spent the budget is reported; reading more adds nothing
+                if len(stack) > MAX_INCLUDE_DEPTH:
+                    self.at(doc, where, f"includes nested more than {MAX_INCLUDE_DEPTH} deep (the most a config "
+                                        f"may nest them): {name} would be at depth {len(stack)}", shown=where)
+                    continue
+                if len(self.files) >= MAX_CONFIG_FILES:
+                    self.at(doc, where, f"{name} would be file {len(self.files) + 1} of the config; "
+                                        f"a config may be made of at most {MAX_CONFIG_FILES} files", shown=where)
+                    continue
             try:
                 self.read(target, stack)
             except OSError as e:
-                self.at(doc, where, f"cannot read included file {target!r}: {(e.strerror or str(e)).lower()}",
+                self.at(doc, where, f"cannot read included file {name}: {(e.strerror or str(e)).lower()}",
                         shown=where)
 
     def shown_name(self, real: str) -> str:
@@ -536,15 +611,28 @@ class _Loader:
         new = LEGACY_SECTIONS.get(key)
         if new is None and key.startswith(_LEGACY_SENSOR_PREFIX) and len(key) > len(_LEGACY_SENSOR_PREFIX):
             new = "sensor." + key[len(_LEGACY_SENSOR_PREFIX):]
-        if new is not None:
-            self.at(doc, (key,), f"platypush section {key!r} is read as {new!r}; rename it to {new!r}",
-                    warning=True, at_key=True)
-            return _Entry(new, key, "section", value, doc)
-        return _Entry(key, key, "section", value, doc)
+        if new is None:
+            return _Entry(key, key, "section", value, doc)
+        if self.sections is not None and new not in self.sections:
+            self.at(doc, (key,), _no_counterpart(key, new), at_key=True)
+            return None
+        if key in SPLIT_SECTIONS.get(new, ()):
+            advice = f"move its options into one {new!r} section"
+        else:
+            advice = f"rename it to {new!r}"
+        self.at(doc, (key,), f"platypush section {key!r} is read as {new!r}; {advice}", warning=True,
+                at_key=True)
+        return _Entry(new, key, "section", value, doc)
 
     def merge(self, entry: _Entry) -> None:
-        """Add an entry; a later one with the same meaning replaces the earlier one."""
-        prev = self.entries.pop(entry.canon, None)
+        """Add an entry; a later one with the same meaning replaces the earlier one.
+
+        Spellings of one of the :data:`SPLIT_SECTIONS` are joined instead (see :meth:`join`).
+        """
+        prev = self.entries.get(entry.canon)
+        if prev is not None and entry.kind == "section" and self.join(prev, entry):
+            return
+        self.entries.pop(entry.canon, None)
         if prev is not None and not (prev.doc is entry.doc and prev.orig == entry.orig):
             before = prev.doc.locate((prev.orig,), at_key=True)
             if prev.doc is entry.doc:
@@ -556,6 +644,73 @@ class _Loader:
                         f"this later definition replaces it", shown=(entry.canon,), warning=True,
                         at_key=True)
         self.entries[entry.canon] = entry
+
+    def join(self, prev: _Entry, entry: _Entry) -> bool:
+        """Merge ``entry`` into ``prev`` when both are spellings of one split section.
+
+        A spelling given again in a later file replaces its earlier part (with the usual
+        warning); a key set by two spellings to different values is an error located at
+        the later one and naming the earlier one; the same value twice is fine.
+
+        Returns:
+            False when the two are not parts of one :data:`SPLIT_SECTIONS` entry (the
+            caller then handles them as two definitions of one key).
+        """
+        allowed = SPLIT_SECTIONS.get(entry.canon, frozenset())
+        parts = prev.parts or [prev]
+        if entry.orig not in allowed or any(p.orig not in allowed for p in parts):
+            return False
+        if all(p.orig == entry.orig for p in parts):
+            return False  # one spelling twice: an override, not a join
+        kept = []
+        for part in parts:
+            if part.orig == entry.orig and part.doc is entry.doc:
+                continue  # the same file included again: its entries are merged again, silently
+            if part.orig == entry.orig:
+                before = part.doc.locate((part.orig,), at_key=True)
+                self.at(entry.doc, (entry.orig,), f"also defined at {before.file}:{before.line}:{before.col}; "
+                        f"this later definition replaces it", shown=(entry.canon,), warning=True, at_key=True)
+            else:
+                kept.append(part)
+        names = self._option_names(entry.canon)
+        merged: dict[Any, Any] = {}
+        owner: dict[Hashable, _Entry] = {}  # key as written -> the part that set it
+        written: dict[Any, Any] = {}  # option name -> the key as written where it was set
+        for part in [*kept, entry]:
+            body = part.value
+            if body is None:
+                continue
+            if not isinstance(body, dict):
+                if part is entry or not prev.parts:  # joined parts were reported when first joined
+                    self.at(part.doc, (part.orig,), f"must be a mapping of options, not {show(body)}",
+                            shown=(entry.canon,))
+                continue
+            for key, value in body.items():
+                name = names.get(key, key) if hashable(key) else key
+                if name not in written:
+                    merged[key], owner[key], written[name] = value, part, key
+                    continue
+                old_key = written[name]
+                if part is not entry or merged[old_key] == value:
+                    continue  # earlier parts were compared with each other when they were joined
+                first = owner[old_key]
+                there = first.doc.locate((first.orig, old_key), at_key=True)
+                spelt = f" (as {old_key!r})" if old_key != key else ""
+                self.at(entry.doc, (entry.orig, key),
+                        f"{key!r} is {show(value)} here but {show(merged[old_key])}{spelt} in "
+                        f"{first.orig!r} at {there.file}:{there.line}:{there.col}; both sections are read "
+                        f"as {entry.canon!r}, so set it in one of them", shown=(entry.canon, key), at_key=True)
+        head = kept[0] if kept else entry
+        self.entries[entry.canon] = _Entry(entry.canon, head.orig, "section", merged, head.doc,
+                                           parts=[*kept, entry], owner=owner)
+        return True
+
+    def _option_names(self, section: str) -> dict[Hashable, str]:
+        """Old name -> name of every aliased option of ``section`` (empty without a schema)."""
+        schema = self.sections.get(section) if self.sections is not None else None
+        if schema is None:
+            return {}
+        return {alias: name for name, f in schema.fields.items() for alias in f.aliases}
 
     # -- interpreting -------------------------------------------------------------------
 
@@ -689,7 +844,9 @@ class _Loader:
             return None if problems else out
         # logging
         if isinstance(value, dict) and isinstance(value.get("level"), str):
-            value = {**value, "level": value["level"].upper()}
+            level = value["level"]
+            # str methods drop the Secret wrapper; a level from !env must stay unshown
+            value = {**value, "level": Secret(level.upper()) if isinstance(level, Secret) else level.upper()}
         out, problems = LOGGING_SCHEMA.validate(value, path)
         self.report(problems)
         return None if any(not getattr(p, "warning", False) for p in problems) else out
@@ -742,6 +899,17 @@ class _Loader:
 
 
 _DROP: Final = object()  # an entry removed by ``disabled: true`` or bad flags
+
+
+def _no_counterpart(key: str, new: str) -> str:
+    """The error for a Platypush section whose pihub section is not installed."""
+    if key.startswith(_LEGACY_SENSOR_PREFIX) and key not in LEGACY_SECTIONS:
+        sensors = ", ".join(f"{new_name!r} (for {old!r})" for old, new_name in LEGACY_SECTIONS.items()
+                            if old.startswith(_LEGACY_SENSOR_PREFIX))
+        return (f"platypush section {key!r} has no pihub counterpart: pihub's sensor sections are {sensors}; "
+                f"remove it, or install a package that provides a {new!r} backend")
+    return (f"platypush section {key!r} would be read as {new!r}, but no installed backend provides "
+            f"{new!r}; remove it, or install a package that provides a {new!r} backend")
 
 
 def _suggest_key(key: str, sections: Mapping[str, Schema]) -> str:

@@ -341,14 +341,17 @@ class Field:
         """
         if value is None and self.default is None:
             return None, []
-        out, problems = coerce(self.type, value, path, secret=self.secret)
+        # a value from !env/!file stays unshown after conversion (an int parsed from it,
+        # a string changed by a caller): range and choice messages show ``out``
+        secret = self.secret or isinstance(value, Secret)
+        out, problems = coerce(self.type, value, path, secret=secret)
         if problems:
             return out, problems
         if isinstance(out, (int, float)) and not isinstance(out, bool):
             low_ok = self.min is None or out >= self.min
             high_ok = self.max is None or out <= self.max
             if not (low_ok and high_ok):
-                shown = show(out, self.secret)
+                shown = show(out, secret)
                 if self.min is not None and self.max is not None:
                     message = f"must be in range {self.min}..{self.max}, not {shown}"
                 elif self.min is not None:
@@ -358,7 +361,7 @@ class Field:
                 return out, [ConfigProblem(path, message)]  # type: ignore[arg-type]
         if self.choices is not None and out not in self.choices:
             allowed = ", ".join(show(c) for c in self.choices)
-            return out, [ConfigProblem(path, f"must be one of {allowed}, not {show(out, self.secret)}")]  # type: ignore[arg-type]
+            return out, [ConfigProblem(path, f"must be one of {allowed}, not {show(out, secret)}")]  # type: ignore[arg-type]
         if self.secret and isinstance(out, str) and not isinstance(out, Secret):
             out = Secret(out)
         return out, []

@@ -4,9 +4,10 @@
 float, bool, None, dates) and keeps the composed node tree beside them, so that any value
 or mapping key can later be located by its *path*, a tuple of mapping keys and list
 indices: ``("event.hook.door", "then", 2, "args", "x")``. Locating is lazy (it walks the
-node tree on demand), so anchors and aliases cost nothing extra and a "billion laughs"
-document does not blow up memory: an alias yields the *same* Python object as its anchor
-(as PyYAML does) and is located at the anchor.
+node tree on demand), so anchors and aliases cost nothing extra: an alias yields the
+*same* Python object as its anchor (as PyYAML does) and is located at the anchor. A
+"billion laughs" document is refused before it is built (see the limits below), because
+the code that walks values (schemas, templates) sees an alias expanded.
 
 Only these tags are accepted; every other tag (``!foo``, ``!!python/object/apply:...``,
 ``!!set``, ``!!binary``...) is a located problem and its node is never constructed:
@@ -25,21 +26,43 @@ Syntax errors are located with the marks of PyYAML's ``MarkedYAMLError``.
 
 Problems are collected, never raised: :attr:`Document.problems` holds every one found,
 each a :class:`~pihub.errors.Problem` with a 1-based line and column.
+
+**What a config may cost.** A config is hostile input as far as memory and time go (a
+YAML alias bomb is 800 bytes), so every limit below is checked *before* the work it
+bounds, and passing one is a located problem, found in well under a second (with
+libyaml; PyYAML's pure-Python parser, used only without it, is about 15 times slower):
+
+* only regular files are read (:func:`read_regular`: a FIFO, device, socket or directory
+  is refused before any read, and nothing blocks on opening it), at most
+  :data:`MAX_CONFIG_BYTES` of them (``!file``: :data:`MAX_FILE_BYTES`);
+* a document holds at most :data:`MAX_CONFIG_NODES` values *with aliases expanded*, and
+  nests at most :data:`MAX_CONFIG_DEPTH` lists/mappings deep. Both are counted on the
+  parser's event stream before anything is composed (an alias adds the size of its
+  anchor, remembered, never re-walked), so a bomb fails after at most that many events.
+  What is built afterwards still shares aliased objects, but every consumer that walks
+  the tree (schema checks, template compilation, rendering) sees at most that many
+  values.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 import yaml
+from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pihub.errors import Problem, format_path
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
+    "MAX_CONFIG_NODES",
     "MAX_FILE_BYTES",
     "Document",
     "Location",
@@ -47,10 +70,24 @@ __all__ = [
     "Secret",
     "parse_document",
     "read_document",
+    "read_regular",
 ]
 
 #: Largest file ``!file`` reads, in bytes; secrets and certificates are far smaller.
 MAX_FILE_BYTES: Final = 1 << 20
+
+#: Largest config file, in bytes (each included file too). A 5,000-line config is about
+#: 170 KB (pihub's demo config: 33 bytes a line).
+MAX_CONFIG_BYTES: Final = 1 << 20
+
+#: Most values a config may hold, in all its files together, counting every scalar, list
+#: and mapping, and an alias as the whole value it stands for. A 5,000-line config holds
+#: about 15,000 (the demo config: 3 a line).
+MAX_CONFIG_NODES: Final = 100_000
+
+#: Deepest nesting of lists and mappings in a config; hooks with nested procedure steps
+#: reach about 12.
+MAX_CONFIG_DEPTH: Final = 64
 
 _YAML: Final = "tag:yaml.org,2002:"
 _MAP_TAG: Final = _YAML + "map"
@@ -113,12 +150,15 @@ class Document:
             error).
         problems: every problem found while parsing, located.
         root: the composed node tree, or None.
+        nodes: how many values the document holds, aliases expanded (see
+            :data:`MAX_CONFIG_NODES`); counted up to the first value past the limit.
     """
 
     file: str
     value: Any = None
     problems: list[Problem] = field(default_factory=list)
     root: Node | None = None
+    nodes: int = 0
     _pairs: dict[int, dict[Hashable, tuple[Node, Node]]] = field(default_factory=dict, repr=False)
 
     def locate(self, path: tuple[Hashable, ...], *, at_key: bool = False) -> Location:
@@ -190,6 +230,8 @@ def _kind(node: Node) -> str:
     return "a scalar"
 
 
+_NODES_LIMIT: Final = (f"{MAX_CONFIG_NODES} values (the most a config may hold, in all its files, "
+                       f"counting each alias as the values it stands for)")
 _BAD: Final = object()  # an unusable mapping key; the entry is skipped
 _BUILDING: Final = object()  # marks a collection whose construction is in progress
 
@@ -205,7 +247,8 @@ def _make_loader(base: type) -> type:
         that every problem is collected instead of the first one raised.
         """
 
-        def __init__(self, text: str, file: str, *, environ: Mapping[str, str] | None = None) -> None:
+        def __init__(self, text: str, file: str, *, environ: Mapping[str, str] | None = None,
+                     max_nodes: int = MAX_CONFIG_NODES) -> None:
             """Prepare to load ``text``.
 
             Args:
@@ -213,10 +256,12 @@ def _make_loader(base: type) -> type:
                 file: the name shown in problems; its directory anchors relative ``!file``
                     paths.
                 environ: the variables ``!env`` reads; ``os.environ`` when None.
+                max_nodes: the most values (aliases expanded) the document may hold.
             """
             super().__init__(text)
             self.text = text
             self.file = file
+            self.max_nodes = max_nodes
             self.environ: Mapping[str, str] = os.environ if environ is None else environ
             self.problems: list[Problem] = []
             self.pairs: dict[int, dict[Hashable, tuple[Node, Node]]] = {}
@@ -230,6 +275,9 @@ def _make_loader(base: type) -> type:
             """
             doc = Document(self.file)
             try:
+                doc.nodes = self._count_nodes()
+                if doc.nodes > self.max_nodes or self.problems:
+                    return doc
                 try:
                     root = self.get_single_node()
                 except yaml.MarkedYAMLError as e:
@@ -251,6 +299,64 @@ def _make_loader(base: type) -> type:
                 doc.problems = sorted(self.problems, key=lambda p: (p.line, p.col))
                 doc._pairs = self.pairs
                 self.dispose()
+
+        def _count_nodes(self) -> int:
+            """Count the values of the text on a parser of its own, before composing.
+
+            An alias counts as the size of its anchor's value (remembered when that value
+            ends), so the count is of the expanded tree while the work is one step per
+            parser event. Stops at the first value past :attr:`max_nodes` or the first
+            collection deeper than :data:`MAX_CONFIG_DEPTH`, recording a problem there.
+            A syntax error ends the count quietly: composing reports it, located.
+
+            Returns:
+                The values counted (more than :attr:`max_nodes` when that limit stopped it).
+            """
+            parser = base(self.text)
+            sizes: dict[str, int] = {}  # anchor -> expanded size of its value
+            open_: list[tuple[int, str | None]] = []  # (count before it, anchor) per open collection
+            total = 0
+            try:
+                while parser.check_event():
+                    event = parser.get_event()
+                    if isinstance(event, ScalarEvent):
+                        total += 1
+                        if event.anchor is not None:
+                            sizes[event.anchor] = 1
+                    elif isinstance(event, AliasEvent):
+                        size = sizes.get(event.anchor, 1)
+                        total += size
+                        if total > self.max_nodes:
+                            self._event_problem(event, f"alias *{event.anchor} stands for {size} values, which "
+                                                       f"takes the config past {_NODES_LIMIT}")
+                            return total
+                    elif isinstance(event, CollectionStartEvent):
+                        if len(open_) >= MAX_CONFIG_DEPTH:
+                            self._event_problem(event, f"lists and mappings nested more than {MAX_CONFIG_DEPTH} "
+                                                       f"deep (the most a config may nest)")
+                            return total
+                        open_.append((total, event.anchor))
+                        total += 1
+                    elif isinstance(event, CollectionEndEvent):
+                        before, anchor = open_.pop()
+                        if anchor is not None:
+                            sizes[anchor] = total - before
+                        continue
+                    else:
+                        continue
+                    if total > self.max_nodes:
+                        self._event_problem(event, f"too many values: this one takes the config past {_NODES_LIMIT}")
+                        return total
+            except yaml.YAMLError:
+                pass
+            finally:
+                parser.dispose()
+            return total
+
+        def _event_problem(self, event: Any, message: str) -> None:
+            """Record a problem at a parser event's start."""
+            mark = event.start_mark
+            self.problems.append(Problem("", message, self.file, mark.line + 1, mark.column + 1))
 
         def _syntax_problem(self, e: yaml.MarkedYAMLError) -> None:
             """Record a syntax error at PyYAML's problem mark, naming its context."""
@@ -393,8 +499,7 @@ def _make_loader(base: type) -> type:
             if not os.path.isabs(target):
                 target = os.path.join(os.path.dirname(self.file), target)
             try:
-                with open(target, "rb") as f:
-                    data = f.read(MAX_FILE_BYTES + 1)
+                data = read_regular(target, MAX_FILE_BYTES)
             except OSError as e:
                 self._problem(node, path, f"cannot read !file {target!r}: {_strerror(e)}")
                 return None
@@ -409,6 +514,58 @@ def _make_loader(base: type) -> type:
             return Secret(text.strip())
 
     return _Loader
+
+
+_KINDS: Final = ((stat.S_ISFIFO, "a fifo"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                 (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(path: str, mode: int) -> OSError:
+    """The error for a path that is not a regular file; its strerror names what it is."""
+    if stat.S_ISDIR(mode):
+        return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    return OSError(errno.EINVAL, f"not a regular file ({kind})", path)
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """Read at most ``limit + 1`` bytes of the regular file at ``path``.
+
+    ``path`` is checked with ``os.stat`` before it is opened, so a device is never opened,
+    then opened non-blocking and checked again with ``fstat`` (it may have been replaced
+    in between), so a FIFO can neither block the open nor a read.
+
+    Args:
+        path: the file; symbolic links are followed.
+        limit: the size the caller accepts, in bytes; one byte more is read so that the
+            caller can tell a larger file (``len(result) > limit``) without reading it all.
+
+    Returns:
+        The first ``limit + 1`` bytes of the file, or all of it when it is smaller.
+
+    Raises:
+        OSError: the file cannot be opened or read, or it is not a regular file (a
+            directory, FIFO, device or socket; ``strerror`` says which).
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _strerror(e: OSError) -> str:
@@ -441,18 +598,27 @@ _PurePositionLoader: Final[type] = _make_loader(yaml.SafeLoader)
 
 
 def parse_document(data: str | bytes, file: str, *, environ: Mapping[str, str] | None = None,
-                   pure: bool = False) -> Document:
+                   pure: bool = False, max_nodes: int = MAX_CONFIG_NODES) -> Document:
     """Parse YAML source into a :class:`Document`; never raises for bad content.
 
     Args:
-        data: the YAML source; bytes are decoded as UTF-8 (a BOM is allowed).
+        data: the YAML source; bytes are decoded as UTF-8 (a BOM is allowed). More than
+            :data:`MAX_CONFIG_BYTES` (of bytes, or of characters for a str) is a problem
+            and is not parsed.
         file: the name shown in problems; its directory anchors relative ``!file`` paths.
         environ: the variables ``!env`` reads; ``os.environ`` when None.
         pure: use the pure-Python SafeLoader base even when libyaml is available (tests).
+        max_nodes: the part of :data:`MAX_CONFIG_NODES` left for this document (the
+            loader shares the budget between included files); more values is a problem,
+            located at the value that passes it, and the document is not built.
 
     Returns:
         The document, with every problem found in :attr:`Document.problems`.
     """
+    if len(data) > MAX_CONFIG_BYTES:
+        return Document(file, problems=[Problem(
+            "", f"the file is larger than {MAX_CONFIG_BYTES} bytes (the most a config file may hold); "
+                f"split it with include", file, 1, 1)])
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8-sig")
@@ -462,26 +628,27 @@ def parse_document(data: str | bytes, file: str, *, environ: Mapping[str, str] |
             return Document(file, problems=[Problem(
                 "", f"invalid yaml: not utf-8 text (byte 0x{data[e.start]:02x})", file, line, col)])
     try:
-        loader = (_PurePositionLoader if pure else PositionLoader)(data, file, environ=environ)
+        loader = (_PurePositionLoader if pure else PositionLoader)(data, file, environ=environ, max_nodes=max_nodes)
     except yaml.YAMLError as e:  # the pure reader checks for bad characters up front
         line, col = _reader_position(data, e)
         return Document(file, problems=[Problem("", f"invalid yaml: {_reader_reason(e)}", file, line, col)])
     return loader.load_document()
 
 
-def read_document(path: str, *, environ: Mapping[str, str] | None = None) -> Document:
-    """Read and parse the YAML file at ``path``.
+def read_document(path: str, *, environ: Mapping[str, str] | None = None,
+                  max_nodes: int = MAX_CONFIG_NODES) -> Document:
+    """Read and parse the YAML file at ``path`` (see :func:`read_regular`).
 
     Args:
         path: the file to read; also the name shown in problems.
         environ: the variables ``!env`` reads; ``os.environ`` when None.
+        max_nodes: see :func:`parse_document`.
 
     Returns:
-        The document, with every problem found in :attr:`Document.problems`.
+        The document, with every problem found in :attr:`Document.problems`; a file larger
+        than :data:`MAX_CONFIG_BYTES` is a problem (only one byte more is read).
 
     Raises:
-        OSError: the file cannot be opened or read.
+        OSError: the file cannot be opened or read, or it is not a regular file.
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    return parse_document(data, path, environ=environ)
+    return parse_document(read_regular(path, MAX_CONFIG_BYTES), path, environ=environ, max_nodes=max_nodes)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import socket
+import subprocess
+import sys
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -22,7 +27,8 @@ from pihub.config import (
     load,
 )
 from pihub.config import loader as loader_mod
-from pihub.config.loader import LEGACY_SECTIONS, parse_procedure_key, search_paths
+from pihub.config import schema as schema_mod
+from pihub.config.loader import LEGACY_SECTIONS, SPLIT_SECTIONS, parse_procedure_key, search_paths
 from pihub.errors import ConfigError, ConfigProblem
 
 SECTIONS = {
@@ -255,29 +261,29 @@ def test_legacy_keys_are_mapped_with_a_warning_naming_the_new_key(tmp_path: Path
     cfg = write(tmp_path, "c.yaml", f"device_id: x\n{old}: {{}}\n")
     config = load(cfg, sections=SECTIONS)
     assert new in config.sections and old not in config.sections
-    assert [str(w) for w in config.warnings] == [
-        f"{cfg}:2:1: platypush section {old!r} is read as {new!r}; rename it to {new!r}"]
+    advice = (f"move its options into one {new!r} section" if old in SPLIT_SECTIONS.get(new, ())
+              else f"rename it to {new!r}")
+    assert [str(w) for w in config.warnings] == [f"{cfg}:2:1: platypush section {old!r} is read as {new!r}; {advice}"]
 
 
 def test_legacy_expected_table() -> None:
     assert LEGACY_SECTIONS == {
         "backend.http": "http", "backend.midi": "midi", "backend.button.flic": "flic",
         "backend.scard": "smartcard", "backend.camera.pi": "camera.pi", "backend.sensor.mcp3008": "adc",
-        "backend.mqtt": "mqtt", "backend.serial": "serial", "gpio.sensor.mcp3008": "adc",
-        "sensor.mcp3008": "adc"}
+        "backend.sensor.serial": "serial", "backend.mqtt": "mqtt", "backend.serial": "serial",
+        "gpio.sensor.mcp3008": "adc", "sensor.mcp3008": "adc"}
 
 
-def test_legacy_backend_sensor_maps_to_sensor(tmp_path: Path) -> None:
+def test_legacy_backend_sensor_maps_to_sensor_when_that_section_exists(tmp_path: Path) -> None:
     cfg = write(tmp_path, "c.yaml", "backend.sensor.dht: {x: 1}\nbackend.sensor.nope: {}\n")
     with pytest.raises(ConfigError) as info:
         load(cfg, sections=SECTIONS)
     assert [str(p) for p in info.value.problems] == [
-        f"{cfg}:2:1: unknown section 'sensor.nope' (written 'backend.sensor.nope') (did you mean 'sensor.dht'?)"]
+        f"{cfg}:2:1: platypush section 'backend.sensor.nope' has no pihub counterpart: pihub's sensor sections "
+        f"are 'adc' (for 'backend.sensor.mcp3008'), 'serial' (for 'backend.sensor.serial'); remove it, or "
+        f"install a package that provides a 'sensor.nope' backend"]
     assert [str(p) for p in info.value.warnings] == [
-        f"{cfg}:1:1: platypush section 'backend.sensor.dht' is read as 'sensor.dht'; rename it to 'sensor.dht'",
-        (f"{cfg}:2:1: platypush section 'backend.sensor.nope' is read as 'sensor.nope'; "
-         f"rename it to 'sensor.nope'"),
-    ]
+        f"{cfg}:1:1: platypush section 'backend.sensor.dht' is read as 'sensor.dht'; rename it to 'sensor.dht'"]
 
 
 def test_legacy_section_problems_use_the_new_name_and_the_old_place(tmp_path: Path) -> None:
@@ -350,6 +356,141 @@ def test_plain_token_is_wrapped_as_a_secret(tmp_path: Path) -> None:
     cfg = write(tmp_path, "c.yaml", "token: abc\n")
     config = load(cfg, sections=SECTIONS)
     assert isinstance(config.token, Secret) and config.token == "abc"
+
+
+# Every field kind with an invalid secret: the texts mix cases because messages may change
+# a value's case (``logging.level`` is upper-cased before its choices are checked); the
+# numbers parse, and are out of every range and choice below.
+SECRET_TEXT = "ENVSECRET-1a2b3c"
+SECRET_NUMBERS = ("-7340923", "97340923417", "7340923.5")
+_SECRET_ENV = {"PIHUB_T_TEXT": SECRET_TEXT, "PIHUB_T_LOW": "-7340923", "PIHUB_T_HIGH": "97340923417",
+               "PIHUB_T_FLOAT": "7340923.5"}
+
+#: option -> (field, YAML value invalid for it); one per type kind and per Field option.
+_PROBE_FIELDS: dict[str, tuple[Field, str]] = {
+    "a_bool": (Field(bool, False), "!env PIHUB_T_TEXT"),
+    "an_int": (Field(int, 0, doc="a count"), "!env PIHUB_T_TEXT"),
+    "an_int_in_range": (Field(int, 0, min=0, max=10), "!env PIHUB_T_HIGH"),
+    "an_int_choice": (Field(int, 1, choices=(1, 2)), "!env PIHUB_T_LOW"),
+    "a_float": (Field(float, 0.0), "!env PIHUB_T_TEXT"),
+    "a_float_in_range": (Field(float, 0.0, min=-1.0, max=1.0), "!env PIHUB_T_FLOAT"),
+    "a_str_choice": (Field(str, "a", choices=("a", "b")), "!env PIHUB_T_TEXT"),
+    "a_str": (Field(str, ""), "[!env PIHUB_T_TEXT]"),
+    "a_list": (Field(list, []), "!env PIHUB_T_TEXT"),
+    "a_dict": (Field(dict, {}), "!env PIHUB_T_TEXT"),
+    "a_list_of": (Field(list[int], []), "[1, !env PIHUB_T_TEXT]"),
+    "a_dict_of": (Field(dict[str, float], {}), "{k: !env PIHUB_T_TEXT}"),
+    "alternatives": (Field((int, list[int], None), None), "!env PIHUB_T_TEXT"),
+    "a_schema": (Field(Schema({"x": Field(int, 0, max=5)}), {}), "{x: !env PIHUB_T_HIGH}"),
+    "a_schema_given_text": (Field(Schema({}), {}), "!env PIHUB_T_TEXT"),
+    "anything": (Field(object, None), "!env PIHUB_T_TEXT"),  # any value is valid: nothing to show
+    "a_secret": (Field(int, 0, secret=True, min=0), "!env PIHUB_T_LOW"),
+    "renamed": (Field(int, 0, aliases=("old_name",)), "!env PIHUB_T_TEXT"),
+    "deprecated": (Field(int, 0, deprecated="use 'an_int'"), "!env PIHUB_T_TEXT"),
+    "required": (Field(bool), "!env PIHUB_T_TEXT"),
+}
+_PROBE = Schema({name: f for name, (f, _) in _PROBE_FIELDS.items()})
+
+
+def _kind(spec: object) -> object:
+    """The schema type kind of a spec: a plain type, or the name of a composite form."""
+    if isinstance(spec, Schema):
+        return "Schema"
+    if isinstance(spec, tuple):
+        return "alternatives"
+    origin = typing.get_origin(spec)
+    return f"{origin.__name__}[...]" if origin is not None else spec
+
+
+def test_secret_probe_covers_every_field_kind_and_option() -> None:
+    kinds = {_kind(f.type) for f, _ in _PROBE_FIELDS.values()}
+    kinds |= {_kind(alt) for f, _ in _PROBE_FIELDS.values() if isinstance(f.type, tuple) for alt in f.type}
+    # the kinds schema.py names in its messages, plus its composite forms
+    assert kinds >= {*schema_mod._NAMES, "Schema", "alternatives", "list[...]", "dict[...]"} - {type(None)}
+    options = {opt.name for f, _ in _PROBE_FIELDS.values() for opt in dataclasses.fields(Field)
+               if getattr(f, opt.name) != opt.default}
+    assert options >= {opt.name for opt in dataclasses.fields(Field)}
+
+
+def _grep_secrets(text: str) -> list[str]:
+    """The secrets (any case) found in ``text``."""
+    return [s for s in (SECRET_TEXT, *SECRET_NUMBERS) if s.lower() in text.lower()]
+
+
+def test_every_field_kind_masks_an_invalid_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    for name, value in _SECRET_ENV.items():
+        monkeypatch.setenv(name, value)
+    written = {n: "old_name" if n == "renamed" else n for n in _PROBE_FIELDS}  # an alias warns too
+    body = "".join(f"  {written[n]}: {v}\n" for n, (_, v) in _PROBE_FIELDS.items())
+    cfg = write(tmp_path, "c.yaml", f"""\
+logging: {{level: !env PIHUB_T_TEXT}}
+probe:
+{body}  ? !env PIHUB_T_TEXT
+  : an unknown key from the environment
+""")
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ConfigError) as info:
+        load(cfg, sections={"probe": _PROBE})
+    e = info.value
+    paths = {p.path for p in e.problems}
+    # every probe that can be invalid was reported, so the grep below saw its message
+    assert paths >= {"logging.level", *(f"probe.{written[n]}" for n in _PROBE_FIELDS if n not in
+                                        ("anything", "a_list_of", "a_dict_of", "a_schema"))}
+    assert {"probe.a_list_of[1]", "probe.a_dict_of.k", "probe.a_schema.x"} <= paths
+    assert any("'***'" in p.message for p in e.problems if p.path == "logging.level")
+    out = capsys.readouterr()
+    text = "\n".join([str(e), *map(str, e.warnings), repr(e.problems), repr(e.warnings), caplog.text,
+                      out.out, out.err])
+    assert _grep_secrets(text) == []
+
+
+#: YAML values tried, in order, for a field of pihub's real sections, with the value each
+#: one stands for (to find, with Field.check, one the field rejects).
+_CANDIDATES = (
+    ("!env PIHUB_T_LOW", Secret("-7340923")),  # numbers first: they reach range and choice checks
+    ("!env PIHUB_T_HIGH", Secret("97340923417")),
+    ("!env PIHUB_T_TEXT", Secret(SECRET_TEXT)),
+    ("[!env PIHUB_T_TEXT]", [Secret(SECRET_TEXT)]),
+    ("{k: !env PIHUB_T_TEXT}", {"k": Secret(SECRET_TEXT)}),
+)
+
+
+def _invalid_secrets(schema: Schema) -> dict[str, str]:
+    """Option -> a YAML secret value the option rejects, for every option that rejects one."""
+    out = {}
+    for name, f in schema.fields.items():
+        for text, value in _CANDIDATES:
+            _, problems = f.check(value, (name,))
+            if problems:
+                out[name] = text
+                break
+    return out
+
+
+def test_check_config_never_prints_a_secret_for_any_real_field(tmp_path: Path) -> None:
+    from pihub.hub import known_sections
+
+    lines = ["logging: {level: !env PIHUB_T_TEXT}", f"workdir: {tmp_path / 'work'}"]
+    expected = {"logging.level"}
+    for section, schema in known_sections().items():
+        bad = _invalid_secrets(schema)
+        if bad:
+            lines.append(f"{section}:")
+            lines += [f"  {name}: {text}" for name, text in bad.items()]
+            expected |= {f"{section}.{name}" for name in bad}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = {**os.environ, **_SECRET_ENV}
+    env.pop("PIHUB_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "pihub", "check-config", str(cfg)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1, r.stderr
+    reported = {line.split(": ")[1] for line in r.stderr.splitlines() if line.startswith(f"{cfg}:")}
+    # every probe was reported (a path with an index or a key below it counts), so the grep saw it
+    assert {e for e in expected if not any(p == e or p.startswith((e + ".", e + "[")) for p in reported)} == set()
+    assert _grep_secrets(r.stdout + r.stderr) == []
 
 
 # -- search order -----------------------------------------------------------------------------
@@ -475,6 +616,87 @@ def test_the_same_file_included_twice_is_read_once_without_warnings(tmp_path: Pa
     config = load(main, sections=SECTIONS)
     assert config.device_id == "c" and config.warnings == []
     assert config.files == [main, a, common, b]
+
+
+def test_a_file_included_by_each_of_a_chain_twice_is_read_and_walked_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # each file includes the next twice: walking every include would classify the last
+    # file's keys 2**8 times
+    names = [f"f{i}.yaml" for i in range(loader_mod.MAX_INCLUDE_DEPTH)]
+    for i, name in enumerate(names):
+        nxt = f"include: [{names[i + 1]}, {names[i + 1]}]\n" if i + 1 < len(names) else ""
+        write(tmp_path, name, f"{nxt}procedure.p{i}: []\n")
+    main = write(tmp_path, "main.yaml", "include: [f0.yaml, f0.yaml]\n")
+    reads: list[str] = []
+    classified: list[str] = []
+    read_document, classify = loader_mod.read_document, loader_mod._Loader.classify
+    monkeypatch.setattr(loader_mod, "read_document", lambda f, **kw: reads.append(f) or read_document(f, **kw))
+    monkeypatch.setattr(loader_mod._Loader, "classify",
+                        lambda self, doc, key, value: classified.append(key) or classify(self, doc, key, value))
+    config = load(main, sections=SECTIONS)
+    assert reads == config.files == [main, *(str(tmp_path / n) for n in names)]
+    assert sorted(classified) == sorted(f"procedure.p{i}" for i in range(len(names)))
+    assert sorted(p.name for p in config.procedures) == sorted(f"p{i}" for i in range(len(names)))
+    assert config.warnings == []
+
+
+def test_including_a_file_again_merges_its_entries_again_where_it_stands(tmp_path: Path) -> None:
+    main = write(tmp_path, "main.yaml", "include: [common.yaml, mid.yaml, other.yaml]\n")
+    common = write(tmp_path, "common.yaml", "device_id: common\n")
+    mid = write(tmp_path, "mid.yaml", "device_id: mid\n")
+    other = write(tmp_path, "other.yaml", "include: common.yaml\n")
+    config = load(main, sections=SECTIONS)
+    assert config.device_id == "common" and config.files == [main, common, mid, other]
+    assert [str(w) for w in config.warnings] == [
+        f"{common}:1:1: device_id: also defined at {mid}:1:1; this later definition replaces it",
+        f"{mid}:1:1: device_id: also defined at {common}:1:1; this later definition replaces it",
+    ]
+
+
+def test_includes_nested_deeper_than_the_limit_are_refused_at_the_include(tmp_path: Path) -> None:
+    depth = loader_mod.MAX_INCLUDE_DEPTH
+    for i in range(depth + 2):
+        write(tmp_path, f"d{i}.yaml", f"include: d{i + 1}.yaml\nprocedure.p{i}: []\n")
+    with pytest.raises(ConfigError) as info:
+        load(str(tmp_path / "d0.yaml"), sections=SECTIONS)
+    deepest = tmp_path / f"d{depth}.yaml"
+    assert [str(p) for p in info.value.problems] == [
+        f"{deepest}:1:10: include: includes nested more than {depth} deep (the most a config may nest them): "
+        f"{str(tmp_path / f'd{depth + 1}.yaml')!r} would be at depth {depth + 1}"]
+    assert len(info.value.config.files) == depth + 1
+
+
+def test_a_config_of_more_files_than_the_limit_is_refused_at_the_include(tmp_path: Path) -> None:
+    n = loader_mod.MAX_CONFIG_FILES
+    for i in range(n):
+        write(tmp_path, f"i{i}.yaml", f"procedure.p{i}: []\n")
+    main = write(tmp_path, "main.yaml", "include:\n" + "".join(f"  - i{i}.yaml\n" for i in range(n)))
+    with pytest.raises(ConfigError) as info:
+        load(main, sections=SECTIONS)
+    assert [str(p) for p in info.value.problems] == [
+        f"{main}:{n + 1}:5: include[{n - 1}]: {str(tmp_path / f'i{n - 1}.yaml')!r} would be file {n + 1} of the "
+        f"config; a config may be made of at most {n} files"]
+
+
+def test_the_value_limit_counts_every_file(tmp_path: Path) -> None:
+    half = loader_mod.MAX_CONFIG_NODES // 2
+    main = write(tmp_path, "main.yaml", f"include: [a.yaml, b.yaml, c.yaml]\nconstants: {{k: [{'0,' * half}0]}}\n")
+    write(tmp_path, "a.yaml", "device_id: a\n")
+    b = write(tmp_path, "b.yaml", f"environment: [{'0,' * half}0]\n")
+    write(tmp_path, "c.yaml", "device_id: c\n")
+    with pytest.raises(ConfigError) as info:
+        load(main, sections=SECTIONS)
+    (problem,) = info.value.problems
+    assert problem.file == b and problem.message.startswith(
+        f"too many values: this one takes the config past {loader_mod.MAX_CONFIG_NODES} values")
+    assert info.value.config.files == [main, str(tmp_path / "a.yaml"), b]  # c.yaml is not read
+
+
+def test_an_include_path_from_the_environment_is_not_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIHUB_T_INCLUDE", "ENVSECRET-path.yaml")
+    main = write(tmp_path, "main.yaml", "include: [!env PIHUB_T_INCLUDE]\n")
+    assert errors_of(main) == [f"{main}:1:11: include[0]: cannot read included file '***': "
+                               f"no such file or directory"]
 
 
 def test_include_relative_to_the_including_file_and_home(tmp_path: Path) -> None:

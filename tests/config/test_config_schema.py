@@ -165,6 +165,16 @@ def test_bad_secret_number_is_redacted() -> None:
                                "http.debug: must be true or false (true/false, yes/no, on/off, 1/0), not '***'"]
 
 
+def test_a_secret_stays_redacted_after_it_is_parsed() -> None:
+    # the parsed number is no longer a Secret, but it came from one: range and choice
+    # messages must not show it
+    schema = Schema({"port": Field(int, 1, max=10), "mode": Field(int, 1, choices=(1, 2)),
+                     "ratio": Field(float, 0.0, min=0.0)})
+    _, problems = schema.validate({"port": Secret("8443"), "mode": Secret("7"), "ratio": Secret("-2.5")}, ())
+    assert shown(problems) == ["port: must be at most 10, not '***'", "mode: must be one of 1, 2, not '***'",
+                               "ratio: must be at least 0.0, not '***'"]
+
+
 def test_plain_strings_are_not_coerced() -> None:
     _, problems = HTTP.validate({"port": "80"}, ())
     assert shown(problems) == ["port: must be an int, not '80'"]
