@@ -2,6 +2,8 @@
 #   make demo   run pihub on the mock rig (hw-mocks/demo.yaml)
 #   make test   the whole suite: native sanitizer tests, then pytest
 #   make bench  every benchmark -> bench/results/latest.jsonl
+#   make soak   the reliability suite's long versions (PIHUB_SOAK=1: 300 kill -9 trials, long
+#               floods, 5 min of fuzzing per target); tests/reliability/ also runs in make test
 #   make lock   re-resolve requirements/*.txt from pyproject.toml (keeps pins that still fit;
 #               make lock-upgrade moves every pin to the newest release)
 PYTHON ?= python3
@@ -10,7 +12,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.pihub-installed
 NATIVE  = $(wildcard native/*.c native/*.h) native/build_native.py
 
-.PHONY: all build demo test test-native test-py fuzz bench sysdeps clean lock lock-upgrade
+.PHONY: all build demo test test-native test-py fuzz soak bench sysdeps clean lock lock-upgrade
 
 all: build
 
@@ -71,6 +73,9 @@ test-py: build
 
 fuzz: build
 	$(PY) -m pytest -m fuzz -s tests/web
+
+soak: build
+	PIHUB_SOAK=1 $(PY) -m pytest tests/reliability
 
 bench: build
 	$(PY) bench/run.py --peer

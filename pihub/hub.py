@@ -419,8 +419,14 @@ class Hub:
             self.live.stop(min(timeout, 5.0))
         self.dispatcher.stop(timeout)
         self.pool.stop(timeout)
+        bus = self.bus.stats()
+        st = self.dispatcher.stats
         self._close_resources()
-        log.info("pihub stopped")
+        # the accounting of the run: on a clean stop, accepted == dispatched and queued == run
+        log.info("pihub stopped: %d events accepted, %d dispatched, %d dropped (bus full); "
+                 "%d jobs queued, %d run, %d failed; %d hook jobs dropped (queue full)",
+                 sum(s.published for s in bus.values()), st.events, sum(s.dropped for s in bus.values()),
+                 self.pool.submitted, self.pool.completed, self.pool.failed, st.hooks_dropped)
 
     def _close_resources(self) -> None:
         for plugin_name in self.registry.names():

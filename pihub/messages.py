@@ -75,7 +75,7 @@ def parse(message: str | bytes | dict[str, Any], *, default_origin: str = "") ->
         default_origin: origin to record when the message has none (``http``...).
 
     Raises:
-        MessageError: for bad JSON, a non-object, an unknown ``type``, a missing or
+        MessageError: for bad or too deeply nested JSON, a non-object, an unknown ``type``, a missing or
             malformed ``action``, or an unknown event type.
     """
     if isinstance(message, (bytes, str)):
@@ -83,6 +83,8 @@ def parse(message: str | bytes | dict[str, Any], *, default_origin: str = "") ->
             message = json.loads(message)
         except (ValueError, UnicodeDecodeError) as e:
             raise MessageError(f"message is not valid JSON: {e}") from None
+        except RecursionError:  # json's decoder recurses once per nested array/object
+            raise MessageError("message is nested too deeply to decode") from None
     if not isinstance(message, dict):
         raise MessageError(f"message must be a JSON object, not {type(message).__name__}")
     kind = message.get("type")

@@ -31,7 +31,9 @@ Choices made here:
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import os
 import socket
 import threading
@@ -50,6 +52,9 @@ _MAX_SUN_PATH = 108
 
 #: Seconds one ``sendto`` may block when systemd's receive queue is full.
 _SEND_TIMEOUT = 2.0
+
+#: The watchdog's stand-in for the readings before it started (unequal to any reading).
+_STARTED = object()
 
 
 def _parse_address(value: str) -> str:
@@ -280,29 +285,46 @@ class Watchdog:
     """Pings the systemd watchdog while a progress counter keeps moving.
 
     A daemon thread named ``name`` wakes every ``interval`` seconds, reads ``progress()``
-    and sends ``WATCHDOG=1`` only if the value differs from the one read at the previous
-    check (the first check compares with the value read by :meth:`start`). If the counter
-    stops (the dispatcher is stuck in a hook, deadlocked, or its thread died), pings stop and
-    systemd restarts the service once ``WatchdogSec`` passes without one.
+    and sends ``WATCHDOG=1`` only if the value differs from the one read ``k`` checks
+    earlier, where ``k = ceil(progress_period / interval)`` (at least 1). The first ``k - 1``
+    checks after :meth:`start` ping (the hub has just reported ready; there is no history
+    yet), the ``k``-th compares with the value read by :meth:`start`, and a failed read
+    counts as the previous reading. If the counter stops (the dispatcher is
+    stuck in a hook, deadlocked, or its thread died), pings stop within
+    ``k * interval`` seconds and systemd restarts the service once ``WatchdogSec`` passes
+    without one.
 
-    Contract for ``progress``: it must change more often than ``interval`` even when the hub
-    is idle (the dispatcher increments it on every loop turn, idle wake-ups included, every
-    ≤ 0.25 s), must be cheap and must not block. An exception from it counts as no progress.
+    Why a window of ``k`` checks: an idle dispatcher moves the counter only every
+    ``progress_period`` seconds, and systemd wants a ping every ``WATCHDOG_USEC / 2``. With
+    ``WatchdogSec`` under twice the period (e.g. 0.2 s), comparing with the previous check
+    alone would withhold pings from a healthy, idle hub between two wake-ups, long enough
+    for systemd to kill it.
+
+    Contract for ``progress``: it must change at least every ``progress_period`` seconds
+    even when the hub is idle (the dispatcher increments it on every loop turn, idle
+    wake-ups included, every ≤ 0.25 s), must be cheap and must not block. An exception from
+    it counts as no progress.
 
     Args:
         notifier: where the pings go.
         progress: returns the current progress counter.
         interval: seconds between checks; defaults to ``notifier.watchdog_interval()``.
+        progress_period: the longest time, in seconds, between two changes of a healthy
+            counter (the dispatcher's idle wake-up period).
         name: the thread's name.
 
     Raises:
-        ValueError: ``interval`` is given and not > 0.
+        ValueError: ``interval`` is given and not > 0, or ``progress_period`` is not > 0.
     """
 
     def __init__(self, notifier: Notifier, progress: Callable[[], int], *,
-                 interval: float | None = None, name: str = "pihub-watchdog") -> None:
+                 interval: float | None = None, progress_period: float = 0.25,
+                 name: str = "pihub-watchdog") -> None:
         if interval is not None and not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, not {interval!r}")
+        if not progress_period > 0:
+            raise ValueError(f"progress_period must be > 0 seconds, not {progress_period!r}")
+        self._progress_period = progress_period
         self._notifier = notifier
         self._progress = progress
         self._interval = interval
@@ -368,23 +390,29 @@ class Watchdog:
             log.exception("watchdog progress check failed; treating it as no progress")
             return None
 
-    def _run(self, interval: float, last: int | None) -> None:
+    def _run(self, interval: float, baseline: int | None) -> None:
         """Thread body: check progress every ``interval`` seconds, ping when it moved.
 
         Args:
             interval: seconds between checks.
-            last: the progress value read at start (None if that read failed).
+            baseline: the progress value read at start (None if that read failed).
         """
+        # The readings of the last k checks, oldest first. Before start there is no history:
+        # the hub has just reported ready, so the first k - 1 checks count as progress
+        # (_STARTED differs from every reading). A failed read repeats the previous reading.
+        k = max(1, math.ceil(self._progress_period / interval - 1e-9))
+        window: collections.deque[object] = collections.deque([_STARTED] * (k - 1) + [baseline], maxlen=k)
         stalled = False
         while not self._stop.wait(interval):
             current = self._read_progress()
-            if current is not None and current != last:
+            oldest = window[0]
+            window.append(current if current is not None else window[-1])
+            if current is not None and current != oldest:
                 self._notifier.watchdog()
                 if stalled:
                     log.info("dispatcher progresses again; watchdog pings resumed")
                     stalled = False
-                last = current
             elif not stalled:
                 log.warning("no dispatcher progress for %.1f s; withholding watchdog pings "
-                            "(systemd restarts pihub if this lasts)", interval)
+                            "(systemd restarts pihub if this lasts)", k * interval)
                 stalled = True

@@ -3,11 +3,21 @@ reliably once several folders have one)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import os
+import socket
+import struct
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
+
+from pihub.sdnotify import MAX_DATAGRAM
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -29,3 +39,129 @@ def wait_for(pred: Callable[[], object], timeout: float = 5.0, interval: float =
             return True
         time.sleep(interval)
     return bool(pred())
+
+
+T = TypeVar("T")
+
+
+def finishes(fn: Callable[[], T], timeout: float = 10.0, what: str = "the call") -> T:
+    """``fn()`` on a daemon thread; its result, or a test failure if it has not returned
+    within ``timeout`` seconds (so a deadlock fails the test instead of hanging the run; the
+    stuck thread is abandoned). An exception from ``fn`` is re-raised here."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+            outcome.append((False, e))
+
+    thread = threading.Thread(target=run, name="pihub-test-finishes", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        pytest.fail(f"{what} did not return within {timeout} s (deadlocked?)")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+@contextlib.contextmanager
+def collecting_in(owner: type, name: str, garbage: list[object] | None = None) -> Iterator[list[int]]:
+    """Make the next call of method ``owner.name`` run a full garbage collection first.
+
+    Forces finalizers (``__del__``) to run at an exact point, e.g. inside a library's
+    critical section. ``garbage`` is emptied just before that collection, so what only it
+    kept alive becomes unreachable (and is finalized) exactly there, not at some earlier
+    automatic collection. Yields a list that gets the number of unreachable objects the
+    collection found.
+    """
+    original = owner.__dict__[name]
+    found: list[int] = []
+
+    @functools.wraps(original)
+    def collecting(*args: Any, **kwargs: Any) -> Any:
+        if not found:
+            found.append(0)  # first: a finalizer calling this again must not collect again
+            if garbage:
+                garbage.clear()
+            found[0] = gc.collect()
+        return original(*args, **kwargs)
+
+    setattr(owner, name, collecting)
+    try:
+        yield found
+    finally:
+        setattr(owner, name, original)
+
+
+#: ``struct ucred`` (pid_t pid; uid_t uid; gid_t gid), as SCM_CREDENTIALS carries it.
+_UCRED = struct.Struct("iII")
+
+
+@dataclass
+class Datagram:
+    """One sd_notify notification as systemd would see it."""
+
+    raw: bytes
+    fields: dict[str, str]
+    pid: int | None
+
+
+class FakeSystemd:
+    """The receiving end of ``NOTIFY_SOCKET``, with sender credentials, as systemd binds it.
+
+    Args:
+        bind_to: the address to bind (a path, or ``"\\0name"`` for an abstract socket).
+        env_value: the same address as ``NOTIFY_SOCKET`` spells it (path or ``@name``).
+    """
+
+    def __init__(self, bind_to: str, env_value: str) -> None:
+        self.env_value = env_value
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # systemd enforces NotifyAccess= with the sender's kernel-attached credentials
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind(bind_to)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+    def _read(self) -> Datagram:
+        """Read one datagram with its SCM_CREDENTIALS (raises on timeout / empty queue)."""
+        raw, ancdata, _flags, _addr = self.sock.recvmsg(MAX_DATAGRAM * 2, socket.CMSG_SPACE(_UCRED.size))
+        pid = None
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = _UCRED.unpack(data[: _UCRED.size])[0]
+        fields = dict(line.split("=", 1) for line in raw.decode().split("\n") if line)
+        return Datagram(raw, fields, pid)
+
+    def recv(self, timeout: float = 10.0) -> Datagram:
+        """The next datagram; fails the test if none arrives within ``timeout`` seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            return self._read()
+        except TimeoutError:
+            pytest.fail(f"no notification within {timeout} s")
+
+    def recv_within(self, timeout: float) -> Datagram | None:
+        """The next datagram, or None if none arrives within ``timeout`` seconds.
+
+        For the watchdog's own rule: systemd acts when no ``WATCHDOG=1`` came within
+        ``WATCHDOG_USEC``, so a timeout here is an outcome, not a failure.
+        """
+        self.sock.settimeout(timeout)
+        try:
+            return self._read()
+        except TimeoutError:
+            return None
+
+    def recv_nowait(self) -> Datagram | None:
+        """The next queued datagram, or None if nothing has been sent."""
+        self.sock.setblocking(False)
+        try:
+            return self._read()
+        except BlockingIOError:
+            return None

@@ -14,71 +14,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pihub_testing import FakeSystemd
 
 from pihub.sdnotify import MAX_DATAGRAM, Notifier, Watchdog
 
 REPO = Path(__file__).resolve().parents[1]
-_UCRED = struct.Struct("iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid
 _WAIT = 10.0  # seconds: upper bound of every wait; only reached when the test fails
-
-
-@dataclass
-class Datagram:
-    """One notification as systemd would see it."""
-
-    raw: bytes
-    fields: dict[str, str]
-    pid: int | None
-
-
-class FakeSystemd:
-    """The receiving end of NOTIFY_SOCKET, with sender credentials."""
-
-    def __init__(self, bind_to: str, env_value: str) -> None:
-        self.env_value = env_value
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.sock.bind(bind_to)
-
-    def close(self) -> None:
-        """Close the socket."""
-        self.sock.close()
-
-    def _read(self) -> Datagram:
-        """Read one datagram with its SCM_CREDENTIALS (raises on timeout / empty queue)."""
-        raw, ancdata, _flags, _addr = self.sock.recvmsg(MAX_DATAGRAM * 2, socket.CMSG_SPACE(_UCRED.size))
-        pid = None
-        for level, kind, data in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid = _UCRED.unpack(data[: _UCRED.size])[0]
-        fields = dict(line.split("=", 1) for line in raw.decode().split("\n") if line)
-        return Datagram(raw, fields, pid)
-
-    def recv(self, timeout: float = _WAIT) -> Datagram:
-        """The next datagram; fails the test if none arrives within ``timeout`` seconds."""
-        self.sock.settimeout(timeout)
-        try:
-            return self._read()
-        except TimeoutError:
-            pytest.fail(f"no notification within {timeout} s")
-
-    def recv_nowait(self) -> Datagram | None:
-        """The next queued datagram, or None if nothing has been sent."""
-        self.sock.setblocking(False)
-        try:
-            return self._read()
-        except BlockingIOError:
-            return None
 
 
 def _path_systemd(tmp_path: Path) -> FakeSystemd:
@@ -324,10 +273,13 @@ class FakeProgress:
             assert self._cond.wait_for(lambda: self.calls >= target, _WAIT), "watchdog stopped checking"
 
 
-def _watchdog(fake: FakeSystemd, progress: FakeProgress) -> Watchdog:
-    """A watchdog with a real systemd-style notifier, checking every 10 ms."""
+def _watchdog(fake: FakeSystemd, progress: FakeProgress, progress_period: float = 0.01) -> Watchdog:
+    """A watchdog with a real systemd-style notifier, checking every 10 ms.
+
+    With the default ``progress_period`` every check compares with the previous one.
+    """
     notifier = Notifier.from_env(_env(fake, WATCHDOG_USEC="30000000"))
-    return Watchdog(notifier, progress, interval=0.01)
+    return Watchdog(notifier, progress, interval=0.01, progress_period=progress_period)
 
 
 def test_watchdog_pings_only_while_progress_advances(path_systemd: FakeSystemd,
@@ -376,6 +328,39 @@ def test_watchdog_treats_a_failing_progress_source_as_no_progress(path_systemd: 
         assert path_systemd.recv().fields == {"WATCHDOG": "1"}
     finally:
         assert wd.stop(timeout=_WAIT) is True
+
+
+def test_watchdog_checking_faster_than_progress_pings_for_a_whole_period(path_systemd: FakeSystemd) -> None:
+    """An idle dispatcher moves its counter every 0.25 s; WatchdogSec=0.2 s checks every 0.1 s.
+
+    One change must keep the pings going for ceil(period / interval) checks, so that a
+    healthy hub between two idle wake-ups is not starved of pings; then they stop.
+    """
+    progress = FakeProgress()
+    wd = _watchdog(path_systemd, progress, progress_period=0.035)  # k = 4 checks of 10 ms
+    assert wd.start() is True
+    try:
+        # no history before start: the first k - 1 = 3 checks ping, the 4th compares with
+        # the reading taken at start and finds no change
+        progress.wait_for_checks(5)
+        pings = []
+        while (msg := path_systemd.recv_nowait()) is not None:
+            pings.append(msg.fields)
+        assert pings == [{"WATCHDOG": "1"}] * 3
+        progress.advance()
+        progress.wait_for_checks(4 + 3)
+        pings = []
+        while (msg := path_systemd.recv_nowait()) is not None:
+            pings.append(msg.fields)
+        assert pings == [{"WATCHDOG": "1"}] * 4
+    finally:
+        assert wd.stop(timeout=_WAIT) is True
+
+
+@pytest.mark.parametrize("period", [0, -0.25])
+def test_watchdog_refuses_a_non_positive_progress_period(period: float) -> None:
+    with pytest.raises(ValueError, match="progress_period"):
+        Watchdog(Notifier(None), lambda: 0, progress_period=period)
 
 
 def test_watchdog_does_not_start_without_watchdog_usec(path_systemd: FakeSystemd) -> None:
