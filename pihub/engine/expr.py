@@ -51,6 +51,19 @@ Templates (:func:`compile_template`), the type-preserving rule:
 
 Results that are lazy iterables (``range``, ``zip``, ``enumerate``, ``reversed``, dict
 views, generator expressions) are turned into lists, as Platypush turned ranges into lists.
+
+Secrets (:class:`~pihub.config.yamlsrc.Secret`, from ``!env``/``!file``), one rule: inside
+an expression or template a Secret is its **real text**, on every path, because the value
+goes to an action that needs it (a token in a URL or a header). ``${s}``, ``"a ${s} b"``,
+``${f'{s}'}`` (any ``!s``/``!r``/``!a`` conversion and format spec), ``${str(s)}``,
+``${'%s' % s}``, ``${s + 'x'}``, slices, string methods, ``join``, iterating it, and a
+Secret inside a list/dict that is formatted or embedded: all compute with the real text,
+never with ``***``. And text built from a Secret **is a Secret**: the result of each of
+those is a :class:`Secret` holding the real text, so an action gets the real value while
+``repr``/``str``/logs/error messages show ``***``; an :class:`~pihub.errors.ExpressionError`
+names values by ``repr`` and so never shows it. What is not text is not redacted: a number
+parsed from a Secret (``int(s)``), ``len(s)``, comparisons, and ``s.encode()`` (bytes) are
+plain values.
 """
 
 from __future__ import annotations
@@ -67,6 +80,7 @@ from collections import ChainMap
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from typing import Any
 
+from pihub.config.yamlsrc import Secret
 from pihub.errors import ExpressionError
 from pihub.messages import Encoder
 
@@ -205,15 +219,66 @@ def _with_checked_key(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+_CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
+
+
+def _has_secret(value: Any) -> bool:
+    """True when ``value`` is a Secret or a list/tuple/set/dict holding one (at any depth)."""
+    if isinstance(value, Secret):
+        return True
+    kind = type(value)
+    if kind not in _CONTAINERS:
+        return False
+    if kind is dict:
+        return any(_has_secret(k) or _has_secret(v) for k, v in value.items())
+    return any(_has_secret(v) for v in value)
+
+
+def _unsecret(value: Any) -> Any:
+    """``value`` with each Secret in it (at any depth of lists/tuples/sets/dicts) as a plain str."""
+    if isinstance(value, Secret):
+        return value.reveal()
+    kind = type(value)
+    if kind is dict:
+        return {_unsecret(k): _unsecret(v) for k, v in value.items()}
+    if kind in _CONTAINERS:
+        return kind(_unsecret(v) for v in value)
+    return value
+
+
+def _taint(out: Any) -> Any:
+    """A result built from a Secret: text becomes a Secret (so do the strings of a list/tuple)."""
+    if isinstance(out, str):
+        return out if isinstance(out, Secret) else Secret(out)
+    if type(out) in (list, tuple):
+        return type(out)(_taint(v) for v in out)
+    return out
+
+
+def _secret_chars(value: Any) -> Any:
+    """What iterating ``value`` should see: a Secret's characters as Secrets, else ``value``."""
+    return [Secret(c) for c in value.reveal()] if isinstance(value, Secret) else value
+
+
+def _str(*args: Any, **kwargs: Any) -> str:
+    """``str``, but a Secret (also inside a container) gives its real text, as a Secret."""
+    if len(args) == 1 and not kwargs and _has_secret(args[0]):
+        return Secret(str(_unsecret(args[0])))
+    return str(*args, **kwargs)
+
+
 #: The builtins an expression may call, by name. Names in the scope shadow them.
 BUILTINS: Mapping[str, Any] = types.MappingProxyType({
-    "len": len, "str": str, "int": int, "float": float, "bool": bool, "abs": abs,
+    "len": len, "str": _str, "int": int, "float": float, "bool": bool, "abs": abs,
     "round": _round, "min": _with_checked_key(min), "max": _with_checked_key(max), "sum": _sum,
     "sorted": _with_checked_key(sorted), "reversed": reversed, "any": any, "all": all,
     "range": _range, "list": list, "dict": dict, "tuple": tuple, "set": set,
     "enumerate": enumerate, "zip": zip,
 })
 _BUILTIN_IDS = frozenset(id(f) for f in BUILTINS.values())
+#: Builtins that iterate their arguments: a Secret among them is iterated as Secret characters.
+_ITERATING = frozenset(id(BUILTINS[n]) for n in (
+    "min", "max", "sorted", "reversed", "any", "all", "list", "dict", "tuple", "set", "enumerate", "zip"))
 #: Builtins whose result is a new container: its size is charged to the budget.
 _SIZED_RESULTS = frozenset(id(BUILTINS[n]) for n in ("str", "list", "dict", "tuple", "set", "sorted"))
 
@@ -348,7 +413,8 @@ def _mul(a: Any, b: Any, budget: _Budget) -> Any:
         if size is not None and isinstance(n, int):
             budget.charge(size * max(n, 0))
             break
-    return a * b
+    out = a * b
+    return _taint(out) if isinstance(a, Secret) or isinstance(b, Secret) else out
 
 
 def _pow(a: Any, b: Any, budget: _Budget) -> Any:
@@ -371,7 +437,8 @@ def _add(a: Any, b: Any, budget: _Budget) -> Any:
     la, lb = _seq_len(a), _seq_len(b)
     if la is not None and lb is not None:
         budget.charge(la + lb)
-    return a + b
+    out = a + b
+    return _taint(out) if isinstance(a, Secret) or isinstance(b, Secret) else out
 
 
 _PERCENT_DIRECTIVE = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -388,9 +455,10 @@ def _mod(a: Any, b: Any, budget: _Budget) -> Any:
                     raise _Fail("'*' widths are not allowed in %-formatting")
                 if num and int(num) > MAX_FORMAT_WIDTH:
                     raise _Fail(f"%-format width {num} exceeds the limit of {MAX_FORMAT_WIDTH}")
-        out = a % b
+        secret = isinstance(a, str) and (_has_secret(a) or _has_secret(b))
+        out = _unsecret(a) % _unsecret(b) if secret else a % b
         budget.charge(len(out))
-        return out
+        return Secret(out) if secret else out
     return a % b
 
 
@@ -528,7 +596,7 @@ class _Compiler:
             out: list[Any] = []
             for is_star, f in parts:
                 if is_star:
-                    more = list(f(names, budget))
+                    more = list(_secret_chars(f(names, budget)))
                     budget.charge(len(out) + len(more))
                     out.extend(more)
                 else:
@@ -651,7 +719,7 @@ class _Compiler:
             out = obj[index(names, budget)]
             if is_slice:
                 budget.charge(len(out))
-            return out
+            return Secret(out) if isinstance(obj, Secret) else out
 
         return subscript
 
@@ -686,12 +754,18 @@ class _Compiler:
                     kwargs.update(v)
                 else:
                     kwargs[key] = v
+            secret = False
             if isinstance(fn, _METHOD_TYPES):
                 args = _precheck_method(fn, args, budget)
+                # a str method on a Secret, or given one (join, replace...), builds secret text
+                secret = isinstance(fn.__self__, str) and (
+                    isinstance(fn.__self__, Secret) or any(_has_secret(a) for a in args))
+            elif id(fn) in _ITERATING and any(isinstance(a, Secret) for a in args):
+                args = [_secret_chars(a) for a in args]
             out = fn(*args, **kwargs)
             if id(fn) in _SIZED_RESULTS:
                 budget.charge(len(out))
-            return out
+            return _taint(out) if secret else out
 
         return call
 
@@ -703,6 +777,9 @@ class _Compiler:
 
         def formatted(names: Names, budget: _Budget) -> str:
             v = value(names, budget)
+            secret = _has_secret(v)
+            if secret:
+                v = _unsecret(v)  # the real text, whatever the conversion and spec
             if convert is not None:
                 v = convert(v)
             fmt = "" if spec is None else spec(names, budget)
@@ -711,7 +788,7 @@ class _Compiler:
                     raise _Fail(f"format width {num} exceeds the limit of {MAX_FORMAT_WIDTH}")
             out = format(v, fmt)
             budget.charge(len(out))
-            return out
+            return Secret(out) if secret or isinstance(fmt, Secret) else out
 
         return formatted
 
@@ -720,7 +797,9 @@ class _Compiler:
         parts = [self.c(v) for v in node.values]
 
         def joinedstr(names: Names, budget: _Budget) -> str:
-            return "".join(str(p(names, budget)) for p in parts)
+            texts = [p(names, budget) for p in parts]  # every part is a str already
+            out = "".join(texts)
+            return Secret(out) if any(isinstance(t, Secret) for t in texts) else out
 
         return joinedstr
 
@@ -764,7 +843,7 @@ class _Compiler:
         def loop(level: int, iterable: Any, local: dict[str, Any], scope: Names,
                  budget: _Budget) -> Iterator[None]:
             store, _, ifs = gens[level]
-            for item in iterable:
+            for item in _secret_chars(iterable):
                 budget.iterate()
                 store(local, item)
                 if all(cond(scope, budget) for cond in ifs):
@@ -957,12 +1036,26 @@ Render = Callable[[Names], Any]
 
 
 def _embed(value: Any) -> str:
-    """How a value is written into surrounding text: JSON for list/tuple/dict, else ``str``."""
+    """How a value is written into surrounding text: JSON for list/tuple/dict, else ``str``.
+
+    A Secret, or a container holding one, gives its real text as a Secret.
+    """
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, cls=Encoder)
-    return str(value)
+        text = json.dumps(value, cls=Encoder)  # a Secret is a str: JSON holds its real text
+        return Secret(text) if _has_secret(value) else text
+    return _str(value)
+
+
+def _embed_value(expr: Expr, names: Names) -> str:
+    """``expr``'s value written into text; a value JSON cannot write is an ExpressionError."""
+    value = expr.value(names)
+    try:
+        return _embed(value)
+    except (TypeError, ValueError) as e:  # a dict with tuple keys, a circular list...
+        raise ExpressionError(f"expression {expr.source!r}: its {type(value).__name__} value cannot be"
+                              f" written into text ({e})") from None
 
 
 def _copy_plain(value: Any) -> Any:
@@ -1107,7 +1200,9 @@ def _interpolation(parts: list[str | Expr]) -> Render:
     """A renderer joining literal text and embedded values into one string."""
 
     def interpolate(names: Names) -> str:
-        return "".join([p if isinstance(p, str) else _embed(p.value(names)) for p in parts])
+        texts = [p if isinstance(p, str) else _embed_value(p, names) for p in parts]
+        out = "".join(texts)
+        return Secret(out) if any(isinstance(t, Secret) for t in texts) else out
 
     return interpolate
 

@@ -144,7 +144,8 @@ def test_disallowed_syntax_is_rejected_at_compile_time(text: str, problem: str) 
 @pytest.mark.parametrize(("text", "names", "problem"), [
     ("'{0.__class__}'.format(x)", {"x": 1}, "attribute 'format' of str is not allowed"),
     ("'{x}'.format_map(d)", {"d": {}}, "attribute 'format_map' of str is not allowed"),
-    ("str.upper", {}, "attribute access on type is not allowed"),
+    ("str.upper", {}, "attribute access on function is not allowed"),
+    ("int.bit_length", {}, "attribute access on type is not allowed"),
     ("m.path", {"m": __import__("os")}, "attribute access on module is not allowed"),
     ("f()", {"f": print}, "calling builtin_function_or_method print is not allowed"),
     ("open('/etc/passwd')", {}, "name 'open' is not defined"),
@@ -378,3 +379,110 @@ def test_values_without_expressions_render_equal(v: Any) -> None:
        st.integers())
 def test_literal_text_around_an_expression_is_kept_verbatim(prefix: str, n: int) -> None:
     assert render(prefix + "${n}" + prefix, n=n) == f"{prefix}{n}{prefix}"
+
+
+# ---------------------------------------------------------------------------- secrets
+
+REAL = "hunter2-Tok3n"
+
+
+def _secret() -> Any:
+    from pihub.config.yamlsrc import Secret
+
+    return Secret(REAL)
+
+
+def _is_secret_text(out: Any, text: str) -> bool:
+    """``out`` is a Secret holding exactly ``text`` (compared by its buffer, not its str())."""
+    from pihub.config.yamlsrc import Secret
+
+    return isinstance(out, Secret) and str.__str__(out) == text and str(out) == "***" and repr(out) == "'***'"
+
+
+@pytest.mark.parametrize(("template", "text"), [
+    ("${s}", REAL),
+    ("a ${s} b", f"a {REAL} b"),
+    ("${f'{s}'}", REAL),
+    ("${f'<{s}>'}", f"<{REAL}>"),
+    ("${s + 'x'}", REAL + "x"),
+    ("${'x' + s}", "x" + REAL),
+    ("${str(s)}", REAL),
+    ("${f'{s:>20}'}", f"{REAL:>20}"),
+    ("${f'{s:.4}'}", REAL[:4]),
+    ("${f'{s!r}'}", repr(REAL)),
+    ("${f'{s!s}'}", REAL),
+    ("${f'{s!a}'}", ascii(REAL)),
+    ("${f'{s!r:>30}'}", f"{REAL!r:>30}"),
+    ("${'%s' % s}", REAL),
+    ("${'%r|%s' % (s, s)}", f"{REAL!r}|{REAL}"),
+    ("${'%(k)s' % {'k': s}}", REAL),
+    ("${s * 2}", REAL * 2),
+    ("${s[:6]}", REAL[:6]),
+    ("${s[0]}", REAL[0]),
+    ("${s.upper()}", REAL.upper()),
+    ("${s.replace('2', '3')}", REAL.replace("2", "3")),
+    ("${'-'.join([s, 'x'])}", f"{REAL}-x"),
+    ("${''.join(c for c in s)}", REAL),
+    ("${''.join(sorted(s))}", "".join(sorted(REAL))),
+    ("${''.join([*s])}", REAL),
+    ("${'Bearer {}'.replace('{}', s)}", f"Bearer {REAL}"),
+    ("${str([s])}", str([REAL])),
+    ("${f'{[s]}'}", str([REAL])),
+    ("${f'{ {\"k\": s} }'}", str({"k": REAL})),
+    ("a ${[s]} b", f'a ["{REAL}"] b'),
+    ("a ${ {'k': s} } b", f'a {{"k": "{REAL}"}} b'),
+    ("a ${ {s} } b", f"a {{'{REAL}'}} b"),
+    ("${f'{s}' + '!'}", REAL + "!"),
+    ("${str(f'{s}')}", REAL),
+])
+def test_a_secret_renders_its_real_text_on_every_path_and_stays_a_secret(template: str, text: str) -> None:
+    out = render(template, s=_secret())
+    assert _is_secret_text(out, text), (type(out).__name__, str.__repr__(out) if isinstance(out, str) else out)
+
+
+def test_strings_split_from_a_secret_stay_secrets_and_other_values_are_plain() -> None:
+    s = _secret()
+    parts = render("${s.split('-')}", s=s)
+    assert [str.__str__(p) for p in parts] == REAL.split("-") and all(_is_secret_text(p, p) for p in parts)
+    assert all(_is_secret_text(c, c) for c in render("${[c for c in s]}", s=s))
+    assert render("${[s]}", s=s) == [REAL] and _is_secret_text(render("${[s]}", s=s)[0], REAL)
+    assert render("${len(s)}", s=s) == len(REAL)
+    assert render("${s == x}", s=s, x=REAL) is True
+    assert render("${s.startswith('hunter')}", s=s) is True
+    assert render("${s.encode()}", s=s) == REAL.encode()  # bytes: documented as not redacted
+    assert render("${int(n)}", n=type(s)("42")) == 42
+    plain = render("${'a' + x}", x="b")
+    assert plain == "ab" and type(plain) is str  # no Secret, no wrapping
+
+
+@pytest.mark.parametrize(("text", "names_extra"), [
+    ("d[s + 'x']", {"d": {}}),
+    ("d[f'{s}']", {"d": {}}),
+    ("d[str(s)]", {"d": {}}),
+    ("d['%s' % s]", {"d": {}}),
+    ("d[s[1:]]", {"d": {}}),
+    ("d[s.upper()]", {"d": {}}),
+    ("d[''.join(c for c in s)]", {"d": {}}),
+    ("int(s)", {}),
+    ("float(s + '.5')", {}),
+    ("[1][s]", {}),
+    ("s + 1", {}),
+])
+def test_expression_errors_never_show_a_secret(text: str, names_extra: dict[str, Any]) -> None:
+    names = {"s": _secret(), **names_extra}
+    with pytest.raises(ExpressionError) as info:
+        compile_expr(text).value(names)
+    message = str(info.value)
+    assert REAL not in message and REAL.upper() not in message and REAL[1:] not in message
+    assert "hunter" not in message.lower()
+
+
+def test_a_template_embedding_a_secret_in_an_error_shows_stars() -> None:
+    with pytest.raises(ExpressionError) as info:
+        render("a ${d[s + '!']} b", s=_secret(), d={})
+    assert "'***'" in str(info.value) and REAL not in str(info.value)
+
+
+def test_a_value_json_cannot_write_into_text_is_an_expression_error() -> None:
+    with pytest.raises(ExpressionError, match=r"expression '\{\(1, 2\): 3\}': its dict value cannot be written"):
+        compile_template("a ${ {(1, 2): 3} } b").render({})
