@@ -8,12 +8,15 @@ queued, the store closes. Nothing accepted by the bus is lost on a clean stop.
 
 A backend that fails (missing library or device, bad config, error while opening) is
 marked failed with the reason, a ``BackendStatusEvent`` is published, and the hub runs on.
+One that runs but retries a missing device reports ``degraded`` (and ``running`` again when
+it is back); the hub publishes a ``BackendStatusEvent`` for each change.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import logging
 import os
 import threading
@@ -25,6 +28,7 @@ from typing import Any
 from pihub.auth import Auth
 from pihub.backends.base import Backend, BackendStatus
 from pihub.bus import Bus
+from pihub.clock import SYSTEM, Clock
 from pihub.config import Config, Schema
 from pihub.engine.actions import ActionRegistry
 from pihub.engine.dispatcher import Dispatcher, WorkerPool
@@ -156,6 +160,16 @@ def _collect(errs: list[ConfigProblem], compile_fn: Callable[..., Any], *args: A
     return None
 
 
+def _construct(cls: type[Backend], values: Mapping[str, Any], clock: Clock) -> Backend:
+    """``cls(values, clock=clock)``; without the clock for a third-party backend whose
+    ``__init__`` does not take one (it then runs on the system clock)."""
+    try:
+        takes_clock = "clock" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to read: assume the base's
+        takes_clock = True
+    return cls(values, clock=clock) if takes_clock else cls(values)
+
+
 class Hub:
     """The running daemon's object graph.
 
@@ -163,14 +177,16 @@ class Hub:
         config: a loaded :class:`pihub.config.Config`.
         with_backends: False builds plugins, procedures and hooks only (``pihub exec``
             of non-hardware actions, replay).
+        clock: the time of every backend (:mod:`pihub.clock`); the system clock when None.
 
     Raises:
         ConfigError: for every hook, procedure or section that does not compile,
             located in the config files.
     """
 
-    def __init__(self, config: Config, *, with_backends: bool = True) -> None:
+    def __init__(self, config: Config, *, with_backends: bool = True, clock: Clock | None = None) -> None:
         self.config = config
+        self.clock: Clock = SYSTEM if clock is None else clock
         self.device_id = config.device_id
         eng = config.sections.get("engine") or engine_schema().validate({}, ("engine",))[0]
         self.bus = Bus(capacity=eng["ring_capacity"], max_producers=256)
@@ -238,7 +254,7 @@ class Hub:
                 continue
             errs: list[ConfigProblem] = []
             try:
-                backend = _collect(errs, cls, values)
+                backend = _collect(errs, _construct, cls, values, self.clock)
             except (ValueError, TypeError, KeyError) as e:  # a backend that raised a plain error
                 problems.append(self.config.problem((name,), str(e)))
                 continue
@@ -386,7 +402,8 @@ class Hub:
             log.exception("backend %s failed to open", name)
             self._backend_failed(backend, BackendStatus.FAILED_RUNTIME, f"{type(e).__name__}: {e}")
             return
-        self._backend_event(backend)
+        # publishes the status now, then each degraded/recovered change the backend reports
+        backend.bind_status_listener(self._backend_event)
 
     def _backend_failed(self, backend: Backend, status: BackendStatus, error: str) -> None:
         backend.status = status

@@ -47,7 +47,10 @@ T = TypeVar("T")
 def finishes(fn: Callable[[], T], timeout: float = 10.0, what: str = "the call") -> T:
     """``fn()`` on a daemon thread; its result, or a test failure if it has not returned
     within ``timeout`` seconds (so a deadlock fails the test instead of hanging the run; the
-    stuck thread is abandoned). An exception from ``fn`` is re-raised here."""
+    stuck thread is abandoned). An exception from ``fn`` is re-raised here.
+
+    A thread stuck inside a garbage collection leaves the collector off for the rest of
+    the run (``gc.collect()`` then returns 0 at once): read the first failure first."""
     outcome: list[Any] = []
 
     def run() -> None:

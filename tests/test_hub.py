@@ -186,3 +186,42 @@ def test_a_webhook_matches_its_hooks_once(make_hub, monkeypatch):
     ev = Event.of("WebhookEvent", hook="ping", method="POST", args={}, data={"n": 1}, headers={})
     assert hub.webhook(ev, timeout=5).output == {"pong": 1}
     assert calls == []
+
+
+def test_backends_run_on_the_hubs_clock(write_config, load_config):
+    """A mock script step 'after: 5' waits 5 s of the hub's clock: a test moves it instead of sleeping."""
+    from pihub.clock import ManualClock
+    from pihub.hub import Hub
+    from pihub_testing import wait_for
+
+    clock = ManualClock()
+    hub = Hub(load_config(write_config("""
+        mock:
+          script:
+            - {after: 5, event: {type: CustomEvent, subtype: later}}
+    """)), clock=clock)
+    hub.start()
+    try:
+        mock = hub.backends["mock"]
+        assert mock.clock is clock
+        assert wait_for(lambda: clock.waiters == 1)  # the script thread waits on the clock
+        clock.advance(4.9)
+        assert not [h for h in mock.history() if h["kind"] == "event"]
+        clock.advance(0.1)
+        assert wait_for(lambda: [h for h in mock.history() if h["kind"] == "event"])
+    finally:
+        hub.stop()
+
+
+def test_a_third_party_backend_without_a_clock_parameter_still_loads():
+    from pihub.clock import ManualClock
+    from pihub.hub import _construct
+
+    class Old(Backend):
+        name = "old"
+
+        def __init__(self, config):
+            super().__init__(config)
+
+    backend = _construct(Old, {}, ManualClock())
+    assert backend.config == {}

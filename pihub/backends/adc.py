@@ -59,8 +59,9 @@ Failures: a missing ``spidev`` module or ``/dev/spidevB.D`` raises
 :class:`~pihub.errors.BackendUnavailable` from :meth:`AdcBackend.validate_environment`
 (the hub marks the backend failed and runs on). A read that fails while running (an
 ``OSError``, or a reply whose null bit is 1: nothing drives MISO) is counted in
-``errors``, logged once per run of failures, sets ``error``, and is retried with a back-off
-of 1, 2, 4 ... 60 s (never shorter than ``poll_interval``); the first good read clears it.
+``errors``, logged once per run of failures, makes the backend ``degraded`` with the reason in
+``error``, and is retried with a back-off of 1, 2, 4 ... 60 s (never shorter than
+``poll_interval``); the first good read makes it ``running`` again and clears ``error``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
+from pihub.clock import Clock
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.backends.fake_mcp3008 import CHIPS, REGISTRY, FakeMCP3xxx, FakeSpiDev
 from pihub.backends.sensor import SENSOR_FIELDS, SensorState, parse_thresholds
@@ -141,12 +143,12 @@ class AdcBackend(Backend):
         doc="MCP3008-family ADC on SPI: channels polled into sensor events",
     )
 
-    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> None:
         values, problems = self.config_schema.validate(dict(config or {}))
         errors = [p for p in problems if not getattr(p, "warning", False)]
         if errors:
             raise ConfigProblems(errors)
-        super().__init__(values)
+        super().__init__(values, clock=clock)
         self.chip_name: str = values["chip"]
         self.n_channels, self.bits = CHIPS[self.chip_name]
         self.bus: int = values["bus"]
@@ -376,7 +378,7 @@ class AdcBackend(Backend):
         if self.chip is not None:
             REGISTRY.detach(self.bus, self.device, self.chip)
         self._emit = None
-        if self.status == BackendStatus.RUNNING:
+        if self.status in (BackendStatus.RUNNING, BackendStatus.DEGRADED):
             self.status = BackendStatus.STOPPED
 
     # ------------------------------------------------------------------ reading
@@ -437,7 +439,7 @@ class AdcBackend(Backend):
                     return  # closed under us
                 self.errors += 1
                 failures += 1
-                self.error = f"{type(e).__name__}: {e}"
+                self.report_degraded(f"{type(e).__name__}: {e}")
                 if failures == 1:
                     self.log.error("adc read failed, retrying with back-off: %s", e)
                 delay = max(self.poll_interval, min(_MAX_BACKOFF_S, 2.0 ** (failures - 1)))
@@ -446,7 +448,7 @@ class AdcBackend(Backend):
             if failures:
                 self.log.info("adc reads work again after %d failure(s)", failures)
                 failures = 0
-                self.error = None
+                self.report_recovered()
             stopping.wait(max(0.0, self.poll_interval - (time.monotonic() - start)))
 
     # ------------------------------------------------------------------ actions

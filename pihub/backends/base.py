@@ -17,9 +17,27 @@ Subclasses MAY:
       library or device is missing, so the hub marks the backend failed and runs on;
     * expose actions with :func:`pihub.plugin.action`.
 
+Time: every time-dependent rule of a backend (debounce and sequence windows, throttles,
+timers, poll intervals, reconnect back-offs) uses ``self.clock`` (a :class:`pihub.clock.Clock`:
+``now()``, ``wait(stopping, seconds)``, ``call_later(delay, fn)``), never ``time`` or
+``sleep`` directly, so tests drive it with a :class:`pihub.clock.ManualClock`.
+
+Where fakes live: a simulator that runs as its own process (a fake daemon, a virtual
+card, a device on a pty) is in ``hw-mocks/``, started by one command. An in-process fake
+driver (gpiozero's MockFactory, the bit-level MCP3008) is a driver like any other: it
+lives beside its backend, config chooses it (``driver: mock``), and the backend's own
+tables and limits never come from it (the fake imports them from the backend).
+
 Lifecycle, driven by the hub: ``__init__(config)`` -> ``validate_environment()`` ->
 ``open(emit)`` -> ... -> ``close()``. ``status`` tells where it is (see
 :class:`BackendStatus`); failures carry a reason in ``error``.
+
+A backend that keeps working while its device is missing or failing (it retries: a
+serial sensor unplugged, an ADC that stopped answering) calls :meth:`Backend.report_degraded`
+with the reason, and :meth:`Backend.report_recovered` once the device works again. Those two
+are the only way a backend changes its status after ``open``: the hub hands over a status
+listener once ``open`` has returned (:meth:`Backend.bind_status_listener`) and publishes a
+``BackendStatusEvent`` on each change, so a backend never touches the bus itself.
 """
 
 from __future__ import annotations
@@ -30,6 +48,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from pihub.clock import SYSTEM, Clock
 from pihub.events import Event
 from pihub.plugin import Plugin
 
@@ -38,11 +57,26 @@ from pihub.plugin import Plugin
 Emit = Callable[[Event], bool]
 
 
+#: The hub's status callback (see :meth:`Backend.bind_status_listener`).
+StatusListener = Callable[["Backend"], None]
+
+# One lock for every backend's status and error: changes are rare, and one module-level
+# lock needs nothing from subclasses' ``__init__``. Reentrant: a listener that publishes
+# synchronously (replay) may run code that reports another status on the same thread.
+_STATUS_LOCK = threading.RLock()
+
+
 class BackendStatus(enum.StrEnum):
-    """Where a backend is in its lifecycle."""
+    """Where a backend is in its lifecycle.
+
+    ``degraded``: open and retrying, but its device is missing or failing (``error`` says
+    why); it goes back to ``running`` by itself when the device works again. ``failed:
+    ...`` statuses are final until the hub restarts.
+    """
 
     CONFIGURED = "configured"
     RUNNING = "running"
+    DEGRADED = "degraded"
     STOPPED = "stopped"
     DISABLED = "disabled"
     FAILED_LOAD = "failed: load error"
@@ -55,12 +89,74 @@ class Backend(Plugin):
     """Base class of hardware backends (see the module docstring for the contract)."""
 
     name: ClassVar[str] = ""
+    _status_listener: StatusListener | None = None
 
-    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> None:
         self.config: dict[str, Any] = dict(config or {})
+        #: the time every window, timer, poll interval and back-off of the backend runs on
+        #: (:mod:`pihub.clock`); the hub hands over its own, tests a ManualClock.
+        self.clock: Clock = SYSTEM if clock is None else clock
         self.status = BackendStatus.CONFIGURED
         self.error: str | None = None
         self.log = logging.getLogger(f"pihub.backends.{self.name}")
+
+    def bind_status_listener(self, listener: StatusListener) -> None:
+        """Hand over the hub's status callback; it is called once now, then on each change.
+
+        The hub calls this once :meth:`open` has returned, so the first call reports the
+        status as it is then (``running``, or already ``degraded``), and no change made by
+        a reader thread meanwhile is lost or reported out of order. ``listener(backend)``
+        runs with the status lock held, so ``status`` and ``error`` are consistent when it
+        reads them and calls arrive in the order of the changes; it must be quick and must
+        not wait for other threads (the hub publishes one event, which never blocks).
+        """
+        with _STATUS_LOCK:
+            self._status_listener = listener
+            self._notify_status()
+
+    def report_degraded(self, reason: str) -> bool:
+        """Say that the device is missing or failing and the backend is retrying (any thread).
+
+        Moves ``running`` (or ``degraded`` with another reason) to ``degraded`` with
+        ``error = reason``; the reason names the device and what to check, never a
+        secret. Ignored in any other status (a report racing :meth:`close` does not revive a
+        stopped backend).
+
+        Returns:
+            True when the status or the reason changed (the listener was called); False
+            for a repeat of the same reason, or when ignored.
+        """
+        with _STATUS_LOCK:
+            if self.status not in (BackendStatus.RUNNING, BackendStatus.DEGRADED):
+                return False
+            if self.status == BackendStatus.DEGRADED and self.error == reason:
+                return False
+            self.status, self.error = BackendStatus.DEGRADED, reason
+            self._notify_status()
+            return True
+
+    def report_recovered(self) -> bool:
+        """Say that the device works again (any thread): ``degraded`` -> ``running``, no error.
+
+        Returns:
+            True when the backend was degraded (the listener was called); False otherwise.
+        """
+        with _STATUS_LOCK:
+            if self.status != BackendStatus.DEGRADED:
+                return False
+            self.status, self.error = BackendStatus.RUNNING, None
+            self._notify_status()
+            return True
+
+    def _notify_status(self) -> None:
+        """Call the listener, if any (the caller holds the status lock); never raises."""
+        listener = self._status_listener
+        if listener is None:
+            return
+        try:
+            listener(self)
+        except Exception:
+            self.log.exception("status listener failed for backend %s", self.name)
 
     def validate_environment(self) -> None:
         """Raise :class:`pihub.errors.BackendUnavailable` if the library/device is missing."""
@@ -75,7 +171,8 @@ class Backend(Plugin):
 
     def describe_status(self) -> dict[str, Any]:
         """Status for ``GET /status`` and logs: name, status, error."""
-        return {"name": self.name, "status": str(self.status), "error": self.error}
+        with _STATUS_LOCK:
+            return {"name": self.name, "status": str(self.status), "error": self.error}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.status}>"

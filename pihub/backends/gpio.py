@@ -4,7 +4,10 @@ Built on gpiozero's device/pin-factory split. The pin factory comes from the con
 each gpiozero device gets it as ``pin_factory=``: the global ``Device.pin_factory`` is
 never read or changed, so several backends (and tests) can each own a factory. gpiozero
 is imported only in :meth:`GpioBackend.validate_environment` and :meth:`GpioBackend.open`,
-so ``pihub check-config`` validates a ``gpio:`` section on a machine without it.
+so ``pihub check-config`` validates a ``gpio:`` section on a machine without it. pihub
+closes every device it creates (also one whose constructor failed), and its factories
+are :func:`reservation_safe`: gpiozero's ``__del__``, run by a garbage collection while
+the factory's reservation lock is held, cannot deadlock them.
 
 Config (section ``gpio``)::
 
@@ -116,6 +119,7 @@ checks run on one thread per backend, ``pihub-gpio-debounce``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -123,10 +127,12 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NewType
 
+from pihub.clock import Clock
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.config.schema import Field, Schema, show
 from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
@@ -607,11 +613,13 @@ class _Input:
         """Stop reporting: no event is emitted once this returns.
 
         Taking ``lock`` waits for a callback already running on another thread; the pin's
-        callback itself is removed when the device closes.
+        callback itself is removed when the device closes. Dropping the debouncer breaks
+        the input <-> debouncer cycle, so the device is freed by reference counting.
         """
         with self.lock:
             self.emit = None
             self.window_end = 0
+            self.debouncer = None
 
 
 class _Debouncer:
@@ -641,6 +649,8 @@ class _Debouncer:
             self._thread.stopping.set()
             self._cond.notify()
         self._thread.stop()
+        with self._cond:
+            self._heap.clear()
 
     def _run(self, stopping: threading.Event) -> None:
         """Wait for the earliest deadline, settle what is due, repeat until stopped."""
@@ -689,6 +699,155 @@ class _Target:
 
 
 # --------------------------------------------------------------------------------------
+# Pin reservations that a garbage collection cannot deadlock
+#
+# gpiozero closes a device from its __del__, and close() releases the device's pins under
+# the factory's reservation lock, a plain (non-reentrant) threading.Lock. A collection can
+# start at any allocation, also inside reserve_pins()/release_pins() while this thread
+# holds that lock; a device finalized there calls release_pins() and waits forever for the
+# lock its own thread holds. pihub closes every device it creates (see _new_device), but it
+# cannot keep gpiozero from leaving finalizable devices behind: a shared SPI interface
+# (SharedMixin, as under gpiozero's MCP3xxx) keeps a `close` closure that refers to
+# itself, so even after close() only the collector frees it, and its __del__ releases
+# its pins again.
+#
+# An RLock would not be a fix: reserve_pins() evaluates `self._reservations[pin]` and
+# only then allocates `ref(requester)`; a release re-entering there replaces that list,
+# so the new reservation would be appended to a discarded list and silently lost.
+# Instead a release that re-enters on the thread holding the lock is deferred until the
+# lock is released. Nothing is lost by waiting: when the collector finalizes a device it
+# has already cleared the weak references gpiozero keeps reservations by, so
+# reserve_pins() already treats that device's pins as free.
+
+
+class _ReservationLock:
+    """A gpiozero factory's reservation lock that runs re-entrant releases after it is released.
+
+    Drop-in for the ``threading.Lock`` gpiozero keeps as ``Factory._res_lock`` (used as a
+    context manager, and by :meth:`acquire`/:meth:`release`).
+    """
+
+    __slots__ = ("__weakref__", "_deferred", "_lock", "_owner")
+
+    def __init__(self, lock: Any) -> None:
+        """Wrap ``lock`` (the factory's own lock, which keeps doing the locking)."""
+        self._lock = lock
+        self._owner: int | None = None
+        self._deferred: list[Callable[[], object]] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """As ``Lock.acquire``; ``timeout`` in seconds (-1: none)."""
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        # nothing from acquiring to recording the owner allocates, so no collection runs here
+        self._owner = threading.get_ident()
+        return True
+
+    def release(self) -> None:
+        """As ``Lock.release``, then run the releases deferred while it was held."""
+        self._owner = None
+        self._lock.release()
+        while self._deferred:
+            try:
+                deferred = self._deferred.pop()
+            except IndexError:  # another thread's release() ran it
+                break
+            deferred()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def locked(self) -> bool:
+        """True while some thread holds the lock."""
+        return bool(self._lock.locked())
+
+    def held_here(self) -> bool:
+        """True when the calling thread holds the lock (so acquiring it would deadlock)."""
+        return self._owner == threading.get_ident()
+
+    def after_release(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` once the lock is released (caller holds it: see :meth:`held_here`)."""
+        self._deferred.append(fn)
+
+
+#: one guard per underlying lock: gpiozero's local Pi factories share one class-level lock
+_GUARDS: weakref.WeakValueDictionary[int, _ReservationLock] = weakref.WeakValueDictionary()
+_GUARDS_LOCK = threading.Lock()
+
+
+def _guard(lock: Any) -> _ReservationLock:
+    """The :class:`_ReservationLock` of gpiozero lock ``lock`` (one per lock)."""
+    if isinstance(lock, _ReservationLock):
+        return lock
+    with _GUARDS_LOCK:
+        guard = _GUARDS.get(id(lock))  # the guard holds its lock, so the id is not reused meanwhile
+        if guard is None:
+            guard = _GUARDS[id(lock)] = _ReservationLock(lock)
+        return guard
+
+
+class _SafeReservations:
+    """Mixin over a gpiozero ``Factory`` class: see the comment above and :func:`reservation_safe`."""
+
+    _res_lock: _ReservationLock
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._res_lock = _guard(self._res_lock)
+        self._recording = threading.local()
+
+    def reserve_pins(self, requester: Any, *names: Any) -> None:
+        """gpiozero's, also noting ``requester`` for :meth:`recording_reservers`."""
+        super().reserve_pins(requester, *names)  # type: ignore[misc]
+        made = getattr(self._recording, "reservers", None)
+        if made is not None:
+            made.append(requester)
+
+    def release_pins(self, reserver: Any, *names: Any) -> None:
+        """gpiozero's; deferred when it re-enters (a finalizer) on the thread holding the lock."""
+        if self._res_lock.held_here():
+            # weakly: a strong reference would resurrect the device the collector is freeing
+            self._res_lock.after_release(functools.partial(self._release_later, weakref.ref(reserver), names))
+            return
+        super().release_pins(reserver, *names)  # type: ignore[misc]
+
+    def _release_later(self, reserver: weakref.ref[Any], names: tuple[Any, ...]) -> None:
+        """A deferred :meth:`release_pins`; a reserver gone by now leaves only dead references,
+        which gpiozero's release_pins prunes when given None."""
+        self.release_pins(reserver(), *names)
+
+    @contextlib.contextmanager
+    def recording_reservers(self) -> Iterator[list[Any]]:
+        """Collect, in order, every object that reserves pins on this thread meanwhile.
+
+        A gpiozero constructor reserves pins before it can fail, and a device whose
+        constructor raised is never returned to be closed: this names what to release.
+        """
+        outer = getattr(self._recording, "reservers", None)
+        made: list[Any] = []
+        self._recording.reservers = made
+        try:
+            yield made
+        finally:
+            self._recording.reservers = outer
+
+
+@functools.cache
+def reservation_safe(factory_class: type[Factory]) -> type[Factory]:
+    """``factory_class`` (a gpiozero pin factory class) with reservations a collection cannot deadlock.
+
+    Every factory pihub creates is one of these (see the comment above ``_ReservationLock``);
+    a test that builds its own factory for gpiozero devices should subclass one too.
+    """
+    return type(f"ReservationSafe{factory_class.__name__}", (_SafeReservations, factory_class),
+                {"__doc__": f"{factory_class.__name__} whose pin reservations a collection cannot deadlock.",
+                 "__module__": __name__})
+
+
+# --------------------------------------------------------------------------------------
 # The backend
 
 
@@ -706,7 +865,7 @@ def _load_factory(name: str) -> Factory:
             f"pin factory {name!r} cannot load: {e} ({how}; or set gpio.pin_factory: mock to run without"
             " hardware)") from None
     try:
-        return getattr(module, cls_name)()
+        return reservation_safe(getattr(module, cls_name))()
     except Exception as e:  # noqa: BLE001 - any driver error (PinUnknownPi, OSError, lgpio.error) = unavailable
         raise BackendUnavailable(
             f"pin factory {name!r} cannot open this machine's GPIO: {type(e).__name__}: {e} (is this a"
@@ -717,7 +876,7 @@ def _mock_factory() -> Factory:
     """A gpiozero MockFactory with PWM-capable pins (a Pi 3B: 40-pin header)."""
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    return MockFactory(revision=MOCK_REVISION, pin_class=MockPWMPin)
+    return reservation_safe(MockFactory)(revision=MOCK_REVISION, pin_class=MockPWMPin)
 
 
 @functools.cache
@@ -758,13 +917,13 @@ class GpioBackend(Backend):
         doc="GPIO pins on gpiozero: inputs report GPIOEvent, outputs are driven by actions.",
     )
 
-    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> None:
         """Validate and resolve the section; nothing is opened and gpiozero is not imported.
 
         Raises:
             ConfigProblems: (a ValueError) every problem of the section.
         """
-        super().__init__(config)
+        super().__init__(config, clock=clock)
         values, problems = self.config_schema.validate(self.config, ())
         errors = [p for p in problems if not getattr(p, "warning", False)]
         if errors:
@@ -877,8 +1036,8 @@ class GpioBackend(Backend):
             device = None
             try:
                 pull_up = {"up": True, "down": False, "none": None}[spec.pull]
-                device = InputDevice(spec.bcm, pull_up=pull_up,
-                                     active_state=True if pull_up is None else None, pin_factory=factory)
+                device = self._new_device(InputDevice, spec.bcm, pull_up=pull_up,
+                                          active_state=True if pull_up is None else None)
                 device.pin.bounce = spec.bounce_time if by_driver and spec.bounce_time else None
                 device.pin.edges = "both"  # edges are filtered after debounce, which needs both
                 inp = _Input(spec, device, 0.0 if by_driver else spec.bounce_time, self._debouncer, emit)
@@ -891,18 +1050,37 @@ class GpioBackend(Backend):
         for ospec in self.spec.outputs:
             try:
                 if ospec.kind == "pwm":
-                    device = PWMOutputDevice(ospec.bcm, active_high=ospec.active_high,
-                                             initial_value=ospec.initial, frequency=ospec.frequency,
-                                             pin_factory=factory)
+                    device = self._new_device(PWMOutputDevice, ospec.bcm, active_high=ospec.active_high,
+                                              initial_value=ospec.initial, frequency=ospec.frequency)
                 else:
-                    device = DigitalOutputDevice(ospec.bcm, active_high=ospec.active_high,
-                                                 initial_value=bool(ospec.initial), pin_factory=factory)
+                    device = self._new_device(DigitalOutputDevice, ospec.bcm, active_high=ospec.active_high,
+                                              initial_value=bool(ospec.initial))
             except Exception as e:
                 raise RuntimeError(f"output {ospec.name!r} ({pin_label(ospec.bcm)}): {type(e).__name__}: {e}"
                                    f" (pin factory {self._factory_name!r})") from e
             self._outputs[ospec.bcm] = _Output(ospec, device)
         for name, bcm in self.spec.lazy.items():
             self._lazy[bcm] = _Lazy(name, bcm, self.spec.number(bcm))
+
+    def _new_device(self, cls: type[Any], *args: Any, **kwargs: Any) -> Any:
+        """``cls(*args, **kwargs)`` on this backend's factory; a failed one keeps no pin.
+
+        gpiozero reserves a device's pins before its constructor can fail, and leaves a
+        device whose constructor raised to the garbage collector (pins held until then:
+        a retry would find them in use). Whatever reserved pins during a failed
+        construction is closed and released here, before the error propagates.
+        """
+        factory = self._factory
+        with factory.recording_reservers() as reservers:
+            try:
+                return cls(*args, pin_factory=factory, **kwargs)
+            except BaseException:
+                for half_built in reversed(reservers):
+                    # close() of a half-built device may fail on what its constructor never set
+                    with contextlib.suppress(Exception):
+                        half_built.close()
+                    factory.release_all(half_built)  # close() skips pins it had not opened yet
+                raise
 
     def close(self) -> None:
         """Stop reporting, close every device and the factory; idempotent.
@@ -1064,7 +1242,7 @@ class GpioBackend(Backend):
         if lz.device is not None:
             lz.device.close()
             lz.device = None
-        lz.device = DigitalOutputDevice(lz.bcm, initial_value=False, pin_factory=self._factory)
+        lz.device = self._new_device(DigitalOutputDevice, lz.bcm, initial_value=False)
         lz.is_output = True
         return lz.device
 
@@ -1176,7 +1354,7 @@ class GpioBackend(Backend):
         if lz.device is None:
             from gpiozero import InputDevice
 
-            lz.device = InputDevice(lz.bcm, pull_up=None, active_state=True, pin_factory=self._factory)
+            lz.device = self._new_device(InputDevice, lz.bcm, pull_up=None, active_state=True)
             lz.is_output = False
         value = self._out_value(target, lz.device) if lz.is_output else (1 if lz.device.pin.state else 0)
         return self._reply(target, value, "read", name)
@@ -1269,4 +1447,4 @@ def _bcm_of(target: _Target) -> Bcm:
 
 
 __all__ = ["BCM_TO_BOARD", "BOARD_TO_BCM", "FACTORIES", "GpioBackend", "GpioConfig", "InputSpec",
-           "OutputSpec", "parse_pin", "pin_label", "resolve_config"]
+           "OutputSpec", "parse_pin", "pin_label", "reservation_safe", "resolve_config"]

@@ -14,7 +14,8 @@ Actions: ``mock.emit(type, **args)`` publishes an event as if the hardware had p
 it; ``mock.set(name, value)`` drives a named output (logged, recorded);
 ``mock.history()`` returns what happened, newest last.
 
-``after`` is in seconds, relative to the previous step (to start for the first).
+``after`` is in seconds of the backend's clock, relative to the previous step (to start
+for the first).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from pihub.clock import Clock
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.config.schema import Field, Schema
 from pihub.errors import ConfigProblem, ConfigProblems, UnknownEventType
@@ -52,8 +54,8 @@ class MockBackend(Backend):
         doc="Hardware stand-in: scripted events, named outputs, history.",
     )
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
-        super().__init__(config)
+    def __init__(self, config: dict[str, Any] | None = None, *, clock: Clock | None = None) -> None:
+        super().__init__(config, clock=clock)
         self.script: list[tuple[float, Event]] = []
         problems: list[ConfigProblem] = []
         for i, step in enumerate(self.config.get("script", [])):
@@ -101,7 +103,7 @@ class MockBackend(Backend):
     def _play(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
             for after, template in self.script:
-                if stopping.wait(after):
+                if self.clock.wait(stopping, after):
                     return
                 self._publish(Event(template.type, dict(template.args), time.monotonic_ns(), self.name))
             if not self.repeat:

@@ -40,8 +40,10 @@ is back: ``SerialDeviceEvent{connected: true}``, the ``on_connect`` lines are wr
 readings resume. Events mark changes only: the first open gives ``connected: true``, a
 device missing at start one ``connected: false``, not one per attempt. Bytes queued
 before an open are discarded (stale readings), and a partial first line is counted as
-malformed. The backend's :class:`BackendStatus` stays ``running`` meanwhile: it is
-working, the device is not there; the hub keeps running either way.
+malformed. Meanwhile the backend's :class:`BackendStatus` is ``degraded`` (reported
+through :meth:`Backend.report_degraded`, so the hub publishes a ``BackendStatusEvent``
+with the same ``error``); it is ``running`` again from the moment the device opens. The
+hub keeps running either way.
 
 Unlike Platypush's plugin: reads always time out (Platypush reads with no timeout); the
 reader never holds the write lock while blocked in a read, so ``write`` is never starved
@@ -69,6 +71,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.backends.sensor import SENSOR_FIELDS, SensorState
+from pihub.clock import Clock
 from pihub.config.schema import Field, Schema, SchemaProblem
 from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event
@@ -198,8 +201,8 @@ class SerialSensorBackend(Backend):
 
     Args:
         config: the ``serial`` section (validated again here, so a raw mapping works).
-        clock: monotonic seconds, for the log rate limit and reading ages (tests inject
-            a fake one).
+        clock: the time of the log rate limit, reading ages and reconnect waits
+            (:mod:`pihub.clock`; tests inject a ManualClock).
 
     Raises:
         ConfigProblems: the section is invalid (a ``ValueError``), every problem listed.
@@ -209,9 +212,8 @@ class SerialSensorBackend(Backend):
     config_schema: ClassVar[Schema] = Schema(
         _SCHEMA_FIELDS, doc="A sensor on a serial port printing JSON or key=value lines (Arduino style).")
 
-    def __init__(self, config: Mapping[str, Any] | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(config)
+    def __init__(self, config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> None:
+        super().__init__(config, clock=clock)
         values, problems = self.config_schema.validate(self.config)
         errors: list[ConfigProblem] = [
             p for p in problems if not (isinstance(p, SchemaProblem) and p.warning)]
@@ -237,8 +239,7 @@ class SerialSensorBackend(Backend):
         self.on_connect = on_connect
         self.sensor = sensor
         self.parser: LineParser = PARSERS[self.format](values["max_line"], on_error=self._bad_line)
-        self._clock = clock
-        self._limiter = _LogLimiter(_LOG_BURST, _LOG_WINDOW, clock)
+        self._limiter = _LogLimiter(_LOG_BURST, _LOG_WINDOW, self.clock.now)
         # Lock order: _write_lock, then _port_lock. The reader takes _write_lock only to
         # close a port or write on_connect lines, never around a read.
         self._write_lock = threading.Lock()
@@ -289,7 +290,7 @@ class SerialSensorBackend(Backend):
         self._emit = emit
         with self._state_lock:
             self._state = "connecting"
-        self.status = BackendStatus.RUNNING
+        self.status, self.error = BackendStatus.RUNNING, None
         self._thread = BackendThread(f"pihub-{self.name}", self._run)
         self._thread.start()
 
@@ -322,7 +323,7 @@ class SerialSensorBackend(Backend):
             except Exception as e:  # a bug must not end the reader silently
                 self.log.exception("serial reader failed on %s", self.device)
                 self._disconnected(f"serial reader failed on {self.device!r}: {type(e).__name__}: {e}")
-            if stopping.wait(self.reconnect_interval):
+            if self.clock.wait(stopping, self.reconnect_interval):
                 return
 
     def _session(self, stopping: threading.Event) -> None:
@@ -407,7 +408,7 @@ class SerialSensorBackend(Backend):
         ts_ns = time.monotonic_ns()
         with self._state_lock:
             self._last_reading = reading
-            self._last_reading_at = self._clock()
+            self._last_reading_at = self.clock.now()
             events = self.sensor.update(reading, ts_ns)
         for event in events:
             self._publish(event)
@@ -426,7 +427,7 @@ class SerialSensorBackend(Backend):
         """The device opened: state, log, ``SerialDeviceEvent{connected: true}``."""
         with self._state_lock:
             self._state = "connected"
-            self.error = None
+        self.report_recovered()
         self._counts["connects"] += 1
         self.log.info("serial device %s connected (%d bit/s, %s lines)", self.device, self.baud_rate, self.format)
         self._publish(Event(_DEVICE_EVENT, {"device": self.device, "connected": True}, time.monotonic_ns(),
@@ -438,7 +439,8 @@ class SerialSensorBackend(Backend):
         with self._state_lock:
             was, self._state = self._state, "disconnected"
             repeated = was == "disconnected" and self.error == error
-            self.error = error
+        # only this thread reports, so the hub's events come in the order of the changes
+        self.report_degraded(error)
         if repeated:
             self.log.debug("%s", error)
             return
@@ -559,7 +561,7 @@ class SerialSensorBackend(Backend):
             and the sensor base's ``sensor`` (last reported reading, threshold sides).
         """
         with self._state_lock:
-            age = None if self._last_reading_at is None else self._clock() - self._last_reading_at
+            age = None if self._last_reading_at is None else self.clock.now() - self._last_reading_at
             return {
                 "device": self.device,
                 "connected": self._state == "connected",

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import errno
-import gc
 import math
 import os
 import threading
+import weakref
 
 import pytest
-from pihub_testing import wait_for
+from pihub_testing import collecting_in, finishes, wait_for
 
 import pihub.hub as hubmod
 from pihub.backends.adc import AdcBackend, AdcNoAnswer, _request
 from pihub.backends.base import BackendStatus
+from pihub.backends.gpio import reservation_safe
 from pihub.backends.fake_mcp3008 import (
     CHIPS,
     DEFAULT_SPEED_HZ,
@@ -252,39 +253,68 @@ def test_chip_set_voltage_is_checked():
         chip.set_voltage(0, math.nan)
 
 
-def test_gpiozero_hardware_spi_reads_the_fake(monkeypatch):
-    """An independent MCP3xxx implementation (gpiozero's, over its spidev class) agrees."""
+@pytest.fixture
+def gpiozero_on_fake_spi(monkeypatch):
+    """gpiozero with its hardware-SPI class reading the fake chips, on a pihub pin factory.
+
+    The factory is :func:`reservation_safe`, as every factory pihub makes: gpiozero's
+    MCP3xxx need the global ``Device.pin_factory``, restored afterwards.
+    """
     gpiozero = pytest.importorskip("gpiozero")
     from gpiozero.pins import local
     from gpiozero.pins.mock import MockFactory
 
-    class HardwareSpiMockFactory(MockFactory):
+    class HardwareSpiMockFactory(reservation_safe(MockFactory)):
         def _get_spi_class(self, shared, hardware):
             return local.LocalPiHardwareSPIShared if shared else local.LocalPiHardwareSPI
 
     monkeypatch.setattr(local, "SpiDev", FakeSpiDev)
     saved = gpiozero.Device.pin_factory
     gpiozero.Device.pin_factory = factory = HardwareSpiMockFactory()
-    # gpiozero closes devices from __del__, which takes the factory's reservation lock:
-    # a garbage collection inside reserve_pins() (which holds it) would deadlock
-    gc.collect()
-    gc.disable()
     try:
-        c8 = REGISTRY.attach(0, 0, FakeMCP3008(idle_bit=1))
-        c12 = REGISTRY.attach(0, 1, FakeMCP3208(idle_bit=1))
-        c8.voltages[:] = c12.voltages[:] = VOLTS
-        for d in range(8):
-            with gpiozero.MCP3008(channel=d) as adc:
-                assert adc.raw_value == expected_code(VOLTS[d], 3.3, 10)
-            with gpiozero.MCP3208(channel=d, device=1) as adc:
-                assert adc.raw_value == expected_code(VOLTS[d], 3.3, 12)
-        with gpiozero.MCP3008(channel=2, differential=True) as adc:
-            assert adc.raw_value == expected_code(VOLTS[2] - VOLTS[3], 3.3, 10)
+        yield gpiozero
     finally:
         factory.close()
         gpiozero.Device.pin_factory = saved
-        gc.enable()
-        gc.collect()
+
+
+def test_gpiozero_hardware_spi_reads_the_fake(gpiozero_on_fake_spi):
+    """An independent MCP3xxx implementation (gpiozero's, over its spidev class) agrees."""
+    gpiozero = gpiozero_on_fake_spi
+    c8 = REGISTRY.attach(0, 0, FakeMCP3008(idle_bit=1))
+    c12 = REGISTRY.attach(0, 1, FakeMCP3208(idle_bit=1))
+    c8.voltages[:] = c12.voltages[:] = VOLTS
+    for d in range(8):
+        with gpiozero.MCP3008(channel=d) as adc:
+            assert adc.raw_value == expected_code(VOLTS[d], 3.3, 10)
+        with gpiozero.MCP3208(channel=d, device=1) as adc:
+            assert adc.raw_value == expected_code(VOLTS[d], 3.3, 12)
+    with gpiozero.MCP3008(channel=2, differential=True) as adc:
+        assert adc.raw_value == expected_code(VOLTS[2] - VOLTS[3], 3.3, 10)
+
+
+def test_a_closed_gpiozero_adc_collected_inside_the_next_reservation(gpiozero_on_fake_spi):
+    """A closed MCP3008 leaves its shared SPI interface to the garbage collector (gpiozero's
+    SharedMixin refers to itself), and its ``__del__`` releases pins under the factory's
+    reservation lock: collected while the next device's reservation holds that lock, it must
+    not deadlock, and the next device reads the chip."""
+    from gpiozero.pins import BoardInfo
+
+    gpiozero = gpiozero_on_fake_spi
+    chip = REGISTRY.attach(0, 0, FakeMCP3008(idle_bit=1))
+    chip.voltages[:] = VOLTS
+    with gpiozero.MCP3008(channel=0) as adc:
+        garbage: list[object] = [adc._spi]  # kept until the collection below: no earlier one frees it
+        spi = weakref.ref(adc._spi)
+
+    def next_device() -> int:
+        with gpiozero.MCP3008(channel=1) as adc:
+            return adc.raw_value
+
+    with collecting_in(BoardInfo, "find_pin", garbage) as found:  # first call: inside reserve_pins
+        raw = finishes(next_device, what="the next MCP3008's pin reservation")
+    assert found[0] > 0 and spi() is None  # the closed interface was finalized in there
+    assert raw == expected_code(VOLTS[1], 3.3, 10)
 
 
 # ---------------------------------------------------------------------- the request builder
@@ -450,9 +480,11 @@ def test_unplugged_chip_is_counted_and_reads_resume():
             b.poll_once()
         assert wait_for(lambda: b.errors >= 1 and b.error is not None)
         assert "null bit" in b.get_status()["error"]
+        assert b.status == BackendStatus.DEGRADED
         b.chip.connected = True
         polls = b.polls
         assert wait_for(lambda: b.polls > polls and b.error is None)   # after a 1 s back-off
+        assert b.status == BackendStatus.RUNNING
     finally:
         b.close()
 

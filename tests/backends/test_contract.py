@@ -84,3 +84,42 @@ def test_status_is_described(name):
     backend = backend_classes()[name](CONTRACT_CONFIGS[name][0])
     d = backend.describe_status()
     assert d == {"name": name, "status": "configured", "error": None}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_degraded_and_recovered_reports_reach_the_status_listener(name):
+    backend = backend_classes()[name](CONTRACT_CONFIGS[name][0])
+    calls = []
+    assert not backend.report_degraded("device missing")  # not open: nothing to degrade
+    backend.open(lambda event: True)
+    try:
+        backend.bind_status_listener(lambda b: calls.append((b.status, b.error)))
+        assert calls == [(BackendStatus.RUNNING, None)]  # the status at binding time
+        assert backend.report_degraded("device /dev/x missing; retrying every 1 s")
+        assert not backend.report_degraded("device /dev/x missing; retrying every 1 s")  # a repeat
+        assert backend.describe_status() == {"name": name, "status": "degraded",
+                                             "error": "device /dev/x missing; retrying every 1 s"}
+        assert backend.report_degraded("device /dev/x: permission denied")  # a new reason is a change
+        assert backend.report_recovered()
+        assert not backend.report_recovered()
+        assert calls[1:] == [(BackendStatus.DEGRADED, "device /dev/x missing; retrying every 1 s"),
+                             (BackendStatus.DEGRADED, "device /dev/x: permission denied"),
+                             (BackendStatus.RUNNING, None)]
+        assert backend.report_degraded("gone again")
+    finally:
+        backend.close()
+    assert backend.status == BackendStatus.STOPPED  # close ends a degraded backend too
+    assert not backend.report_recovered() and not backend.report_degraded("after close")
+    assert backend.status == BackendStatus.STOPPED and len(calls) == 5
+
+
+def test_a_failing_status_listener_does_not_break_the_reporting_backend(caplog):
+    backend = backend_classes()["mock"](CONTRACT_CONFIGS["mock"][0])
+    backend.open(lambda event: True)
+    try:
+        backend.bind_status_listener(lambda b: 1 / 0)
+        assert backend.report_degraded("device missing")
+        assert backend.status == BackendStatus.DEGRADED
+        assert "status listener failed" in caplog.text
+    finally:
+        backend.close()

@@ -7,17 +7,20 @@ bounded (``wait_for``, ``GpioBackend.wait_settled``); nothing asserts a duration
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from pihub_testing import wait_for
+from pihub_testing import collecting_in, finishes, wait_for
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.gpio import BOARD_TO_BCM, GpioBackend, parse_pin
@@ -585,6 +588,70 @@ def test_reopen_after_close(rig: Callable[..., Rig]) -> None:
     r.backend.open(r._emit)
     r.pin(17).drive_high()
     assert r.values() == [1]
+
+
+@pytest.mark.parametrize("step", ["reserve", "release"])
+def test_a_collection_inside_pin_reservation_cannot_deadlock(step: str) -> None:
+    """gpiozero closes a device from ``__del__``, which releases its pins under the factory's
+    reservation lock; a collection forced while this thread holds that lock (inside
+    reserve_pins for a write, release_pins for a close) finalizes an unclosed device there."""
+    from gpiozero import InputDevice
+    from gpiozero.exc import GPIOPinInUse
+    from gpiozero.pins import BoardInfo
+
+    b = GpioBackend({"pin_factory": "mock", "mode": "bcm", "pins": {"led": 5},
+                     "outputs": {"lamp": {"pin": 27}}})
+    b.open(lambda e: True)
+    stray = InputDevice(6, pin_factory=b.pin_factory)  # never closed, and in a reference cycle
+    cycle: list[object] = [stray]
+    cycle.append(cycle)
+    finalized = weakref.ref(stray)
+    garbage: list[object] = [cycle]
+    del stray, cycle
+    act = functools.partial(b.write, "led", 1) if step == "reserve" else b.close
+    with collecting_in(BoardInfo, "find_pin", garbage) as found:  # its first call holds the lock
+        # on failure b stays open: closing it would wait for the deadlocked lock too
+        finishes(act, what=f"{step} with a collection inside")
+    assert found[0] > 0 and finalized() is None  # the stray was finalized in there
+    if step == "reserve":
+        assert b.read("led")["value"] == 1
+        with pytest.raises(GPIOPinInUse):  # the reservation taken meanwhile was kept
+            InputDevice(5, pin_factory=b.pin_factory)
+        b.close()
+    assert b.status == BackendStatus.STOPPED
+
+
+def test_factories_sharing_gpiozeros_lock_share_its_guard() -> None:
+    """gpiozero's local Pi factories (lgpio, rpigpio, native) share one class-level
+    reservation lock: every pihub factory on it must know which thread holds it."""
+    from gpiozero.pins.local import LocalPiFactory
+
+    from pihub.backends.gpio import reservation_safe
+
+    a, b = reservation_safe(LocalPiFactory)(), reservation_safe(LocalPiFactory)()
+    with a._res_lock:
+        assert b._res_lock.held_here()
+        held_elsewhere = finishes(b._res_lock.held_here, what="held_here")
+    assert not held_elsewhere and not b._res_lock.held_here()
+
+
+def test_a_device_that_fails_to_build_keeps_no_pin(rig: Callable[..., Rig],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpiozero reserves a pin before its constructor can fail; pihub releases it at once,
+    not when the half-built device is garbage collected."""
+    from gpiozero.pins.mock import MockPWMPin
+
+    def busy(self: object, state: object) -> None:
+        raise OSError(errno.EBUSY, "GPIO busy")
+
+    r = rig({"mode": "bcm", "pins": {"led": 5}})
+    monkeypatch.setattr(MockPWMPin, "output_with_state", busy)
+    with pytest.raises(OSError) as failed:  # keeps the half-built device reachable (its traceback)
+        r.backend.write("led", 1)
+    monkeypatch.undo()
+    assert failed.value.errno == errno.EBUSY
+    assert r.backend.write("led", 1)["value"] == 1
+    assert r.pin(5).state == 1
 
 
 # ------------------------------------------------------------------ through the hub

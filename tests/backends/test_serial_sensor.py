@@ -19,6 +19,7 @@ import pytest
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.serial_sensor import SerialSensorBackend, _encode_command, _LogLimiter, _open_error
+from pihub.clock import Clock, ManualClock
 from pihub.errors import ActionError, BackendUnavailable
 from pihub.events import Event
 
@@ -85,7 +86,7 @@ def open_backend() -> Iterator[Callable[..., tuple[SerialSensorBackend, Recorder
     """Open a backend on a config (fast reconnects by default); every one is closed after."""
     opened: list[SerialSensorBackend] = []
 
-    def open_(clock: Callable[[], float] = time.monotonic, **config: Any) -> tuple[SerialSensorBackend, Recorder]:
+    def open_(clock: Clock | None = None, **config: Any) -> tuple[SerialSensorBackend, Recorder]:
         config.setdefault("reconnect_interval", 0.02)
         config.setdefault("read_timeout", 0.5)
         backend = SerialSensorBackend(config, clock=clock)
@@ -232,7 +233,7 @@ def test_unplug_and_replug(sim, open_backend):
     status = backend.device_status()
     assert status["connected"] is False and status["state"] == "disconnected"
     assert repr(sim.path) in status["error"] and "retrying every 0.02 s" in status["error"]
-    assert backend.status == BackendStatus.RUNNING  # the backend works; the device is gone
+    assert backend.status == BackendStatus.DEGRADED  # the backend retries; the device is gone
     assert rec.wait(lambda: backend.device_status()["open_failures"] >= 2)  # it keeps trying
     assert backend.error.startswith(f"serial device {sim.path!r} not found")
     with pytest.raises(ActionError, match="is not connected"):
@@ -244,6 +245,7 @@ def test_unplug_and_replug(sim, open_backend):
     assert [e.args["connected"] for e in rec.of("SerialDeviceEvent")] == [True, False, True]
     status = backend.device_status()
     assert (status["connects"], status["disconnects"], status["error"]) == (2, 1, None)
+    assert (backend.status, backend.error) == (BackendStatus.RUNNING, None)
 
 
 def test_the_unplug_command_replies_then_the_device_comes_back(sim, open_backend):
@@ -261,7 +263,7 @@ def test_a_missing_device_is_retried_until_it_appears(tmp_path, open_backend, ca
     link = tmp_path / "ttyLATER"
     backend, rec = open_backend(device=str(link))
     assert rec.wait(lambda: rec.of("SerialDeviceEvent", connected=False))
-    assert backend.status == BackendStatus.RUNNING
+    assert backend.status == BackendStatus.DEGRADED
     assert backend.error == (f"serial device {str(link)!r} not found (check the path, e.g. ls /dev/serial/by-id/, "
                              f"and the cable); retrying every 0.02 s")
     assert rec.wait(lambda: backend.device_status()["open_failures"] >= 3)
@@ -272,6 +274,93 @@ def test_a_missing_device_is_retried_until_it_appears(tmp_path, open_backend, ca
         assert connected(rec)
         assert rec.wait(lambda: rec.of("SensorDataChangeEvent"))
         assert backend.error is None
+
+
+class StatusRecorder:
+    """A status listener (as the hub binds one): records ``(status, error)`` per call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[BackendStatus, str | None]] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, backend: SerialSensorBackend) -> None:
+        with self._cond:
+            self.calls.append((backend.status, backend.error))
+            self._cond.notify_all()
+
+    def statuses(self) -> list[BackendStatus]:
+        with self._cond:
+            return [status for status, _ in self.calls]
+
+    def wait(self, predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+
+def test_status_is_degraded_while_the_device_is_missing_and_running_while_it_works(tmp_path, open_backend):
+    link = tmp_path / "ttyLATE"
+    backend, rec = open_backend(device=str(link))
+    listener = StatusRecorder()
+    assert rec.wait(lambda: rec.of("SerialDeviceEvent", connected=False))
+    backend.bind_status_listener(listener)  # what the hub does once open() returned
+    assert listener.calls[0][0] == BackendStatus.DEGRADED
+    assert repr(str(link)) in listener.calls[0][1] and "not found" in listener.calls[0][1]
+    assert rec.wait(lambda: backend.device_status()["open_failures"] >= 3)
+    assert len(listener.calls) == 1  # one report per change, not per attempt
+    with SerialSensorSimulator(link, interval=0.02) as sim:
+        assert listener.wait(lambda: len(listener.calls) >= 2)
+        assert listener.calls[1] == (BackendStatus.RUNNING, None)
+        assert backend.describe_status() == {"name": "serial", "status": "running", "error": None}
+        sim.unplug()
+        assert listener.wait(lambda: len(listener.calls) >= 3)
+        status, error = listener.calls[2]
+        assert status == BackendStatus.DEGRADED and repr(sim.path) in error
+        assert backend.describe_status()["status"] == "degraded"
+        sim.replug()
+        assert listener.wait(lambda: len(listener.calls) >= 4)
+    assert listener.statuses()[:4] == [BackendStatus.DEGRADED, BackendStatus.RUNNING,
+                                      BackendStatus.DEGRADED, BackendStatus.RUNNING]
+    backend.close()
+    assert backend.status == BackendStatus.STOPPED
+    assert not backend.report_degraded("late report from a reader racing close")
+    assert backend.status == BackendStatus.STOPPED
+
+
+def test_the_hub_publishes_each_degraded_and_running_change(make_hub, tmp_path, serial_registered):
+    link = tmp_path / "ttyHUB"
+    hub = make_hub(f"""
+        serial:
+          device: {link}
+          reconnect_interval: 0.02
+    """, start=False)
+    seen: list[tuple[str, str | None]] = []
+    cond = threading.Condition()
+
+    def on_event(event: Event) -> None:
+        if event.type.name == "BackendStatusEvent" and event.args["backend"] == "serial":
+            with cond:
+                seen.append((event.args["status"], event.args["error"]))
+                cond.notify_all()
+
+    def statuses_end_with(*wanted: str) -> bool:
+        with cond:
+            return cond.wait_for(lambda: tuple(s for s, _ in seen[-len(wanted):]) == wanted, 5.0)
+
+    hub.dispatcher.add_listener(on_event)
+    hub.start()
+    assert statuses_end_with("degraded")
+    with cond:
+        # the reader may fail its first open before or after the hub binds its listener
+        assert [s for s, _ in seen] in (["degraded"], ["running", "degraded"])
+        assert seen[-1][1].startswith(f"serial device {str(link)!r} not found")
+    with SerialSensorSimulator(link, interval=0.02) as sim:
+        assert statuses_end_with("degraded", "running")
+        assert seen[-1] == ("running", None)
+        sim.unplug()
+        assert statuses_end_with("degraded", "running", "degraded")
+        assert repr(sim.path) in seen[-1][1]
+        sim.replug()
+        assert statuses_end_with("degraded", "running", "degraded", "running")
 
 
 def test_a_device_open_elsewhere_is_reported_in_use(sim, open_backend):
@@ -322,8 +411,8 @@ def test_malformed_lines_are_counted_logged_and_the_reader_goes_on(sim, open_bac
 
 def test_bad_lines_are_logged_at_most_five_per_minute(sim, open_backend, caplog):
     caplog.set_level(logging.WARNING, logger="pihub.backends.serial")
-    now = [0.0]
-    backend, rec = open_backend(device=sim.path, clock=lambda: now[0])
+    clock = ManualClock()
+    backend, rec = open_backend(device=sim.path, clock=clock)
     assert connected(rec)
     sim.send_line(b"bad\n" * 20)
     assert rec.wait(lambda: backend.device_status()["malformed"] >= 20)
@@ -332,7 +421,7 @@ def test_bad_lines_are_logged_at_most_five_per_minute(sim, open_backend, caplog)
         return [r.getMessage() for r in caplog.records if "bad line" in r.getMessage()]
 
     assert len(logged()) == 5
-    now[0] = 61.0
+    clock.advance(61.0)
     sim.send_line(b"worse\n")
     assert rec.wait(lambda: backend.device_status()["malformed"] >= 21)
     assert len(logged()) == 6
@@ -511,7 +600,7 @@ def test_the_hub_runs_on_while_the_serial_device_is_missing(make_hub, tmp_path, 
     backend = hub.backends["serial"]
     assert wait_until(lambda: backend.error is not None)
     status = {b["name"]: b for b in hub.status()["backends"]}["serial"]
-    assert status["status"] == "running"
+    assert status["status"] == "degraded"
     assert f"serial device '{tmp_path}/ttyGONE' not found" in status["error"]
     assert hub.execute("variable.set", {"still": "alive"}).ok
     out = hub.execute("serial.write", {"data": "hello"})
