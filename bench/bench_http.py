@@ -52,6 +52,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -590,4 +591,125 @@ def bench_idle_attack(ctx: Context) -> Iterator[dict[str, Any]]:
                      runs=rounded(rss[label]), note="VmRSS of `pihub run` after the round", **base)
 
 
-BENCHES = [bench_api, bench_idle_attack]
+#: The login flood of issue 8: wrong passwords (for the bench user and an unknown one,
+#: alternately) on a fresh connection each, from a fresh loopback address each, without pause.
+FLOOD_THREADS = 16
+FLOOD_CODE = r"""
+import http.client, json, sys, threading
+port, threads = int(sys.argv[1]), int(sys.argv[2])
+stop, lock, counts = threading.Event(), threading.Lock(), {}
+bodies = [json.dumps({"username": u, "password": "not-the-password"}) for u in ("bench", "nobody")]
+def run(t):
+    i = 0
+    while not stop.is_set():
+        src = f"127.{100 + t}.{i // 250 % 250}.{i % 250 + 1}"
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(src, 0))
+            c.request("POST", "/login", body=bodies[i % 2], headers={"Content-Type": "application/json"})
+            r = c.getresponse(); r.read(); c.close(); key = str(r.status)
+        except OSError as e:
+            key = type(e).__name__
+        i += 1
+        with lock:
+            counts[key] = counts.get(key, 0) + 1
+workers = [threading.Thread(target=run, args=(t,), daemon=True) for t in range(threads)]
+for w in workers:
+    w.start()
+print("started", flush=True)
+sys.stdin.read()
+stop.set()
+for w in workers:
+    w.join(15)
+print(json.dumps(counts), flush=True)
+"""
+
+
+class LoginFlood:
+    """The flood in its own process (its client threads must not share the GIL of the
+    measuring client); a context manager. :attr:`counts`: replies by status, after exit."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.counts: dict[str, int] = {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.seconds = 0.0
+
+    def __enter__(self) -> LoginFlood:
+        self.proc = subprocess.Popen([sys.executable, "-c", FLOOD_CODE, str(self.port), str(FLOOD_THREADS)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "started":
+            raise RuntimeError("the login flood process did not start")
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        try:
+            out, _ = self.proc.communicate(input="", timeout=STOP_TIMEOUT_S + 15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+        self.seconds = time.perf_counter() - self.t0
+        self.counts = json.loads(out.strip().splitlines()[-1])
+
+
+def bench_login_flood(ctx: Context) -> Iterator[dict[str, Any]]:
+    """Control ``/execute`` p50/p99 and RSS with and without a login flood, alternating."""
+    runs = 2 if ctx.quick else ctx.runs
+    seq_n = ctx.scale(SEQ_N, 50)
+    tmp = Path(tempfile.mkdtemp(prefix="pihub-bench-login-flood-"))
+    snap = cpu_snapshot()
+    calm: list[dict[str, Any]] = []
+    flooded: list[dict[str, Any]] = []
+    rss: dict[str, list[float]] = {"calm": [], "flood": []}
+    logins: dict[str, int] = {}
+    flood_s = 0.0
+    try:
+        rig = Rig(tmp)
+        d = Daemon(rig, ctx.log)
+        try:
+            d.start()
+            rss_start = d.memory()["rss_mib"]
+            for _ in range(runs):
+                calm.append(seq_round(rig.port, rig.headers, seq_n))
+                rss["calm"].append(d.memory()["rss_mib"])
+                with LoginFlood(rig.port) as flood:
+                    flooded.append(seq_round(rig.port, rig.headers, seq_n))
+                    rss["flood"].append(d.memory()["rss_mib"])
+                for k, v in flood.counts.items():
+                    logins[k] = logins.get(k, 0) + v
+                flood_s += flood.seconds
+        finally:
+            d.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = {"others_cpu_pct": round(others_cpu_pct(snap, cpu_snapshot()), 1)}
+    attempts = sum(logins.values())
+    flood_note = (f"{FLOOD_THREADS} client threads in another process posting wrong passwords to /login (the "
+                  f"bench user and an unknown one, alternately), a new connection and source address "
+                  f"(127.100-115.x.y) per attempt, without pause; over all rounds {attempts} attempts in "
+                  f"{flood_s:.1f} s: {logins.get('401', 0)} checked by argon2 (401), {logins.get('429', 0)} "
+                  "refused before any password work (429: the hub-wide budget of 50 failures per 5 min, or "
+                  "the one-at-a-time check's line full)")
+    for pct in ("p50", "p99"):
+        for label, rows in (("calm", calm), ("flood", flooded)):
+            values = [r[pct] for r in rows if r.get(pct) is not None]
+            yield result("http.login_flood", f"execute_{pct}_ms_{label}", median(values),
+                         "ms", better="lower", runs=rounded(values), n=sum(r["n"] for r in rows),
+                         errors=sum(r["errors"] for r in rows),
+                         note=f"{len(rows)} rounds of {seq_n} sequential POST /execute variable.get on one "
+                              "keep-alive connection, alternating without and with the flood ("
+                              + ("none" if label == "calm" else flood_note) + "); median of the rounds", **base)
+    for label in ("calm", "flood"):
+        yield result("http.login_flood", f"rss_mib_{label}", median(rss[label]), "MiB", better="lower",
+                     runs=rounded(rss[label]), rss_at_start_mib=rss_start, max_mib=max(rss[label]),
+                     logins_401=logins.get("401", 0) if label == "flood" else None,
+                     logins_429=logins.get("429", 0) if label == "flood" else None,
+                     note="VmRSS of `pihub run` after the round (" + ("no flood" if label == "calm" else
+                          "the flood still running") + "); rss_at_start_mib: after the first good /execute",
+                     **base)
+
+
+BENCHES = [bench_api, bench_idle_attack, bench_login_flood]

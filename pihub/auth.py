@@ -19,12 +19,32 @@ A :class:`Principal` carries the expanded set, so a route asks ``p.allows("contr
 
 Cost model, and why:
 
-* **Passwords** are low-entropy, so they get a memory-hard KDF (argon2id, 19 MiB,
-  2 passes, 1 lane: OWASP's first recommended setting, about 30 ms on x86 and a few
-  hundred on a Pi) and only where a password is typed: :meth:`Auth.add_user`,
-  :meth:`Auth.set_password`, :meth:`Auth.login`, :meth:`Auth.redeem_setup_code`. At most
-  two run at a time (19 MiB each on a 512 MB board). A login for an unknown user does the
-  same argon2 work as a wrong password, so timing does not tell which names exist.
+* **Passwords** are low-entropy, so they get a memory-hard KDF, and only where a password
+  is typed: :meth:`Auth.add_user`, :meth:`Auth.set_password`, :meth:`Auth.login`,
+  :meth:`Auth.redeem_setup_code`. The parameters are argon2id with 12 MiB, 3 passes,
+  1 lane: one of the settings OWASP lists as equivalent (19 MiB x 2 passes is its first;
+  it has 46 MiB x 1 to 7 MiB x 5), chosen for a 512 MB Pi Zero 2 W: 7 MiB less per
+  computation than 19 MiB x 2 for the same time (17 ms against 18 ms on this x86 box;
+  a few hundred ms on a Pi), while keeping most of the memory hardness. Hashes stored
+  with other parameters (pihub used 19 MiB x 2 before) still verify, since a hash
+  carries its parameters, and are rewritten with the current ones at the next good
+  login.
+* **At most one argon2 computation runs at a time** (``kdf_concurrency``), and always on
+  the same dedicated thread (``pihub-kdf``). The count bounds the peak, and the thread
+  bounds what stays: glibc keeps a freed argon2 buffer in the malloc arena of the thread
+  that used it, so when every HTTP worker thread ran argon2, each kept its own 19 MiB
+  and a login flood grew the daemon from 38 to 210 MB, for good. Now the same flood
+  leaves it at about 51 MB (one 12 MiB buffer kept), with or without
+  ``MALLOC_ARENA_MAX=1``/``2`` (measured), so the systemd unit does not set it and a
+  daemon started by hand is bounded too. A login that finds the
+  computation busy waits in a short line (``kdf_queue`` callers, at most ``kdf_wait_s``
+  seconds); beyond that it is refused with :class:`RateLimited` (``Retry-After: 1``)
+  without any argon2 work, so a flood ties up a few HTTP threads, not all of them.
+  Adding a user or changing a password waits its turn without a limit.
+* A login for an unknown user verifies the password against a dummy hash with the
+  current parameters: the same argon2 work and memory as a wrong password, so timing
+  does not tell which names exist. The dummy is built from random bytes (no argon2 run
+  to make it).
 * **Tokens, sessions and the setup code** are 128 to 256 random bits from
   :mod:`secrets`, so they are stored as plain SHA-256 digests. A slow KDF exists to make
   guessing a *low-entropy* secret from its hash expensive; guessing 2**256 tokens is
@@ -37,11 +57,19 @@ Cost model, and why:
   revocation, from here or from the CLI, takes effect on the very next check, and a
   check never reads a table. ``last_used_at`` is kept in memory and written once a
   minute (and by :meth:`Auth.flush`/:meth:`Auth.close`).
-* Failed logins are counted per client address (IPv6 per /64) in memory: after
-  ``max_failures`` within ``window_s`` seconds, :meth:`Auth.login` raises
-  :class:`RateLimited` without doing any argon2 work. A successful login does not clear
-  the count: otherwise an attacker holding one valid account could interleave its
-  logins with guesses at other accounts' passwords and never be limited.
+* Failed logins are counted in memory, per client address (IPv6 per /64) and for the
+  whole hub: after ``max_failures`` (5) from one address, or ``max_failures_total`` (50)
+  from all addresses together, within ``window_s`` seconds (300), :meth:`Auth.login`
+  raises :class:`RateLimited` without doing any argon2 work. The hub-wide budget is what
+  stops many source addresses (a botnet, or one IPv6 host's many /64s) from guessing
+  5 times each; its price is that during such an attack password logins are refused for
+  everyone, while API tokens and open sessions keep working. An attempt is counted when
+  it starts, in the same locked step as the check, and taken back when it succeeds or
+  is turned away as busy: so simultaneous attempts cannot all pass the check before any
+  of them fails (32 at once let 12 through when failures were counted at the end). A
+  successful login does not clear the count: otherwise an attacker holding one valid
+  account could interleave its logins with guesses at other accounts' passwords and
+  never be limited.
 
 Use one :class:`Auth` per :class:`~pihub.store.Store`. Every method is thread-safe.
 Secrets (passwords, tokens, session and CSRF tokens, setup codes) never appear in logs,
@@ -63,10 +91,11 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 
 from pihub.errors import PihubError
@@ -100,23 +129,38 @@ MAX_PASSWORD_CHARS = 4096
 #: Longest token expiry, days (100 years).
 MAX_EXPIRES_DAYS = 36500.0
 
+#: argon2id parameters of new hashes: memory in KiB (12 MiB), passes, lanes (see the
+#: module docstring for the choice).
+ARGON2_MEMORY_KIB = 12288
+ARGON2_TIME_COST = 3
+ARGON2_PARALLELISM = 1
+
 _USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _CSRF_LABEL = b"pihub csrf v1"
 
 
+#: :attr:`RateLimited.reason` values.
+LIMIT_ADDRESS = "too many failed logins from this address"
+LIMIT_TOTAL = "too many failed logins on this hub"
+LIMIT_BUSY = "too many logins in progress"
+
+
 class RateLimited(PihubError, PermissionError):
-    """Too many failed logins from one address (HTTP 429 with ``Retry-After``).
+    """A login refused before any password work (HTTP 429 with ``Retry-After``).
 
     Attributes:
-        retry_after: whole seconds until the next attempt from that address is allowed
-            (at least 1).
+        retry_after: whole seconds until a new attempt may succeed (at least 1).
+        reason: why, one of :data:`LIMIT_ADDRESS` (the address used up its failures),
+            :data:`LIMIT_TOTAL` (the hub-wide failure budget is used up) or
+            :data:`LIMIT_BUSY` (the password check is busy and its waiting line full).
     """
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, retry_after: int, reason: str = LIMIT_ADDRESS) -> None:
         """Create the error; ``retry_after`` in whole seconds."""
         self.retry_after = retry_after
-        super().__init__(f"too many failed logins from this address: retry after {retry_after} s")
+        self.reason = reason
+        super().__init__(f"{reason}: retry after {retry_after} s")
 
 
 class AuthFailed(PihubError, PermissionError):
@@ -349,6 +393,87 @@ class _SessionEntry:
     expires_at: float
 
 
+_T = TypeVar("_T")
+
+
+class _Busy(Exception):
+    """The argon2 gate's waiting line was full, or the wait ran out."""
+
+
+class _KdfGate:
+    """At most ``slots`` argon2 computations at once, run on ``slots`` dedicated threads.
+
+    A caller takes a slot (waiting its turn), hands the computation to the pool and blocks
+    for its result: holding a slot means a pool thread is idle, so the work starts at
+    once. The pool's threads are the only ones that ever run argon2, which is what bounds
+    the memory glibc keeps (see the module docstring). The pool is made on first use and
+    stopped by :meth:`close` (and made again if used after that).
+    """
+
+    def __init__(self, slots: int, max_waiting: int, max_wait_s: float) -> None:
+        self._slots, self._max_waiting, self._max_wait_s = slots, max_waiting, max_wait_s
+        self._cond = threading.Condition(threading.Lock())
+        self._running = 0
+        self._waiting = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, fn: Callable[..., _T], *args: Any, bounded: bool) -> _T:
+        """``fn(*args)`` on a KDF thread once a slot is free; its result or exception.
+
+        Args:
+            bounded: wait only if fewer than ``max_waiting`` callers are already waiting,
+                and at most ``max_wait_s`` seconds; False: wait as long as it takes.
+
+        Raises:
+            _Busy: ``bounded``, and the line was full or the wait ran out; ``fn`` did not run.
+        """
+        with self._cond:
+            if bounded and self._running >= self._slots and self._waiting >= self._max_waiting:
+                raise _Busy
+            self._waiting += 1
+            try:
+                free = self._cond.wait_for(lambda: self._running < self._slots,
+                                           self._max_wait_s if bounded else None)
+            finally:
+                self._waiting -= 1
+            if not free:
+                raise _Busy
+            self._running += 1
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._slots, thread_name_prefix="pihub-kdf")
+            pool = self._pool
+        try:
+            return pool.submit(fn, *args).result()
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the pool's threads once the computations in progress are done."""
+        with self._cond:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _unmatchable_hash(hasher: PasswordHasher) -> str:
+    """An encoded argon2 hash with ``hasher``'s parameters that no password matches.
+
+    Salt and digest are random bytes, so making it costs no argon2 run, while verifying a
+    password against it costs exactly what verifying against a real hash made by
+    ``hasher`` costs (same type, memory, passes and lanes), then fails: a match would need
+    a password whose argon2 digest equals ``hash_len`` random bytes.
+    """
+    from argon2.low_level import ARGON2_VERSION
+
+    def b64(n: int) -> str:
+        return base64.b64encode(secrets.token_bytes(n)).rstrip(b"=").decode("ascii")
+
+    return (f"$argon2{hasher.type.name.lower()}$v={ARGON2_VERSION}$m={hasher.memory_cost},"
+            f"t={hasher.time_cost},p={hasher.parallelism}${b64(hasher.salt_len)}${b64(hasher.hash_len)}")
+
+
 class Auth:
     """Users, tokens, sessions, setup code and login rate limits over a :class:`Store`.
 
@@ -357,37 +482,48 @@ class Auth:
         env_token: the headless token (``PIHUB_API_TOKEN``), or None/empty for none. Only
             its SHA-256 is kept.
         max_failures: failed logins allowed per address within ``window_s``, >= 1.
+        max_failures_total: failed logins allowed from all addresses together within
+            ``window_s``, >= 1 (the hub-wide budget).
         window_s: the rate-limit window, seconds, > 0.
         clock: seconds since the epoch (injected by tests); used for expiry, the
             rate-limit window and the ``last_used_at`` batching.
-        hasher: the argon2 hasher; None for argon2id with m=19 MiB, t=2, p=1. Tests pass
-            a cheaper one.
+        hasher: the argon2 hasher; None for argon2id with the module's ``ARGON2_*``
+            parameters (12 MiB, t=3, p=1). Tests pass a cheaper or an instrumented one.
         flush_interval_s: how often, seconds, token last-use times are written.
         max_tracked_addresses: addresses whose failures are remembered; the oldest are
             forgotten beyond this, so spoofed sources cannot grow memory without bound.
-        kdf_concurrency: argon2 computations allowed at once (19 MiB each).
+        kdf_concurrency: argon2 computations allowed at once, each on its own dedicated
+            thread (12 MiB each with the default hasher), >= 1.
+        kdf_queue: logins allowed to wait for a computation slot, >= 0; more are refused
+            at once with :class:`RateLimited` (:data:`LIMIT_BUSY`).
+        kdf_wait_s: the longest a login waits for a slot, seconds, > 0.
 
     Raises:
         ValueError: a bound is out of range.
     """
 
     def __init__(self, store: Store, *, env_token: str | None = None, max_failures: int = 5,
-                 window_s: float = 300.0, clock: Callable[[], float] = time.time,
-                 hasher: PasswordHasher | None = None, flush_interval_s: float = 60.0,
-                 max_tracked_addresses: int = 10_000, kdf_concurrency: int = 2) -> None:
-        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-            raise ValueError(f"max_failures must be an int >= 1, not {max_failures!r}")
-        if not isinstance(window_s, (int, float)) or not 0 < window_s < math.inf:
-            raise ValueError(f"window_s must be a number of seconds > 0, not {window_s!r}")
-        if max_tracked_addresses < 1 or kdf_concurrency < 1:
-            raise ValueError(f"max_tracked_addresses and kdf_concurrency must be >= 1, not "
-                             f"{max_tracked_addresses!r} and {kdf_concurrency!r}")
+                 max_failures_total: int = 50, window_s: float = 300.0,
+                 clock: Callable[[], float] = time.time, hasher: PasswordHasher | None = None,
+                 flush_interval_s: float = 60.0, max_tracked_addresses: int = 10_000,
+                 kdf_concurrency: int = 1, kdf_queue: int = 3, kdf_wait_s: float = 2.0) -> None:
+        for name, value, least in (("max_failures", max_failures, 1), ("max_failures_total", max_failures_total, 1),
+                                   ("max_tracked_addresses", max_tracked_addresses, 1),
+                                   ("kdf_concurrency", kdf_concurrency, 1), ("kdf_queue", kdf_queue, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an int >= {least}, not {value!r}")
+        for name, value in (("window_s", window_s), ("kdf_wait_s", kdf_wait_s)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
         self._store = store
         self._clock = clock
         # argon2 is imported on first use: the daemon only needs it at login (saves ~1.5 MB RSS)
         self._hasher_given = hasher
-        self._kdf_slots = threading.BoundedSemaphore(kdf_concurrency)
+        self._kdf = _KdfGate(kdf_concurrency, kdf_queue, float(kdf_wait_s))
         self._max_failures = max_failures
+        self._max_total = max_failures_total
+        # every counted attempt in the window, all addresses: the hub-wide budget (under _lock)
+        self._recent: deque[float] = deque()
         self._window_s = float(window_s)
         self._flush_interval_s = float(flush_interval_s)
         self._max_addresses = max_tracked_addresses
@@ -407,6 +543,9 @@ class Auth:
         self._last_flush = clock()
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
         self._callbacks: list[Callable[[int], None]] = []
+        self._session_callbacks: list[Callable[[int], None]] = []
+        # ids of sessions that ended and were not yet reported to on_session_end (under _lock)
+        self._ended_sessions: list[int] = []
         self._setup_code: str | None = None
         self._dummy_hash: str | None = None
 
@@ -463,6 +602,7 @@ class Auth:
                 raise ValueError(f"no such user {username!r}")
             self._drop_sessions(username)
         log.info("password of user %r changed; %d session(s) ended", username, len(ended))
+        self._report_ended_sessions()
 
     def remove_user(self, username: str) -> None:
         """Delete a user with its API tokens (``on_revoke`` fires for each) and sessions.
@@ -478,9 +618,13 @@ class Auth:
             self._drop_sessions(username)
         log.info("user %r removed with %d api token(s)", username, len(ids))
         self._fire(ids)
+        self._report_ended_sessions()
 
     def login(self, username: str, password: str, *, ip: str) -> Principal:
         """Check a user's password (runs argon2 once, whether or not the user exists).
+
+        The attempt counts toward both failure limits from the moment it is let in (see
+        the module docstring); a success or a :data:`LIMIT_BUSY` refusal takes it back.
 
         Args:
             username, password: as typed.
@@ -490,28 +634,34 @@ class Auth:
             The user, ``via="password"``; the caller then makes a session or a token.
 
         Raises:
-            RateLimited: ``max_failures`` failures from that address within ``window_s``;
-                no password work is done then.
+            RateLimited: ``max_failures`` attempts from that address, or
+                ``max_failures_total`` from all addresses, within ``window_s``; or the
+                password check is busy and its line full (``kdf_queue``) or the wait
+                exceeded ``kdf_wait_s``. No password work is done then.
             AuthFailed: ``"invalid credentials"``, the same for an unknown user and a
                 wrong password (it is also a :class:`PermissionError`).
         """
         key = _ip_key(ip)
-        self._raise_if_limited(key, self._clock())
+        admitted_at, n, total = self._admit(key, self._clock())
         user = None
         if isinstance(username, str) and _USERNAME_RE.fullmatch(username):
             user = self._store.get_user(username)
         ok = False
         if isinstance(password, str) and len(password) <= MAX_PASSWORD_CHARS:
-            with self._kdf_slots:
-                if user is None:
-                    self._burn(password)
-                else:
-                    ok = self._verify(user.password_hash, password)
+            # an unknown user is checked against a hash no password matches: the same work
+            stored = user.password_hash if user is not None else self._unmatchable()
+            try:
+                ok = self._kdf.run(self._verify, stored, password, bounded=True)
+            except _Busy:
+                self._take_back(key, admitted_at)
+                log.warning("login from %s refused: %s", key, LIMIT_BUSY)
+                raise RateLimited(1, LIMIT_BUSY) from None
         if not ok or user is None:
-            n = self._record_failure(key, self._clock())
-            log.warning("failed login from %s (%d of %d allowed in %g s)", key, n, self._max_failures,
-                        self._window_s)
+            # refusals are logged at debug level: under a flood, one line per failure is plenty
+            log.warning("failed login from %s (%d of %d allowed from it, %d of %d from all addresses, "
+                        "in %g s)", key, n, self._max_failures, total, self._max_total, self._window_s)
             raise AuthFailed("invalid credentials")
+        self._take_back(key, admitted_at)
         self._maybe_rehash(user.id, user.password_hash, password)
         log.info("user %r logged in from %s", user.username, key)
         return Principal(user.username, frozenset(expand_scopes(user.scope)), "password")
@@ -682,10 +832,10 @@ class Auth:
             except LookupError as e:
                 raise ValueError(str(e)) from None
             if self._sessions is not None:
-                for d in [d for d, e in self._sessions.items() if e.expires_at <= now]:
-                    del self._sessions[d]
+                self._expire_sessions(now)
                 self._sessions[digest] = self._session_entry(row)
         log.info("session %d started for user %r (%s)", row.id, username, "30 days" if remember else "12 h")
+        self._report_ended_sessions()
         return token, _csrf_for(token)
 
     def check_session(self, session_token: str) -> tuple[Principal, str] | None:
@@ -708,8 +858,10 @@ class Auth:
                     principal = entry.principal
                 else:
                     del self._sessions[digest]
+                    self._ended_sessions.append(entry.principal.session_id or 0)
         if gone:
             self._fire(gone)
+        self._report_ended_sessions()
         return (principal, _csrf_for(session_token)) if principal is not None else None
 
     def end_session(self, session_token: str) -> None:
@@ -721,8 +873,11 @@ class Auth:
             sid = self._store.delete_session(digest)
             if self._sessions is not None:
                 self._sessions.pop(digest, None)
+            if sid is not None:
+                self._ended_sessions.append(sid)
         if sid is not None:
             log.info("session %d ended", sid)
+        self._report_ended_sessions()
 
     # -- first start ----------------------------------------------------------------------
 
@@ -793,16 +948,34 @@ class Auth:
         with self._lock:
             self._callbacks.append(callback)
 
-    def refresh(self) -> None:
-        """Notice revocations by other processes and expired tokens now; fire ``on_revoke``.
+    def on_session_end(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(session_id)`` whenever a panel session stops being valid.
 
-        Checks do this anyway; the hub calls it every second or so, so open websockets
-        of a token revoked from the CLI close even when no request arrives.
+        That is: :meth:`end_session` (logout), :meth:`set_password` and :meth:`remove_user`
+        (all of that user's sessions), expiry (noticed by :meth:`refresh`, or when the
+        session is checked or another one is created), and a removal by another process
+        (``pihub user remove``/``passwd``, noticed when the index is reloaded and reported
+        by the next :meth:`refresh`, check or session call). Session ids are numbered apart
+        from token ids. Same rules as :meth:`on_revoke`: run outside any lock on the thread
+        that noticed, quick, an exception logged, not raised.
         """
         with self._lock:
-            gone = self._sync(self._clock())
+            self._session_callbacks.append(callback)
+
+    def refresh(self) -> None:
+        """Notice revocations by other processes and expired tokens and sessions now.
+
+        Fires ``on_revoke`` and ``on_session_end``. Checks do most of this anyway; the hub
+        calls it every second or so, so open websockets of a token revoked from the CLI,
+        or of a session that expired, close even when no request arrives.
+        """
+        with self._lock:
+            now = self._clock()
+            gone = self._sync(now)
+            self._expire_sessions(now)
         if gone:
             self._fire(gone)
+        self._report_ended_sessions()
 
     def flush(self) -> None:
         """Write the batched token last-use times now (checks do it once a minute)."""
@@ -820,8 +993,9 @@ class Auth:
                     self._used[i] = max(t, self._used.get(i, t))
 
     def close(self) -> None:
-        """Flush last-use times; call before closing the store."""
+        """Flush last-use times and stop the argon2 thread; call before closing the store."""
         self.flush()
+        self._kdf.close()
 
     # -- internals ------------------------------------------------------------------------
 
@@ -836,12 +1010,14 @@ class Auth:
         gone: list[int] = []
         if self._tokens is None or version != self._version:
             before = None if self._tokens is None else {e.principal.token_id for e in self._tokens.values()}
+            sessions_before = self._session_ids()
             self._load(now)
             self._version = version
             if before is not None:
                 assert self._tokens is not None
                 after = {e.principal.token_id for e in self._tokens.values()}
                 gone = sorted(i for i in before - after if i is not None)
+                self._ended_sessions += sorted(sessions_before - self._session_ids())
         if now >= self._next_expiry:
             assert self._tokens is not None
             expired = [d for d, e in self._tokens.items() if e.expires_at is not None and e.expires_at <= now]
@@ -879,10 +1055,34 @@ class Auth:
                 del self._tokens[d]
 
     def _drop_sessions(self, username: str) -> None:
-        """Remove a user's sessions from the index; the caller holds ``_lock``."""
+        """Remove a user's sessions from the index, to report as ended; the caller holds ``_lock``."""
         if self._sessions is not None:
             for d in [d for d, e in self._sessions.items() if e.principal.username == username]:
-                del self._sessions[d]
+                self._ended_sessions.append(self._sessions.pop(d).principal.session_id or 0)
+
+    def _expire_sessions(self, now: float) -> None:
+        """Remove expired sessions from the index, to report as ended; the caller holds ``_lock``."""
+        if self._sessions is not None:
+            for d in [d for d, e in self._sessions.items() if e.expires_at <= now]:
+                self._ended_sessions.append(self._sessions.pop(d).principal.session_id or 0)
+
+    def _session_ids(self) -> set[int]:
+        """Ids of the sessions in the index; the caller holds ``_lock``."""
+        return {e.principal.session_id or 0 for e in (self._sessions or {}).values()}
+
+    def _report_ended_sessions(self) -> None:
+        """Call the ``on_session_end`` callbacks for the sessions ended since the last call."""
+        if not self._ended_sessions:  # read without the lock: the common case costs nothing
+            return
+        with self._lock:
+            ended, self._ended_sessions = self._ended_sessions, []
+            callbacks = list(self._session_callbacks)
+        for sid in ended:
+            for cb in callbacks:
+                try:
+                    cb(sid)
+                except Exception:
+                    log.exception("on_session_end callback %r failed for session %d", cb, sid)
 
     def _fire(self, ids: Iterable[int]) -> None:
         """Call the ``on_revoke`` callbacks for each id; never raises."""
@@ -897,17 +1097,17 @@ class Auth:
 
     @functools.cached_property
     def _hasher(self) -> PasswordHasher:
-        """The argon2id hasher (m=19 MiB, t=2, p=1 unless one was given)."""
+        """The argon2id hasher (the ``ARGON2_*`` parameters unless one was given)."""
         if self._hasher_given is not None:
             return self._hasher_given
         from argon2 import PasswordHasher
 
-        return PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+        return PasswordHasher(time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB,
+                              parallelism=ARGON2_PARALLELISM)
 
     def _hash(self, password: str) -> str:
-        """argon2id hash of a password, within the concurrency bound."""
-        with self._kdf_slots:
-            return self._hasher.hash(password)
+        """argon2id hash of a password on the KDF thread, waiting as long as it takes."""
+        return self._kdf.run(self._hasher.hash, password, bounded=False)
 
     def _verify(self, password_hash: str, password: str) -> bool:
         """argon2 verification; False for a mismatch or an unreadable stored hash."""
@@ -921,17 +1121,12 @@ class Auth:
         except VerificationError:
             return False
 
-    def _burn(self, password: str) -> None:
-        """Do the argon2 work of a verification for a user that does not exist.
-
-        The first time, hashing a random password makes the dummy hash (one argon2 run,
-        like a verification); later, verifying against it costs the same as a real
-        wrong password.
-        """
+    def _unmatchable(self) -> str:
+        """The hash an unknown user's password is checked against (made once; see
+        :func:`_unmatchable_hash`)."""
         if self._dummy_hash is None:
-            self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
-            return
-        self._verify(self._dummy_hash, password)
+            self._dummy_hash = _unmatchable_hash(self._hasher)
+        return self._dummy_hash
 
     def _maybe_rehash(self, user_id: int, old_hash: str, password: str) -> None:
         """Upgrade a stored hash made with older argon2 parameters (after a good login)."""
@@ -944,30 +1139,51 @@ class Auth:
         if stale and self._store.update_password_hash(user_id, old_hash, self._hash(password)):
             log.info("password hash of user id %d upgraded to the current argon2 parameters", user_id)
 
-    def _raise_if_limited(self, key: str, now: float) -> None:
-        """Raise :class:`RateLimited` when ``key`` used up its failures in the window."""
-        retry = 0
+    def _admit(self, key: str, now: float) -> tuple[float, int, int]:
+        """Check both failure limits and count the attempt, in one locked step.
+
+        Returns:
+            ``(now, n, total)``: the attempt's time (to give to :meth:`_take_back`), and
+            the attempts of ``key`` and of every address now in the window, this one
+            included.
+
+        Raises:
+            RateLimited: ``key`` or the whole hub has no attempt left in the window;
+                nothing is counted then.
+        """
+        cutoff = now - self._window_s
+        with self._lock:
+            times = [t for t in self._failures.pop(key, ()) if t > cutoff]
+            recent = self._recent
+            while recent and recent[0] <= cutoff:
+                recent.popleft()
+            if len(times) >= self._max_failures:
+                # allowed again when the attempt that made the count reach the limit leaves the window
+                limit, first = LIMIT_ADDRESS, times[-self._max_failures]
+            elif len(recent) >= self._max_total:
+                limit, first = LIMIT_TOTAL, recent[-self._max_total]
+            else:
+                limit = None
+                times.append(now)
+                recent.append(now)
+            if times:
+                self._failures[key] = times  # re-inserted last: the oldest keys are evicted first
+                while len(self._failures) > self._max_addresses:
+                    self._failures.popitem(last=False)
+            n, total = len(times), len(recent)
+        if limit is not None:
+            retry = max(1, math.ceil(first + self._window_s - now))
+            log.debug("login from %s refused: %s, for %d s more", key, limit, retry)
+            raise RateLimited(retry, limit)
+        return now, n, total
+
+    def _take_back(self, key: str, admitted_at: float) -> None:
+        """Uncount an attempt :meth:`_admit` counted (it succeeded, or never ran)."""
         with self._lock:
             times = self._failures.get(key)
-            if times is not None:
-                cutoff = now - self._window_s
-                times[:] = [t for t in times if t > cutoff]
+            if times is not None and admitted_at in times:
+                times.remove(admitted_at)
                 if not times:
                     del self._failures[key]
-                elif len(times) >= self._max_failures:
-                    # allowed again when the failure that made the count reach the limit leaves the window
-                    retry = max(1, math.ceil(times[-self._max_failures] + self._window_s - now))
-        if retry:
-            log.warning("login from %s refused: rate limited for %d s more", key, retry)
-            raise RateLimited(retry)
-
-    def _record_failure(self, key: str, now: float) -> int:
-        """Count a failed login for ``key``; returns the failures now in the window."""
-        with self._lock:
-            cutoff = now - self._window_s
-            times = [t for t in self._failures.pop(key, []) if t > cutoff]
-            times.append(now)
-            self._failures[key] = times  # re-inserted last: the oldest keys are evicted first
-            while len(self._failures) > self._max_addresses:
-                self._failures.popitem(last=False)
-            return len(times)
+            if admitted_at in self._recent:
+                self._recent.remove(admitted_at)

@@ -19,6 +19,7 @@ from pihub import auth as auth_mod
 from pihub.auth import (
     ENV_USERNAME,
     SCOPES,
+    SESSION_TTL_S,
     Auth,
     AuthFailed,
     Principal,
@@ -199,7 +200,21 @@ def test_passwords_are_stored_as_argon2id(auth: Auth, alice: str, db: Path) -> N
 
 def test_default_hasher_is_argon2id_with_owasp_parameters(store: Store) -> None:
     h = Auth(store)._hasher
-    assert (h.type.name, h.memory_cost, h.time_cost, h.parallelism) == ("ID", 19456, 2, 1)
+    # 12 MiB x 3 passes: one of OWASP's equivalent settings, the one chosen for a 512 MB Pi
+    assert (h.type.name, h.memory_cost, h.time_cost, h.parallelism) == ("ID", 12288, 3, 1)
+
+
+def test_a_hash_made_with_the_former_19_mib_parameters_still_logs_in_and_is_upgraded(
+        store: Store, clock: Clock) -> None:
+    former = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)  # pihub before issue 8
+    store.add_user("alice", former.hash(PASSWORD), "admin", clock())
+    auth = Auth(store, clock=clock)
+    with pytest.raises(AuthFailed):
+        auth.login("alice", "wrong password", ip="10.0.0.1")
+    assert "m=19456,t=2,p=1" in store.get_user("alice").password_hash  # type: ignore[union-attr]
+    assert auth.login("alice", PASSWORD, ip="10.0.0.1").username == "alice"
+    assert "m=12288,t=3,p=1" in store.get_user("alice").password_hash  # type: ignore[union-attr]
+    assert auth.login("alice", PASSWORD, ip="10.0.0.1").username == "alice"
 
 
 def test_login_returns_the_user_with_its_scopes(auth: Auth, alice: str) -> None:
@@ -651,6 +666,79 @@ def test_sessions_are_stored_hashed_and_survive_a_restart(auth: Auth, alice: str
     assert restarted.check_session(session) == (auth.check_session(session)[0], csrf)  # type: ignore[index]
 
 
+def _session_id(auth: Auth, session: str) -> int:
+    found = auth.check_session(session)
+    assert found is not None
+    return found[0].session_id  # type: ignore[return-value]
+
+
+def test_on_session_end_reports_logout_password_change_and_removal(auth: Auth, alice: str) -> None:
+    ended: list[int] = []
+    auth.on_session_end(ended.append)
+    auth.add_user("bob", PASSWORD)
+    s1, s2, s3 = (auth.create_session(alice)[0] for _ in range(3))
+    bobs = auth.create_session("bob")[0]
+    i1, i2, i3, ib = (_session_id(auth, s) for s in (s1, s2, s3, bobs))
+    auth.end_session(s1)
+    assert ended == [i1]
+    auth.end_session(s1)  # already ended: no second report
+    auth.end_session("phs_" + "x" * 43)
+    assert ended == [i1]
+    auth.set_password(alice, "another long password")
+    assert sorted(ended[1:]) == sorted([i2, i3])
+    auth.remove_user("bob")
+    assert ended[3:] == [ib]
+    assert auth.check_session(s2) is None and auth.check_session(bobs) is None
+    assert len(ended) == 4  # the failed checks report nothing new
+
+
+def test_on_session_end_reports_expiry_at_refresh_or_check(auth: Auth, alice: str, clock: Clock) -> None:
+    ended: list[int] = []
+    auth.on_session_end(ended.append)
+    short, _ = auth.create_session(alice)
+    checked, _ = auth.create_session(alice)
+    long, _ = auth.create_session(alice, remember=True)
+    ids = {s: _session_id(auth, s) for s in (short, checked, long)}
+    clock.advance(SESSION_TTL_S - 1)
+    auth.refresh()
+    assert ended == []
+    clock.advance(1)
+    assert auth.check_session(checked) is None  # noticed by the check itself
+    assert ended == [ids[checked]]
+    auth.refresh()  # the other 12 h session, with no request
+    assert ended == [ids[checked], ids[short]]
+    auth.refresh()
+    assert len(ended) == 2 and auth.check_session(long) is not None
+
+
+def test_on_session_end_reports_an_end_by_another_process(auth: Auth, alice: str, db: Path,
+                                                          clock: Clock) -> None:
+    ended: list[int] = []
+    auth.on_session_end(ended.append)
+    session, _ = auth.create_session(alice)
+    sid = _session_id(auth, session)
+    with Store(db) as other:  # `pihub user passwd` from a shell
+        Auth(other, clock=clock, hasher=CountingHasher()).set_password(alice, "another long password")
+    auth.refresh()
+    assert ended == [sid]
+
+
+def test_a_failing_on_session_end_callback_is_logged_and_others_still_run(
+        auth: Auth, alice: str, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(session_id: int) -> None:
+        raise RuntimeError("boom")
+
+    ended: list[int] = []
+    auth.on_session_end(broken)
+    auth.on_session_end(ended.append)
+    session, _ = auth.create_session(alice)
+    sid = _session_id(auth, session)
+    with caplog.at_level(logging.ERROR, logger="pihub.auth"):
+        auth.end_session(session)
+    assert ended == [sid]
+    assert "on_session_end callback" in caplog.text and session not in caplog.text
+
+
 # -- rate limiting -----------------------------------------------------------------------
 
 
@@ -719,9 +807,26 @@ def test_limits_are_configurable_and_validated(store: Store, clock: Clock) -> No
     with pytest.raises(RateLimited) as e:
         auth.login("x", PASSWORD, ip="192.0.2.1")
     assert e.value.retry_after == 60
-    for bad in ({"max_failures": 0}, {"window_s": 0}, {"max_failures": True}, {"window_s": math.inf}):
-        with pytest.raises(ValueError, match="must be"):
+    for bad in ({"max_failures": 0}, {"window_s": 0}, {"max_failures": True}, {"window_s": math.inf},
+                {"max_failures_total": 0}, {"max_failures_total": 2.5}, {"kdf_concurrency": 0},
+                {"kdf_queue": -1}, {"kdf_wait_s": 0}, {"kdf_wait_s": math.nan}, {"max_tracked_addresses": 0}):
+        (name, value), = bad.items()
+        with pytest.raises(ValueError, match=f"^{name} must be .*, not {value!r}$"):
             Auth(store, **bad)
+
+
+def test_successful_logins_do_not_use_up_the_address_limit(auth: Auth, alice: str) -> None:
+    # an attempt is counted when it starts and taken back when it succeeds
+    for _ in range(4):
+        with pytest.raises(AuthFailed):
+            auth.login(alice, "wrong password", ip="192.0.2.7")
+    for _ in range(20):
+        assert auth.login(alice, PASSWORD, ip="192.0.2.7").username == alice
+    with pytest.raises(AuthFailed):
+        auth.login(alice, "wrong password", ip="192.0.2.7")
+    with pytest.raises(RateLimited) as e:
+        auth.login(alice, PASSWORD, ip="192.0.2.7")
+    assert e.value.reason == "too many failed logins from this address"
 
 
 def test_tracked_addresses_are_bounded(store: Store, clock: Clock) -> None:

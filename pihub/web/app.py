@@ -42,8 +42,10 @@ Outcomes: no user in the store yet and no valid credential -> 412
 ``REGISTRATION_REQUIRED`` (the environment token still works, and so does registration
 with the setup code); a missing or wrong credential -> 401 ``INVALID_CREDENTIALS`` (or
 ``INVALID_SESSION`` for a session that expired or ended); five failed logins from one IP
-address within five minutes -> 429 with ``Retry-After``; a valid credential without the
-route's scope -> 403 ``INSUFFICIENT_SCOPE``. Scopes: ``read`` for GET routes, ``control``
+address, or fifty from all addresses together, within five minutes, or a password check
+that is busy with a full waiting line -> 429 ``RATE_LIMITED`` with ``Retry-After`` (see
+:mod:`pihub.auth`); a valid credential without the route's scope -> 403
+``INSUFFICIENT_SCOPE``. Scopes: ``read`` for GET routes, ``control``
 for ``/execute`` and webhooks, ``admin`` for token management.
 
 **Webhooks** (``/hook/<name>``, any of GET POST PUT DELETE PATCH OPTIONS): a hook listed
@@ -525,7 +527,7 @@ class _Api:
         try:
             return self.auth.login(username, password, ip=_client_ip(environ))
         except RateLimited as e:
-            raise _too_many(e, "too many failed logins") from None
+            raise _too_many(e, e.reason) from None
         except (PermissionError, ValueError):
             return None
 

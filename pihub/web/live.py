@@ -10,24 +10,37 @@ Endpoints (Platypush's layout, on ``websocket_port``)::
 The two endpoints stay separate, as in Platypush: a client that only watches never
 needs the ``control`` scope, and a request client never pays for the event stream.
 
-Authentication, within :data:`AUTH_TIMEOUT_S` of the handshake, by one of:
+Authentication, within :data:`AUTH_TIMEOUT_S` of the handshake, by one of (the first
+one present decides, as for HTTP):
 
-* the first message: ``{"type":"auth","token":"..."}`` or ``{"type":"auth","session":"..."}``
-  (optionally with ``"since": n``). The server answers
-  ``{"type":"auth","status":"ok","user":...,"scopes":[...],"seq":last,"epoch":...}``;
 * an ``Authorization: Bearer <token>`` header on the handshake (non-browser and
   Platypush-style clients): no auth message and no acknowledgement, the stream starts at
   once; ``?since=n`` on the URL asks for replay;
-* the panel's session cookie on the handshake, when ``session_cookie`` names it.
+* ``?token=<token>`` on the URL, only when ``allow_query_token`` is on (the config's
+  ``http.allow_query_token``, as for HTTP); otherwise a ``token`` parameter is refused at
+  once rather than ignored. The URL is never logged with the token: websockets' own
+  log lines go through :data:`WS_LOGGER`, which masks it;
+* the panel's session cookie on the handshake, when ``session_cookie`` names it;
+* the first message: ``{"type":"auth","token":"..."}`` or ``{"type":"auth","session":"..."}``
+  (optionally with ``"since": n``). The server answers
+  ``{"type":"auth","status":"ok","user":...,"scopes":[...],"seq":last,"epoch":...}``.
 
-No or bad authentication closes with 1008 and nothing else is ever sent. Scopes:
-``read`` for ``/ws/events``, ``control`` for ``/ws/requests`` and for posting events.
+No or bad authentication closes with 1008 and nothing else is ever sent. The close
+reason starts with the error name HTTP uses for the same refusal, then says why:
+``INVALID_CREDENTIALS: ...`` (no, a wrong, or a refused query token, or no credential in
+time), ``INVALID_SESSION: ...`` (a session that expired or ended), ``INSUFFICIENT_SCOPE:
+...``. Scopes: ``read`` for ``/ws/events``, ``control`` for ``/ws/requests`` and for
+posting events.
+
 Authentication is checked on the event-loop thread, in the same step that registers the
-client, so a revocation (:meth:`LiveServer.on_revoke`, also run on that thread) can never
-slip between the check and the registration. ``Auth.on_revoke`` reports API tokens only
-(revoked, expired, user removed): their sockets close at once with 1008 "token revoked".
-A session that ends (logout, expiry, user removed) is noticed by re-checking each session
-socket every ``session_recheck`` seconds; it closes with 1008 "session ended".
+client, so an end of its credential (:meth:`LiveServer.on_revoke`,
+:meth:`LiveServer.on_session_end`, also run on that thread) can never slip between the
+check and the registration. ``Auth.on_revoke`` reports API tokens (revoked, expired, user
+removed): their sockets close at once with 1008 "token revoked". ``Auth.on_session_end``
+reports panel sessions (logout, password change, user removed, expiry): their sockets
+close at once with 1008 "session ended". As a backstop (a session ended by another
+process and not yet noticed by ``Auth``), each session socket is also re-checked every
+``session_recheck`` seconds.
 
 Origin: a browser ``Origin`` is accepted when it is in ``allowed_origins``, or names the
 host of the ``Host`` header with the HTTP port, the websocket port, or exactly the
@@ -84,6 +97,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import re
 import secrets
 import ssl
 import threading
@@ -93,7 +107,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -105,6 +119,38 @@ from pihub.events import Event, new_event_id
 from pihub.messages import MessageError, Request, Response, dumps, parse
 
 log = logging.getLogger("pihub.web.live")
+
+
+class _MaskCredentials(logging.Filter):
+    """Masks ``?token=`` values and credential headers in a record's text (with ``***``).
+
+    websockets logs the request line and every header at debug level; with a query token
+    the request line holds it.
+    """
+
+    _PARAM = re.compile(r"([?&;])([^=&;#\s]*)=([^&;#\s]*)")
+    _HEADER = re.compile(r"^([<>] (?:authorization|cookie|set-cookie|x-token|x-session-token): ).*$",
+                         re.IGNORECASE | re.MULTILINE)
+
+    @staticmethod
+    def _param(m: re.Match[str]) -> str:
+        # the name as parse_qs decodes it: %74oken= is a token parameter too
+        if unquote_plus(m.group(2)).lower() == "token":
+            return f"{m.group(1)}{m.group(2)}=***"
+        return m.group(0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = self._HEADER.sub(r"\1***", self._PARAM.sub(self._param, text))
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+#: The logger websockets writes its own lines to (handshakes, protocol errors); its
+#: filter keeps credentials out of them.
+WS_LOGGER = logging.getLogger("pihub.web.live.websockets")
+WS_LOGGER.addFilter(_MaskCredentials())
 
 EVENTS_PATH = "/ws/events"
 REQUESTS_PATH = "/ws/requests"
@@ -121,7 +167,7 @@ CLOSE_GRACE_S = 2.0
 #: Requests running or waiting per connection, and in all.
 MAX_IN_FLIGHT = 10
 MAX_PENDING = 64
-#: Seconds between re-checks of session-authenticated sockets.
+#: Seconds between re-checks of session-authenticated sockets (a backstop: ends are reported).
 SESSION_RECHECK_S = 5.0
 #: Threads running socket requests.
 REQUEST_WORKERS = 4
@@ -130,6 +176,12 @@ _FETCH = 64
 
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
+
+#: Close reasons (with 1008) of a refused authentication: HTTP's error name, then why.
+REFUSED_CREDENTIALS = "INVALID_CREDENTIALS: authentication failed"
+REFUSED_TIMEOUT = "INVALID_CREDENTIALS: authentication timed out"
+REFUSED_QUERY_TOKEN = "INVALID_CREDENTIALS: ?token= is refused unless http.allow_query_token is true"
+REFUSED_SESSION = "INVALID_SESSION: the session expired or ended"
 
 
 class PrincipalLike(Protocol):
@@ -151,6 +203,8 @@ class AuthLike(Protocol):
     def check_session(self, session_token: str) -> tuple[PrincipalLike, str] | None: ...
 
     def on_revoke(self, callback: Callable[[Any], None]) -> None: ...
+
+    def on_session_end(self, callback: Callable[[Any], None]) -> None: ...
 
 
 class HubLike(Protocol):
@@ -242,7 +296,8 @@ class LiveServer:
 
     Args:
         hub_like: the hub (``execute``, ``publish``, ``device_id``).
-        auth: the authenticator (``check_token``, ``check_session``, ``on_revoke``).
+        auth: the authenticator (``check_token``, ``check_session``, ``on_revoke``,
+            ``on_session_end``).
         host: address to bind (the config's ``bind_address``).
         port: TCP port; 0 picks a free one (read :attr:`port` after :meth:`start`).
         max_frame: largest frame or message accepted from a client, in bytes; bigger
@@ -258,6 +313,8 @@ class LiveServer:
         request_workers: threads running socket requests.
         max_in_flight: requests running or queued per connection.
         session_recheck: seconds between re-checks of session sockets.
+        allow_query_token: accept an API token as ``?token=`` on the URL (it ends up in
+            proxy logs and browser history); off, such a URL is refused.
 
     Attributes:
         port: the bound port (the real one after :meth:`start` with port 0).
@@ -291,6 +348,7 @@ class LiveServer:
         request_workers: int = REQUEST_WORKERS,
         max_in_flight: int = MAX_IN_FLIGHT,
         session_recheck: float = SESSION_RECHECK_S,
+        allow_query_token: bool = False,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, not {queue_size}")
@@ -312,6 +370,7 @@ class LiveServer:
         self.auth_timeout = auth_timeout
         self.max_in_flight = max_in_flight
         self.session_recheck = session_recheck
+        self.allow_query_token = allow_query_token
         self.device_id = str(getattr(hub_like, "device_id", "") or "")
         #: changes with every server object: a client's ``since`` is only meaningful
         #: within one epoch.
@@ -346,6 +405,7 @@ class LiveServer:
             "requests_rejected": 0,
         }
         auth.on_revoke(self.on_revoke)
+        auth.on_session_end(self.on_session_end)
 
     # ------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 10.0) -> None:
@@ -446,6 +506,7 @@ class LiveServer:
             ping_timeout=PING_TIMEOUT_S,
             close_timeout=CLOSE_GRACE_S,
             max_size=self.max_frame,
+            logger=WS_LOGGER,
         )
         self._server = server
         self.port = server.sockets[0].getsockname()[1]
@@ -506,16 +567,26 @@ class LiveServer:
     def on_revoke(self, token_id: Any) -> None:
         """Close the sockets of a revoked API token with 1008 (any thread).
 
-        Registered with ``auth.on_revoke``; matches ``Principal.token_id`` only (session
-        ids are numbered apart, see :meth:`_recheck_sessions`).
+        Registered with ``auth.on_revoke``; matches ``Principal.token_id`` of token
+        sockets only (session ids are numbered apart).
         """
-        if token_id is None:
-            return
+        self._on_loop(self._revoke, token_id)
+
+    def on_session_end(self, session_id: Any) -> None:
+        """Close the sockets of an ended panel session with 1008 (any thread).
+
+        Registered with ``auth.on_session_end``; matches ``Principal.session_id`` of
+        session sockets only (token ids are numbered apart).
+        """
+        self._on_loop(self._end_session, session_id)
+
+    def _on_loop(self, fn: Callable[[Any], None], ident: Any) -> None:
+        """Run ``fn(ident)`` on the loop thread, if the server runs and ``ident`` is not None."""
         loop = self._loop
-        if loop is None:
+        if ident is None or loop is None:
             return
         try:
-            loop.call_soon_threadsafe(self._revoke, token_id)
+            loop.call_soon_threadsafe(fn, ident)
         except RuntimeError:
             pass  # the loop has just ended: no sockets left
 
@@ -548,16 +619,26 @@ class LiveServer:
                 log.info("closing websocket of %s: token revoked", p.username)
                 self._close_soon(c, CLOSE_POLICY, "token revoked")
 
+    def _end_session(self, session_id: Any) -> None:
+        for c in list(self._clients):
+            p = c.principal
+            if p is not None and c.session is not None and p.session_id == session_id:
+                self._session_ended(c)
+
+    def _session_ended(self, c: _Client) -> None:
+        if c.closing:
+            return
+        self.stats["closed_session_ended"] += 1
+        log.info("closing websocket of %s: session ended", c.principal.username if c.principal else "?")
+        self._close_soon(c, CLOSE_POLICY, "session ended")
+
     async def _recheck_sessions(self) -> None:
-        """Every ``session_recheck`` seconds, close the sockets whose session ended."""
+        """Every ``session_recheck`` seconds, close the sockets whose session ended unreported."""
         while True:
             await asyncio.sleep(self.session_recheck)
             for c in list(self._clients):
                 if c.session is not None and not c.closing and self._check_session(c.session) is None:
-                    self.stats["closed_session_ended"] += 1
-                    log.info("closing websocket of %s: session ended",
-                             c.principal.username if c.principal else "?")
-                    self._close_soon(c, CLOSE_POLICY, "session ended")
+                    self._session_ended(c)
 
     def _too_slow(self, c: _Client, behind: int) -> None:
         self.stats["closed_slow"] += 1
@@ -722,28 +803,29 @@ class LiveServer:
         """
         ws = c.ws
         since = None
-        values = parse_qs(query).get("since")
+        params = parse_qs(query, keep_blank_values=True)
+        values = params.get("since")
         if values:
             since = _as_since(values[-1])
-        presented, principal, session = self._handshake_principal(ws.request.headers)
+        found = self._handshake_principal(ws.request.headers, params)
         ack = False
-        if not presented:
+        if found is None:
             try:
                 async with asyncio.timeout(self.auth_timeout):
                     raw = await ws.recv()
             except TimeoutError:
-                return await self._reject(ws, "authentication timed out"), None, False
-            principal, session, msg_since, malformed = self._message_principal(raw)
-            if malformed:
-                principal = None
-            elif msg_since is not None:
+                return await self._reject(ws, REFUSED_TIMEOUT), None, False
+            principal, session, msg_since, refusal = self._message_principal(raw)
+            if msg_since is not None:
                 since = msg_since
             ack = True
+        else:
+            principal, session, refusal = found
         if principal is None:
-            return await self._reject(ws, "authentication failed"), None, False
+            return await self._reject(ws, refusal), None, False
         scope = ENDPOINT_SCOPES[c.endpoint]
         if not principal.allows(scope):
-            return await self._reject(ws, f"{scope} scope required"), None, False
+            return await self._reject(ws, f"INSUFFICIENT_SCOPE: {scope} scope required"), None, False
         c.principal = principal
         c.session = session
         self._clients.add(c)
@@ -754,14 +836,27 @@ class LiveServer:
         return dumps({"type": "auth", "status": "ok", "user": c.principal.username,
                       "scopes": sorted(c.principal.scopes), "seq": seq, "epoch": self.epoch})
 
-    def _handshake_principal(self, headers: Headers) -> tuple[bool, PrincipalLike | None, str | None]:
-        """``(credentials presented, principal, session token)`` from the handshake headers."""
+    def _handshake_principal(self, headers: Headers, params: dict[str, list[str]]
+                             ) -> tuple[PrincipalLike | None, str | None, str] | None:
+        """The credential of the handshake, the first present in the module docstring's order.
+
+        Returns:
+            None when the handshake carries none (the first message must); else
+            ``(principal or None, session token or None, close reason when refused)``.
+        """
         auth_headers = headers.get_all("Authorization")
         if auth_headers:
             scheme, _, token = auth_headers[0].partition(" ")
             if len(auth_headers) > 1 or scheme.lower() != "bearer":
-                return True, None, None
-            return True, self._check_token(token.strip()), None
+                return None, None, REFUSED_CREDENTIALS
+            return self._check_token(token.strip()), None, REFUSED_CREDENTIALS
+        query_tokens = params.get("token")
+        if query_tokens is not None:
+            if not self.allow_query_token:
+                return None, None, REFUSED_QUERY_TOKEN
+            if len(query_tokens) > 1:
+                return None, None, REFUSED_CREDENTIALS
+            return self._check_token(query_tokens[0]), None, REFUSED_CREDENTIALS
         if self.session_cookie:
             for header in headers.get_all("Cookie"):
                 try:
@@ -769,26 +864,27 @@ class LiveServer:
                 except CookieError:
                     continue
                 if morsel is not None:
-                    return True, self._check_session(morsel.value), morsel.value
-        return False, None, None
+                    return self._check_session(morsel.value), morsel.value, REFUSED_SESSION
+        return None
 
     def _message_principal(self, raw: str | bytes
-                           ) -> tuple[PrincipalLike | None, str | None, int | None, bool]:
-        """``(principal, session token, since, malformed)`` from the first message."""
+                           ) -> tuple[PrincipalLike | None, str | None, int | None, str]:
+        """``(principal or None, session token, since, close reason when refused)`` from the
+        first message."""
         msg = _decode(raw)
         if isinstance(msg, str) or msg.get("type") != "auth":
-            return None, None, None, True
+            return None, None, None, REFUSED_CREDENTIALS
         since = None
         if "since" in msg:
             since = _as_since(msg["since"])
             if since is None:
-                return None, None, None, True
+                return None, None, None, REFUSED_CREDENTIALS
         token, session = msg.get("token"), msg.get("session")
         if isinstance(token, str) and token:
-            return self._check_token(token), None, since, False
+            return self._check_token(token), None, since, REFUSED_CREDENTIALS
         if isinstance(session, str) and session:
-            return self._check_session(session), session, since, False
-        return None, None, None, True
+            return self._check_session(session), session, since, REFUSED_SESSION
+        return None, None, None, REFUSED_CREDENTIALS
 
     def _check_token(self, token: str) -> PrincipalLike | None:
         try:

@@ -223,17 +223,19 @@ class Rig:
 
 
 def build_rig(make_hub: Callable[..., Any], tmp_path: Path, *, yaml: str = RIG_YAML, users: bool = True,
-              settings: Mapping[str, Any] | None = None, start: bool = True, max_failures: int = 5) -> Rig:
+              settings: Mapping[str, Any] | None = None, start: bool = True, max_failures: int = 5,
+              max_failures_total: int = 50) -> Rig:
     """A :class:`Rig`; with ``users``, alice (admin) has one token per scope and bob is read-only.
 
-    ``max_failures`` is the Auth's failed-login limit per address (5, as in production).
+    ``max_failures`` and ``max_failures_total`` are the Auth's failed-login limits per
+    address and for the whole hub (5 and 50, as in production).
     """
     hub = make_hub(yaml, start=start)
     clock = Clock()
     # one Auth per store: the hub's is swapped for one with a cheap hasher and a settable clock
     hub.auth.close()
     hub.auth = auth = Auth(hub.store, env_token=ENV_TOKEN, hasher=CHEAP_HASHER, clock=clock,
-                           max_failures=max_failures)
+                           max_failures=max_failures, max_failures_total=max_failures_total)
     app = make_app(hub, settings=dict(settings or {}))
     rig = Rig(hub, auth, app, clock, tmp_path)
     if users:

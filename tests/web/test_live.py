@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -64,6 +65,7 @@ class FakeAuth:
         self.tokens: dict[str, FakePrincipal] = {}
         self.sessions: dict[str, FakePrincipal] = {}
         self.callbacks: list[Callable[[Any], None]] = []
+        self.session_callbacks: list[Callable[[Any], None]] = []
 
     def add_token(self, token: str, level: str, token_id: int) -> None:
         self.tokens[token] = FakePrincipal(f"user{token_id}", _scopes(level), "token", token_id, None)
@@ -81,13 +83,23 @@ class FakeAuth:
     def on_revoke(self, callback: Callable[[Any], None]) -> None:
         self.callbacks.append(callback)
 
+    def on_session_end(self, callback: Callable[[Any], None]) -> None:
+        self.session_callbacks.append(callback)
+
     def revoke(self, token_id: int) -> None:
         self.tokens = {t: p for t, p in self.tokens.items() if p.token_id != token_id}
         for cb in self.callbacks:
             cb(token_id)
 
     def end_session(self, session: str) -> None:
-        self.sessions.pop(session, None)  # like pihub.auth: no on_revoke callback
+        p = self.sessions.pop(session, None)
+        if p is not None:
+            for cb in self.session_callbacks:
+                cb(p.session_id)
+
+    def forget_session(self, session: str) -> None:
+        """End a session without telling anyone (as another process would, until noticed)."""
+        self.sessions.pop(session, None)
 
 
 class FakeHub:
@@ -684,18 +696,107 @@ def test_revocation_closes_that_tokens_sockets_only(
     bystander.close()
 
 
-def test_ended_session_is_closed_and_token_revocation_spares_sessions(make_live: MakeLive, open_ws: OpenWs,
-                                                                     auth: FakeAuth) -> None:
-    server = make_live(session_recheck=0.1)
+def test_ended_session_is_closed_at_once_and_token_revocation_spares_sessions(
+    make_live: MakeLive, open_ws: OpenWs, auth: FakeAuth,
+) -> None:
+    server = make_live(session_recheck=3600)  # the backstop cannot be what closes it
+    auth.add_session("sess-other", "read", 2)
     ws = open_ws(server)
     ws.send(json.dumps({"type": "auth", "session": "sess-read"}))
     recv_json(ws)
+    other = open_ws(server)
+    other.send(json.dumps({"type": "auth", "session": "sess-other"}))
+    recv_json(other)
+    by_token = open_ws(server)
+    login(by_token, "tok-read")  # token 1: the same number as session 1
     auth.revoke(1)  # API token 1, not session 1
+    assert until_closed(by_token, 5.0)[:2] == (1008, "token revoked")
     server.listener(gpio(1))
     assert recv_json(ws)["seq"] == 1
     auth.end_session("sess-read")
     assert until_closed(ws, 5.0)[:2] == (1008, "session ended")
     assert server.stats["closed_session_ended"] == 1
+    server.listener(gpio(2))  # session 2 and its socket live on
+    assert [m["seq"] for m in (recv_json(other), recv_json(other))] == [1, 2]
+
+
+def test_a_session_ended_without_notice_is_closed_by_the_recheck(make_live: MakeLive, open_ws: OpenWs,
+                                                                 auth: FakeAuth) -> None:
+    server = make_live(session_recheck=0.1)
+    ws = open_ws(server)
+    ws.send(json.dumps({"type": "auth", "session": "sess-read"}))
+    recv_json(ws)
+    auth.forget_session("sess-read")
+    assert until_closed(ws, 5.0)[:2] == (1008, "session ended")
+    assert server.stats["closed_session_ended"] == 1
+
+
+# ------------------------------------------------------------- ?token= on the URL
+def test_query_token_opens_the_stream_when_allowed(make_live: MakeLive, open_ws: OpenWs) -> None:
+    server = make_live(allow_query_token=True)
+    ws = open_ws(server, "/ws/events?since=0&token=tok-read")
+    assert wait_for(lambda: server.client_count() == 1)  # no auth message, no acknowledgement
+    server.listener(gpio(4))
+    assert recv_json(ws)["seq"] == 1
+    for query, reason in [("token=nope", live_mod.REFUSED_CREDENTIALS),
+                          ("token=", live_mod.REFUSED_CREDENTIALS),
+                          ("token=tok-read&token=tok-other", live_mod.REFUSED_CREDENTIALS)]:
+        bad = open_ws(server, f"/ws/events?{query}")
+        assert until_closed(bad, 5.0) == (1008, reason, [])
+    reqs = open_ws(server, "/ws/requests?token=tok-read")
+    code, reason, _ = until_closed(reqs, 5.0)
+    assert (code, reason) == (1008, "INSUFFICIENT_SCOPE: control scope required")
+    # a header credential comes first, as for HTTP
+    both = open_ws(server, "/ws/events?token=nope", additional_headers={"Authorization": "Bearer tok-read"})
+    server.listener(gpio(5))
+    assert recv_json(both)["seq"] == 2
+
+
+@pytest.mark.parametrize("query", ["token=tok-read", "token=", "%74oken=tok-read", "since=0&token=tok-read"])
+def test_query_token_is_refused_at_once_when_not_allowed(make_live: MakeLive, open_ws: OpenWs,
+                                                          query: str) -> None:
+    server = make_live(auth_timeout=60.0)  # a refusal cannot be the auth deadline
+    ws = open_ws(server, f"/ws/events?{query}")
+    server.listener(gpio(1))
+    code, reason, frames = until_closed(ws, 5.0)
+    assert (code, frames) == (1008, [])
+    assert reason == live_mod.REFUSED_QUERY_TOKEN
+    assert reason.startswith("INVALID_CREDENTIALS:") and "http.allow_query_token" in reason
+    assert server.stats["auth_failures"] == 1
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_query_token_never_reaches_the_logs(make_live: MakeLive, open_ws: OpenWs, auth: FakeAuth,
+                                            caplog: pytest.LogCaptureFixture, allow: bool) -> None:
+    secret = "ph_QueryTokenThatMustNotBeLogged"
+    auth.add_token(secret, "read", 9)
+    caplog.set_level(logging.DEBUG)
+    server = make_live(allow_query_token=allow)
+    for query in (f"token={secret}", f"since=1&token={secret}&x=1", f"%74oken={secret}", "token=nope"):
+        ws = open_ws(server, f"/ws/events?{query}",
+                     additional_headers={"Cookie": f"a={secret}", "X-Token": secret})
+        if allow and "nope" not in query:
+            assert wait_for(lambda: server.client_count() == 1)
+            ws.close()
+            assert wait_for(lambda: server.client_count() == 0)
+        else:
+            assert until_closed(ws, 5.0)[0] == 1008
+    # the server's lines only: the test's own websockets client logs what it sends
+    server_log = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("pihub"))
+    assert "/ws/events?" in server_log  # websockets logged the request lines...
+    assert "token=***" in server_log and "Cookie: ***" in server_log
+    assert secret not in server_log  # ...without the token
+    assert "nope" not in server_log
+
+
+def test_hub_passes_allow_query_token_to_the_websocket(make_hub: Callable[..., Any]) -> None:
+    for allow in (True, False):
+        hub = make_hub(f"""
+            http: {{port: 0, websocket_port: 0, allow_query_token: {str(allow).lower()}}}
+            mock: {{}}
+        """)
+        assert hub.live is not None and hub.live.allow_query_token is allow
+        hub.stop()
 
 
 def test_oversized_frame_is_closed_1009(make_live: MakeLive, open_ws: OpenWs) -> None:
@@ -762,6 +863,74 @@ def test_real_auth_tokens_sessions_and_revocation(
     assert recv_json(by_session)["seq"] == 1
     real.end_session(session)
     assert until_closed(by_session, 5.0)[:2] == (1008, "session ended")
+
+
+def test_logout_closes_the_panel_socket_at_once(make_hub: Callable[..., Any], tmp_path: Path,
+                                                make_live: MakeLive, open_ws: OpenWs) -> None:
+    from http_support import build_rig
+
+    from pihub.web.app import SESSION_COOKIE
+
+    rig = build_rig(make_hub, tmp_path)
+    # no re-check during the test: only the logout's notice can close the socket in time
+    server = make_live(hub_like=rig.hub, auth=rig.auth, session_cookie=SESSION_COOKIE, session_recheck=3600)
+    session, _csrf = rig.login()
+    other, _ = rig.login()
+    ws = open_ws(server, additional_headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+    bystander = open_ws(server, additional_headers={"Cookie": f"{SESSION_COOKIE}={other}"})
+    assert wait_for(lambda: server.client_count() == 2)
+    r = rig.call("POST", "/logout", headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+    assert r.status == 200
+    assert until_closed(ws, 5.0)[:2] == (1008, "session ended")
+    server.listener(gpio(1))
+    assert recv_json(bystander)["seq"] == 1  # another session of the same user stays open
+    again = open_ws(server, additional_headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+    assert until_closed(again, 5.0)[:2] == (1008, live_mod.REFUSED_SESSION)
+
+
+@pytest.mark.parametrize("how", ["password changed", "user removed", "expired", "ended by another process"])
+def test_every_end_of_a_session_closes_its_socket_at_once(
+    real_store: Store, make_live: MakeLive, open_ws: OpenWs, how: str,
+) -> None:
+    from http_support import CHEAP_HASHER, Clock
+
+    from pihub.auth import SESSION_TTL_S, Auth
+
+    clock = Clock()
+    real = Auth(real_store, hasher=CHEAP_HASHER, clock=clock)
+    real.add_user("alice", "correct horse battery")
+    real.add_user("bob", "correct horse battery")
+    session, _ = real.create_session("alice")
+    bobs, _ = real.create_session("bob", remember=True)  # outlives alice's
+    server = make_live(auth=real, session_recheck=3600)
+    ws = open_ws(server)
+    ws.send(json.dumps({"type": "auth", "session": session}))
+    assert recv_json(ws)["user"] == "alice"
+    bystander = open_ws(server)
+    bystander.send(json.dumps({"type": "auth", "session": bobs}))
+    assert recv_json(bystander)["user"] == "bob"
+    if how == "password changed":
+        real.set_password("alice", "another long password")
+    elif how == "user removed":
+        real.remove_user("alice")
+    elif how == "expired":
+        clock.advance(SESSION_TTL_S - 1)
+        real.refresh()
+        server.listener(gpio(1))
+        assert recv_json(ws)["seq"] == 1  # not yet
+        clock.advance(1)
+        real.refresh()  # the daemon calls it every second
+    else:
+        other = Store(real_store.path)  # pihub user passwd from a shell
+        try:
+            Auth(other, hasher=CHEAP_HASHER, clock=clock).end_session(session)
+        finally:
+            other.close()
+        real.refresh()
+    assert until_closed(ws, 5.0)[:2] == (1008, "session ended")
+    server.listener(gpio(2))
+    while recv_json(bystander)["args"]["pin"] != 2:  # bob's socket outlives alice's session
+        pass
 
 
 # ---------------------------------------------------------------------- TLS
