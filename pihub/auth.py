@@ -98,8 +98,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 
-from pihub.errors import PihubError
-from pihub.store import SessionRow, Store, StoreError, TokenRow
+from pihub.errors import AuthFailed, RateLimited, StoreError, TokenNameExists
+from pihub.store import SessionRow, Store, TokenRow
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
@@ -144,31 +144,6 @@ _CSRF_LABEL = b"pihub csrf v1"
 LIMIT_ADDRESS = "too many failed logins from this address"
 LIMIT_TOTAL = "too many failed logins on this hub"
 LIMIT_BUSY = "too many logins in progress"
-
-
-class RateLimited(PihubError, PermissionError):
-    """A login refused before any password work (HTTP 429 with ``Retry-After``).
-
-    Attributes:
-        retry_after: whole seconds until a new attempt may succeed (at least 1).
-        reason: why, one of :data:`LIMIT_ADDRESS` (the address used up its failures),
-            :data:`LIMIT_TOTAL` (the hub-wide failure budget is used up) or
-            :data:`LIMIT_BUSY` (the password check is busy and its waiting line full).
-    """
-
-    def __init__(self, retry_after: int, reason: str = LIMIT_ADDRESS) -> None:
-        """Create the error; ``retry_after`` in whole seconds."""
-        self.retry_after = retry_after
-        self.reason = reason
-        super().__init__(f"{reason}: retry after {retry_after} s")
-
-
-class AuthFailed(PihubError, PermissionError):
-    """Credentials or a setup code were refused (HTTP 401). The message names no secret."""
-
-
-class TokenNameExists(PihubError, ValueError):
-    """The user already has an API token of that name (HTTP 400 ``TOKEN_NAME_EXISTS``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,19 @@
-"""pihub's exceptions. Every leaf also inherits the builtin category it belongs to.
+"""pihub's exceptions, and the one "did you mean" of its messages.
+
+Every exception pihub raises to a caller is here, under :class:`PihubError`, and also
+inherits the builtin category it belongs to (a bad value is a ``ValueError``, an unreadable
+file an ``OSError``...). Exceptions used only as control flow inside one module stay
+private to it.
 
 Messages are lower-case fragments that name the thing, the bad value and what is
 allowed: ``channel must be in range 0..7, not 9``. Secret values never appear in them.
+A misspelt name gets :func:`did_you_mean`'s suffix, computed by :func:`close_matches`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -64,6 +71,26 @@ class ConfigProblem(PihubError, ValueError):
         super().__init__(f"{format_path(path)}: {message}" if path else message)
 
 
+class SchemaProblem(ConfigProblem):
+    """A :class:`~pihub.errors.ConfigProblem` that may be about a key, or only a warning.
+
+    Attributes:
+        path: the path of the value, or, when ``key`` is set, of the mapping holding it.
+        key: the offending key (unknown, renamed, missing...) of the mapping at ``path``;
+            the loader locates the problem at that key (or, for a missing key, at the key
+            of the mapping). None for a problem about the value at ``path``.
+        warning: True for a warning (a renamed or deprecated key), which does not fail
+            the load.
+    """
+
+    def __init__(self, path: tuple[Hashable, ...], message: str, *, key: Hashable | None = None,
+                 warning: bool = False) -> None:
+        """Create the problem; see the class attributes."""
+        super().__init__(tuple(path), message)  # type: ignore[arg-type]
+        self.key = key
+        self.warning = warning
+
+
 class ConfigProblems(PihubError, ValueError):
     """Several :class:`ConfigProblem` found in one part; compilers collect, then raise this."""
 
@@ -95,6 +122,86 @@ class BackendUnavailable(PihubError, RuntimeError):
     """A backend's library or device is missing; the hub marks it failed and runs on."""
 
 
+class MessageError(PihubError, ValueError):
+    """A message that is not a valid envelope; the text says which key and why."""
+
+
+class MalformedLine(PihubError, ValueError):
+    """A sensor line that does not parse; the message is a lower-case fragment for the log."""
+
+
+class ConfigUnreadable(PihubError, OSError):
+    """The config file exists but cannot be read (the CLI exits 2).
+
+    Attributes:
+        filename: the file concerned, when there is one.
+    """
+
+    def __init__(self, message: str, *, filename: str | None = None) -> None:
+        """Create the error; ``message`` is a lower-case fragment naming the file."""
+        super().__init__(message)
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigNotFound(ConfigUnreadable):
+    """No config file was found (the CLI exits 2).
+
+    Attributes:
+        searched: every place looked at, in order.
+    """
+
+    def __init__(self, message: str, searched: list[str]) -> None:
+        """Create the error; ``searched`` lists the places looked at."""
+        super().__init__(message, filename=searched[0] if len(searched) == 1 else None)
+        self.searched = list(searched)
+
+
+class StoreError(PihubError, RuntimeError):
+    """The store cannot be opened, migrated or used (closed, not a database, too new)."""
+
+
+class AuthFailed(PihubError, PermissionError):
+    """Credentials or a setup code were refused (HTTP 401). The message names no secret."""
+
+
+class RateLimited(PihubError, PermissionError):
+    """A login refused before any password work (HTTP 429 with ``Retry-After``).
+
+    Attributes:
+        retry_after: whole seconds until a new attempt may succeed (at least 1).
+        reason: which limit refused it (:mod:`pihub.auth`'s ``LIMIT_*`` texts).
+    """
+
+    def __init__(self, retry_after: int, reason: str) -> None:
+        """Create the error; ``retry_after`` in whole seconds."""
+        self.retry_after = retry_after
+        self.reason = reason
+        super().__init__(f"{reason}: retry after {retry_after} s")
+
+
+class TokenNameExists(PihubError, ValueError):
+    """The user already has an API token of that name (HTTP 400 ``TOKEN_NAME_EXISTS``)."""
+
+
+class BodyTooLarge(PihubError, ValueError):
+    """A request body went past ``max_body`` while being read (HTTP 413)."""
+
+
+class AdcNoAnswer(PihubError, OSError):
+    """The ADC's reply had its null bit set: nothing drives MISO (wiring, power, CS)."""
+
+
+class CommandError(PihubError):
+    """A ``pihub`` command cannot go on: its message goes to stderr, ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def format_path(path: Sequence[str | int]) -> str:
     """``("event.hook.x", "then", 2, "args")`` -> ``event.hook.x.then[2].args``."""
     out = ""
@@ -104,3 +211,45 @@ def format_path(path: Sequence[str | int]) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# suggestions
+
+
+def _distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance (edits, with adjacent transpositions counting one)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[len(b)]
+
+
+def close_matches(word: str, candidates: Iterable[object], n: int = 3) -> list[str]:
+    """The candidates ``word`` was probably meant to be, closest first, at most ``n``.
+
+    Those within 1 edit (2 for words longer than 3 characters; an adjacent transposition
+    counts as one edit, so ``fi`` finds ``if``); when none is that close, those that
+    :func:`difflib.get_close_matches` finds similar (ratio >= 0.6: longer slips such as
+    ``temprature_sensor``). Non-strings and ``word`` itself are skipped.
+    """
+    names = sorted({c for c in candidates if isinstance(c, str) and c != word})
+    limit = 1 if len(word) <= 3 else 2
+    scored = sorted((d, c) for c in names
+                    if abs(len(c) - len(word)) <= limit and (d := _distance(word, c)) <= limit)
+    if scored:
+        return [c for _, c in scored[:n]]
+    return difflib.get_close_matches(word, names, n=n, cutoff=0.6)
+
+
+def did_you_mean(word: str, candidates: Iterable[object], n: int = 3) -> str:
+    """``" (did you mean 'a', 'b'?)"`` naming :func:`close_matches`, or ``""`` when none."""
+    close = close_matches(word, candidates, n)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""

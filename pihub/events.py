@@ -17,7 +17,6 @@ and ``pihub.events.<Name>``.
 
 from __future__ import annotations
 
-import difflib
 import secrets
 import time
 from collections.abc import Iterator, Mapping
@@ -25,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pihub.errors import UnknownEventType
+from pihub.errors import UnknownEventType, close_matches
 
 #: Native slot fields an attribute can live in (see ``PH_F_*`` in native/ph_event.h).
 #: ``key0``/``key1`` hold interned values (str, int, bool...: equal in Python <=> equal id),
@@ -136,8 +135,7 @@ class Catalogue:
         except KeyError:
             pass
         short = name.rsplit(".", 1)[-1]
-        close = difflib.get_close_matches(short, [t.name for t in self._types], n=3)
-        raise UnknownEventType(name, close) from None
+        raise UnknownEventType(name, close_matches(short, [t.name for t in self._types])) from None
 
     def by_id(self, type_id: int) -> EventType:
         """The type with that slot id (1-based)."""

@@ -14,7 +14,6 @@ it is back); the hub publishes a ``BackendStatusEvent`` for each change.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import logging
@@ -35,7 +34,7 @@ from pihub.engine.dispatcher import Dispatcher, WorkerPool
 from pihub.engine.hooks import Hook
 from pihub.engine.procedures import Procedure, Runner, compile_steps, iter_action_steps, procedure_name
 from pihub.engine.rules import Matcher
-from pihub.errors import BackendUnavailable, ConfigError, ConfigProblem, ConfigProblems, Problem
+from pihub.errors import BackendUnavailable, ConfigError, ConfigProblem, ConfigProblems, Problem, did_you_mean
 from pihub.events import CATALOGUE, Event, Reply
 from pihub.messages import Request, Response
 from pihub.plugins.event import EventPlugin
@@ -311,8 +310,7 @@ class Hub:
                 if step.action.startswith("procedure."):
                     name = procedure_name(step.action)
                     if name not in self.procedures:
-                        close = difflib.get_close_matches(name, list(self.procedures), n=1)
-                        hint = f" (did you mean {close[0]!r}?)" if close else ""
+                        hint = did_you_mean(name, self.procedures, n=1)
                         problems.append(self.config.problem(path, f"no such procedure {name!r}{hint}"))
                     continue
                 error = self.registry.check(step.action)
@@ -533,8 +531,7 @@ class Hub:
         """
         proc = self.procedures.get(name)
         if proc is None:
-            close = difflib.get_close_matches(name, list(self.procedures), n=3)
-            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            hint = did_you_mean(name, self.procedures)
             known = ", ".join(sorted(self.procedures)) or "none defined"
             return Response(errors=[f"no such procedure {name!r}{hint}; procedures: {known}"])
         if args is None:

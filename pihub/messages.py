@@ -16,11 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pihub.errors import MessageError
 from pihub.events import CATALOGUE, Event, new_event_id
-
-
-class MessageError(ValueError):
-    """A message that is not a valid envelope; the text says which key and why."""
 
 
 @dataclass(slots=True)

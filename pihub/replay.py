@@ -42,7 +42,8 @@ from typing import Any, TextIO
 
 from pihub.engine.procedures import Runner, procedure_name
 from pihub.events import Event
-from pihub.messages import MessageError, Response, dumps, parse
+from pihub.errors import MessageError
+from pihub.messages import Response, dumps, parse
 
 
 def parse_event_line(line: str) -> Event:

@@ -48,7 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pihub.errors import PihubError
+from pihub.errors import StoreError
 
 log = logging.getLogger("pihub.store")
 
@@ -57,10 +57,6 @@ DB_NAME = "pihub.db"
 
 # Stay well under SQLite's host-parameter limit (999 in old builds).
 _CHUNK = 500
-
-
-class StoreError(PihubError, RuntimeError):
-    """The store cannot be opened, migrated or used (closed, not a database, too new)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pihub.store import MIGRATIONS, Migration, Store, StoreError
+from pihub.errors import StoreError
+from pihub.store import MIGRATIONS, Migration, Store
 
 #: The current schema version, and the one a test migration adds on top of it.
 LATEST = MIGRATIONS[-1].version

@@ -79,7 +79,7 @@ from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.backends.fake_mcp3008 import CHIPS, REGISTRY, FakeMCP3xxx, FakeSpiDev
 from pihub.backends.sensor import SENSOR_FIELDS, SensorState, parse_thresholds
 from pihub.config.schema import Field, Schema
-from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
+from pihub.errors import ActionError, AdcNoAnswer, BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.plugin import action
 
 _MOCK: Final = Schema({
@@ -90,10 +90,6 @@ _MOCK: Final = Schema({
 _SOFTWARE_SPI: Final = ("CLK", "MISO", "MOSI", "CS")
 
 _MAX_BACKOFF_S: Final = 60.0
-
-
-class AdcNoAnswer(OSError):
-    """The chip's reply had its null bit set: nothing drives MISO (wiring, power, CS)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +140,9 @@ class AdcBackend(Backend):
     )
 
     def __init__(self, config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> None:
-        values, problems = self.config_schema.validate(dict(config or {}))
-        errors = [p for p in problems if not getattr(p, "warning", False)]
-        if errors:
-            raise ConfigProblems(errors)
-        super().__init__(values, clock=clock)
+        super().__init__(config, clock=clock)
+        values = self.config
+        errors: list[ConfigProblem] = []
         self.chip_name: str = values["chip"]
         self.n_channels, self.bits = CHIPS[self.chip_name]
         self.bus: int = values["bus"]

@@ -11,8 +11,8 @@ Subclasses MUST:
       and :meth:`close` (stop and join those threads, release devices; idempotent).
 
 Subclasses MAY:
-    * set ``config_schema`` (validated by the config loader; the values arrive as
-      ``config`` in ``__init__``);
+    * set ``config_schema`` (validated by the config loader, and by ``Backend.__init__``,
+      whose result is ``self.config``: subclasses check only rules across keys);
     * override :meth:`validate_environment` to raise :class:`BackendUnavailable` when a
       library or device is missing, so the hub marks the backend failed and runs on;
     * expose actions with :func:`pihub.plugin.action`.
@@ -49,6 +49,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from pihub.clock import SYSTEM, Clock
+from pihub.errors import ConfigProblems
 from pihub.events import Event
 from pihub.plugin import Plugin
 
@@ -92,7 +93,22 @@ class Backend(Plugin):
     _status_listener: StatusListener | None = None
 
     def __init__(self, config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> None:
-        self.config: dict[str, Any] = dict(config or {})
+        """Validate ``config`` with :attr:`config_schema` into :attr:`config` (defaults filled in).
+
+        A subclass calls this first, then checks what the schema cannot (rules across
+        keys), raising :class:`~pihub.errors.ConfigProblems` for those.
+
+        Raises:
+            ConfigProblems: (a ValueError) every schema problem of the section.
+        """
+        values = dict(config or {})
+        if self.config_schema is not None:
+            values, problems = self.config_schema.validate(values, ())
+            errors = [p for p in problems if not getattr(p, "warning", False)]
+            if errors:
+                raise ConfigProblems(errors)
+        #: the section, validated: every key of the schema, with its default when absent.
+        self.config: dict[str, Any] = values
         #: the time every window, timer, poll interval and back-off of the backend runs on
         #: (:mod:`pihub.clock`); the hub hands over its own, tests a ManualClock.
         self.clock: Clock = SYSTEM if clock is None else clock

@@ -924,11 +924,7 @@ class GpioBackend(Backend):
             ConfigProblems: (a ValueError) every problem of the section.
         """
         super().__init__(config, clock=clock)
-        values, problems = self.config_schema.validate(self.config, ())
-        errors = [p for p in problems if not getattr(p, "warning", False)]
-        if errors:
-            raise ConfigProblems(errors)
-        self.config = values
+        values = self.config
         self.spec: GpioConfig = resolve_config(values)
         if self.spec.platypush_numbering:
             self.log.warning("gpio: pins and monitored_pins numbers are read as BCM numbers; Platypush reads "

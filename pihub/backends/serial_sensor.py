@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.backends.sensor import SENSOR_FIELDS, SensorState
 from pihub.clock import Clock
-from pihub.config.schema import Field, Schema, SchemaProblem
+from pihub.config.schema import Field, Schema
 from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event
 from pihub.parsers.line import DEFAULT_MAX_LINE, MIN_MAX_LINE, PARSERS, LineParser, Reading
@@ -214,9 +214,8 @@ class SerialSensorBackend(Backend):
 
     def __init__(self, config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> None:
         super().__init__(config, clock=clock)
-        values, problems = self.config_schema.validate(self.config)
-        errors: list[ConfigProblem] = [
-            p for p in problems if not (isinstance(p, SchemaProblem) and p.warning)]
+        values = self.config
+        errors: list[ConfigProblem] = []
         on_connect: list[bytes] = []
         for i, line in enumerate(values.get("on_connect") or []):
             try:

@@ -185,7 +185,8 @@ def _with_auth(args: argparse.Namespace, run: Callable[[Auth], None]) -> int:
         0, 1 for bad input (ValueError, refused credentials), 2 when the config or the
         store cannot be used.
     """
-    from pihub.store import Store, StoreError
+    from pihub.errors import StoreError
+    from pihub.store import Store
 
     try:
         workdir = _workdir(getattr(args, "config", None))
@@ -229,7 +230,7 @@ def _workdir(config_path: str | None) -> str:
     Raises:
         CommandError: exit 2 when the config cannot be read or its workdir is unusable.
     """
-    from pihub.config import ConfigUnreadable
+    from pihub.errors import ConfigUnreadable
     from pihub.errors import ConfigError
 
     try:

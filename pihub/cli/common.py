@@ -21,18 +21,12 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from pihub.errors import CommandError
+
 EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 
 __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_UNREADABLE", "CommandError", "guarded", "load_config",
            "print_problems"]
-
-
-class CommandError(Exception):
-    """A command cannot go on: print ``message`` to stderr and exit with ``code``."""
-
-    def __init__(self, message: str, code: int = EXIT_INVALID) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def load_config(path: str | None) -> Any:
@@ -68,7 +62,7 @@ def guarded(command: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> int:
-        from pihub.config import ConfigUnreadable
+        from pihub.errors import ConfigUnreadable
         from pihub.errors import ConfigError
 
         try:

@@ -6,9 +6,10 @@ keys to pihub's, validates each section with the plugin's :class:`Schema`, and r
 ``file:line:col: path: message``.
 """
 
-from pihub.config.loader import Config, ConfigNotFound, ConfigUnreadable, HookSpec, ProcedureSpec, load
-from pihub.config.schema import REQUIRED, Field, Schema, SchemaProblem
+from pihub.config.loader import Config, HookSpec, ProcedureSpec, load
+from pihub.config.schema import REQUIRED, Field, Schema
 from pihub.config.yamlsrc import Location, Secret
+from pihub.errors import ConfigNotFound, ConfigUnreadable, SchemaProblem
 
 __all__ = [
     "REQUIRED",

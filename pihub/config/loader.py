@@ -65,7 +65,7 @@ from pihub.config.yamlsrc import (
     hashable,
     read_document,
 )
-from pihub.errors import ConfigError, ConfigProblem, PihubError, Problem, format_path
+from pihub.errors import ConfigError, ConfigNotFound, ConfigProblem, ConfigUnreadable, Problem, format_path
 
 __all__ = [
     "CORE_KEYS",
@@ -73,8 +73,6 @@ __all__ = [
     "SPLIT_SECTIONS",
     "SYSTEM_CONFIG",
     "Config",
-    "ConfigNotFound",
-    "ConfigUnreadable",
     "HookSpec",
     "ProcedureSpec",
     "load",
@@ -145,33 +143,6 @@ HOOK_SCHEMA: Final = Schema({
 }, doc="an event hook")
 
 
-class ConfigUnreadable(PihubError, OSError):
-    """The config file exists but cannot be read (the CLI exits 2).
-
-    Attributes:
-        filename: the file concerned, when there is one.
-    """
-
-    def __init__(self, message: str, *, filename: str | None = None) -> None:
-        """Create the error; ``message`` is a lower-case fragment naming the file."""
-        super().__init__(message)
-        self.filename = filename
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class ConfigNotFound(ConfigUnreadable):
-    """No config file was found (the CLI exits 2).
-
-    Attributes:
-        searched: every place looked at, in order.
-    """
-
-    def __init__(self, message: str, searched: list[str]) -> None:
-        """Create the error; ``searched`` lists the places looked at."""
-        super().__init__(message, filename=searched[0] if len(searched) == 1 else None)
-        self.searched = list(searched)
 
 
 @dataclass(frozen=True)
@@ -400,7 +371,7 @@ class Config:
 
         Args:
             problem: the problem; its path is relative to ``prefix``. A
-                :class:`~pihub.config.schema.SchemaProblem` keeps its ``key`` and
+                :class:`~pihub.errors.SchemaProblem` keeps its ``key`` and
                 ``warning``.
             prefix: the path of the part that was compiled, e.g. ``hook.path``.
 

@@ -34,14 +34,13 @@ is None, and is an error otherwise.
 from __future__ import annotations
 
 import copy
-import difflib
 import typing
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pihub.config.yamlsrc import Secret
-from pihub.errors import ConfigProblem
+from pihub.errors import ConfigProblem, SchemaProblem, close_matches
 
 __all__ = ["REQUIRED", "Field", "Schema", "SchemaProblem", "coerce", "show", "suggest"]
 
@@ -60,26 +59,6 @@ _INVALID: Final = object()  # a value that failed validation
 
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0"})
-
-
-class SchemaProblem(ConfigProblem):
-    """A :class:`~pihub.errors.ConfigProblem` that may be about a key, or only a warning.
-
-    Attributes:
-        path: the path of the value, or, when ``key`` is set, of the mapping holding it.
-        key: the offending key (unknown, renamed, missing...) of the mapping at ``path``;
-            the loader locates the problem at that key (or, for a missing key, at the key
-            of the mapping). None for a problem about the value at ``path``.
-        warning: True for a warning (a renamed or deprecated key), which does not fail
-            the load.
-    """
-
-    def __init__(self, path: tuple[Hashable, ...], message: str, *, key: Hashable | None = None,
-                 warning: bool = False) -> None:
-        """Create the problem; see the class attributes."""
-        super().__init__(tuple(path), message)  # type: ignore[arg-type]
-        self.key = key
-        self.warning = warning
 
 
 def show(value: object, secret: bool = False) -> str:
@@ -123,7 +102,7 @@ def suggest(word: object, candidates: Iterable[str], *, allowed: bool = False) -
         The hint, starting with a space, or an empty string.
     """
     names = sorted({c for c in candidates if isinstance(c, str)})
-    close = difflib.get_close_matches(str(word), names, n=3, cutoff=0.6)
+    close = close_matches(str(word), names)
     if close:
         return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
     if not allowed:

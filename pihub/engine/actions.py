@@ -66,7 +66,6 @@ take no lock. Plugins MUST make their own actions thread-safe.
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import json
 import logging
@@ -80,7 +79,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pihub.engine.procedures import procedure_name
-from pihub.errors import ActionError
+from pihub.errors import ActionError, close_matches, did_you_mean
 from pihub.plugin import MARK, ActionInfo, Plugin
 from pihub.messages import Response
 
@@ -550,7 +549,7 @@ class _BoundAction:
     def _unknown(self, key: str) -> str:
         """The message for an unknown argument name, with a did-you-mean or the list."""
         names = [p.name for p in self.params if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        close = difflib.get_close_matches(key, names, n=1)
+        close = close_matches(key, names, n=1)
         if close:
             tail = f" (did you mean {close[0]!r}?)"
         elif names:
@@ -825,7 +824,7 @@ class ActionRegistry:
                           f"or 'enabled: false' from its '{plugin_name}:' section to enable it)")
         bound = entry.actions.get(method)
         if bound is None:
-            close = difflib.get_close_matches(method, entry.actions, n=1)
+            close = close_matches(method, entry.actions, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             return None, (f"{method!r} is not an action of plugin {plugin_name!r} "
                           f"({hint}actions: {entry.listing or 'none'})")
@@ -858,6 +857,4 @@ class ActionRegistry:
         candidates = list(self._entries)
         if self._procedure_caller is not None:
             candidates.append("procedure")
-        close = difflib.get_close_matches(name, candidates, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"no such plugin {name!r}{hint}"
+        return f"no such plugin {name!r}{did_you_mean(name, candidates, n=1)}"

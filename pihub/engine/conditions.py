@@ -44,13 +44,12 @@ Matching never raises for any event value.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pihub.errors import ConfigProblem, ConfigProblems, UnknownEventType
+from pihub.errors import ConfigProblem, ConfigProblems, UnknownEventType, did_you_mean
 from pihub.events import CATALOGUE, Event, EventType
 
 ROOT: EventType = CATALOGUE.get("Event")
@@ -509,10 +508,8 @@ def _compile_relational(value: dict[Any, Any], where: tuple[str | int, ...],
             continue
         at = where + (op,)
         if op not in OPERATORS:
-            close = difflib.get_close_matches(op, list(OPERATORS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(ConfigProblem(
-                at, f"unknown operator {op!r}, allowed: {', '.join(OPERATORS)}{hint}"))
+                at, f"unknown operator {op!r}, allowed: {', '.join(OPERATORS)}{did_you_mean(op, OPERATORS, n=1)}"))
             continue
         if op in NUMERIC_OPERATORS:
             number = _to_number(operand)

@@ -81,13 +81,13 @@ from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, M
 from typing import Any
 
 from pihub.config.yamlsrc import Secret
-from pihub.errors import ExpressionError
+from pihub.errors import ExpressionError, did_you_mean
 from pihub.messages import Encoder
 
 __all__ = [
     "BUILTINS", "MAX_ALLOC", "MAX_DEPTH", "MAX_FORMAT_WIDTH", "MAX_INT_BITS", "MAX_ITERATIONS",
     "MAX_RANGE", "MAX_SEQUENCE", "MAX_SOURCE_CHARS", "Expr", "Template", "compile_expr",
-    "compile_template", "has_templates", "suggestion",
+    "compile_template", "has_templates",
 ]
 
 MAX_SOURCE_CHARS = 10_000
@@ -137,45 +137,6 @@ class _Budget:
         self.alloc -= size
         if self.alloc < 0:
             raise _Fail(f"expression built more than {MAX_ALLOC} items or characters in total")
-
-
-# --------------------------------------------------------------------------------------------
-# suggestions
-
-
-def _distance(a: str, b: str) -> int:
-    """Optimal-string-alignment distance (edits, with adjacent transpositions counting one)."""
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        cur = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            cost = 0 if a[i - 1] == b[j - 1] else 1
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                cur[j] = min(cur[j], prev2[j - 2] + 1)
-        prev2, prev = prev, cur
-    return prev[len(b)]
-
-
-def suggestion(word: str, candidates: Iterable[str]) -> str:
-    """A ``" (did you mean 'x'?)"`` suffix naming the closest candidates, or ``""``.
-
-    Args:
-        word: the misspelt word.
-        candidates: the known words; non-strings are skipped.
-
-    Returns:
-        The suffix, naming up to three candidates within 1 edit (2 for words longer than 3
-        characters; a transposition counts as one edit), closest first.
-    """
-    limit = 1 if len(word) <= 3 else 2
-    scored = sorted({(d, c) for c in candidates
-                     if isinstance(c, str) and c != word and abs(len(c) - len(word)) <= limit
-                     and (d := _distance(word, c)) <= limit})
-    if not scored:
-        return ""
-    return f" (did you mean {', '.join(repr(c) for _, c in scored[:3])}?)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,16 +299,16 @@ def _get_attr(obj: Any, name: str) -> Any:
             return obj[name]
         except KeyError:
             raise _Fail(f"dict has no key {name!r} and no method {name!r}"
-                        f"{suggestion(name, [*obj, *_DICT_ATTRS])}") from None
+                        f"{did_you_mean(name, [*obj, *_DICT_ATTRS])}") from None
     if allowed is not None:
         if name in allowed:
             return getattr(obj, name)
-        raise _Fail(f"attribute {name!r} of {type(obj).__name__} is not allowed{suggestion(name, allowed)}")
+        raise _Fail(f"attribute {name!r} of {type(obj).__name__} is not allowed{did_you_mean(name, allowed)}")
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields = [f.name for f in dataclasses.fields(obj) if not f.name.startswith("_")]
         if name in fields:
             return getattr(obj, name)
-        raise _Fail(f"{type(obj).__name__} has no field {name!r}{suggestion(name, fields)}")
+        raise _Fail(f"{type(obj).__name__} has no field {name!r}{did_you_mean(name, fields)}")
     raise _Fail(f"attribute access on {type(obj).__name__} is not allowed (only on plain data)")
 
 
@@ -575,7 +536,7 @@ class _Compiler:
             except KeyError:
                 if builtin is not _MISSING:
                     return builtin
-            raise _Fail(f"name {ident!r} is not defined{suggestion(ident, [*names, *BUILTINS])}")
+            raise _Fail(f"name {ident!r} is not defined{did_you_mean(ident, [*names, *BUILTINS])}")
 
         return load
 

@@ -86,9 +86,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
-from pihub.engine.expr import Expr, Template, compile_expr, compile_template, suggestion
+from pihub.engine.expr import Expr, Template, compile_expr, compile_template
 from pihub.engine.hooks import Hook
-from pihub.errors import ConfigProblem, ConfigProblems, ExpressionError, format_path
+from pihub.errors import ConfigProblem, ConfigProblems, ExpressionError, did_you_mean, format_path
 from pihub.events import Event
 from pihub.messages import Response
 
@@ -341,7 +341,7 @@ class _StepCompiler:
         if m:
             return ReturnStep(None if m.group(1) is None else self.template(m.group(1), path),
                               format_path(path))
-        hint = suggestion(_first_word(text), ("break", "continue", "return"))
+        hint = did_you_mean(_first_word(text), ("break", "continue", "return"))
         self.problem(path, f"unknown step {item!r}: a string step is 'break', 'continue'"
                            f" or 'return ...'{hint}")
         return None
@@ -368,14 +368,14 @@ class _StepCompiler:
                 kw = _first_word(key)
                 if n and kw not in ("elif", "else"):
                     self.problem((*path, key), f"{key!r} cannot share a step with an 'if': only 'elif' and"
-                                               f" 'else' can{suggestion(kw, ('elif', 'else'))}")
+                                               f" 'else' can{did_you_mean(kw, ('elif', 'else'))}")
                     continue
                 builder = self.keyed_step(key, item[key], path, loops, builder, out)
             return builder
         if len(keys) > 1:
             unknown = [k for k in keys if k not in _ACTION_KEYS]
             for key in unknown:
-                hint = suggestion(_first_word(key), _KEYWORDS)
+                hint = did_you_mean(_first_word(key), _KEYWORDS)
                 self.problem((*path, key), f"unknown step key {key!r}{hint}"
                                            " (an action step has action, args, target; a control step"
                                            " has exactly one key)")
@@ -455,7 +455,7 @@ class _StepCompiler:
         if text in ("args", "target"):
             self.problem(here, f"{text!r} without 'action'")
             return None
-        self.problem(here, f"unknown step {key!r}{suggestion(kw, _KEYWORDS)}")
+        self.problem(here, f"unknown step {key!r}{did_you_mean(kw, _KEYWORDS)}")
         return None
 
     def set_step(self, value: Any, path: Path) -> SetStep:
@@ -476,7 +476,7 @@ class _StepCompiler:
         """Compile ``{action, args, target}``."""
         for key in item:
             if key not in _ACTION_KEYS:
-                self.problem((*path, key), f"unknown action step key {key!r}{suggestion(key, _ACTION_KEYS)}"
+                self.problem((*path, key), f"unknown action step key {key!r}{did_you_mean(key, _ACTION_KEYS)}"
                                            " (allowed: action, args, target)")
         action = item["action"]
         action_template = None

@@ -37,6 +37,8 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
+from pihub.errors import MalformedLine
+
 __all__ = ["PARSERS", "JsonLineParser", "KeyValueParser", "LineParser", "Reading"]
 
 #: One parsed line: field name -> value (numbers, strings; JSON may nest).
@@ -49,10 +51,6 @@ MIN_MAX_LINE: Final = 16
 # Leading bytes dropped as noise: controls, space and everything outside ASCII.
 _NOISE: Final = bytes(range(0x21)) + bytes(range(0x7F, 0x100))
 _SHOWN: Final = 80  # characters of a bad line quoted in last_error
-
-
-class Malformed(ValueError):
-    """A line that does not parse; the message is a lower-case fragment for the log."""
 
 
 def _quote(text: str | bytes) -> str:
@@ -129,7 +127,7 @@ class LineParser:
                 sequence).
 
         Returns:
-            One reading per complete line that parsed, in stream order. Malformed and
+            One reading per complete line that parsed, in stream order. MalformedLine and
             overlong lines are counted, never raised.
         """
         out: list[Reading] = []
@@ -186,13 +184,13 @@ class LineParser:
         line = stripped.lstrip(_NOISE)
         try:
             if not line:
-                raise Malformed(f"only noise bytes in line {_quote(stripped)}")
+                raise MalformedLine(f"only noise bytes in line {_quote(stripped)}")
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise Malformed(f"invalid utf-8 at byte {e.start} in line {_quote(line)}") from None
+                raise MalformedLine(f"invalid utf-8 at byte {e.start} in line {_quote(line)}") from None
             reading = self.parse_line(text)
-        except Malformed as e:
+        except MalformedLine as e:
             self.malformed += 1
             self._error(str(e))
             return
@@ -209,7 +207,7 @@ class LineParser:
             The reading.
 
         Raises:
-            Malformed: the line is not in this format; the message quotes it.
+            MalformedLine: the line is not in this format; the message quotes it.
         """
         raise NotImplementedError
 
@@ -244,7 +242,7 @@ class JsonLineParser(LineParser):
         """Parse one line as a JSON object (see the class docstring)."""
         try:
             value = self._decode(text)
-        except Malformed:
+        except MalformedLine:
             start = text.find("{")
             if start <= 0:
                 raise
@@ -253,20 +251,20 @@ class JsonLineParser(LineParser):
             kind = {list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
             if value is None:
                 kind = "null"
-            raise Malformed(f"json value is {kind}, not an object: {_quote(text)}")
+            raise MalformedLine(f"json value is {kind}, not an object: {_quote(text)}")
         return value
 
     @staticmethod
     def _decode(text: str) -> Any:
-        """``json.loads`` with the class's number rules; errors become :class:`Malformed`."""
+        """``json.loads`` with the class's number rules; errors become :class:`MalformedLine`."""
         try:
             return _DECODER.decode(text)
         except json.JSONDecodeError as e:
-            raise Malformed(f"invalid json at column {e.colno} ({e.msg.lower()}): {_quote(text)}") from None
+            raise MalformedLine(f"invalid json at column {e.colno} ({e.msg.lower()}): {_quote(text)}") from None
         except RecursionError:
-            raise Malformed(f"json nested too deeply: {_quote(text)}") from None
+            raise MalformedLine(f"json nested too deeply: {_quote(text)}") from None
         except ValueError as e:  # an integer with more digits than int() accepts
-            raise Malformed(f"invalid json ({str(e).lower()}): {_quote(text)}") from None
+            raise MalformedLine(f"invalid json ({str(e).lower()}): {_quote(text)}") from None
 
 
 _KEY: Final = r"[A-Za-z_][A-Za-z0-9_.\-]*"
@@ -327,14 +325,14 @@ class KeyValueParser(LineParser):
         while pos < len(text):
             m = _PAIR.match(text, pos)
             if m is None:
-                raise Malformed(f"expected key=value at column {pos + 1}: {_quote(text)}")
+                raise MalformedLine(f"expected key=value at column {pos + 1}: {_quote(text)}")
             quoted = m.group("quoted")
             if quoted is not None:
                 reading[m.group("key")] = quoted
             else:
                 bare = m.group("bare")
                 if not bare:
-                    raise Malformed(f"no value for key {m.group('key')!r}: {_quote(text)}")
+                    raise MalformedLine(f"no value for key {m.group('key')!r}: {_quote(text)}")
                 reading[m.group("key")] = parse_number(bare)
             pos = m.end()
             pos = _SEP.match(text, pos).end()  # type: ignore[union-attr]

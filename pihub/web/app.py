@@ -79,7 +79,8 @@ from urllib.parse import parse_qsl
 import bottle
 
 from pihub import __version__
-from pihub.auth import ENV_USERNAME, REMEMBER_TTL_S, SCOPES, RateLimited, TokenNameExists, csrf_ok
+from pihub.errors import BodyTooLarge, RateLimited, TokenNameExists
+from pihub.auth import ENV_USERNAME, REMEMBER_TTL_S, SCOPES, csrf_ok
 from pihub.events import Event
 from pihub.messages import MessageError, Request, dumps, parse
 from pihub.web import HTTP_SCHEMA
@@ -234,10 +235,6 @@ def _wsgi_text(value: str) -> str:
 def _same_bytes(a: str, b: str) -> bool:
     """Constant-time equality of two strings."""
     return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
-
-
-class BodyTooLarge(Exception):
-    """A request body went past ``max_body`` while being read."""
 
 
 @dataclass(frozen=True, slots=True)

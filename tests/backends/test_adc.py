@@ -12,7 +12,8 @@ import pytest
 from pihub_testing import collecting_in, finishes, wait_for
 
 import pihub.hub as hubmod
-from pihub.backends.adc import AdcBackend, AdcNoAnswer, _request
+from pihub.backends.adc import AdcBackend, _request
+from pihub.errors import AdcNoAnswer
 from pihub.backends.base import BackendStatus
 from pihub.backends.gpio import reservation_safe
 from pihub.backends.fake_mcp3008 import (

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pihub.auth import Auth, AuthFailed
+from pihub.auth import Auth
+from pihub.errors import AuthFailed
 from pihub.cli import auth as authcli
 from pihub.cli import build_parser
 from pihub.store import Store

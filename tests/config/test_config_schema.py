@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from pihub.config.schema import REQUIRED, Field, Schema, SchemaProblem, suggest
+from pihub.config.schema import REQUIRED, Field, Schema, suggest
+from pihub.errors import SchemaProblem
 from pihub.config.yamlsrc import Secret
 from pihub.errors import format_path
 

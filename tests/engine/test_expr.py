@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pihub.engine import expr as expr_mod
-from pihub.engine.expr import compile_expr, compile_template, has_templates, suggestion
+from pihub.engine.expr import compile_expr, compile_template, has_templates
 from pihub.errors import ExpressionError
 
 
@@ -246,13 +246,6 @@ def test_failing_operations_become_expression_errors(text: str, names: dict[str,
         value(text, **names)
     assert problem in str(info.value)
     assert str(info.value).startswith(f"expression {text!r}: ")
-
-
-def test_suggestion_handles_transpositions_and_far_words() -> None:
-    assert suggestion("fi", ["if", "for"]) == " (did you mean 'if'?)"
-    assert suggestion("esle", ["else", "elif"]) == " (did you mean 'else'?)"
-    assert suggestion("acton", ["action"]) == " (did you mean 'action'?)"
-    assert suggestion("banana", ["if", "else"]) == ""
 
 
 # ---------------------------------------------------------------------------- templates

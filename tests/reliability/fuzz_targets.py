@@ -104,7 +104,8 @@ def line(data: bytes) -> None:
 
 def wire(data: bytes) -> None:
     """Wire-format decoder: ``messages.parse`` of any bytes or text raises only MessageError."""
-    from pihub.messages import MessageError, Request, parse
+    from pihub.errors import MessageError
+    from pihub.messages import Request, parse
 
     for message in (data, data.decode("utf-8", "replace")):
         try:

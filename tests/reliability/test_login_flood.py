@@ -30,7 +30,8 @@ from argon2 import PasswordHasher, extract_parameters
 from pihub_testing import wait_for
 from reliability_support import HANG_BREAKER, Daemon, rss_kib, scaled
 
-from pihub.auth import LIMIT_ADDRESS, LIMIT_BUSY, LIMIT_TOTAL, Auth, AuthFailed, RateLimited
+from pihub.auth import LIMIT_ADDRESS, LIMIT_BUSY, LIMIT_TOTAL, Auth
+from pihub.errors import AuthFailed, RateLimited
 from pihub.store import Store
 
 # the HTTP tests' rig lives beside them in tests/web (no packages in tests/)

@@ -1,0 +1,37 @@
+"""The error tree and the one "did you mean" of pihub's messages."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from pihub.errors import PihubError, close_matches, did_you_mean
+
+
+def test_suggestions_handle_transpositions_short_words_and_far_words() -> None:
+    assert did_you_mean("fi", ["if", "for"]) == " (did you mean 'if'?)"
+    assert did_you_mean("esle", ["else", "elif"]) == " (did you mean 'else'?)"
+    assert did_you_mean("acton", ["action"]) == " (did you mean 'action'?)"
+    assert did_you_mean("banana", ["if", "else"]) == ""
+
+
+def test_close_matches_puts_edits_first_then_similar_longer_words() -> None:
+    assert close_matches("temprature_sensor", ["temperature_sensor_x", "humidity"]) == ["temperature_sensor_x"]
+    assert close_matches("gpoi", ["gpio", "gpios", "adc"], n=1) == ["gpio"]
+    assert close_matches("mock", ["mock", 3, None]) == []  # the word itself and non-strings are skipped
+
+
+@pytest.mark.parametrize("module", ["auth", "store", "messages", "config.loader", "config.schema", "parsers.line",
+                                    "backends.adc", "web.app", "cli.common", "engine.actions", "hub"])
+def test_every_public_exception_of_a_module_is_in_the_error_tree(module: str) -> None:
+    """Exceptions callers may catch live in pihub.errors under PihubError; private ones
+    (a leading underscore) are control flow inside one module."""
+    import importlib
+
+    mod = importlib.import_module(f"pihub.{module}")
+    for name, obj in vars(mod).items():
+        if inspect.isclass(obj) and issubclass(obj, BaseException) and not name.startswith("_"):
+            if obj.__module__.startswith("pihub"):
+                assert issubclass(obj, PihubError), f"pihub.{module}.{name} is not a PihubError"
+                assert obj.__module__ == "pihub.errors", f"pihub.{module}.{name} is defined outside pihub.errors"
