@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.pihub-installed
-NATIVE  = $(wildcard native/*.c native/*.h) native/build_native.py
+NATIVE  = $(wildcard native/*.c native/*.h) native/build_native.py native/build_loadgen.py
 
 .PHONY: all build demo test test-native test-py fuzz soak bench sysdeps clean lock lock-upgrade
 
@@ -26,9 +26,11 @@ $(PY): | sysdeps
 # test and build tools; requirements/runtime.txt is the Pi install's subset). pihub itself
 # is then built against the locked setuptools and cffi, without a build-isolation download.
 # Reinstall (rebuilding pihub._native) whenever the native sources, metadata or lock change.
+# PIHUB_DEV_EXTENSIONS=1 also builds pihub.devtools._loadgen, the C load generator of the
+# tests and benchmarks (native/build_loadgen.py); a plain `pip install .` leaves it out.
 $(STAMP): $(PY) pyproject.toml setup.py $(NATIVE) requirements/test.txt
 	$(PY) -m pip install -q --require-hashes -r requirements/test.txt
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	PIHUB_DEV_EXTENSIONS=1 $(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
 # The lock is universal (every platform and Python >= 3.11, markers kept) and lists the
@@ -81,4 +83,5 @@ bench: build
 	$(PY) bench/run.py --peer
 
 clean:
-	rm -rf build *.egg-info pihub/_native*.so pihub/_native.c native/tests/bin
+	rm -rf build *.egg-info pihub/_native*.so pihub/_native.c pihub/devtools/_loadgen*.so \
+	  pihub/devtools/_loadgen.c native/tests/bin

@@ -3,7 +3,7 @@
  * per-producer SPSC rings (one _sp ring per thread), both drained by one consumer thread
  * through ph_wait_pop_sc in batches of 256, as the dispatcher does.
  *
- * Producers are the load generator (ph_loadgen.c) with PH_LOADGEN_RETRY: a full ring makes
+ * Producers are the load generator (ph_loadgen.h) with PH_LOADGEN_RETRY: a full ring makes
  * them yield and retry, so every run moves exactly `events` events and the figure is the
  * sustained throughput; "refused" counts the pushes that found the ring full.
  *
@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "ph_api.h"
+#include "ph_loadgen.h"
 
 #define CAPACITY 4096
 #define POP_MAX 256
@@ -39,8 +40,9 @@ static struct result run_once(int mpsc, uint32_t producers, uint32_t batch, uint
     uint64_t per_thread = events / producers;
     uint64_t total = per_thread * producers, got = 0;
 
+    struct ph_loadgen_ring ring = {bus, ph_push_batch_sp, ph_push_batch_mp, ph_bus_producer_count, ph_now_ns};
     uint64_t t0 = ph_now_ns();
-    struct ph_loadgen *lg = ph_loadgen_start(bus, ids, producers, &tmpl, per_thread, batch,
+    struct ph_loadgen *lg = ph_loadgen_start(&ring, ids, producers, &tmpl, per_thread, batch,
                                              PH_LOADGEN_RETRY | (mpsc ? PH_LOADGEN_MP : 0));
     if (lg == NULL) {
         perror("ph_loadgen_start");
@@ -53,6 +55,7 @@ static struct result run_once(int mpsc, uint32_t producers, uint32_t batch, uint
         fprintf(stderr, "lost events\n");
         exit(1);
     }
+    ph_loadgen_free(lg);
     struct result r = {(double)(t1 - t0) / 1e9, 0};
     for (uint32_t p = 0; p < ph_bus_producer_count(bus); p++) {
         struct ph_producer_stats st;

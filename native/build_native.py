@@ -22,8 +22,9 @@ from cffi import FFI
 NATIVE_DIR = Path(__file__).resolve().parent
 #: Headers whose text is the cdef, in include order.
 CDEF_HEADERS = ("ph_event.h", "ph_api.h")
-#: C sources of the extension.
-SOURCES = ("ph_ring.c", "ph_match.c", "ph_loadgen.c")
+#: C sources of the extension (the load generator, ph_loadgen.c, is not one of them: it
+#: goes into the development-only extension of native/build_loadgen.py).
+SOURCES = ("ph_ring.c", "ph_match.c")
 COMPILE_ARGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror"]
 
 _COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.DOTALL)
@@ -85,14 +86,22 @@ def _build_path(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def make_ffibuilder() -> FFI:
-    """The configured builder (cdef + set_source) for ``pihub._native``."""
+def make_ffibuilder(module: str = "pihub._native", headers: tuple[str, ...] = CDEF_HEADERS,
+                    sources: tuple[str, ...] = SOURCES) -> FFI:
+    """The configured builder (cdef + set_source) of one extension of ``native/``.
+
+    Args:
+        module: the extension's dotted module name.
+        headers: headers of ``native/`` whose text is the cdef, in include order; the
+            extension's C wrapper includes the last one.
+        sources: C sources of ``native/`` compiled into it.
+    """
     builder = FFI()
-    builder.cdef("".join(cdef_from_header((NATIVE_DIR / h).read_text()) for h in CDEF_HEADERS))
+    builder.cdef("".join(cdef_from_header((NATIVE_DIR / h).read_text()) for h in headers))
     builder.set_source(
-        "pihub._native",
-        '#include "ph_api.h"',
-        sources=[_build_path(NATIVE_DIR / s) for s in SOURCES],
+        module,
+        f'#include "{headers[-1]}"',
+        sources=[_build_path(NATIVE_DIR / s) for s in sources],
         include_dirs=[_build_path(NATIVE_DIR)],
         extra_compile_args=COMPILE_ARGS,
         libraries=native_libraries(),

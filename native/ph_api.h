@@ -17,6 +17,12 @@
 
 #include "ph_event.h"
 
+/* Returns PH_ABI_VERSION as compiled into the library. */
+int ph_abi_version(void);
+
+/* CLOCK_MONOTONIC in nanoseconds: the clock of ts_ns, shared with C producers. */
+uint64_t ph_now_ns(void);
+
 /* ------------------------------------------------------------------ bus (ring) */
 
 /* The bus: one bounded ring per producer, one consumer draining them all. */
@@ -127,28 +133,5 @@ void ph_matcher_free(struct ph_matcher *m);
  * opaque bit wins when both bits are set. Events of a type no rule names match nothing. */
 uint32_t ph_match_batch(const struct ph_matcher *m, const struct ph_event *events, uint32_t nev,
                         struct ph_hit *hits, uint32_t max_hits, uint32_t *consumed);
-
-/* --------------------------------------------------------- load generator
- * A C producer for benchmarks and tests: threads pushing synthetic events with no Python
- * involved. Thread i pushes events_per_thread copies of *tmpl through producers[i] in
- * batches of `batch` (1..4096), each copy with ts_ns = ph_now_ns() at its batch and
- * num[0] = its sequence number 0, 1, 2, ... within the thread. */
-
-#define PH_LOADGEN_MP 1     /* push with the _mp calls (threads may share a producer id) */
-#define PH_LOADGEN_RETRY 2  /* a refused event is retried (after sched_yield) until accepted
-                               or stopped, instead of dropped; refusals still count as drops */
-
-struct ph_loadgen;
-
-/* Starts nthreads (1..1024) threads; the arguments are copied. Without PH_LOADGEN_MP the
- * producer ids must be distinct (one _sp thread per id). Returns NULL (errno EINVAL for bad
- * arguments, or the pthread_create error) with no thread left running. */
-struct ph_loadgen *ph_loadgen_start(struct ph_bus *bus, const uint32_t *producers, uint32_t nthreads,
-                                    const struct ph_event *tmpl, uint64_t events_per_thread,
-                                    uint32_t batch, uint32_t flags);
-/* Asks the threads to stop after their current batch; returns at once. */
-void ph_loadgen_stop(struct ph_loadgen *lg);
-/* Waits for every thread, frees lg, returns the number of events the bus accepted. */
-uint64_t ph_loadgen_join(struct ph_loadgen *lg);
 
 #endif

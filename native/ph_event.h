@@ -57,10 +57,4 @@ struct ph_event {
     uint8_t payload[8];
 };
 
-/* Returns PH_ABI_VERSION as compiled into the library. */
-int ph_abi_version(void);
-
-/* CLOCK_MONOTONIC in nanoseconds: the clock of ts_ns, shared with C producers. */
-uint64_t ph_now_ns(void);
-
 #endif

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
-import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
+from enum import IntEnum
+from fractions import Fraction
+from types import MappingProxyType
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pihub_testing import wait_for
 
 from pihub import bus as B
 from pihub.bus import UNKNOWN_KEY, Bus, intern, lookup, value_of
-from pihub.events import CATALOGUE, Event
+from pihub.devtools import loadgen
+from pihub.events import CATALOGUE, Catalogue, Event, EventType
 
 GPIO = CATALOGUE.get("GPIOEvent")        # pin: key0, value: num0, name: key1
 MIDI = CATALOGUE.get("MidiMessageEvent")  # device: key0, port: num0, delay: num1; message: no field
@@ -322,6 +330,145 @@ def test_pop_grows_its_buffer_for_larger_batches() -> None:
     b.close()
 
 
+# ------------------------------------------- publish_batch's column encoder vs publish
+
+
+def _every_field_type() -> EventType:
+    """A type with an attribute in each native field (the catalogue has no ``code`` one)."""
+    cat = Catalogue()
+    cat.add("Event", None, None, {})
+    fields = {"k0": "key0", "k1": "key1", "c": "code", "n0": "num0", "n1": "num1", "n2": "num2"}
+    return cat.add("EveryField", "Event", None, {a: a for a in fields}, fields)  # type: ignore[arg-type]
+
+
+EVERY = _every_field_type()
+ABSENT = object()  # "leave the attribute out"
+intern(unique("first"))  # so that 0, below, does not get key id 0 in a fresh process
+for _v in (*range(64), "on", "off", None, ("a", 1)):
+    intern(_v)
+
+
+class Level(IntEnum):
+    LOW = 0
+    HIGH = 1
+
+
+#: Any value an attribute may hold: every kind the encoder tells apart, and absence.
+ANY_VALUE = st.one_of(
+    st.just(ABSENT), st.none(), st.booleans(), st.integers(-3, 70),
+    st.sampled_from([2**32 - 1, 2**32, -(2**53), 2**53, 2**53 + 1, 2**60, -(2**60) - 1, 10**400]),
+    st.floats(), st.sampled_from(["on", "off", "never interned", ("a", 1)]),
+    st.sampled_from([Level.HIGH, Decimal("1.5"), Fraction(1, 3), frozenset()]),
+    st.lists(st.integers(), max_size=2),  # unhashable
+)
+#: How one attribute's values look over a run: a column of one kind (the fast paths),
+#: mostly one kind with outliers, absent everywhere or here and there, or anything.
+COLUMN = st.sampled_from([
+    st.integers(0, 63), st.integers(0, 2**32 - 1), st.floats(), st.floats(allow_nan=False), st.booleans(),
+    st.sampled_from(["on", "off"]), st.text(max_size=2), st.just(ABSENT), st.sampled_from([ABSENT, 1, 2.5]),
+    st.sampled_from([ABSENT, 1, 2]),
+    st.one_of(st.integers(-3, 70), st.sampled_from([2**53 + 1, 2**60, 10**400])),
+    st.one_of(st.integers(0, 63), ANY_VALUE), st.one_of(st.floats(), ANY_VALUE), ANY_VALUE,
+])
+
+
+@st.composite
+def event_runs(draw: st.DrawFn) -> list[Event]:
+    """Runs of events of one type (some shorter than the column encoder takes), with extras."""
+    events: list[Event] = []
+    for _ in range(draw(st.integers(1, 4))):
+        et = draw(st.sampled_from([EVERY, GPIO, MIDI]))
+        columns = {attr: draw(COLUMN) for attr in et.native}
+        extra = draw(st.booleans())
+        for _ in range(draw(st.integers(1, 24))):
+            args = {attr: v for attr, col in columns.items() if (v := draw(col)) is not ABSENT}
+            if extra:
+                args["extra"] = [len(events)]  # no native field: travels in the side table only
+            events.append(Event(et, args, ts_ns=draw(st.integers(0, 2**64 - 1))))
+    return events
+
+
+def _popped(bus: Bus, n: int) -> tuple[list[bytes], list[Event]]:
+    """The next n popped slots with source and ref zeroed (they differ by design), and their events."""
+    batch = bus.pop(max_events=n, timeout=0)
+    assert batch.n == n
+    raw = bytes(B.ffi.buffer(batch.slots, n * B.SLOT_SIZE))
+    slots = []
+    for i in range(n):
+        s = bytearray(raw[i * B.SLOT_SIZE:(i + 1) * B.SLOT_SIZE])
+        source, ref = B.SLOT_OFFSETS["source"], B.SLOT_OFFSETS["ref"]
+        s[source:source + 2] = bytes(2)
+        s[ref:ref + 4] = bytes(4)
+        slots.append(bytes(s))
+    return slots, [batch.event(i) for i in range(n)]
+
+
+def _dirty(producer: B.Producer, bus: Bus) -> None:
+    """Leave every field of the producer's scratch slots non-zero (a stale slot must not leak)."""
+    full = {"k0": "on", "k1": 7, "c": 0xFFFF, "n0": 1.5, "n1": -2.0, "n2": 3.0}
+    assert producer.publish_batch([Event(EVERY, full, ts_ns=2**63) for _ in range(96)]) == 96
+    assert bus.pop(max_events=96, timeout=0).n == 96
+
+
+@settings(max_examples=300, deadline=None)
+@given(event_runs())
+def test_publish_batch_writes_the_slots_publish_writes(events: list[Event]) -> None:
+    b = Bus(capacity=128)
+    single, batched = b.producer("single"), b.producer("batched")
+    _dirty(batched, b)
+    assert all(single.publish(ev) for ev in events)
+    want, _ = _popped(b, len(events))
+    assert batched.publish_batch(events) == len(events)
+    got, objs = _popped(b, len(events))
+    for i, ev in enumerate(events):
+        assert got[i] == want[i], (i, ev)
+        assert objs[i] is ev  # extras and all: the very object, from the side table
+    assert b.pending_refs == 0
+    b.close()
+
+
+def test_publish_batch_reads_any_mapping_and_never_writes_it() -> None:
+    b = Bus(capacity=64)
+    single, batched = b.producer("single"), b.producer("batched")
+    proxies = [Event(GPIO, MappingProxyType({"pin": 3, "value": i}), ts_ns=i)  # type: ignore[arg-type]
+               for i in range(10)]
+    defaults = [Event(GPIO, defaultdict(int, pin=4), ts_ns=i) for i in range(10)]
+    for events in (proxies, defaults):
+        assert all(single.publish(ev) for ev in events)
+        want, _ = _popped(b, len(events))
+        assert batched.publish_batch(events) == len(events)
+        assert _popped(b, len(events)) == (want, events)
+    assert all(dict(ev.args) == {"pin": 4} for ev in defaults)  # no "value" or "name" made up
+    b.close()
+
+
+@pytest.mark.parametrize("ts_ns", [-1, 2**64, 1.5])
+def test_publish_batch_refuses_a_bad_timestamp_as_publish_does(bus: Bus, ts_ns: object) -> None:
+    p = bus.producer("p")
+    events = [gpio(1, i) for i in range(8)]
+    events[5] = Event(GPIO, {"pin": 1, "value": 5}, ts_ns=ts_ns)  # type: ignore[arg-type]
+    with pytest.raises(B.struct.error) as single:
+        p.publish(events[5])
+    with pytest.raises(B.struct.error) as batched:
+        p.publish_batch(events)
+    assert str(batched.value) == str(single.value)
+    assert bus.pending_refs == 0  # nothing published, no entry left behind
+    assert bus.stats()["p"].published == 0
+
+
+def test_publish_batch_refs_skip_zero_and_held_handles_when_the_counter_wraps(bus: Bus) -> None:
+    p = bus.producer("p", shared=True)
+    held = [gpio(1, 0), gpio(1, 1)]
+    assert p.publish_batch(held) == 2  # refs 1 and 2, still in the ring
+    bus._core.counter = itertools.count(2**32 - 3)  # the next refs would be ..., 0, 1, 2, 3
+    events = [gpio(2, i) for i in range(6)]
+    assert p.publish_batch(events) == 6
+    batch = bus.pop(timeout=0)
+    assert [batch.event(i) for i in range(batch.n)] == held + events
+    assert all(batch.event(i) is ev for i, ev in enumerate(held + events))
+    assert bus.pending_refs == 0
+
+
 # ------------------------------------------------------------ concurrency
 
 
@@ -429,23 +576,25 @@ def test_close_wakes_a_blocked_consumer(bus: Bus) -> None:
     assert result[0].n == 0
 
 
-# ------------------------------------------------------------ load generator
+# ------------------------------------------------------------ load generator (pihub.devtools)
 
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_loadgen_threads_feed_the_bus(shared: bool) -> None:
     b = Bus(capacity=256)
     intern(5)
-    lg = b.loadgen(gpio(5, 0), events_per_thread=5000, threads=2, batch=16, shared=shared, retry=True)
+    lg = loadgen.start(b, gpio(5, 0), events_per_thread=5000, threads=2, batch=16, shared=shared, retry=True)
     assert lg.running
     got: list[Event] = []
     while len(got) < 10000:
         got.extend(b.pop(timeout=WATCHDOG))
     assert lg.join() == 10000
+    assert lg.join() == 10000  # a second join only repeats the count
     assert not lg.running
     assert b.pending_refs == 0
     names = {p.name for p in lg.producers}
     assert names == ({"loadgen"} if shared else {"loadgen-0", "loadgen-1"})
+    assert all(p.shared is shared for p in lg.producers)
     assert {e.source for e in got} == names
     assert sorted(e.args["value"] for e in got) == sorted(list(range(5000)) * 2)
     assert all(e.args["pin"] == 5 and e.type is GPIO for e in got)
@@ -459,25 +608,56 @@ def test_loadgen_threads_feed_the_bus(shared: bool) -> None:
 def test_loadgen_without_retry_drops_and_counts() -> None:
     b = Bus(capacity=16)
     intern(5)
-    lg = b.loadgen(gpio(5, 0), events_per_thread=1000, batch=4)
+    lg = loadgen.start(b, gpio(5, 0), events_per_thread=1000, batch=4)
     accepted = lg.join()
     assert accepted == 16  # nobody popped: exactly one ring's worth
     assert b.stats()["loadgen-0"] == B.ProducerStats(16, 1000 - 16, 16, 16)
     with pytest.raises(ValueError, match="never interned"):
-        b.loadgen(gpio(unique(), 0), events_per_thread=1)
+        loadgen.start(b, gpio(unique(), 0), events_per_thread=1)
     b.close()
 
 
 def test_loadgen_producers_cannot_be_shared_by_two_runs_and_close_stops_them() -> None:
     b = Bus(capacity=16)
     intern(5)
-    lg = b.loadgen(gpio(5, 0), events_per_thread=10**12, retry=True)
+    lg = loadgen.start(b, gpio(5, 0), events_per_thread=10**12, retry=True)
     with pytest.raises(ValueError, match="in use"):
-        b.loadgen(gpio(5, 0), events_per_thread=1)
-    for _ in range(int(WATCHDOG / 0.001)):  # the ring fills; then the thread only retries
-        if b.stats()["loadgen-0"].depth == 16:
-            break
-        time.sleep(0.001)
+        loadgen.start(b, gpio(5, 0), events_per_thread=1)
+    assert wait_for(lambda: b.stats()["loadgen-0"].depth == 16, WATCHDOG)  # full: it only retries now
     b.close()  # stops and joins it; without that this test would never end
     assert not lg.running
     assert lg.join() == 16
+    with pytest.raises(RuntimeError, match="closed"):
+        loadgen.start(b, gpio(5, 0), events_per_thread=1)
+
+
+def test_loadgen_producers_are_lent_again_once_joined() -> None:
+    b = Bus(capacity=16)
+    intern(5)
+    assert loadgen.start(b, gpio(5, 0), events_per_thread=3).join() == 3
+    assert loadgen.start(b, gpio(5, 0), events_per_thread=3).join() == 3  # the same producer, given back
+    assert b.stats()["loadgen-0"].published == 6
+    b.close()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"threads": 0}, "threads must be in range 1..1024, not 0"),
+    ({"threads": 1025}, "threads must be in range 1..1024, not 1025"),
+    ({"batch": 0}, "batch must be in range 1..4096, not 0"),
+    ({"batch": 4097}, "batch must be in range 1..4096, not 4097"),
+    ({"events_per_thread": -1}, "events_per_thread must be >= 0, not -1"),
+])
+def test_loadgen_arguments_are_checked(bus: Bus, kwargs: dict[str, int], message: str) -> None:
+    args = {"events_per_thread": 1, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        loadgen.start(bus, gpio(), **args)
+    assert bus.stats() == {}  # nothing was lent
+
+
+def test_loadgen_refuses_a_producer_of_the_other_kind(bus: Bus) -> None:
+    intern(5)
+    bus.producer("loadgen-0", shared=True)
+    with pytest.raises(ValueError, match="shared=True"):
+        loadgen.start(bus, gpio(5, 0), events_per_thread=1)  # wants an _sp producer loadgen-0
+    lg = loadgen.start(bus, gpio(5, 0), events_per_thread=1, shared=True, name="loadgen-0")
+    assert lg.join() == 1

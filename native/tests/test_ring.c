@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "../ph_api.h"
+#include "../ph_loadgen.h"
 #include "../ph_ring.h"
 #include "check.h"
 
@@ -395,6 +396,13 @@ static void test_wait_no_lost_wakeup(void)
 
 /* ------------------------------------------------------------ load generator */
 
+/* The load generator pushes through the entry points it is handed: here, this library's. */
+static struct ph_loadgen_ring ring_of(struct ph_bus *bus)
+{
+    struct ph_loadgen_ring ring = {bus, ph_push_batch_sp, ph_push_batch_mp, ph_bus_producer_count, ph_now_ns};
+    return ring;
+}
+
 static void test_loadgen(void)
 {
     for (int shared = 0; shared < 2; shared++) {
@@ -405,7 +413,8 @@ static void test_loadgen(void)
         struct ph_event tmpl = make_event(9, 0);
         tmpl.type = 5;
         uint32_t flags = PH_LOADGEN_RETRY | (shared ? PH_LOADGEN_MP : 0);
-        struct ph_loadgen *lg = ph_loadgen_start(bus, ids, 2, &tmpl, 100000, 32, flags);
+        struct ph_loadgen_ring ring = ring_of(bus);
+        struct ph_loadgen *lg = ph_loadgen_start(&ring, ids, 2, &tmpl, 100000, 32, flags);
         CHECK(lg != NULL);
         uint64_t total = 0, sum = 0;
         struct ph_event out[256];
@@ -418,6 +427,8 @@ static void test_loadgen(void)
             total += k;
         }
         CHECK_EQ_U64(ph_loadgen_join(lg), 200000);
+        CHECK_EQ_U64(ph_loadgen_join(lg), 200000); /* a second join only repeats the count */
+        ph_loadgen_free(lg);
         CHECK_EQ_U64(sum, 2 * (100000ULL * 99999ULL / 2)); /* each thread's 0..99999 once */
         ph_bus_free(bus);
     }
@@ -428,27 +439,38 @@ static void test_loadgen_arguments_and_stop(void)
     struct ph_bus *bus = ph_bus_new(8, 2);
     uint32_t ids[2] = {0, 0};
     struct ph_event tmpl = make_event(0, 0);
-    CHECK(ph_loadgen_start(bus, ids, 1, &tmpl, 10, 1, 0) == NULL && errno == EINVAL); /* no producer */
+    struct ph_loadgen_ring ring = ring_of(bus);
+    CHECK(ph_loadgen_start(&ring, ids, 1, &tmpl, 10, 1, 0) == NULL && errno == EINVAL); /* no producer */
     CHECK(ph_bus_add_producer(bus) == 0);
-    CHECK(ph_loadgen_start(bus, ids, 2, &tmpl, 10, 1, 0) == NULL && errno == EINVAL); /* same _sp id */
-    CHECK(ph_loadgen_start(bus, ids, 1, &tmpl, 10, 0, 0) == NULL && errno == EINVAL);
-    CHECK(ph_loadgen_start(bus, ids, 1, &tmpl, 10, 4097, 0) == NULL && errno == EINVAL);
-    CHECK(ph_loadgen_start(bus, ids, 1, &tmpl, 10, 1, 4) == NULL && errno == EINVAL);
+    CHECK(ph_loadgen_start(&ring, ids, 2, &tmpl, 10, 1, 0) == NULL && errno == EINVAL); /* same _sp id */
+    CHECK(ph_loadgen_start(&ring, ids, 1, &tmpl, 10, 0, 0) == NULL && errno == EINVAL);
+    CHECK(ph_loadgen_start(&ring, ids, 1, &tmpl, 10, 4097, 0) == NULL && errno == EINVAL);
+    CHECK(ph_loadgen_start(&ring, ids, 1, &tmpl, 10, 1, 4) == NULL && errno == EINVAL);
+    CHECK(ph_loadgen_start(NULL, ids, 1, &tmpl, 10, 1, 0) == NULL && errno == EINVAL);
+    struct ph_loadgen_ring broken = ring;
+    broken.push_batch_mp = NULL;
+    CHECK(ph_loadgen_start(&broken, ids, 1, &tmpl, 10, 1, 0) == NULL && errno == EINVAL);
+    broken = ring;
+    broken.bus = NULL;
+    CHECK(ph_loadgen_start(&broken, ids, 1, &tmpl, 10, 1, 0) == NULL && errno == EINVAL);
     /* no consumer and RETRY: only stop() can end it */
     struct ph_loadgen *lg =
-        ph_loadgen_start(bus, ids, 2, &tmpl, 1000000000ULL, 4, PH_LOADGEN_RETRY | PH_LOADGEN_MP);
+        ph_loadgen_start(&ring, ids, 2, &tmpl, 1000000000ULL, 4, PH_LOADGEN_RETRY | PH_LOADGEN_MP);
     CHECK(lg != NULL);
     sleep_ms(20);
     ph_loadgen_stop(lg);
     CHECK_EQ_U64(ph_loadgen_join(lg), 8); /* exactly what fits */
+    ph_loadgen_free(lg);
     /* without RETRY the refusals are drops: 8 free slots, batches of 3 -> 3 + 3 + 2 accepted */
     struct ph_event out[8];
     CHECK_EQ_U64(ph_pop_sc(bus, out, 8), 8);
     struct ph_producer_stats before, after;
     CHECK(ph_bus_producer_stats(bus, 0, &before) == 0);
-    lg = ph_loadgen_start(bus, ids, 1, &tmpl, 1000, 3, 0);
+    lg = ph_loadgen_start(&ring, ids, 1, &tmpl, 1000, 3, 0);
     CHECK(lg != NULL);
-    CHECK_EQ_U64(ph_loadgen_join(lg), 8);
+    ph_loadgen_free(lg); /* joins first */
+    lg = NULL;
+    ph_loadgen_free(lg); /* NULL: nothing */
     CHECK(ph_bus_producer_stats(bus, 0, &after) == 0);
     CHECK_EQ_U64(after.published - before.published, 8);
     CHECK_EQ_U64(after.dropped - before.dropped, 1000 - 8);

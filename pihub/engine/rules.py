@@ -55,9 +55,13 @@ from pihub.engine.conditions import AttrCondition, Condition, EqualTest, Relatio
 from pihub.engine.hooks import Hook, outranked_by, select
 from pihub.events import CATALOGUE, FIELD_INDEX, Event, EventType
 
-# Mirrors of native/ph_api.h and ph_event.h (checked against the library by the tests).
-PH_OP_EQ, PH_OP_NE, PH_OP_LT, PH_OP_LE, PH_OP_GT, PH_OP_GE, PH_OP_RANGE = 1, 2, 3, 4, 5, 6, 7
-PH_OP_KEY_EQ, PH_OP_KEY_NE, PH_OP_PRESENT = 10, 11, 12
+# The condition operators of native/ph_api.h, read from the compiled extension (cffi exposes
+# the header's integer #defines), so they cannot drift from the matcher's.
+PH_OP_EQ, PH_OP_NE, PH_OP_LT, PH_OP_LE, PH_OP_GT, PH_OP_GE, PH_OP_RANGE = (
+    _bus.lib.PH_OP_EQ, _bus.lib.PH_OP_NE, _bus.lib.PH_OP_LT, _bus.lib.PH_OP_LE, _bus.lib.PH_OP_GT,
+    _bus.lib.PH_OP_GE, _bus.lib.PH_OP_RANGE)
+PH_OP_KEY_EQ, PH_OP_KEY_NE, PH_OP_PRESENT = (_bus.lib.PH_OP_KEY_EQ, _bus.lib.PH_OP_KEY_NE,
+                                             _bus.lib.PH_OP_PRESENT)
 
 
 def opaque_bit(field: int) -> int:

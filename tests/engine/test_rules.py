@@ -65,9 +65,8 @@ def run(matcher: Matcher, bus: Bus, events: list[Event]) -> list[tuple[int, str,
 
 
 # ------------------------------------------------------------------------ constants
-def test_operator_constants_mirror_the_library() -> None:
-    for name in ("EQ", "NE", "LT", "LE", "GT", "GE", "RANGE", "KEY_EQ", "KEY_NE", "PRESENT"):
-        assert getattr(rules, f"PH_OP_{name}") == getattr(lib, f"PH_OP_{name}"), name
+# (the PH_OP_* operators are read from the extension itself, so only the macro cffi cannot expose is checked)
+def test_opaque_bit_is_the_headers_ph_opaque() -> None:
     assert opaque_bit(lib.PH_F_NUM1) == 1 << (8 + lib.PH_F_NUM1)
 
 
