@@ -26,12 +26,17 @@ on num0) and the C matcher finds the candidate rule through its hash index on pi
   1 event in 256 fires a hook (headline), and 1 in 4.
 * ``engine.latency``: one event every ~1 ms from a Python producer thread; the time from
   the event's ``ts_ns`` (``time.monotonic_ns()`` when it was built, just before
-  ``publish``) to the moment the action runs on a worker, read with
-  ``time.monotonic_ns()`` (the same clock). 2000 samples after 100 warm-up events.
-  Two paths: ``dispatcher`` (Bus -> Dispatcher with the 1000 hooks -> WorkerPool ->
-  ``fire`` callback) and ``hub`` (a ``Hub`` from a YAML config whose hook's ``then:``
-  calls ``bench.mark``, an action of a tiny plugin registered on the hub: ``Hub.publish``
-  -> dispatcher -> worker -> procedure runner -> action registry -> plugin method).
+  ``publish``) to the moment the action runs, read with ``time.monotonic_ns()`` (the
+  same clock). 2000 samples after 100 warm-up events. Two paths, each with the hook run
+  inline on the dispatcher thread and on a worker of the pool:
+
+  - ``dispatcher_inline`` / ``dispatcher``: Bus -> Dispatcher with the 1000 hooks ->
+    ``fire`` callback, inline (every hook passed as ``inline``) / through the WorkerPool;
+  - ``hub_action`` / ``hub_action_pool``: a ``Hub`` from a YAML config whose hook's
+    ``then:`` calls an action of a tiny plugin registered on the hub (``Hub.publish`` ->
+    dispatcher -> procedure runner -> action registry -> plugin method): ``bench.mark``,
+    declared ``blocking=False`` like a GPIO write, so the hub runs the hook inline /
+    ``bench.mark_pool``, the same body left blocking, so the hook goes to a worker.
 """
 
 from __future__ import annotations
@@ -325,8 +330,9 @@ def bench_latency_baseline(ctx: Context) -> Iterator[dict[str, Any]]:
 
     A Python thread puts ``time.monotonic_ns()`` into a ``queue.SimpleQueue`` every ~1 ms;
     another, blocked in ``get``, records how long the item took to reach it. pihub's path
-    has two such hand-offs (producer -> dispatcher through the ring's futex, dispatcher ->
-    worker through the pool's queue), each waking a sleeping thread.
+    has one such hand-off for an inline hook (producer -> dispatcher through the ring's
+    futex) and two for a hook run on a worker (then dispatcher -> worker through the
+    pool's queue), each waking a sleeping thread.
     """
     import queue
 
@@ -352,15 +358,16 @@ def bench_latency_baseline(ctx: Context) -> Iterator[dict[str, Any]]:
     samples = sorted(x / 1000.0 for x in lat[warm:])
     note = ("no pihub code: a Python thread put()s time.monotonic_ns() into a queue.SimpleQueue every ~1 ms, "
             f"another thread blocked in get() records the delay; {len(samples)} samples after {warm} warm-up. "
-            "One sleeping-thread wake-up; pihub's edge -> action path has two")
+            "One sleeping-thread wake-up; pihub's edge -> action path has one for an inline hook, two for a "
+            "hook run on a worker")
     yield result("engine.latency", "baseline_thread_wakeup_p50_us", percentile(samples, 50), "us", better="lower",
                  n=len(samples), note=note)
     yield result("engine.latency", "baseline_thread_wakeup_p99_us", percentile(samples, 99), "us", better="lower",
                  n=len(samples), max_us=samples[-1], note=note)
 
 
-def bench_latency_dispatcher(ctx: Context) -> Iterator[dict[str, Any]]:
-    """Edge -> fire callback on a worker: Bus -> Dispatcher (1000 hooks) -> WorkerPool."""
+def _dispatcher_latency(ctx: Context, inline: bool) -> Iterator[dict[str, Any]]:
+    """Edge -> fire callback: Bus -> Dispatcher (1000 hooks) -> inline, or WorkerPool."""
     from pihub.bus import Bus
     from pihub.engine.dispatcher import Dispatcher, WorkerPool
     from pihub.engine.rules import Matcher
@@ -368,7 +375,8 @@ def bench_latency_dispatcher(ctx: Context) -> Iterator[dict[str, Any]]:
 
     warm, count = 100, ctx.scale(2000, 200) + 100
     bus = Bus(capacity=4096, max_producers=8)
-    matcher = Matcher(make_hooks(1000))
+    hooks = make_hooks(1000)
+    matcher = Matcher(hooks)
     pool = WorkerPool(workers=4, queue_size=1024)
     lat: list[int] = []
     seen: list[int] = []
@@ -379,7 +387,7 @@ def bench_latency_dispatcher(ctx: Context) -> Iterator[dict[str, Any]]:
     def listener(event: Any) -> None:  # on the dispatcher thread, before matching
         seen.append(time.monotonic_ns() - event.ts_ns)
 
-    disp = Dispatcher(bus, matcher, fire, pool, batch_size=BATCH)
+    disp = Dispatcher(bus, matcher, fire, pool, batch_size=BATCH, inline=hooks if inline else ())
     disp.add_listener(listener)
     prod = bus.producer("bench")
     pool.start()
@@ -402,14 +410,22 @@ def bench_latency_dispatcher(ctx: Context) -> Iterator[dict[str, Any]]:
         pool.stop(5)
         matcher.close()
         bus.close()
+    path = "dispatcher_inline" if inline else "dispatcher"
     if len(lat) != count:
-        raise RuntimeError(f"latency (dispatcher): {len(lat)} of {count} events reached the action")
+        raise RuntimeError(f"latency ({path}): {len(lat)} of {count} events reached the action")
     wake = sorted(x / 1000.0 for x in seen[warm:])
-    yield from _latency_rows(ctx, "dispatcher", lat, warm,
-                             "Bus.publish (Event) -> Dispatcher thread (Matcher, 1000 GPIO hooks) -> "
-                             "WorkerPool(4) -> fire callback; to_dispatcher_* = edge -> an event listener on the "
-                             "dispatcher thread (before matching)",
+    how = "run inline on the dispatcher thread -> fire callback" if inline else "WorkerPool(4) -> fire callback"
+    yield from _latency_rows(ctx, path, lat, warm,
+                             f"Bus.publish (Event) -> Dispatcher thread (Matcher, 1000 GPIO hooks) -> {how}; "
+                             "to_dispatcher_* = edge -> an event listener on the dispatcher thread (before "
+                             "matching)",
                              to_dispatcher_p50_us=percentile(wake, 50), to_dispatcher_p99_us=percentile(wake, 99))
+
+
+def bench_latency_dispatcher(ctx: Context) -> Iterator[dict[str, Any]]:
+    """Edge -> fire callback: the hook run inline on the dispatcher, then on a worker."""
+    yield from _dispatcher_latency(ctx, inline=True)
+    yield from _dispatcher_latency(ctx, inline=False)
 
 
 HUB_CONFIG = """\
@@ -422,7 +438,7 @@ event.hook.bench_latency:
     type: CustomEvent
     subtype: bench
   then:
-    - action: bench.mark
+    - action: bench.{action}
       args:
         t0: ${{t0}}
 """
@@ -437,9 +453,18 @@ def _bench_plugin(samples: list[int]) -> Any:
         name: ClassVar[str] = "bench"
         side_effects: ClassVar[bool] = False
 
-        @action
+        @action(blocking=False)  # a list append: a hook calling it runs inline
         def mark(self, t0: int) -> None:
             """Record now - t0.
+
+            Args:
+                t0: the event's time.monotonic_ns() when it was built.
+            """
+            samples.append(time.monotonic_ns() - t0)
+
+        @action
+        def mark_pool(self, t0: int) -> None:
+            """Record now - t0 (the same body, left blocking: a hook calling it goes to a worker).
 
             Args:
                 t0: the event's time.monotonic_ns() when it was built.
@@ -449,8 +474,8 @@ def _bench_plugin(samples: list[int]) -> Any:
     return BenchPlugin()
 
 
-def bench_latency_hub(ctx: Context) -> Iterator[dict[str, Any]]:
-    """Edge -> action through a Hub: hook ``then: bench.mark`` on a custom plugin."""
+def _hub_latency(ctx: Context, action: str) -> Iterator[dict[str, Any]]:
+    """Edge -> action through a Hub: hook ``then: bench.<action>`` on a custom plugin."""
     from pihub import config as pconfig
     from pihub.events import Event
     from pihub.hub import Hub, known_sections
@@ -459,7 +484,7 @@ def bench_latency_hub(ctx: Context) -> Iterator[dict[str, Any]]:
     lat: list[int] = []
     with tempfile.TemporaryDirectory(prefix="pihub-bench-hub-") as tmp:
         cfg = Path(tmp) / "bench.yaml"
-        cfg.write_text(HUB_CONFIG.format(workdir=str(Path(tmp) / "work")), encoding="utf-8")
+        cfg.write_text(HUB_CONFIG.format(workdir=str(Path(tmp) / "work"), action=action), encoding="utf-8")
         config = pconfig.load(str(cfg), sections=known_sections())
         plugin = _bench_plugin(lat)
 
@@ -489,11 +514,24 @@ def bench_latency_hub(ctx: Context) -> Iterator[dict[str, Any]]:
                 time.sleep(0.001)
         finally:
             hub.stop(10)
+    inline = action == "mark"
+    path = "hub_action" if inline else "hub_action_pool"
     if len(lat) != count:
-        raise RuntimeError(f"latency (hub): {len(lat)} of {count} events reached the action")
-    yield from _latency_rows(ctx, "hub_action", lat, warm,
-                             "Hub.publish(CustomEvent) -> Dispatcher -> WorkerPool -> procedure runner -> "
-                             "action registry -> bench.mark of a plugin registered on the hub (1 hook)")
+        raise RuntimeError(f"latency ({path}): {len(lat)} of {count} events reached the action")
+    ran_inline = hub.dispatcher.stats.hooks_inline
+    if ran_inline != (count if inline else 0):
+        raise RuntimeError(f"latency ({path}): {ran_inline} of {count} hooks ran inline, expected "
+                           f"{'all' if inline else 'none'}")
+    how = "inline on the dispatcher thread" if inline else "WorkerPool(4)"
+    yield from _latency_rows(ctx, path, lat, warm,
+                             f"Hub.publish(CustomEvent) -> Dispatcher -> {how} -> procedure runner -> "
+                             f"action registry -> bench.{action} of a plugin registered on the hub (1 hook)")
+
+
+def bench_latency_hub(ctx: Context) -> Iterator[dict[str, Any]]:
+    """Edge -> action through a Hub: a non-blocking action (hook inline), then a blocking one."""
+    yield from _hub_latency(ctx, "mark")
+    yield from _hub_latency(ctx, "mark_pool")
 
 
 BENCHES = [bench_match, bench_dispatch, bench_latency_baseline, bench_latency_dispatcher, bench_latency_hub]

@@ -34,11 +34,15 @@ class ActionInfo:
         signature: the method's signature as declared (``self`` included).
         doc: the cleaned docstring ("" when there is none).
         aliases: other action names that call the same method (``trigger`` for ``fire``).
+        blocking: False when the action only touches memory or a pin and returns in
+            microseconds, never waiting on I/O, a child process, the network or a lock that
+            such work holds (see :func:`action`).
     """
 
     signature: inspect.Signature
     doc: str
     aliases: tuple[str, ...] = ()
+    blocking: bool = True
 
 
 @typing.overload
@@ -46,10 +50,11 @@ def action(func: F, /) -> F: ...
 
 
 @typing.overload
-def action(*, aliases: Sequence[str] = ()) -> Callable[[F], F]: ...
+def action(*, aliases: Sequence[str] = (), blocking: bool = True) -> Callable[[F], F]: ...
 
 
-def action(func: F | None = None, /, *, aliases: Sequence[str] = ()) -> F | Callable[[F], F]:
+def action(func: F | None = None, /, *, aliases: Sequence[str] = (),
+           blocking: bool = True) -> F | Callable[[F], F]:
     """Mark a plugin method as an action callable from outside.
 
     Usable bare (``@action``) or with options (``@action(aliases=["trigger"])``). The method
@@ -60,15 +65,26 @@ def action(func: F | None = None, /, *, aliases: Sequence[str] = ()) -> F | Call
         func: the method, when used bare.
         aliases: extra action names for the same method; each must be a valid identifier
             and must not clash with another action of the plugin (checked at registration).
+        blocking: declare ``blocking=False`` only for an action that touches memory or a
+            pin and returns within microseconds: it never waits on a disk write, a child
+            process, the network, a device read that can stall, or a lock that such work
+            holds. A hook whose steps call only such actions may run on the dispatcher
+            thread itself, skipping the hand-off to a worker (see
+            :mod:`pihub.engine.dispatcher`). The default, True, is always safe.
 
     Returns:
         The method itself, or a decorator when called with options.
+
+    Raises:
+        TypeError: ``blocking`` is not a bool.
     """
+    if not isinstance(blocking, bool):
+        raise TypeError(f"action(blocking=...) must be True or False, not {blocking!r}")
 
     def mark(f: F) -> F:
         """Record the ActionInfo on ``f`` and return ``f``."""
         doc = inspect.cleandoc(f.__doc__) if f.__doc__ else ""
-        setattr(f, MARK, ActionInfo(inspect.signature(f), doc, tuple(aliases)))
+        setattr(f, MARK, ActionInfo(inspect.signature(f), doc, tuple(aliases), blocking))
         return f
 
     if func is not None:

@@ -62,6 +62,8 @@ Failures: a missing ``spidev`` module or ``/dev/spidevB.D`` raises
 ``errors``, logged once per run of failures, makes the backend ``degraded`` with the reason in
 ``error``, and is retried with a back-off of 1, 2, 4 ... 60 s (never shorter than
 ``poll_interval``); the first good read makes it ``running`` again and clears ``error``.
+Poll intervals and back-offs run on the backend's clock (:mod:`pihub.clock`), so tests
+step through them with a ``ManualClock``.
 """
 
 from __future__ import annotations
@@ -424,8 +426,9 @@ class AdcBackend(Backend):
 
     def _poll_loop(self, stopping: threading.Event) -> None:
         failures = 0
+        clock = self.clock
         while not stopping.is_set():
-            start = time.monotonic()
+            start = clock.now()
             try:
                 self.poll_once()
             except (OSError, RuntimeError) as e:
@@ -437,13 +440,13 @@ class AdcBackend(Backend):
                 if failures == 1:
                     self.log.error("adc read failed, retrying with back-off: %s", e)
                 delay = max(self.poll_interval, min(_MAX_BACKOFF_S, 2.0 ** (failures - 1)))
-                stopping.wait(delay)
+                clock.wait(stopping, delay)
                 continue
             if failures:
                 self.log.info("adc reads work again after %d failure(s)", failures)
                 failures = 0
                 self.report_recovered()
-            stopping.wait(max(0.0, self.poll_interval - (time.monotonic() - start)))
+            clock.wait(stopping, self.poll_interval - (clock.now() - start))
 
     # ------------------------------------------------------------------ actions
     def _channel(self, channel: int | str) -> AdcChannel:

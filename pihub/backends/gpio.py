@@ -114,15 +114,14 @@ So events come without delay, a burst of bounces gives one event, a pulse shorte
 ``bounce_time`` still gives its 1 and its 0, and once the pin has been quiet for
 ``bounce_time`` the last event's value always equals the pin's level. ``bounce_time: 0``
 reports every change as it comes. ``edges`` filters the debounced changes. The settle
-checks run on one thread per backend, ``pihub-gpio-debounce``.
+checks are timers on the backend's clock (:mod:`pihub.clock`; one pending per input at
+most, cancelled by ``close``), so tests step through a window with a ``ManualClock``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import heapq
-import itertools
 import os
 import re
 import threading
@@ -132,8 +131,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NewType
 
-from pihub.clock import Clock
-from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
+from pihub.clock import Clock, Timer
+from pihub.backends.base import Backend, BackendStatus, Emit
 from pihub.config.schema import Field, Schema, show
 from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event
@@ -525,29 +524,41 @@ def _wiring_end(raw: object, configured: Mapping[str, Bcm], mode: str, role: str
 
 
 # --------------------------------------------------------------------------------------
-# Runtime: one object per input, one debounce thread per backend
+# Runtime: one object per input; debounce windows are timers on the backend's clock
+
+#: seconds by which a window's end may differ from its timer's due time through float
+#: rounding (rescheduling by less could loop without time moving on).
+_SLACK: Final = 1e-6
 
 
 class _Input:
     """An open input: the gpiozero device, its debounce state and its event template.
 
     Pin callbacks (:meth:`pin_changed`) come from the driver's thread (or, on the mock,
-    the thread that drives the pin); :meth:`settle` from the debounce thread. Both run
-    under ``lock``, which also orders this input's events.
+    the thread that drives the pin); :meth:`settle` from the clock's timer thread. Both run
+    under ``lock``, which also orders this input's events. At most one timer is pending per
+    input: edges inside a window only move its end, and the timer re-arms itself for the
+    rest. Window arithmetic is in the clock's seconds; event timestamps (``ts_ns``, which
+    latency metrics compare across threads) stay on ``time.monotonic_ns``.
     """
 
     def __init__(self, spec: InputSpec, device: InputDevice, software_bounce: float,
-                 debouncer: _Debouncer | None, emit: Emit) -> None:
-        """Start tracking ``device``; ``software_bounce`` in seconds (0: driver or none)."""
+                 clock: Clock, settled: threading.Condition, emit: Emit) -> None:
+        """Start tracking ``device``; ``software_bounce`` in seconds (0: driver or none).
+
+        ``settled`` is notified (under its own lock) whenever a window closes.
+        """
         self.spec = spec
         self.device = device
         self.pin = device.pin
         self.lock = threading.RLock()
-        self.bounce_ns = int(software_bounce * 1e9)
-        self.debouncer = debouncer
+        self.bounce = software_bounce
+        self.clock = clock
+        self.settled = settled
         self.emit: Emit | None = emit
         self.reported = self.level()
-        self.window_end = 0  # monotonic ns; 0 = no debounce window open
+        self.window_end: float | None = None  # clock seconds; None = no debounce window open
+        self.timer: Timer | None = None
         self.args_base: dict[str, Any] = {"pin": spec.event_pin}
         self.fires_on = {"both": (0, 1), "rising": (1,), "falling": (0,)}[spec.edges]
 
@@ -562,111 +573,81 @@ class _Input:
     def pin_changed(self, ticks: object, state: object) -> None:
         """gpiozero's ``Pin.when_changed(ticks, state)``: one raw edge (``state`` truthy = high)."""
         level = 1 if state else 0
-        now = time.monotonic_ns()
+        ts_ns = time.monotonic_ns()  # the edge's time, before any wait for the lock
         with self.lock:
-            if self.window_end:
-                # quiet time counts from the last raw edge; the debounce thread re-arms
-                self.window_end = now + self.bounce_ns
+            if self.window_end is not None:
+                # quiet time counts from the last raw edge; the pending timer re-arms for it
+                self.window_end = self.clock.now() + self.bounce
                 return
             if level == self.reported:
                 return
             self.reported = level
-            self._fire(level, now)  # before arming: waking the debounce thread costs the GIL
-            if self.bounce_ns and self.debouncer is not None:
-                self.window_end = now + self.bounce_ns
-                self.debouncer.arm(self, self.window_end)
+            self._fire(level, ts_ns)  # before arming: waking the timer thread costs the GIL
+            if self.bounce and self.emit is not None:
+                self._arm(self.bounce)
 
-    def settle(self, now: int) -> int | None:
-        """End of a debounce window (debounce thread): report the level if it moved.
+    def _arm(self, delay: float) -> None:
+        """Open (or keep open) the window for ``delay`` s from now (caller holds ``lock``)."""
+        self.window_end = self.clock.now() + delay
+        # a weak reference: a cancelled timer waits in the clock's queue until its due
+        # time, and must not keep a closed input (and its device) alive until then
+        self.timer = self.clock.call_later(delay, _settle_ref, weakref.ref(self))
 
-        Args:
-            now: monotonic ns.
+    def settle(self) -> None:
+        """The window's timer (clock's timer thread): re-arm for late edges, else check the level.
 
-        Returns:
-            The monotonic ns deadline to check again at, or None when the window closed.
+        A level that moved since the last report is reported and opens a new window.
         """
         with self.lock:
-            if not self.window_end:
-                return None
-            if self.window_end > now:
-                return self.window_end
-            self.window_end = 0
+            self.timer = None
+            end = self.window_end
+            if end is None or self.emit is None:
+                return
+            left = end - self.clock.now()
+            if left > _SLACK:
+                self.timer = self.clock.call_later(left, _settle_ref, weakref.ref(self))
+                return
+            self.window_end = None
             level = self.level()
-            if level == self.reported:
-                return None
-            self.reported = level
-            self.window_end = now + self.bounce_ns
-            self._fire(level, now)
-            return self.window_end
+            if level != self.reported:
+                self.reported = level
+                self._fire(level, time.monotonic_ns())
+                self._arm(self.bounce)
+                return
+        with self.settled:
+            self.settled.notify_all()
 
-    def _fire(self, level: int, now: int) -> None:
-        """Emit the event for a debounced change to ``level`` (caller holds ``lock``)."""
+    def _fire(self, level: int, ts_ns: int) -> None:
+        """Emit the event for a debounced change to ``level`` at ``ts_ns`` (caller holds ``lock``)."""
         value = self.value(level)
         if value not in self.fires_on or self.emit is None:
             return
         args = {**self.args_base, "value": value}
         if self.spec.name is not None:
             args["name"] = self.spec.name
-        self.emit(Event(_GPIO_EVENT, args, now, GpioBackend.name))
+        self.emit(Event(_GPIO_EVENT, args, ts_ns, GpioBackend.name))
 
     def detach(self) -> None:
-        """Stop reporting: no event is emitted once this returns.
+        """Stop reporting: no event is emitted once this returns, and no timer is pending.
 
-        Taking ``lock`` waits for a callback already running on another thread; the pin's
-        callback itself is removed when the device closes. Dropping the debouncer breaks
-        the input <-> debouncer cycle, so the device is freed by reference counting.
+        Taking ``lock`` waits for a callback (or timer) already running on another thread;
+        the pin's callback itself is removed when the device closes.
         """
         with self.lock:
             self.emit = None
-            self.window_end = 0
-            self.debouncer = None
+            self.window_end = None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+        with self.settled:
+            self.settled.notify_all()
 
 
-class _Debouncer:
-    """The thread that runs :meth:`_Input.settle` when debounce windows end."""
-
-    def __init__(self) -> None:
-        """Create the (not yet started) thread ``pihub-gpio-debounce``."""
-        self._cond = threading.Condition()
-        self._heap: list[tuple[int, int, _Input]] = []
-        self._seq = itertools.count()
-        self._thread = BackendThread("pihub-gpio-debounce", self._run)
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
-
-    def arm(self, inp: _Input, deadline_ns: int) -> None:
-        """Check ``inp`` at ``deadline_ns`` (monotonic ns). Safe from any thread."""
-        with self._cond:
-            heapq.heappush(self._heap, (deadline_ns, next(self._seq), inp))
-            if self._heap[0][2] is inp:
-                self._cond.notify()
-
-    def stop(self) -> None:
-        """Stop and join the thread (raises RuntimeError if it does not end in 5 s)."""
-        with self._cond:
-            self._thread.stopping.set()
-            self._cond.notify()
-        self._thread.stop()
-        with self._cond:
-            self._heap.clear()
-
-    def _run(self, stopping: threading.Event) -> None:
-        """Wait for the earliest deadline, settle what is due, repeat until stopped."""
-        while True:
-            with self._cond:
-                while not stopping.is_set():
-                    now = time.monotonic_ns()
-                    if self._heap and self._heap[0][0] <= now:
-                        break
-                    self._cond.wait((self._heap[0][0] - now) / 1e9 if self._heap else None)
-                if stopping.is_set():
-                    return
-                _, _, inp = heapq.heappop(self._heap)
-            again = inp.settle(time.monotonic_ns())
-            if again is not None:
-                self.arm(inp, again)
+def _settle_ref(ref: weakref.ref[_Input]) -> None:
+    """Timer callback: :meth:`_Input.settle` of the input, unless it is gone."""
+    inp = ref()
+    if inp is not None:
+        inp.settle()
 
 
 @dataclass(slots=True)
@@ -936,7 +917,7 @@ class GpioBackend(Backend):
         self._inputs: dict[Bcm, _Input] = {}
         self._outputs: dict[Bcm, _Output] = {}
         self._lazy: dict[Bcm, _Lazy] = {}
-        self._debouncer: _Debouncer | None = None
+        self._settled = threading.Condition()  # notified when a debounce window closes
         self._emit: Emit | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -1022,10 +1003,6 @@ class GpioBackend(Backend):
             for out_bcm, in_bcm in self.spec.wiring.items():
                 factory.pin(out_bcm, pin_class=cls, input_pin=factory.pin(in_bcm))
         driver_limit = _DRIVER_DEBOUNCE.get(self._factory_name or "")
-        if any(0 < i.bounce_time and (driver_limit is None or i.bounce_time > driver_limit)
-               for i in self.spec.inputs):
-            self._debouncer = _Debouncer()
-            self._debouncer.start()
         for spec in self.spec.inputs:
             where = f"input {spec.name or spec.event_pin!r} ({pin_label(spec.bcm)})"
             by_driver = driver_limit is not None and spec.bounce_time <= driver_limit
@@ -1036,7 +1013,8 @@ class GpioBackend(Backend):
                                           active_state=True if pull_up is None else None)
                 device.pin.bounce = spec.bounce_time if by_driver and spec.bounce_time else None
                 device.pin.edges = "both"  # edges are filtered after debounce, which needs both
-                inp = _Input(spec, device, 0.0 if by_driver else spec.bounce_time, self._debouncer, emit)
+                inp = _Input(spec, device, 0.0 if by_driver else spec.bounce_time, self.clock,
+                             self._settled, emit)
                 device.pin.when_changed = inp.pin_changed  # gpiozero keeps a weak ref: _inputs holds inp
             except Exception as e:
                 if device is not None:
@@ -1089,13 +1067,10 @@ class GpioBackend(Backend):
             self.status = BackendStatus.STOPPED
 
     def _close_devices(self) -> None:
-        """Detach, stop the debounce thread, close devices and factory (caller holds _lock)."""
+        """Detach inputs (cancelling their timers), close devices and factory (caller holds _lock)."""
         self._emit = None
         for inp in self._inputs.values():
             inp.detach()
-        if self._debouncer is not None:
-            self._debouncer.stop()
-            self._debouncer = None
         devices = [o.device for o in self._outputs.values()]
         devices += [lz.device for lz in self._lazy.values() if lz.device is not None]
         devices += [i.device for i in self._inputs.values()]
@@ -1138,18 +1113,19 @@ class GpioBackend(Backend):
     def wait_settled(self, timeout: float = 5.0) -> bool:
         """Wait until no input has a debounce window open, so every settle check has run.
 
+        The windows close on the backend's clock: on a :class:`~pihub.clock.ManualClock`
+        only another thread's ``advance`` closes them (a test on one thread advances the
+        clock instead of calling this).
+
         Args:
-            timeout: seconds to wait at most.
+            timeout: real seconds to wait at most (it waits for the clock's timer thread).
 
         Returns:
             True when settled in time (also when closed), False on timeout.
         """
-        deadline = time.monotonic() + timeout
-        while any(inp.window_end for inp in list(self._inputs.values())):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.001)
-        return True
+        with self._settled:
+            return self._settled.wait_for(
+                lambda: all(inp.window_end is None for inp in list(self._inputs.values())), timeout)
 
     # ---------------------------------------------------------------- actions
     def _require_running(self) -> None:
@@ -1253,7 +1229,7 @@ class GpioBackend(Backend):
             return float(device.value)
         return 1 if device.value else 0
 
-    @action
+    @action(blocking=False)
     def on(self, pin: int | str) -> dict[str, Any]:
         """Turn an output on (duty 1.0 for pwm); stops a blink.
 
@@ -1268,7 +1244,7 @@ class GpioBackend(Backend):
             device.on()
             return self._reply(target, self._out_value(target, device), "on")
 
-    @action
+    @action(blocking=False)
     def off(self, pin: int | str) -> dict[str, Any]:
         """Turn an output off (duty 0.0 for pwm); stops a blink.
 
@@ -1283,7 +1259,7 @@ class GpioBackend(Backend):
             device.off()
             return self._reply(target, self._out_value(target, device), "off")
 
-    @action
+    @action(blocking=False)
     def toggle(self, pin: int | str) -> dict[str, Any]:
         """Invert an output (a pwm duty d becomes 1 - d); stops a blink.
 
@@ -1298,7 +1274,7 @@ class GpioBackend(Backend):
             device.toggle()
             return self._reply(target, self._out_value(target, device), "toggle")
 
-    @action
+    @action(blocking=False)
     def write(self, pin: int | str, value: bool | float, name: str | None = None) -> dict[str, Any]:
         """Set an output (Platypush's ``gpio.write``); stops a blink.
 
@@ -1405,7 +1381,7 @@ class GpioBackend(Backend):
             return {"name": target.name, "pin": target.number, "method": "blink", "on_time": on_time,
                     "off_time": off_time, "n": n}
 
-    @action
+    @action(blocking=False)
     def pwm(self, pin: int | str, value: float, frequency: float | None = None) -> dict[str, Any]:
         """Set a pwm output's duty cycle, and optionally its frequency; stops a blink.
 

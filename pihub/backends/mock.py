@@ -12,7 +12,9 @@ laptop or in CI: ``make demo`` uses it so that hooks visibly fire, and tests dri
 
 Actions: ``mock.emit(type, **args)`` publishes an event as if the hardware had produced
 it; ``mock.set(name, value)`` drives a named output (logged, recorded);
-``mock.history()`` returns what happened, newest last.
+``mock.history()`` returns what happened, newest last. They touch memory only and are
+declared ``blocking=False``, as GPIO outputs are, so the mock rig exercises the same inline
+hook path as real pins (:mod:`pihub.engine.dispatcher`).
 
 ``after`` is in seconds of the backend's clock, relative to the previous step (to start
 for the first).
@@ -121,7 +123,7 @@ class MockBackend(Backend):
         with self._lock:
             self._history.append({"kind": kind, "t": time.time(), **fields})
 
-    @action
+    @action(blocking=False)
     def emit(self, type: str, **args: Any) -> dict[str, Any]:  # noqa: A002 - Platypush arg name
         """Publish an event as if the hardware produced it.
 
@@ -135,7 +137,7 @@ class MockBackend(Backend):
         ev = Event(CATALOGUE.get(type), args, time.monotonic_ns(), self.name)
         return {"delivered": self._publish(ev)}
 
-    @action
+    @action(blocking=False)
     def set(self, name: str, value: Any) -> dict[str, Any]:  # noqa: A003 - action name
         """Drive a named output (a stand-in for an LED or relay).
 
@@ -153,13 +155,13 @@ class MockBackend(Backend):
         self._record("output", name=name, value=value)
         return {"name": name, "value": value, "previous": previous}
 
-    @action
+    @action(blocking=False)
     def get(self, name: str) -> Any:
         """The current value of a named output (null when never set)."""
         with self._lock:
             return self.outputs.get(name)
 
-    @action
+    @action(blocking=False)
     def history(self, limit: int = 100) -> list[dict[str, Any]]:
         """The last ``limit`` recorded events and output changes, oldest first."""
         with self._lock:

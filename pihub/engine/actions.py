@@ -447,12 +447,13 @@ class _BoundAction:
     """One action of one registered plugin, with its argument binder precompiled."""
 
     __slots__ = ("qualname", "method", "params", "by_name", "positional", "var_pos", "var_kw",
-                 "required", "kw_call", "description")
+                 "required", "kw_call", "description", "blocking")
 
     def __init__(self, qualname: str, method: Callable[..., Any], params: list[_Param], doc: str,
-                 aliases: list[str]) -> None:
+                 aliases: list[str], *, blocking: bool = True) -> None:
         self.qualname = qualname
         self.method = method
+        self.blocking = blocking
         self.params = params
         self.by_name = {p.name: p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD}
         self.positional = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
@@ -583,6 +584,8 @@ def _compile_action(plugin: Plugin, plugin_name: str, attr: str, info: ActionInf
     except Exception as e:  # NameError for a forward reference, TypeError for bad syntax
         raise TypeError(f"{qualname}: cannot resolve the annotations: {e}") from None
     doc = inspect.cleandoc(func.__doc__) if func.__doc__ else info.doc
+    # an undecorated override keeps the ancestor's aliases but not its promise not to block
+    blocking = info.blocking or getattr(func, MARK, None) is not info
     params = []
     for p in inspect.signature(method).parameters.values():
         try:
@@ -590,7 +593,8 @@ def _compile_action(plugin: Plugin, plugin_name: str, attr: str, info: ActionInf
         except TypeError as e:
             raise TypeError(f"{qualname}: argument {p.name!r}: {e}") from None
         params.append(_Param(p.name, p.kind, spec, p.default))
-    return _BoundAction(qualname, method, params, doc, [f"{plugin_name}.{a}" for a in info.aliases])
+    return _BoundAction(qualname, method, params, doc, [f"{plugin_name}.{a}" for a in info.aliases],
+                        blocking=blocking)
 
 
 def _find_actions(cls: type) -> dict[str, ActionInfo]:
@@ -747,6 +751,19 @@ class ActionRegistry:
             return False
         entry = self._entries.get(action.rpartition(".")[0])
         return bool(entry and entry.enabled and type(entry.plugin).side_effects)
+
+    def is_blocking(self, action: str) -> bool:
+        """Whether ``action`` may block (see ``blocking`` of :func:`pihub.plugin.action`).
+
+        Returns:
+            False only for a ``plugin.method`` that resolves to an action declared
+            ``blocking=False``; True for every other action, for ``procedure.*`` (a
+            procedure may loop or call anything) and for names that do not resolve.
+        """
+        if not isinstance(action, str) or action.startswith("procedure."):
+            return True
+        bound = self._resolve(action)[0]
+        return bound is None or bound.blocking
 
     def set_procedure_caller(self, caller: ProcedureCaller | None) -> None:
         """Route ``procedure.NAME`` actions to ``caller(name, kwargs, context) -> Response``.

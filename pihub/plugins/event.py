@@ -41,7 +41,7 @@ class EventPlugin(Plugin):
         self._emit = emit
         self._source = source
 
-    @action(aliases=["trigger"])
+    @action(aliases=["trigger"], blocking=False)  # a ring push, which never blocks
     def fire(self, type: str = "CustomEvent", **args: Any) -> str:  # noqa: A002 - Platypush's name
         """Fire an event: ``args: {type: CustomEvent, subtype: doorbell}``.
 

@@ -15,6 +15,7 @@ import pihub.hub as hubmod
 from pihub.backends.adc import AdcBackend, _request
 from pihub.errors import AdcNoAnswer
 from pihub.backends.base import BackendStatus
+from pihub.clock import ManualClock
 from pihub.backends.gpio import reservation_safe
 from pihub.backends.fake_mcp3008 import (
     CHIPS,
@@ -331,8 +332,8 @@ def test_request_bytes_match_the_datasheets():
 
 # ---------------------------------------------------------------------- the backend
 
-def mock_adc(**config) -> AdcBackend:
-    return AdcBackend({"driver": "mock", **config})
+def mock_adc(clock: ManualClock | None = None, **config) -> AdcBackend:
+    return AdcBackend({"driver": "mock", **config}, clock=clock)
 
 
 def test_bus_device_0_0_works_also_under_platypush_names():
@@ -471,21 +472,73 @@ def test_poll_once_feeds_the_sensor_state():
     assert len(got) == 1 + 7 and b.dropped == 0
 
 
-def test_unplugged_chip_is_counted_and_reads_resume():
-    b = mock_adc(poll_interval=0.001, mock={"idle_bit": 1})
+class RecordingClock(ManualClock):
+    """A ManualClock that records every wait the poll loop asks for (seconds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return super().wait(event, timeout)
+
+
+def test_polls_follow_the_clock_and_the_interval_counts_from_each_polls_start():
+    clock = RecordingClock()
+    b = AdcBackend({"driver": "mock", "poll_interval": 2.0}, clock=clock)
+    polled = b.poll_once
+
+    def slow_poll():  # each poll takes 0.5 s of clock time
+        clock.advance(0.5)
+        return polled()
+
+    b.poll_once = slow_poll
     b.open(lambda e: True)
     try:
-        assert wait_for(lambda: b.polls >= 1)
+        for n in range(1, 4):
+            assert wait_for(lambda n=n: len(clock.waits) == n)
+            assert b.polls == n and clock.now() == pytest.approx(0.5 + 2.0 * (n - 1))
+            clock.advance(1.5)
+        assert clock.waits == [1.5, 1.5, 1.5]
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize(("poll_interval", "waits"), [
+    (0.5, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]),   # doubling from 1 s, at most 60 s
+    (5.0, [5.0, 5.0, 5.0, 8.0, 16.0, 32.0, 60.0]),         # never shorter than poll_interval
+    (100.0, [100.0, 100.0]),
+])
+def test_failed_reads_back_off_on_the_clock_and_reads_resume(poll_interval, waits):
+    clock = RecordingClock()
+    b = AdcBackend({"driver": "mock", "poll_interval": poll_interval, "mock": {"idle_bit": 1}}, clock=clock)
+    b.chip.connected = False
+    b.open(lambda e: True)
+    try:
+        for n in range(1, len(waits) + 1):
+            assert wait_for(lambda n=n: len(clock.waits) == n)
+            assert b.errors == n and b.status == BackendStatus.DEGRADED
+            assert "null bit" in b.get_status()["error"]
+            if n < len(waits):
+                clock.advance(clock.waits[-1])
+        assert clock.waits == waits
+        b.chip.connected = True
+        clock.advance(waits[-1])
+        assert wait_for(lambda: len(clock.waits) == len(waits) + 1)
+        assert clock.waits[-1] == poll_interval  # back to the poll interval
+        assert b.polls == 1 and b.error is None and b.status == BackendStatus.RUNNING
+    finally:
+        b.close()
+
+
+def test_an_unplugged_chip_raises_from_poll_once():
+    b = mock_adc(mock={"idle_bit": 1}, clock=ManualClock())
+    b.open(lambda e: True)
+    try:
         b.chip.connected = False
         with pytest.raises(AdcNoAnswer, match="no answer from the mcp3008 on /dev/spidev0.0"):
             b.poll_once()
-        assert wait_for(lambda: b.errors >= 1 and b.error is not None)
-        assert "null bit" in b.get_status()["error"]
-        assert b.status == BackendStatus.DEGRADED
-        b.chip.connected = True
-        polls = b.polls
-        assert wait_for(lambda: b.polls > polls and b.error is None)   # after a 1 s back-off
-        assert b.status == BackendStatus.RUNNING
     finally:
         b.close()
 

@@ -1,8 +1,10 @@
 """The GPIO backend on gpiozero's MockFactory: pins, inputs, debounce, outputs, loopback, hub.
 
 Inputs are driven with ``MockPin.drive_high()/drive_low()`` (the callback runs on the
-driving thread); outputs are read back from the mock pins' ``state``/``states``. Waits are
-bounded (``wait_for``, ``GpioBackend.wait_settled``); nothing asserts a duration.
+driving thread); outputs are read back from the mock pins' ``state``/``states``. Debounce
+windows run on a ``ManualClock`` the tests advance (its timers run inside ``advance``);
+other waits are bounded (``wait_for``, ``GpioBackend.wait_settled``); nothing asserts a
+duration.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from pihub_testing import collecting_in, finishes, wait_for
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.gpio import BOARD_TO_BCM, GpioBackend, parse_pin
+from pihub.clock import ManualClock
 from pihub.errors import ActionError, BackendUnavailable, ConfigError
 from pihub.events import Event
 
@@ -35,8 +37,9 @@ ON_A_PI = os.path.exists("/dev/gpiochip0")
 class Rig:
     """An open GpioBackend on the mock factory and the events it emitted."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.backend = GpioBackend({"pin_factory": "mock", **config})
+    def __init__(self, config: dict[str, Any], clock: ManualClock | None = None) -> None:
+        self.clock = ManualClock() if clock is None else clock
+        self.backend = GpioBackend({"pin_factory": "mock", **config}, clock=self.clock)
         self.events: list[Event] = []
         self._lock = threading.Lock()
         self.backend.validate_environment()
@@ -62,8 +65,8 @@ class Rig:
 def rig() -> Iterator[Callable[[dict[str, Any]], Rig]]:
     rigs: list[Rig] = []
 
-    def make(config: dict[str, Any]) -> Rig:
-        r = Rig(config)
+    def make(config: dict[str, Any], clock: ManualClock | None = None) -> Rig:
+        r = Rig(config, clock)
         rigs.append(r)
         return r
 
@@ -275,15 +278,18 @@ def test_platypush_named_pin_is_set_up_on_first_use(rig: Callable[..., Rig]) -> 
 
 
 def test_a_burst_of_bounces_gives_one_event(rig: Callable[..., Rig]) -> None:
-    # each gap between edges is far below bounce_time: the window stays open throughout
     r = rig({"inputs": {"b": {"pin": 17, "bounce_time": 0.3}}})
     pin = r.pin(17)
     for _ in range(5):
         pin.drive_high()
+        r.clock.advance(0.01)
         pin.drive_low()
+        r.clock.advance(0.01)
     pin.drive_high()  # ends high, as the first edge
     assert r.values() == [1]  # the first edge, at once
-    assert r.backend.wait_settled(10)
+    assert r.clock.pending()  # the window is open: one timer...
+    r.clock.advance(0.3)
+    assert r.clock.pending() == []  # ...which closed it
     assert r.values() == [1]  # settled high == reported: no second event
 
 
@@ -294,9 +300,24 @@ def test_a_burst_ending_elsewhere_is_corrected_when_it_settles(rig: Callable[...
         pin.drive_high()
         pin.drive_low()  # a pulse shorter than bounce_time, ending low
     assert r.values() == [1]
-    assert r.backend.wait_settled(10)
+    r.clock.advance(0.2)
     assert r.values() == [1, 0]  # the last event matches the pin's level
     assert r.backend.read("b")["value"] == 0
+    assert r.clock.pending() == [pytest.approx(0.4)]  # the correction opened a window of its own
+    r.clock.advance(0.2)
+    assert r.clock.pending() == [] and r.values() == [1, 0]
+
+
+def test_quiet_time_counts_from_the_last_raw_edge(rig: Callable[..., Rig]) -> None:
+    r = rig({"inputs": {"b": {"pin": 17, "bounce_time": 0.1}}})
+    pin = r.pin(17)
+    pin.drive_high()
+    r.clock.advance(0.08)
+    pin.drive_low()  # 0.08 s into the window: it now ends at 0.18
+    r.clock.advance(0.09)  # 0.17: past the first end, not yet quiet for 0.1 s
+    assert r.values() == [1]
+    r.clock.advance(0.01)
+    assert r.values() == [1, 0]
 
 
 def test_the_window_lasts_until_the_pin_is_quiet(rig: Callable[..., Rig]) -> None:
@@ -306,13 +327,14 @@ def test_the_window_lasts_until_the_pin_is_quiet(rig: Callable[..., Rig]) -> Non
     pin = r.pin(17)
     pin.drive_high()
     pin.drive_low()
-    end = time.monotonic() + 0.9
-    while time.monotonic() < end:
-        time.sleep(0.02)
+    for _ in range(45):  # 0.9 s of glitches, three windows' worth
+        r.clock.advance(0.02)
         pin.drive_high()
         pin.drive_low()
+        assert len(r.clock.pending()) <= 1  # one timer per input, re-armed, never one per edge
     pin.drive_high()
-    assert r.backend.wait_settled(10)
+    r.clock.advance(0.3)
+    assert r.clock.pending() == []
     assert r.values() == [1]
 
 
@@ -320,34 +342,62 @@ def test_after_settling_the_next_edge_is_reported_at_once(rig: Callable[..., Rig
     r = rig({"inputs": {"b": {"pin": 17, "bounce_time": 0.05}}})
     pin = r.pin(17)
     pin.drive_high()
-    assert r.backend.wait_settled(10)
+    r.clock.advance(0.05)
     pin.drive_low()
     assert r.values() == [1, 0]
 
 
-def debounce_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name == "pihub-gpio-debounce"}
+def test_each_input_has_its_own_window(rig: Callable[..., Rig]) -> None:
+    r = rig({"inputs": {"a": {"pin": 17, "bounce_time": 0.1}, "b": {"pin": 22, "bounce_time": 0.5}}})
+    r.pin(17).drive_high()
+    r.clock.advance(0.05)
+    r.pin(22).drive_high()
+    assert r.clock.pending() == [pytest.approx(0.1), pytest.approx(0.55)]
+    r.pin(17).drive_low()  # inside a's window: moves its end, adds no timer
+    r.clock.advance(0.2)
+    assert [(a["name"], a["value"]) for a in r.args()] == [("a", 1), ("b", 1), ("a", 0)]
+    assert r.clock.pending() == [pytest.approx(0.55)]  # a's correction window ended; b's is open
 
 
 def test_bounce_time_zero_reports_every_change(rig: Callable[..., Rig]) -> None:
-    before = debounce_threads()
     r = rig({"bounce_time": 0, "inputs": {"b": {"pin": 17}}})
-    assert debounce_threads() == before  # nothing to settle: no thread
     for _ in range(3):
         r.pin(17).drive_high()
         r.pin(17).drive_low()
     assert r.values() == [1, 0, 1, 0, 1, 0]
+    assert r.clock.pending() == []  # nothing to settle: no timer
 
 
-def test_the_debounce_thread_ends_with_close(rig: Callable[..., Rig]) -> None:
-    before = debounce_threads()
+def test_close_cancels_the_window(rig: Callable[..., Rig]) -> None:
     r = rig({"inputs": {"b": {"pin": 17, "bounce_time": 5.0}}})
-    mine = debounce_threads() - before
-    assert len(mine) == 1
-    r.pin(17).drive_high()  # opens a 5 s window: close must not wait for it
+    pin = r.pin(17)
+    pin.drive_high()  # opens a 5 s window: close must not wait for it
+    pin.drive_low()
+    assert r.clock.pending() == [5.0]
     r.backend.close()
-    assert not any(t.is_alive() for t in mine)
-    assert r.values() == [1]
+    assert r.clock.pending() == []
+    r.clock.advance(10)
+    assert r.values() == [1]  # the low level is never reported after close
+
+
+def test_a_closed_input_is_freed_while_its_timer_waits(rig: Callable[..., Rig]) -> None:
+    r = rig({"inputs": {"b": {"pin": 17, "bounce_time": 5.0}}})
+    r.pin(17).drive_high()
+    inp = weakref.ref(r.backend._inputs[17])  # type: ignore[attr-defined]
+    timer = inp().timer  # type: ignore[union-attr]
+    r.backend.close()
+    assert timer is not None and not timer.active
+    assert inp() is None  # the cancelled timer, still queued, holds only a weak reference
+
+
+def test_windows_close_on_the_system_clock(rig: Callable[..., Rig]) -> None:
+    from pihub.clock import SYSTEM
+
+    r = rig({"inputs": {"b": {"pin": 17, "bounce_time": 0.01}}}, clock=SYSTEM)
+    r.pin(17).drive_high()
+    r.pin(17).drive_low()
+    assert r.backend.wait_settled(10)  # the process's timer thread closed both windows
+    assert r.values() == [1, 0]
 
 
 # ------------------------------------------------------------------ outputs
@@ -420,25 +470,34 @@ def test_pwm_values_and_frequency_read_back(rig: Callable[..., Rig]) -> None:
         b.pwm("fan", 0.5, frequency=0)
 
 
+def started_threads(fn: Callable[[], Any]) -> tuple[Any, set[threading.Thread]]:
+    """``fn()`` and the threads it left running (gpiozero's blink thread, which waits in real time)."""
+    before = set(threading.enumerate())
+    return fn(), set(threading.enumerate()) - before
+
+
 def test_blink_runs_in_the_background_n_times(rig: Callable[..., Rig]) -> None:
     r = rig({"outputs": OUTPUTS})
     pin = r.pin(27)
-    out = r.backend.blink("porch_light", on_time=0.01, off_time=0.01, n=2)
+    out, blinkers = started_threads(lambda: r.backend.blink("porch_light", on_time=0.01, off_time=0.01, n=2))
     assert out == {"name": "porch_light", "pin": 27, "method": "blink", "on_time": 0.01, "off_time": 0.01,
                    "n": 2}
-    assert wait_for(lambda: len(pin.states) >= 5)
-    time.sleep(0.2)  # room for a third cycle, which must not come
-    assert [s.state for s in pin.states] == [0, 1, 0, 1, 0]
+    for thread in blinkers:  # none left: it had already ended
+        thread.join(10)
+        assert not thread.is_alive()
+    assert [s.state for s in pin.states] == [0, 1, 0, 1, 0]  # no third cycle
 
 
 def test_blink_returns_at_once_and_any_write_stops_it(rig: Callable[..., Rig]) -> None:
     r = rig({"outputs": OUTPUTS})
     pin = r.pin(27)
-    r.backend.blink("porch_light", on_time=60, off_time=60)  # would take minutes in the foreground
+    _, blinkers = started_threads(  # would take minutes in the foreground
+        lambda: r.backend.blink("porch_light", on_time=60, off_time=60))
+    assert blinkers
     assert wait_for(lambda: pin.state == 1)
     r.backend.off("porch_light")
     assert pin.state == 0
-    time.sleep(0.05)
+    assert not any(t.is_alive() for t in blinkers)  # stopped, so nothing can write the pin again
     assert [s.state for s in pin.states] == [0, 1, 0]
 
 
@@ -760,6 +819,6 @@ def test_the_documented_example_config_works(rig: Callable[..., Rig]) -> None:
     r = rig(section)
     assert r.backend.factory_name == "mock"
     r.backend.on("porch_light")  # jumpered to doorbell (pull-up, so it was low until now)
-    assert r.backend.wait_settled(10)
+    r.clock.advance(1)  # past every debounce window
     assert {"pin": 17, "value": 1, "name": "doorbell"} in r.args()
     assert r.backend.pwm("fan", 0.5)["pin"] == 18

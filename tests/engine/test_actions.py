@@ -234,6 +234,94 @@ def test_an_undecorated_override_stays_an_action() -> None:
     assert r.execute("event.trigger").output == "child:Child"
 
 
+# -------------------------------------------------------------------------- blocking flag
+
+
+class Pins(Plugin):
+    name = "pins"
+
+    @action(aliases=["set_high"], blocking=False)
+    def high(self, pin: int) -> int:
+        """Set a pin (memory only here)."""
+        return pin
+
+    @action
+    def sample(self) -> int:
+        """Read something slow."""
+        return 0
+
+
+def test_actions_block_unless_declared_not_to() -> None:
+    r = ActionRegistry()
+    r.register(Pins())
+    assert r.is_blocking("pins.high") is False
+    assert r.is_blocking("pins.set_high") is False  # an alias shares the method's flag
+    assert r.is_blocking("pins.sample") is True
+
+
+@pytest.mark.parametrize("name", ["procedure.fast", "procedure.async.fast", "pins.nope", "nope.high",
+                                  "high", "", "pins.", None, 3])
+def test_procedures_and_names_that_do_not_resolve_count_as_blocking(name: Any) -> None:
+    r = ActionRegistry()
+    r.register(Pins())
+    assert r.is_blocking(name) is True
+
+
+def test_a_disabled_plugins_actions_count_as_blocking() -> None:
+    r = ActionRegistry()
+    r.register(Pins(), enabled=False)
+    assert r.is_blocking("pins.high") is True
+
+
+def test_an_undecorated_override_does_not_inherit_the_promise_not_to_block() -> None:
+    class Slower(Pins):
+        def high(self, pin: int) -> int:
+            return pin
+
+    class Redeclared(Pins):
+        @action(blocking=False)
+        def high(self, pin: int) -> int:
+            """Still memory only."""
+            return pin
+
+    r = ActionRegistry()
+    r.register(Slower())
+    assert r.is_blocking("pins.high") is True
+    assert r.is_blocking("pins.set_high") is True
+    r2 = ActionRegistry()
+    r2.register(Redeclared())
+    assert r2.is_blocking("pins.high") is False
+
+
+@pytest.mark.parametrize("bad", ["no", 0, None])
+def test_blocking_must_be_a_bool(bad: Any) -> None:
+    with pytest.raises(TypeError, match=r"blocking=.*must be True or False, not " + re.escape(repr(bad))):
+        action(blocking=bad)
+
+
+def test_the_built_in_actions_that_never_block() -> None:
+    """Outputs that touch memory or a pin, and event.fire (a ring push), are declared
+    non-blocking; variables (a SQLite commit), the log and shell commands are not."""
+    from pihub.backends.gpio import GpioBackend
+    from pihub.backends.mock import MockBackend
+    from pihub.plugin import MARK
+    from pihub.plugins.event import EventPlugin
+    from pihub.plugins.logger import LoggerPlugin
+    from pihub.plugins.shell import ShellPlugin
+    from pihub.plugins.variable import VariablePlugin
+
+    def blocking(cls: type, attr: str) -> bool:
+        return getattr(getattr(cls, attr), MARK).blocking
+
+    non_blocking = [(GpioBackend, a) for a in ("on", "off", "toggle", "write", "pwm")]
+    non_blocking += [(MockBackend, a) for a in ("emit", "set", "get", "history")]
+    non_blocking += [(EventPlugin, "fire")]
+    assert [(c.__name__, a) for c, a in non_blocking if blocking(c, a)] == []
+    blocking_ones = [(VariablePlugin, a) for a in ("get", "set", "unset")]
+    blocking_ones += [(LoggerPlugin, "info"), (ShellPlugin, "exec"), (GpioBackend, "read"), (GpioBackend, "blink")]
+    assert [(c.__name__, a) for c, a in blocking_ones if not blocking(c, a)] == []
+
+
 # -------------------------------------------------------------------------- argument forms
 
 

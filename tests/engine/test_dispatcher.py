@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from typing import Any
 
 import pytest
 from pihub_testing import wait_for
 
 from pihub.bus import Bus
+from pihub.clock import ManualClock
+from pihub.engine.actions import ActionRegistry
 from pihub.engine.conditions import compile_condition
-from pihub.engine.dispatcher import Dispatcher, WorkerPool
+from pihub.engine.dispatcher import Dispatcher, WorkerPool, inline_hooks
 from pihub.engine.hooks import Hook
+from pihub.engine.procedures import compile_steps
 from pihub.engine.rules import Matcher
 from pihub.events import Event, Reply
+from pihub.plugin import Plugin, action
 
 
 def test_pool_runs_jobs_and_counts_failures():
@@ -222,3 +228,224 @@ def test_only_the_first_resolve_of_a_reply_counts():
     reply.resolve(1)
     reply.resolve(2)
     assert reply.done and reply.wait(0) == (True, 1)
+
+
+# ------------------------------------------------------------------------------ inline hooks
+
+class _Outputs(Plugin):
+    name = "out"
+
+    @action(blocking=False)
+    def set(self, value: Any = None) -> Any:
+        """Memory only."""
+        return value
+
+    @action
+    def save(self, value: Any = None) -> Any:
+        """Pretends to write a file."""
+        return value
+
+
+def _registry() -> ActionRegistry:
+    reg = ActionRegistry()
+    reg.register(_Outputs())
+    return reg
+
+
+@pytest.mark.parametrize("then,inline", [
+    ([{"action": "out.set", "args": {"value": "${pin}"}}], True),
+    ([], True),
+    ({"action": "out.set"}, True),
+    ([{"set": {"x": 1}}, {"if ${x > 0}": [{"action": "out.set"}]}, {"else": [{"action": "out.set"}]},
+      "return ${x}"], True),
+    ([{"action": "out.set"}, {"action": "out.save"}], False),
+    ([{"if ${pin}": [{"action": "out.set"}]}, {"elif ${value}": [{"action": "out.save"}]}], False),
+    ([{"if ${pin}": []}, {"else": [{"action": "out.save"}]}], False),
+    ([{"action": "procedure.quick"}], False),
+    ([{"action": "procedure.async.quick"}], False),
+    ([{"action": "out.${name}"}], False),
+    ([{"for x in ${[1, 2]}": [{"action": "out.set"}]}], False),
+    ([{"fork x in ${[1, 2]}": [{"action": "out.set"}]}], False),
+    ([{"while ${False}": [{"action": "out.set"}]}], False),
+    ([{"action": "out.missing"}], False),
+    ([{"action": "nosuch.set"}], False),
+])
+def test_only_hooks_of_non_blocking_actions_without_calls_or_loops_are_inline(then, inline):
+    hook = Hook("h", compile_condition({"type": "GPIOEvent"}, ()), compile_steps(then), 0, 0)
+    assert inline_hooks([hook], _registry().is_blocking) == (frozenset({hook}) if inline else frozenset())
+
+
+def test_a_hook_whose_then_is_not_compiled_steps_is_never_inline():
+    assert inline_hooks([_hook("raw", {"type": "GPIOEvent"}, 0)], lambda action: False) == frozenset()
+
+
+@pytest.mark.parametrize("budget", [0, -0.001, float("nan")])
+def test_the_inline_budget_must_be_positive(bus, budget):
+    with pytest.raises(ValueError, match=r"inline_budget must be > 0 seconds, not"):
+        Dispatcher(bus, None, lambda h, e, c: None, WorkerPool(1, 1), inline_budget=budget)
+
+
+def test_inline_hooks_start_in_rule_order_with_the_pool_ones(bus):
+    """Per event, each selected hook starts in config order: an inline one runs to its end
+    on the dispatcher thread before the next one is queued or run."""
+    hooks = [
+        _hook("a_inline", {"type": "GPIOEvent"}, 0),
+        _hook("b_pool", {"type": "GPIOEvent"}, 1),
+        _hook("c_inline", {"type": "GPIOEvent"}, 2),
+        _hook("outranked_inline", {"type": "GPIOEvent", "pin": 4}, 3, priority=-1),
+    ]
+    pool = WorkerPool(1, 10)
+    gate = threading.Event()
+    log_: list[tuple[str, str, int]] = []  # (hook, thread, jobs submitted when it started)
+
+    def fire(hook, event, caps):
+        log_.append((hook.name, threading.current_thread().name, pool.submitted))
+        if hook.name == "b_pool":
+            gate.wait(5)
+
+    pool.start()
+    matcher = Matcher(hooks)
+    d = Dispatcher(bus, matcher, fire, pool, inline=[hooks[0], hooks[2], hooks[3]])
+    d.start()
+    assert bus.producer("t").publish(Event.of("GPIOEvent", pin=4, value=1))
+    assert wait_for(lambda: len(log_) == 3)
+    gate.set()
+    d.stop()
+    pool.stop()
+    matcher.close()
+    assert sorted(log_, key=lambda r: r[0]) == [
+        ("a_inline", "pihub-dispatcher", 0),  # before b was queued
+        ("b_pool", "pihub-worker-0", 1),
+        ("c_inline", "pihub-dispatcher", 1),  # after b was queued
+    ]
+    assert (d.stats.hooks_fired, d.stats.hooks_inline, pool.submitted) == (3, 2, 1)
+
+
+def _popped(bus, *subtypes: str):
+    """One batch of CustomEvents of these subtypes, popped on this thread (no dispatcher thread)."""
+    p = bus.producer("t")
+    for subtype in subtypes:
+        assert p.publish(Event.of("CustomEvent", subtype=subtype))
+    batch = bus.pop(256, timeout=0)
+    assert batch.n == len(subtypes)
+    return batch
+
+
+def test_an_inline_overrun_sends_the_rest_of_the_batch_to_the_pool_and_is_counted(bus, caplog):
+    clock = ManualClock()
+    hook = _hook("slow", {"type": "CustomEvent"}, 0)
+    ran: list[tuple[str, bool]] = []
+    here = threading.current_thread()
+
+    def fire(h, event, caps):
+        ran.append((event.args["subtype"], threading.current_thread() is here))
+        if event.args["subtype"] == "slow":
+            clock.advance(0.002)  # this run takes 2 ms of the batch's 1 ms
+
+    pool = WorkerPool(1, 10)
+    pool.start()
+    m = Matcher([hook])
+    d = Dispatcher(bus, m, fire, pool, inline=[hook], inline_budget=0.001, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="pihub.dispatcher"):
+        d.process(_popped(bus, "slow", "a", "b"))
+    assert wait_for(lambda: len(ran) == 3)
+    assert sorted(ran) == [("a", False), ("b", False), ("slow", True)]
+    st = d.stats
+    assert (st.hooks_fired, st.hooks_inline, st.inline_overruns, st.inline_deferred) == (3, 1, 1, 2)
+    assert pool.submitted == 2
+    assert any("inline hook 'slow' ran 2.000 ms" in r.getMessage() and "1.000 ms budget" in r.getMessage()
+               for r in caplog.records)
+    d.process(_popped(bus, "c", "d"))  # a new batch has a new budget
+    pool.stop()
+    m.close()
+    assert ran[3:] == [("c", True), ("d", True)]
+    assert (st.hooks_inline, st.inline_overruns, st.inline_deferred) == (3, 1, 2)
+
+
+def test_hooks_within_the_budget_all_run_inline(bus):
+    clock = ManualClock()
+    hook = _hook("quick", {"type": "CustomEvent"}, 0)
+    ran = []
+
+    def fire(h, event, caps):
+        ran.append(threading.current_thread().name)
+        clock.advance(0.00005)  # 10 runs: half the budget
+
+    pool = WorkerPool(1, 10)  # never started: nothing may reach it
+    m = Matcher([hook])
+    d = Dispatcher(bus, m, fire, pool, inline=[hook], inline_budget=0.001, clock=clock)
+    d.process(_popped(bus, *"abcdefghij"))
+    m.close()
+    assert len(ran) == 10 and pool.submitted == 0
+    assert (d.stats.hooks_inline, d.stats.inline_overruns) == (10, 0)
+
+
+def test_errors_of_inline_hooks_are_logged_like_pool_ones(bus, caplog):
+    hook = _hook("broken", {"type": "CustomEvent"}, 0)
+
+    def fire(h, event, caps):
+        raise RuntimeError(f"boom {event.args['subtype']}")
+
+    pool = WorkerPool(1, 10)
+    pool.start()
+    m = Matcher([hook])
+    inline = Dispatcher(bus, m, fire, pool, inline=[hook])
+    pooled = Dispatcher(bus, m, fire, pool)
+    with caplog.at_level(logging.ERROR, logger="pihub.dispatcher"):
+        inline.process(_popped(bus, "0", "1"))
+        pooled.process(_popped(bus, "0"))
+        pool.stop()
+    m.close()
+    failures = [(r.getMessage(), r.exc_info[1].args[0]) for r in caplog.records if r.exc_info]
+    assert failures == [(f"job {fire.__qualname__} failed", "boom 0"),
+                        (f"job {fire.__qualname__} failed", "boom 1"),
+                        (f"job {fire.__qualname__} failed", "boom 0")]
+    assert inline.stats.inline_failed == 2 and inline.stats.hooks_inline == 2  # the second still ran
+    assert pool.failed == 1
+
+
+def test_a_webhook_reply_from_an_inline_hook(bus):
+    hooks = [_hook("answer", {"type": "WebhookEvent"}, 0), _hook("also", {"type": "WebhookEvent"}, 1)]
+    answered_on = []
+
+    def fire(hook, event, caps):
+        if event.reply is not None and event.reply.hook is hook:
+            answered_on.append(threading.current_thread().name)
+            event.reply.resolve(hook.name)
+
+    pool = WorkerPool(1, 10)
+    pool.start()
+    m = Matcher(hooks)
+    d = Dispatcher(bus, m, fire, pool, inline=[hooks[0]])
+    d.start()
+    ev = Event.of("WebhookEvent", hook="x", method="GET", args={}, data=None, headers={})
+    ev.reply = Reply()
+    d.expect_reply(ev.reply)
+    assert bus.producer("t").publish(ev)
+    answer = ev.reply.wait(5)
+    d.stop()
+    pool.stop()
+    m.close()
+    assert answer == (True, "answer") and answered_on == ["pihub-dispatcher"]
+
+
+def test_stop_drains_inline_and_pool_hooks_alike(bus):
+    hooks = [_hook("inline", {"type": "CustomEvent"}, 0), _hook("pooled", {"type": "CustomEvent"}, 1)]
+    count = {"inline": 0, "pooled": 0}
+    lock = threading.Lock()
+
+    def fire(h, e, c):
+        with lock:
+            count[h.name] += 1
+
+    pool = WorkerPool(2, 10_000)
+    pool.start()
+    m = Matcher(hooks)
+    d = Dispatcher(bus, m, fire, pool, inline=[hooks[0]])
+    p = bus.producer("t")
+    n = sum(p.publish(Event.of("CustomEvent", subtype="s")) for _ in range(60))
+    d.start()
+    d.stop()
+    pool.stop()
+    m.close()
+    assert n == 60 and count == {"inline": 60, "pooled": 60}

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pihub_testing import wait_for
 
 from pihub.engine.actions import ActionRegistry
 from pihub.messages import Response
@@ -55,26 +56,32 @@ def test_ignore_errors() -> None:
     assert resp == Response(output={"stdout": "", "stderr": "", "returncode": 1})
 
 
+def exited(pid: int) -> bool:
+    """True once process ``pid`` has ended: gone, or a zombie its new parent has not reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")  # the state follows "(comm)"
+
+
 def test_timeout_kills_the_process_group_and_reports_it(tmp_path: Path) -> None:
-    marker = tmp_path / "grandchild-survived"
     script = tmp_path / "spawner.py"
     # The command starts a grandchild; both must die with the process group.
     script.write_text(
         "import subprocess, sys, time\n"
-        "print('started', flush=True)\n"
-        "subprocess.Popen([sys.executable, '-c',\n"
-        "                  'import sys, time; time.sleep(1.5); open(sys.argv[1], \"w\")',\n"
-        f"                  {str(marker)!r}])\n"
+        "grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "print('started', grandchild.pid, flush=True)\n"
         "time.sleep(30)\n")
     t0 = time.monotonic()
     resp = run(registry(), {"cmd": [PY, str(script)], "timeout": 0.5})
     elapsed = time.monotonic() - t0
     assert resp.errors == [f"command {PY!r} timed out after 0.5 s and was killed"]
-    assert resp.output["stdout"] == "started\n"
+    word, pid = resp.output["stdout"].split()
+    assert word == "started"
     assert resp.output["returncode"] == -9
     assert elapsed < 10
-    time.sleep(2.0)
-    assert not marker.exists()
+    assert wait_for(lambda: exited(int(pid)), timeout=10), "the grandchild outlived its process group"
 
 
 def test_sleep_with_the_configured_timeout() -> None:
@@ -221,9 +228,7 @@ def test_close_kills_running_commands() -> None:
 
     t = threading.Thread(target=call)
     t.start()
-    deadline = time.monotonic() + 5
-    while not plugin._running and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_for(lambda: plugin._running)  # close kills the commands it knows are running
     plugin.close()
     t.join(10)
     assert not t.is_alive()
