@@ -21,16 +21,18 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pihub.auth import Auth
 from pihub.backends.base import Backend, BackendStatus
-from pihub.bus import Bus
+from pihub import __version__
+from pihub.bus import Bus, ProducerStats
 from pihub.clock import SYSTEM, Clock
 from pihub.config import Config, Schema
 from pihub.engine.actions import ActionRegistry
-from pihub.engine.dispatcher import Dispatcher, WorkerPool
+from pihub.engine.dispatcher import DispatchStats, Dispatcher, WorkerPool, inline_hooks
 from pihub.engine.hooks import Hook
 from pihub.engine.procedures import Procedure, Runner, compile_steps, iter_action_steps, procedure_name
 from pihub.engine.rules import Matcher
@@ -196,11 +198,15 @@ class Hub:
         self.store = Store(workdir / "pihub.db")
         # the env token is taken out of the environment so shell actions' children never see it
         self.auth = Auth(self.store, env_token=os.environ.pop("PIHUB_API_TOKEN", None))
+        # _mp: Hub.publish runs on HTTP workers, action workers, backend status listeners and
+        # the thread calling start/stop, concurrently
         self._hub_producer = self.bus.producer("hub", shared=True)
         self.backends: dict[str, Backend] = {}
         #: when set, :meth:`publish` hands events to it instead of the bus (pihub replay).
         self.publish_sink: Callable[[Event], bool] | None = None
         self._started = False
+        #: ``self.clock.now()`` at :meth:`start` (``uptime_s`` of :meth:`status`).
+        self._started_at: float | None = None
         self._lock = threading.Lock()
 
         problems: list[Problem] = []
@@ -220,7 +226,8 @@ class Hub:
             raise ConfigError(problems + list(config.warnings))
         self.matcher = Matcher(self.hooks)
         self.dispatcher = Dispatcher(self.bus, self.matcher, self._fire, self.pool,
-                                     batch_size=eng["batch_size"])
+                                     batch_size=eng["batch_size"],
+                                     inline=inline_hooks(self.hooks, self.registry.is_blocking))
         self.http: dict[str, Any] = config.sections.get("http") or HTTP_SCHEMA.validate({}, ("http",))[0]
         self.web: Any = None   # pihub.web.server.WebServer while serving
         self.live: Any = None  # pihub.web.live.LiveServer while serving
@@ -332,6 +339,7 @@ class Hub:
             if self._started:
                 return
             self._started = True
+            self._started_at = self.clock.now()
         self.pool.start()
         if serve_web:
             self._build_web()
@@ -380,8 +388,13 @@ class Hub:
 
     @property
     def started(self) -> bool:
-        """True between :meth:`start` and :meth:`stop` (``GET /readyz``)."""
+        """True between :meth:`start` and :meth:`stop`."""
         return self._started
+
+    @property
+    def ready(self) -> bool:
+        """True while started and the dispatcher thread runs (``GET /readyz``)."""
+        return self._started and self.dispatcher.running
 
     def web_clients(self) -> int:
         """Websocket clients connected now (``GET /metrics``)."""
@@ -559,20 +572,117 @@ class Hub:
                 reply.resolve(resp)
         return resp
 
+    def describe_actions(self) -> list[dict[str, Any]]:
+        """Every action callable from outside, with its arguments and doc (``GET /actions``)."""
+        return self.registry.describe()
+
+    def metrics(self) -> HubMetrics:
+        """A snapshot of the hub's counters (``GET /metrics``); never raises, also on a
+        stopped hub (its bus counters are empty only if the bus can no longer report)."""
+        try:
+            bus = self.bus.stats()
+        except Exception:  # a stopped hub has closed its bus
+            bus = {}
+        lat = self.dispatcher.latency
+        pool = self.pool
+        return HubMetrics(
+            device_id=str(self.device_id), version=__version__, bus=bus,
+            dispatch=replace(self.dispatcher.stats),
+            latency=LatencySnapshot(tuple(lat.bounds), tuple(lat.counts), lat.total_us, lat.n),
+            pool=PoolStats(pool.workers, pool.pending, pool.submitted, pool.completed, pool.failed,
+                           pool.rejected),
+            websocket_clients=self._web_clients_or_zero())
+
+    def _web_clients_or_zero(self) -> int:
+        try:
+            return int(self.web_clients())
+        except Exception:  # a websocket server in the middle of stopping
+            return 0
+
     def status(self) -> dict[str, Any]:
-        """A JSON-able snapshot: backends, bus, dispatcher and pool counters."""
-        st = self.dispatcher.stats
+        """The JSON-able state of the daemon (``GET /status``, read scope).
+
+        Keys: ``device_id``, ``version``, ``pid``, ``ready`` (see :attr:`ready`),
+        ``uptime_s`` (seconds since :meth:`start` on the hub's clock; 0 when not started),
+        ``backends`` (each :meth:`Backend.describe_status <pihub.backends.base.Backend.describe_status>`:
+        ``name``, ``status`` -- ``running``, ``degraded``, ``failed: ...`` -- and ``error``,
+        the reason), ``bus`` (``published``, ``dropped``, ``depth`` in all, and per
+        ``producers``), ``hooks`` (``defined``, ``fired``, ``dropped``), ``dispatcher``
+        (``events``, ``batches``, ``overflow_reports``), ``pool``, ``procedures`` (names)
+        and ``websocket_clients``.
+        """
+        m = self.metrics()
+        started_at = self._started_at
+        uptime = max(0.0, self.clock.now() - started_at) if self._started and started_at is not None else 0.0
+        producers = {name: s._asdict() for name, s in m.bus.items()}
+        st = m.dispatch
         return {
-            "device_id": self.device_id,
+            "device_id": m.device_id,
+            "version": m.version,
             "pid": os.getpid(),
+            "ready": self.ready,
+            "uptime_s": round(uptime, 3),
             "backends": [b.describe_status() for b in self.backends.values()],
-            "bus": {name: vars(s) if hasattr(s, "__dict__") else s._asdict()
-                    for name, s in self.bus.stats().items()},
-            "dispatcher": {"events": st.events, "batches": st.batches, "hooks_fired": st.hooks_fired,
-                           "hooks_dropped": st.hooks_dropped, "overflow_reports": st.overflow_reports},
-            "pool": {"workers": self.pool.workers, "pending": self.pool.pending,
-                     "completed": self.pool.completed, "failed": self.pool.failed,
-                     "rejected": self.pool.rejected},
-            "hooks": len(self.hooks),
+            "bus": {"published": sum(s.published for s in m.bus.values()),
+                    "dropped": sum(s.dropped for s in m.bus.values()),
+                    "depth": sum(s.depth for s in m.bus.values()),
+                    "producers": producers},
+            "hooks": {"defined": len(self.hooks), "fired": st.hooks_fired, "dropped": st.hooks_dropped},
+            "dispatcher": {"events": st.events, "batches": st.batches, "overflow_reports": st.overflow_reports},
+            "pool": {"workers": m.pool.workers, "pending": m.pool.pending, "completed": m.pool.completed,
+                     "failed": m.pool.failed, "rejected": m.pool.rejected},
             "procedures": sorted(self.procedures),
+            "websocket_clients": m.websocket_clients,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySnapshot:
+    """The dispatch latency histogram (event timestamp -> hook job queued) at one moment.
+
+    Attributes:
+        bounds_us: bucket upper bounds in microseconds, ascending; the last is +inf.
+        counts: observations per bucket (not cumulative), one per bound.
+        total_us: sum of every observation, in microseconds.
+        n: number of observations.
+    """
+
+    bounds_us: tuple[float, ...]
+    counts: tuple[int, ...]
+    total_us: float
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """The hook worker pool's counters at one moment (jobs; ``workers`` in threads)."""
+
+    workers: int
+    pending: int
+    submitted: int
+    completed: int
+    failed: int
+    rejected: int
+
+
+@dataclass(frozen=True, slots=True)
+class HubMetrics:
+    """What :meth:`Hub.metrics` reports: every counter ``GET /metrics`` exposes of the hub.
+
+    Attributes:
+        device_id: this hub's device id.
+        version: pihub's version.
+        bus: each producer's ring counters, by producer name.
+        dispatch: the dispatcher's counters (a copy).
+        latency: the dispatch latency histogram.
+        pool: the worker pool's counters.
+        websocket_clients: authenticated websocket connections open now.
+    """
+
+    device_id: str
+    version: str
+    bus: Mapping[str, ProducerStats]
+    dispatch: DispatchStats
+    latency: LatencySnapshot
+    pool: PoolStats
+    websocket_clients: int

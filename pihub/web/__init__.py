@@ -6,6 +6,8 @@
 * :class:`pihub.web.server.WebServer` serves it on a threaded WSGI server (cheroot), with
   optional TLS.
 * ``pihub.web.live`` is the websocket server on ``websocket_port``.
+* :class:`WebHub` is all either server sees of the hub; :mod:`pihub.web.access` is the
+  one access policy both apply (credentials, scopes, CSRF, Origin).
 
 Every option Platypush documents for ``backend.http`` loads: the ones pihub has the same
 meaning for are read (``ssl_capath`` loads a CA directory; ``run_externally`` leaves the
@@ -16,11 +18,52 @@ they are ignored and what to do instead, so that a Platypush section loads uncha
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pihub.config.schema import Field, Schema
 
-__all__ = ["HOOK_SCHEMA", "HTTP_SCHEMA"]
+if TYPE_CHECKING:
+    from pihub.events import Event
+    from pihub.hub import HubMetrics
+    from pihub.messages import Request, Response
+
+__all__ = ["HOOK_SCHEMA", "HTTP_SCHEMA", "WebHub"]
+
+
+class WebHub(Protocol):
+    """What the web layer (the HTTP app and the websocket server) uses of
+    :class:`pihub.hub.Hub`: its methods, never its bus, dispatcher, pool or registry."""
+
+    device_id: str
+
+    @property
+    def ready(self) -> bool:
+        """Started, and the dispatcher thread runs (``GET /readyz``)."""
+        ...
+
+    def execute(self, request: Request) -> Response:
+        """Run one action request now, on the calling thread."""
+        ...
+
+    def publish(self, event: Event) -> bool:
+        """Publish an event; False when the bus was full and it was dropped."""
+        ...
+
+    def webhook(self, event: Event, timeout: float = 30.0) -> Response | None:
+        """Publish a ``WebhookEvent`` and wait (``timeout`` seconds) for its hook's reply."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """The JSON-able daemon state of ``GET /status``."""
+        ...
+
+    def metrics(self) -> HubMetrics:
+        """The counters ``GET /metrics`` exposes."""
+        ...
+
+    def describe_actions(self) -> list[dict[str, Any]]:
+        """Every action with its arguments and doc (``GET /actions``)."""
+        ...
 
 #: One entry of ``http.hooks``: how ``/hook/<name>`` is protected.
 HOOK_SCHEMA: Final = Schema(

@@ -10,27 +10,30 @@ Endpoints (Platypush's layout, on ``websocket_port``)::
 The two endpoints stay separate, as in Platypush: a client that only watches never
 needs the ``control`` scope, and a request client never pays for the event stream.
 
-Authentication, within :data:`AUTH_TIMEOUT_S` of the handshake, by one of (the first
-one present decides, as for HTTP):
+Authentication, within :data:`AUTH_TIMEOUT_S` of the handshake. Who the client is and
+whether it may open the endpoint is decided by :mod:`pihub.web.access`, the policy HTTP
+uses, so a handshake carries the same credentials as an HTTP request, in the same order
+(the first one present decides): ``X-Token``, ``Authorization: Bearer``, ``?token=``
+(only with ``allow_query_token``, the config's ``http.allow_query_token``; otherwise
+refused at once rather than ignored), ``X-Session-Token``, and the panel's session
+cookie (when ``session_cookie`` names it). ``Authorization: Basic`` (a password) is
+refused here: its argon2 check would stall the event loop, and a password socket could
+not be closed when the password changes. With a handshake credential there is no auth
+message and no acknowledgement: the stream starts at once, and ``?since=n`` on the URL
+asks for replay. The URL is never logged with a token: websockets' own log lines go
+through :data:`WS_LOGGER`, which masks it.
 
-* an ``Authorization: Bearer <token>`` header on the handshake (non-browser and
-  Platypush-style clients): no auth message and no acknowledgement, the stream starts at
-  once; ``?since=n`` on the URL asks for replay;
-* ``?token=<token>`` on the URL, only when ``allow_query_token`` is on (the config's
-  ``http.allow_query_token``, as for HTTP); otherwise a ``token`` parameter is refused at
-  once rather than ignored. The URL is never logged with the token: websockets' own
-  log lines go through :data:`WS_LOGGER`, which masks it;
-* the panel's session cookie on the handshake, when ``session_cookie`` names it;
-* the first message: ``{"type":"auth","token":"..."}`` or ``{"type":"auth","session":"..."}``
-  (optionally with ``"since": n``). The server answers
-  ``{"type":"auth","status":"ok","user":...,"scopes":[...],"seq":last,"epoch":...}``.
+Without one (a browser cannot set headers on a websocket), the first message carries
+it: ``{"type":"auth","token":"..."}`` or ``{"type":"auth","session":"..."}`` (optionally
+with ``"since": n``). The server answers
+``{"type":"auth","status":"ok","user":...,"scopes":[...],"seq":last,"epoch":...}``.
 
 No or bad authentication closes with 1008 and nothing else is ever sent. The close
 reason starts with the error name HTTP uses for the same refusal, then says why:
-``INVALID_CREDENTIALS: ...`` (no, a wrong, or a refused query token, or no credential in
-time), ``INVALID_SESSION: ...`` (a session that expired or ended), ``INSUFFICIENT_SCOPE:
-...``. Scopes: ``read`` for ``/ws/events``, ``control`` for ``/ws/requests`` and for
-posting events.
+``INVALID_CREDENTIALS: ...`` (no, a wrong, or a refused query token, a password, or no
+credential in time), ``INVALID_SESSION: ...`` (a session that expired or ended),
+``INSUFFICIENT_SCOPE: ...``. Scopes: ``read`` for ``/ws/events``, ``control`` for
+``/ws/requests`` and for posting events.
 
 Authentication is checked on the event-loop thread, in the same step that registers the
 client, so an end of its credential (:meth:`LiveServer.on_revoke`,
@@ -42,11 +45,12 @@ close at once with 1008 "session ended". As a backstop (a session ended by anoth
 process and not yet noticed by ``Auth``), each session socket is also re-checked every
 ``session_recheck`` seconds.
 
-Origin: a browser ``Origin`` is accepted when it is in ``allowed_origins``, or names the
-host of the ``Host`` header with the HTTP port, the websocket port, or exactly the
-``Host`` header's port (a reverse proxy serving both); anything else, ``null`` included,
-is refused at the handshake with 403. No ``Origin`` (non-browser) is accepted. The token
-travels in-band, so the Origin check is a second fence, not the only one.
+Origin: a browser ``Origin`` is checked at every handshake with the one Origin rule of
+:mod:`pihub.web.access` (``allowed_origins``, or the ``Host`` header's host with its own
+port, the HTTP port or the websocket port); anything else, ``null`` included, is refused
+with 403. No ``Origin`` (non-browser) is accepted. Browsers do not apply the same-origin
+policy to websockets, so this is the socket's CSRF fence (the session cookie travels on
+a cross-site handshake); for tokens, which travel in-band, it is a second fence.
 
 Event stream. :meth:`LiveServer.listener` runs on the dispatcher thread for every event.
 It takes one lock, gives the event the next sequence number, stores it in a ring slot
@@ -105,18 +109,34 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HTTPRequest
 from websockets.http11 import Response as HTTPResponse
 
 from pihub.events import Event, new_event_id
 from pihub.messages import MessageError, Request, Response, dumps, parse
+from pihub.web import WebHub, access
+from pihub.web.access import (
+    REFUSED_CREDENTIALS,
+    REFUSED_QUERY_TOKEN,
+    REFUSED_SESSION,
+    SESSION_HEADER,
+    TOKEN,
+    Access,
+    Caller,
+    Credential,
+    PrincipalLike,
+    Refused,
+    RequestView,
+    origin_allowed,
+)
+
+__all__ = ["AuthLike", "LiveServer", "PrincipalLike", "REFUSED_CREDENTIALS", "REFUSED_QUERY_TOKEN",
+           "REFUSED_SESSION", "REFUSED_TIMEOUT", "origin_allowed", "plan_replay"]
 
 log = logging.getLogger("pihub.web.live")
 
@@ -177,44 +197,18 @@ _FETCH = 64
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 
-#: Close reasons (with 1008) of a refused authentication: HTTP's error name, then why.
-REFUSED_CREDENTIALS = "INVALID_CREDENTIALS: authentication failed"
+#: Close reason (with 1008) when no credential came in time; the others
+#: (``REFUSED_CREDENTIALS``...) are :mod:`pihub.web.access`'s.
 REFUSED_TIMEOUT = "INVALID_CREDENTIALS: authentication timed out"
-REFUSED_QUERY_TOKEN = "INVALID_CREDENTIALS: ?token= is refused unless http.allow_query_token is true"
-REFUSED_SESSION = "INVALID_SESSION: the session expired or ended"
 
 
-class PrincipalLike(Protocol):
-    """What :mod:`pihub.auth`'s ``Principal`` offers this module."""
-
-    username: str
-    scopes: frozenset[str]
-    token_id: Any
-    session_id: Any
-
-    def allows(self, scope: str) -> bool: ...
-
-
-class AuthLike(Protocol):
-    """What :mod:`pihub.auth`'s ``Auth`` offers this module."""
-
-    def check_token(self, token: str) -> PrincipalLike | None: ...
-
-    def check_session(self, session_token: str) -> tuple[PrincipalLike, str] | None: ...
+class AuthLike(access.AuthLike, Protocol):
+    """What :mod:`pihub.auth`'s ``Auth`` offers this module: the policy's checks, and the
+    reports of ended credentials."""
 
     def on_revoke(self, callback: Callable[[Any], None]) -> None: ...
 
     def on_session_end(self, callback: Callable[[Any], None]) -> None: ...
-
-
-class HubLike(Protocol):
-    """What :class:`pihub.hub.Hub` offers this module."""
-
-    device_id: str
-
-    def execute(self, request: Request) -> Response: ...
-
-    def publish(self, event: Event) -> bool: ...
 
 
 def plan_replay(since: int | None, last: int, replay: int) -> tuple[int, tuple[int, int] | None]:
@@ -239,33 +233,6 @@ def plan_replay(since: int | None, last: int, replay: int) -> tuple[int, tuple[i
     if start < oldest:
         return oldest, (start, oldest - 1)
     return start, None
-
-
-def origin_allowed(origin: str, host_header: str | None, ports: Iterable[int],
-                   allowed: Iterable[str]) -> bool:
-    """Whether a browser ``Origin`` may open a socket (the rules in the module docstring).
-
-    Args:
-        origin: the ``Origin`` header value.
-        host_header: the ``Host`` header value, or None.
-        ports: this server's own ports (HTTP and websocket).
-        allowed: extra origins, ``scheme://host[:port]``, compared case-insensitively.
-    """
-    norm = origin.strip().rstrip("/").lower()
-    if norm in {a.strip().rstrip("/").lower() for a in allowed}:
-        return True
-    if not host_header:
-        return False
-    try:
-        o = urlsplit(norm)
-        h = urlsplit("//" + host_header.strip().lower())
-        o_port = o.port or {"http": 80, "https": 443}.get(o.scheme)
-        h_port = h.port
-    except ValueError:
-        return False
-    if o.scheme not in ("http", "https") or not o.hostname or o.hostname != h.hostname:
-        return False
-    return o_port in set(ports) or o_port == (h_port or {"http": 80, "https": 443}[o.scheme])
 
 
 @dataclass(eq=False)
@@ -295,7 +262,8 @@ class LiveServer:
     """The websocket server on its own thread and event loop.
 
     Args:
-        hub_like: the hub (``execute``, ``publish``, ``device_id``).
+        hub_like: the hub (:class:`pihub.web.WebHub`; this server calls ``execute`` and
+            ``publish`` and reads ``device_id``).
         auth: the authenticator (``check_token``, ``check_session``, ``on_revoke``,
             ``on_session_end``).
         host: address to bind (the config's ``bind_address``).
@@ -332,7 +300,7 @@ class LiveServer:
 
     def __init__(
         self,
-        hub_like: HubLike,
+        hub_like: WebHub,
         auth: AuthLike,
         *,
         host: str = "127.0.0.1",
@@ -371,6 +339,11 @@ class LiveServer:
         self.max_in_flight = max_in_flight
         self.session_recheck = session_recheck
         self.allow_query_token = allow_query_token
+        #: who a handshake is and what it may open (the HTTP app's policy, with this
+        #: server's settings); its own ports are completed once the port is bound.
+        self.access = Access(auth, allow_query_token=allow_query_token, allowed_origins=self.allowed_origins,
+                             own_ports=(port, http_port or 0), session_cookie=session_cookie,
+                             accept_passwords=False, registration_hint=False)
         self.device_id = str(getattr(hub_like, "device_id", "") or "")
         #: changes with every server object: a client's ``since`` is only meaningful
         #: within one epoch.
@@ -510,6 +483,7 @@ class LiveServer:
         )
         self._server = server
         self.port = server.sockets[0].getsockname()[1]
+        self.access.own_ports = (self.port, self.http_port or 0)
         log.info("websocket listening on %s://%s:%d", "wss" if self.ssl_context else "ws",
                  self.host, self.port)
         self._started.set()
@@ -755,19 +729,29 @@ class LiveServer:
         path = urlsplit(request.path).path
         if path not in ENDPOINT_SCOPES:
             return conn.respond(HTTPStatus.NOT_FOUND, "no such websocket endpoint\n")
-        origins = request.headers.get_all("Origin")
-        if origins:
-            host = request.headers.get_all("Host")
-            ports = [self.port] + ([self.http_port] if self.http_port else [])
-            if len(origins) > 1 or len(host) > 1 or not origin_allowed(
-                    origins[0], host[0] if host else None, ports, self.allowed_origins):
-                self.stats["origin_rejected"] += 1
-                log.warning("websocket from origin %r refused", origins[0][:200])
-                return conn.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        view = self._view(request, conn)
+        if not self.access.origin_ok(view):
+            self.stats["origin_rejected"] += 1
+            log.warning("websocket from origin %r refused", (view.header("origin") or "")[:200])
+            return conn.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
         return None
+
+    def _view(self, request: HTTPRequest, conn: ServerConnection) -> RequestView:
+        """The handshake as :mod:`pihub.web.access` sees a request (repeated headers joined
+        as HTTP combines them: ``, ``, or ``; `` for ``Cookie``)."""
+        headers: dict[str, str] = {}
+        for name, value in request.headers.raw_items():
+            key = name.lower()
+            if key in headers:
+                headers[key] += ("; " if key == "cookie" else ", ") + value
+            else:
+                headers[key] = value
+        return RequestView("GET", headers, urlsplit(request.path).query, _peer(conn),
+                           "https" if self.ssl_context is not None else "http")
 
     async def _handle(self, ws: ServerConnection) -> None:
         """One connection, from the handshake to its close."""
+        assert ws.request is not None  # set once the handshake is done, before the handler runs
         url = urlsplit(ws.request.path)
         c = _Client(ws, url.path)
         self._conns.add(ws)
@@ -803,11 +787,12 @@ class LiveServer:
         """
         ws = c.ws
         since = None
-        params = parse_qs(query, keep_blank_values=True)
-        values = params.get("since")
+        values = parse_qs(query, keep_blank_values=True).get("since")
         if values:
             since = _as_since(values[-1])
-        found = self._handshake_principal(ws.request.headers, params)
+        assert ws.request is not None  # set once the handshake is done, before the handler runs
+        view = self._view(ws.request, ws)
+        found = self._handshake_caller(view)
         ack = False
         if found is None:
             try:
@@ -815,19 +800,20 @@ class LiveServer:
                     raw = await ws.recv()
             except TimeoutError:
                 return await self._reject(ws, REFUSED_TIMEOUT), None, False
-            principal, session, msg_since, refusal = self._message_principal(raw)
+            caller, msg_since, refusal = self._message_caller(raw, view)
             if msg_since is not None:
                 since = msg_since
             ack = True
         else:
-            principal, session, refusal = found
-        if principal is None:
+            caller, refusal = found
+        if caller is None:
             return await self._reject(ws, refusal), None, False
-        scope = ENDPOINT_SCOPES[c.endpoint]
-        if not principal.allows(scope):
-            return await self._reject(ws, f"INSUFFICIENT_SCOPE: {scope} scope required"), None, False
-        c.principal = principal
-        c.session = session
+        try:
+            self.access.check_scope(caller, ENDPOINT_SCOPES[c.endpoint])
+        except Refused as e:
+            return await self._reject(ws, e.reason), None, False
+        c.principal = caller.principal
+        c.session = caller.session_token
         self._clients.add(c)
         return True, since, ack
 
@@ -836,62 +822,51 @@ class LiveServer:
         return dumps({"type": "auth", "status": "ok", "user": c.principal.username,
                       "scopes": sorted(c.principal.scopes), "seq": seq, "epoch": self.epoch})
 
-    def _handshake_principal(self, headers: Headers, params: dict[str, list[str]]
-                             ) -> tuple[PrincipalLike | None, str | None, str] | None:
-        """The credential of the handshake, the first present in the module docstring's order.
+    def _handshake_caller(self, view: RequestView) -> tuple[Caller | None, str] | None:
+        """The caller of the handshake's credential (the policy's order).
 
         Returns:
             None when the handshake carries none (the first message must); else
-            ``(principal or None, session token or None, close reason when refused)``.
+            ``(caller or None, close reason when refused)``.
         """
-        auth_headers = headers.get_all("Authorization")
-        if auth_headers:
-            scheme, _, token = auth_headers[0].partition(" ")
-            if len(auth_headers) > 1 or scheme.lower() != "bearer":
-                return None, None, REFUSED_CREDENTIALS
-            return self._check_token(token.strip()), None, REFUSED_CREDENTIALS
-        query_tokens = params.get("token")
-        if query_tokens is not None:
-            if not self.allow_query_token:
-                return None, None, REFUSED_QUERY_TOKEN
-            if len(query_tokens) > 1:
-                return None, None, REFUSED_CREDENTIALS
-            return self._check_token(query_tokens[0]), None, REFUSED_CREDENTIALS
-        if self.session_cookie:
-            for header in headers.get_all("Cookie"):
-                try:
-                    morsel = SimpleCookie(header).get(self.session_cookie)
-                except CookieError:
-                    continue
-                if morsel is not None:
-                    return self._check_session(morsel.value), morsel.value, REFUSED_SESSION
-        return None
+        try:
+            cred = self.access.credential(view)
+        except Refused as e:
+            return None, e.reason
+        if cred is None:
+            return None
+        return self._check(cred, view)
 
-    def _message_principal(self, raw: str | bytes
-                           ) -> tuple[PrincipalLike | None, str | None, int | None, str]:
-        """``(principal or None, session token, since, close reason when refused)`` from the
-        first message."""
+    def _message_caller(self, raw: str | bytes, view: RequestView
+                        ) -> tuple[Caller | None, int | None, str]:
+        """``(caller or None, since, close reason when refused)`` from the first message."""
         msg = _decode(raw)
         if isinstance(msg, str) or msg.get("type") != "auth":
-            return None, None, None, REFUSED_CREDENTIALS
+            return None, None, REFUSED_CREDENTIALS
         since = None
         if "since" in msg:
             since = _as_since(msg["since"])
             if since is None:
-                return None, None, None, REFUSED_CREDENTIALS
+                return None, None, REFUSED_CREDENTIALS
         token, session = msg.get("token"), msg.get("session")
         if isinstance(token, str) and token:
-            return self._check_token(token), None, since, REFUSED_CREDENTIALS
-        if isinstance(session, str) and session:
-            return self._check_session(session), session, since, REFUSED_SESSION
-        return None, None, None, REFUSED_CREDENTIALS
+            cred = Credential(TOKEN, token)
+        elif isinstance(session, str) and session:
+            cred = Credential(SESSION_HEADER, session)
+        else:
+            return None, None, REFUSED_CREDENTIALS
+        caller, refusal = self._check(cred, view)
+        return caller, since, refusal
 
-    def _check_token(self, token: str) -> PrincipalLike | None:
+    def _check(self, cred: Credential, view: RequestView) -> tuple[Caller | None, str]:
+        """``(caller, "")``, or ``(None, close reason)`` when the policy refuses ``cred``."""
         try:
-            return self.auth.check_token(token) if token else None
+            return self.access.authenticate(cred, view), ""
+        except Refused as e:
+            return None, e.reason
         except Exception:
-            log.exception("token check failed")
-            return None
+            log.exception("credential check failed")
+            return None, REFUSED_CREDENTIALS
 
     def _check_session(self, session: str) -> PrincipalLike | None:
         try:

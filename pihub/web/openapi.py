@@ -176,6 +176,50 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "args": {"type": "object", "additionalProperties": {"type": "object"}},
         },
     },
+    "BackendStatus": {
+        "type": "object",
+        "required": ["name", "status", "error"],
+        "properties": {
+            "name": {"type": "string"},
+            "status": {"type": "string", "example": "degraded",
+                       "description": "configured, running, degraded, stopped, disabled, or failed: <why> "
+                                      "(load error, config error, unavailable, runtime error)"},
+            "error": {"type": "string", "nullable": True,
+                      "description": "the reason, for degraded and failed backends"},
+        },
+    },
+    "DaemonStatus": {
+        "type": "object",
+        "required": ["device_id", "version", "pid", "ready", "uptime_s", "backends", "bus", "hooks",
+                     "dispatcher", "pool", "procedures", "websocket_clients"],
+        "properties": {
+            "device_id": {"type": "string"},
+            "version": {"type": "string"},
+            "pid": {"type": "integer"},
+            "ready": {"type": "boolean", "description": "started, and the dispatcher runs"},
+            "uptime_s": {"type": "number", "minimum": 0, "description": "seconds since the hub started"},
+            "backends": {"type": "array", "items": _ref("BackendStatus")},
+            "bus": {
+                "type": "object",
+                "required": ["published", "dropped", "depth", "producers"],
+                "properties": {
+                    "published": {"type": "integer"},
+                    "dropped": {"type": "integer", "description": "events refused by a full ring"},
+                    "depth": {"type": "integer"},
+                    "producers": {"type": "object", "additionalProperties": {
+                        "type": "object", "required": ["published", "dropped", "depth", "capacity"],
+                        "properties": {k: {"type": "integer"}
+                                       for k in ("published", "dropped", "depth", "capacity")}}},
+                },
+            },
+            "hooks": {"type": "object", "required": ["defined", "fired", "dropped"],
+                      "properties": {k: {"type": "integer"} for k in ("defined", "fired", "dropped")}},
+            "dispatcher": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "pool": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "procedures": {"type": "array", "items": {"type": "string"}},
+            "websocket_clients": {"type": "integer"},
+        },
+    },
 }
 
 _SECURITY_SCHEMES: Final = {
@@ -348,6 +392,13 @@ def _paths() -> dict[str, Any]:
                           "304": {"description": "not modified"},
                           **_AUTH_ERRORS, **_NOT_FOUND, "403": _error("not readable, or a missing scope"),
                           "416": _error("the range is not satisfiable")},
+        }},
+        "/status": {"get": {
+            "operationId": "status",
+            "tags": ["api"],
+            "summary": "The daemon's state: device id, version, uptime, each backend's status "
+                       "(running, degraded or failed, and why), bus and hook counters (read scope)",
+            "responses": {"200": _ok(_ref("DaemonStatus")), **_AUTH_ERRORS},
         }},
         "/actions": {"get": {
             "operationId": "actions",

@@ -105,10 +105,10 @@ def test_the_document_covers_every_operation(fuzz_rig: Rig) -> None:
     documented = {f"{method.upper()} {path}" for path, ops in openapi_document()["paths"].items()
                   for method in ops}
     assert labels == documented - {"GET /openapi.json"}
-    assert len(labels) == 21
+    assert len(labels) == 22
     assert {"POST /execute", "GET /resources/{name}/{path}", "OPTIONS /hook/{name}",
             "DELETE /tokens/{token_id}",
-            "GET /metrics", "GET /readyz"} <= labels
+            "GET /metrics", "GET /readyz", "GET /status"} <= labels
 
 
 def handled(rig: Rig) -> int:

@@ -265,28 +265,25 @@ def test_default_auth_deadline_is_at_most_five_seconds() -> None:
 
 # ----------------------------------------------------------- authentication
 def test_no_auth_is_closed_1008_with_no_event_frames(make_live: MakeLive, open_ws: OpenWs) -> None:
-    server = make_live()  # the default 5 s deadline
+    server = make_live(auth_timeout=0.3)  # the default's bound is checked above
     ws = open_ws(server)
-    stop = threading.Event()
-
-    def flood() -> None:
-        pin = 0
-        while not stop.is_set():
-            server.listener(gpio(pin))
-            pin += 1
-            time.sleep(0.01)
-
-    t = threading.Thread(target=flood, daemon=True)
-    t.start()
-    try:
-        code, reason, frames = until_closed(ws, timeout=7.0)
-    finally:
-        stop.set()
-        t.join()
-    assert server.last_seq > 0  # events flowed while it waited
+    frames: list[str] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        server.listener(gpio(server.last_seq))  # events flow all the while it waits
+        try:
+            frames.append(ws.recv(timeout=0.01))
+        except TimeoutError:
+            continue
+        except ConnectionClosed as e:
+            code, reason = (e.rcvd.code, e.rcvd.reason) if e.rcvd else (None, "")
+            break
+    else:
+        raise AssertionError("not closed within 10 s")
+    assert server.last_seq > 1
     assert code == 1008 and "authentication" in reason
     assert frames == []
-    assert server.client_count() == 0
+    assert wait_for(lambda: server.client_count() == 0)
 
 
 @pytest.mark.parametrize("first", [
@@ -460,24 +457,40 @@ def test_reconnect_during_a_flood_has_no_gap_and_no_duplicate(
 ) -> None:
     server = make_live(replay=5000, queue_size=5000)
     total = 3000
+    # the publisher is paced by the reader, not by time: it runs at most 50 events past
+    # the last one read, and 300 past it while the reader reconnects
+    credit = threading.Condition()
+    allowed = [50]
+
+    def allow(seq: int) -> None:
+        with credit:
+            allowed[0] = max(allowed[0], seq)
+            credit.notify()
 
     def publish_all() -> None:
         for i in range(total):
-            server.listener(gpio(i))
-            time.sleep(0.0005)
+            with credit:
+                if not credit.wait_for(lambda i=i: i < allowed[0], timeout=10):
+                    return  # the reader failed; its assertion says how
+            server.listener(gpio(i))  # seq i + 1
 
     publisher = threading.Thread(target=publish_all, daemon=True)
     ws = open_ws(server)
     login(ws)
     publisher.start()
-    first = [recv_json(ws)["seq"] for _ in range(200)]
-    ws.close()  # while events keep coming
+    first: list[int] = []
+    while len(first) < 200:
+        first.append(recv_json(ws)["seq"])
+        allow(first[-1] + 50)
+    ws.close()
+    allow(first[-1] + 300)  # events keep coming during the reconnect, the login and the replay
     ws = open_ws(server)
     login(ws, since=first[-1])
     rest = [recv_json(ws)["seq"]]
     while rest[-1] < total:
+        allow(rest[-1] + 50)
         rest.append(recv_json(ws)["seq"])
-    publisher.join()
+    publisher.join(10)
     assert first + rest == list(range(1, total + 1))
     ws.close()
 
@@ -773,18 +786,21 @@ def test_query_token_never_reaches_the_logs(make_live: MakeLive, open_ws: OpenWs
     caplog.set_level(logging.DEBUG)
     server = make_live(allow_query_token=allow)
     for query in (f"token={secret}", f"since=1&token={secret}&x=1", f"%74oken={secret}", "token=nope"):
-        ws = open_ws(server, f"/ws/events?{query}",
-                     additional_headers={"Cookie": f"a={secret}", "X-Token": secret})
+        ws = open_ws(server, f"/ws/events?{query}", additional_headers={"Cookie": f"a={secret}"})
         if allow and "nope" not in query:
             assert wait_for(lambda: server.client_count() == 1)
             ws.close()
             assert wait_for(lambda: server.client_count() == 0)
         else:
             assert until_closed(ws, 5.0)[0] == 1008
+    # X-Token comes before ?token= (as for HTTP): this one opens whatever the query says
+    ws = open_ws(server, "/ws/events?token=nope", additional_headers={"X-Token": secret})
+    assert wait_for(lambda: server.client_count() == 1)
+    ws.close()
     # the server's lines only: the test's own websockets client logs what it sends
     server_log = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("pihub"))
     assert "/ws/events?" in server_log  # websockets logged the request lines...
-    assert "token=***" in server_log and "Cookie: ***" in server_log
+    assert "token=***" in server_log and "Cookie: ***" in server_log and "X-Token: ***" in server_log
     assert secret not in server_log  # ...without the token
     assert "nope" not in server_log
 
