@@ -182,8 +182,13 @@ _add("SensorDataBelowThresholdEvent", "SensorDataEvent", _P + "sensor.SensorData
 
 _add("MidiMessageEvent", "Event", _P + "midi.MidiMessageEvent",
      {"message": "the raw bytes as a list of ints", "device": "input port name", "port": "input port index",
-      "delay": "seconds since the previous message on that port", "data": "decoded message fields"},
-     {"device": "key0", "port": "num0", "delay": "num1"}, doc="A MIDI message arrived on an input port.")
+      "delay": "seconds since the previous message on that port",
+      "kind": "decoded kind: note_on, note_off, control_change, pitchwheel, program_change, sysex...",
+      "channel": "0-15 (channel messages)", "note": "0-127 (note messages)", "velocity": "0-127 (notes)",
+      "control": "controller number 0-127 (control_change)", "value": "0-127 (control_change, aftertouch)",
+      "pitch": "-8192..8191 (pitchwheel)", "program": "0-127 (program_change)", "data": "sysex payload bytes"},
+     {"device": "key0", "kind": "key1", "control": "code", "port": "num0", "delay": "num1", "value": "num2"},
+     doc="A MIDI message arrived on an input port (raw bytes as Platypush sends them, plus mido's fields).")
 _add("MidiDeviceConnectedEvent", "Event", _P + "midi.MidiDeviceConnectedEvent",
      {"device": "port name", "port": "port index"}, {"device": "key0", "port": "num0"},
      doc="A MIDI port was opened.")
@@ -196,13 +201,26 @@ _add("FlicButtonEvent", "Event", _P + "flic.FlicButtonEvent",
       "sequence": "presses, e.g. ['ShortPressEvent', 'LongPressEvent']"},
      {"btn_addr": "key0"}, aliases=(_P + "button.flic.FlicButtonEvent",),
      doc="A press sequence on one Flic button ended (sequence timeout).")
+_FLIC_CLICK_ATTRS = {"btn_addr": "button Bluetooth address aa:bb:cc:dd:ee:ff",
+                     "was_queued": "true when made out of range and delivered on reconnect",
+                     "time_diff": "seconds since it happened (queued clicks; else 0)"}
+_add("FlicButtonClickEvent", "Event", None, _FLIC_CLICK_ATTRS, {"btn_addr": "key0"},
+     doc="flicd classified a single click (known once its double-click window passed).")
+_add("FlicButtonDoubleClickEvent", "Event", None, _FLIC_CLICK_ATTRS, {"btn_addr": "key0"},
+     doc="flicd classified a double click (two presses within 0.5 s).")
+_add("FlicButtonHoldEvent", "Event", None, _FLIC_CLICK_ATTRS, {"btn_addr": "key0"},
+     doc="flicd classified a hold (the button held 1 s).")
+_add("FlicButtonConnectionEvent", "Event", None,
+     {"btn_addr": "button Bluetooth address", "status": "connected, disconnected or not verified"},
+     {"btn_addr": "key0", "status": "key1"}, doc="A Flic button's connection status changed.")
 
 _add("SmartCardDetectedEvent", "Event", _P + "scard.SmartCardDetectedEvent",
-     {"atr": "card ATR as upper-case space-separated hex", "reader": "reader name"},
-     {"atr": "key0", "reader": "key1"}, doc="A smart card was inserted.")
+     {"atr": "card ATR as upper-case space-separated hex", "reader": "reader name",
+      "uid": "card UID (the answer to FF CA 00 00 00) as upper-case space-separated hex, or null"},
+     {"atr": "key0", "reader": "key1"}, doc="A smart card was inserted (its ATR passed the atr filter).")
 _add("SmartCardRemovedEvent", "Event", _P + "scard.SmartCardRemovedEvent",
-     {"atr": "ATR of the removed card", "reader": "reader name"}, {"atr": "key0", "reader": "key1"},
-     doc="A smart card was removed.")
+     {"atr": "ATR of the removed card", "reader": "reader name", "uid": "UID of the removed card, or null"},
+     {"atr": "key0", "reader": "key1"}, doc="A smart card that was reported detected was removed.")
 
 _add("CameraEvent", "Event", _P + "camera.CameraEvent", {"device": "camera device"}, {"device": "key0"},
      abstract=True, doc="Base of the camera events.")

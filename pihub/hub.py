@@ -84,6 +84,9 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "gpio": "pihub.backends.gpio:GpioBackend",
     "serial": "pihub.backends.serial_sensor:SerialSensorBackend",
     "adc": "pihub.backends.adc:AdcBackend",
+    "flic": "pihub.backends.flic:FlicBackend",
+    "smartcard": "pihub.backends.smartcard:SmartCardBackend",
+    "midi": "pihub.backends.midi:MidiBackend",
 }
 
 
@@ -406,6 +409,8 @@ class Hub:
         except BackendUnavailable as e:
             self._backend_failed(backend, BackendStatus.FAILED_ENVIRONMENT, str(e))
             return
+        # _mp: a backend's emit is "safe to call from any thread" (backends.base.Emit): reader
+        # threads, device-library callbacks, timers and actions on worker threads all emit
         producer = self.bus.producer(f"backend:{name}", shared=True)
         try:
             backend.open(producer.publish)
@@ -472,21 +477,31 @@ class Hub:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every published event was dispatched and every queued job ran.
 
-        Returns False if that did not happen within ``timeout`` seconds.
+        It waits on progress (the pool going idle, the dispatcher ending a loop turn), not
+        in a polling loop. ``timeout`` is real seconds, not the hub's clock: this waits for
+        threads, not for a time rule.
+
+        Returns:
+            False if that did not happen within ``timeout`` seconds, or at once when
+            events are queued and no dispatcher runs to take them.
         """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            depth = sum(s.depth for s in self.bus.stats().values())
-            if depth == 0 and self.pool.pending == 0:
-                # one more turn: an event popped just now may still be in process()
-                seen = self.dispatcher.progress
-                time.sleep(0.002)
-                if self.dispatcher.progress != seen or not self.dispatcher.running:
-                    if self.pool.pending == 0 and sum(s.depth for s in self.bus.stats().values()) == 0:
-                        return True
-                continue
-            time.sleep(0.002)
+        dispatcher = self.dispatcher
+        while self.pool.wait_idle(deadline - time.monotonic()):
+            seen = dispatcher.progress
+            empty = self._queued() == 0
+            if empty:
+                self.bus.wake()  # one more turn: an event popped just now may still be in process()
+            moved = dispatcher.wait_progress(seen, deadline - time.monotonic())
+            if empty and (moved or not dispatcher.running) and self.pool.pending == 0 and self._queued() == 0:
+                return True
+            if not moved:
+                return False
         return False
+
+    def _queued(self) -> int:
+        """Events in the ring, all producers."""
+        return sum(s.depth for s in self.bus.stats().values())
 
     # ------------------------------------------------------------ operations
     def publish(self, event: Event) -> bool:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import importlib.util
 import os
+import shutil
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -29,6 +32,31 @@ def need_tool(ok: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (CI must install it: see .ci/run)")
     pytest.skip(reason)
+
+
+#: the out-of-process simulators (hw-mocks/README.md)
+HW_MOCKS = Path(__file__).resolve().parents[1] / "hw-mocks"
+
+
+def load_hw_mock(name: str) -> Any:
+    """The module ``hw-mocks/<name>.py`` (not a package: the folder name has a dash)."""
+    spec = importlib.util.spec_from_file_location(f"pihub_hw_mocks_{name}", HW_MOCKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def need_pcsc_stack() -> None:
+    """Skip (fail in CI) unless the smart card stack of HARDWARE.md §3.4 can run here: pcscd,
+    vsmartcard's vpcd driver, unshare + ip (pcscd in a private network namespace, as root)
+    and pyscard."""
+    for tool in ("pcscd", "unshare", "ip"):
+        need_tool(shutil.which(tool) is not None, f"{tool} is not installed (apt-get install pcscd util-linux iproute2)")
+    need_tool(Path(load_hw_mock("virtual_card").VPCD_DRIVER).exists(),
+              "vsmartcard's vpcd driver is not installed (apt-get install vsmartcard-vpcd)")
+    need_tool(os.geteuid() == 0, "pcscd in a private network namespace needs root (unshare -n)")
+    need_tool(importlib.util.find_spec("smartcard") is not None, "pyscard is not installed (pip install pyscard)")
 
 
 def wait_for(pred: Callable[[], object], timeout: float = 5.0, interval: float = 0.001) -> bool:

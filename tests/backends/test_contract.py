@@ -6,12 +6,17 @@ in CONTRACT_CONFIGS below, or the suite fails: a new backend cannot land unteste
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import threading
-import time
+from collections.abc import Iterator
 
 import pytest
+from pihub_testing import load_hw_mock, need_pcsc_stack, need_tool
 
 from pihub.backends.base import Backend, BackendStatus
+from pihub.clock import ManualClock
 from pihub.hub import backend_classes
 
 #: a working config per backend on the mock rig, and how to make it emit one event.
@@ -25,13 +30,61 @@ CONTRACT_CONFIGS = {
     # loopback: the output's initial high, jumpered to the input, is a real edge at open()
     "gpio": ({"pin_factory": "mock", "inputs": {"sense": {"pin": 17}},
               "outputs": {"drive": {"pin": 27, "initial": True}}, "mock_wiring": {27: 17}}, None),
+    # real pcscd + vpcd with the virtual card already inserted (CONTRACT_RIGS): opening
+    # detects it. The card/reader/pcscd tests are in test_smartcard.py.
+    "smartcard": ({"retry_interval": 0.1}, None),
+    # the fake flicd (CONTRACT_RIGS; it fills in its port): the button's channel becoming
+    # Ready emits FlicButtonConnectionEvent. The press tests are in test_flic.py.
+    "flic": ({"buttons": ["80:e4:da:70:a1:c0"]}, None),
+    # a private jackd + the controller simulator (CONTRACT_RIGS): opening the input emits
+    # MidiDeviceConnectedEvent. The message/output/throttle tests are in test_midi.py.
+    "midi": ({"api": "jack", "inputs": ["slider"]}, None),
 }
 BAD_CONFIGS = {
     "mock": {"script": [{"after": -1, "event": {"type": "GPIOEvent"}}]},
     "adc": {"driver": "mock", "channels": {9: {"name": "light"}}},
     "serial": {"device": "/dev/ttyACM0", "format": "xml"},
     "gpio": {"pin_factory": "mock", "inputs": {"doorbell": {"pin": "GPIO99"}}},
+    "smartcard": {"atr": ["3B 8G"]},
+    "flic": {"latency_mode": "fast"},
+    "midi": {"api": "coremidi"},
 }
+
+
+def _smartcard_rig() -> contextlib.AbstractContextManager[object]:
+    need_pcsc_stack()
+    return load_hw_mock("virtual_card").VirtualCardProcess(inserted=True)
+
+
+@contextlib.contextmanager
+def _flic_rig() -> Iterator[None]:
+    with load_hw_mock("fake_flicd").FakeFlicd(["80:e4:da:70:a1:c0"]) as flicd:
+        CONTRACT_CONFIGS["flic"][0]["port"] = flicd.port  # a free port, known only now
+        yield
+
+
+@contextlib.contextmanager
+def _midi_rig() -> Iterator[None]:
+    need_tool(shutil.which("jackd") is not None, "jackd is not installed (apt-get install jackd2)")
+    mock = load_hw_mock("midi_controller")
+    with mock.private_jack(f"pihubcontract{os.getpid()}"), mock.MidiController("controller", "slider"):
+        yield
+
+
+#: backends whose contract config needs an outside service: name -> a context manager
+#: factory that starts it (and stops it on exit) around each of the backend's tests.
+CONTRACT_RIGS = {"smartcard": _smartcard_rig, "flic": _flic_rig, "midi": _midi_rig}
+
+
+@pytest.fixture(autouse=True)
+def _contract_rig(request: pytest.FixtureRequest) -> Iterator[None]:
+    callspec = getattr(request.node, "callspec", None)
+    rig = CONTRACT_RIGS.get(callspec.params.get("name")) if callspec else None
+    if rig is None:
+        yield
+        return
+    with rig():
+        yield
 
 BACKENDS = sorted(backend_classes())
 
@@ -45,7 +98,8 @@ def test_open_emit_close(name):
     cls = backend_classes()[name]
     assert issubclass(cls, Backend) and cls.name == name
     config, _ = CONTRACT_CONFIGS[name]
-    backend = cls(config)
+    clock = ManualClock()
+    backend = cls(config, clock=clock)
     assert backend.status == BackendStatus.CONFIGURED
     backend.validate_environment()
     got = []
@@ -56,14 +110,17 @@ def test_open_emit_close(name):
         ev.set()
         return True
 
+    before = set(threading.enumerate())
     backend.open(emit)
+    started = set(threading.enumerate()) - before
     assert backend.status == BackendStatus.RUNNING
     assert ev.wait(5), f"{name} emitted nothing"
     assert got[0].source == name
     backend.close()
     assert backend.status == BackendStatus.STOPPED
     n = len(got)
-    time.sleep(0.05)
+    assert [t.name for t in started if t.is_alive()] == [], "threads left running after close"
+    clock.advance(3600)  # every window, interval and back-off ends: what was left armed would fire now
     assert len(got) == n, "events after close"
     backend.close()  # idempotent
 
@@ -97,8 +154,9 @@ def test_degraded_and_recovered_reports_reach_the_status_listener(name):
         assert calls == [(BackendStatus.RUNNING, None)]  # the status at binding time
         assert backend.report_degraded("device /dev/x missing; retrying every 1 s")
         assert not backend.report_degraded("device /dev/x missing; retrying every 1 s")  # a repeat
-        assert backend.describe_status() == {"name": name, "status": "degraded",
-                                             "error": "device /dev/x missing; retrying every 1 s"}
+        d = backend.describe_status()  # a backend may add its own details (flic: buttons)
+        assert {k: d[k] for k in ("name", "status", "error")} == {
+            "name": name, "status": "degraded", "error": "device /dev/x missing; retrying every 1 s"}
         assert backend.report_degraded("device /dev/x: permission denied")  # a new reason is a change
         assert backend.report_recovered()
         assert not backend.report_recovered()

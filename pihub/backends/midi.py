@@ -1,0 +1,824 @@
+"""MIDI: controllers' messages become events; notes and controls go out to synths.
+
+Config (section ``midi``; Platypush's ``midi`` plugin and legacy ``backend.midi`` keys are
+read, each old key with a warning naming the new one)::
+
+    midi:
+      api: auto                  # alsa (the Pi) | jack | auto (ALSA, then JACK)
+      client_name: pihub         # the MIDI client name other programs see
+      inputs: [nanoKONTROL2, "/^Launchpad/"]   # ports to listen to; null (default): every
+                                 # input except pihub's own
+      output: null               # where actions send without a device: a port (name,
+                                 # /regex/ or index); null: the virtual output
+      virtual_output: pihub MIDI out   # a virtual output port other programs connect to;
+                                 # null: none
+      throttle: 0.0              # s; per-control coalescing window for continuous messages
+      poll_interval: 1.0         # s between port rescans (plug/unplug), and the first
+                                 # retry while no MIDI system answers (doubling up to 30 s)
+
+Old keys: ``midi_devices`` (Platypush's plugin) -> ``inputs``; ``event_resolution`` and
+``midi_throttle_time`` (legacy backend) -> ``throttle``; ``device_name`` -> ``virtual_output``
+(in Platypush's plugin it named pihub's own MIDI client, which is what the virtual output
+is; the legacy ``backend.midi`` used it for the one input to monitor, which pihub does by
+default, since ``inputs`` defaults to every port); ``port_number`` (legacy backend: the
+index of the one input) is added to ``inputs``.
+
+**Ports by name.** An ``inputs`` entry (or ``output``, or an action's ``device``) is
+matched against the port names the MIDI system lists: a string equal to the full name
+(JACK ``client:port``; ALSA ``client:port N:M``), to its client part, or to its port part
+(without ALSA's ``N:M`` numbers, which change on every replug); ``/regex/`` searched in the
+full name; an int, the port's index in the list. ``inputs: [nanoKONTROL2]`` thus finds
+``nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0`` on a Pi, and ``[slider]`` finds the JACK port
+``controller:slider`` even when JACK renamed the client ``controller-01``.
+
+**Devices that come and go.** One thread (``pihub-midi``) rescans the ports every
+``poll_interval``: a configured input that appears is opened (``MidiDeviceConnectedEvent
+{device, port}``), one that vanishes is closed (``MidiDeviceDisconnectedEvent``) and
+reopened when it is back, under whatever name matches then. While an explicitly listed
+input has no port, the backend is ``degraded`` and its ``error`` names the missing entries
+and the ports that exist; it is ``running`` again as soon as every entry has a port. With
+``inputs: null`` nothing is missing, ever. When no MIDI system answers (``auto``: neither
+ALSA nor a JACK server), the backend is degraded with both reasons and retries with
+back-off. A JACK server that stops while pihub runs is not recovered from (restart pihub).
+
+**Events.** ``MidiMessageEvent`` carries Platypush's fields: ``message`` (the raw bytes as
+ints: ``[176, 7, 64]``), ``device`` (the port name), ``port`` (its index in the port list
+when it was opened) and ``delay`` (seconds since the previous message on that port, as
+rtmidi measures it; 0 for the first). pihub adds the fields mido decodes: ``kind``
+(``note_on``, ``note_off``, ``control_change``, ``pitchwheel``, ``program_change``,
+``aftertouch``, ``polytouch``, ``sysex``, ...), and per kind ``channel`` (0-15), ``note``,
+``velocity``, ``control``, ``value``, ``pitch``, ``program``, ``data`` (sysex payload), so
+a hook can say ``if: {type: MidiMessageEvent, control: 7}`` as well as test
+``message[0] == 0xb0``. A ``note_on`` with velocity 0 is kept as it came (many keyboards send
+it for a release); match ``velocity: {$gt: 0}`` for presses only. Timing-clock and
+active-sensing messages are ignored (rtmidi's default; 24 per beat would flood the bus),
+sysex is delivered.
+
+**Throttle** (``throttle`` > 0) *coalesces*, per port, channel and control: a
+``control_change`` (likewise ``pitchwheel`` and ``aftertouch`` per channel, ``polytouch``
+per note) passes at once when its key has been quiet for ``throttle`` seconds; the ones
+that follow within the window are held, each replacing the last, and the last one held is
+emitted when the window ends (which starts a new window). A slider sweep thus gives at
+most one event per window, the first value at once, and always ends with its final value;
+two sliders moved together do not throttle each other. Notes and every other kind are
+never throttled. (Platypush drops messages and only ever flushes its first window.)
+
+**Outputs.** ``virtual_output`` is a port pihub creates: synths and DAWs connect to it
+(``jack_connect``, ``aconnect``, a DAW's MIDI input list). ``output`` names an existing
+port to send to instead. Actions take ``device`` (a port name, /regex/ or index) to send
+elsewhere; an unknown one is an error listing the output ports that exist.
+
+Actions: ``midi.send_message(values, device)``, ``midi.play_note(note, velocity, duration,
+channel, device)`` (alias ``play``; the note-off is a ``clock.call_later`` timer, so the
+action returns at once), ``midi.release_note`` (``release``), ``midi.release_all_notes``
+(``release_all``), ``midi.control_change(control, value, channel, device)``,
+``midi.list_ports()`` (aliases ``query_ports``, ``query``). Closing the backend sends the
+note-off of every note still sounding.
+
+Reading: on ALSA, rtmidi's own input thread calls pihub per message. On JACK, a thread
+(``pihub-midi-in``) takes what rtmidi queued, then sleeps ``JACK_POLL`` (1 ms) when every
+input was idle, which adds up to 1 ms of latency: Python must not run on JACK's process
+thread (see :meth:`MidiBackend._read_jack`).
+
+python-rtmidi owns the ports (the only binding with JACK and ALSA compiled into its
+wheels, virtual ports, per-message delta times and a callback thread per port); mido
+decodes and checks the bytes (its message kinds are the names hooks match).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
+from pihub.clock import Clock, Timer
+from pihub.config.schema import Field, Schema, show
+from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
+from pihub.events import CATALOGUE, Event
+from pihub.plugin import action
+
+__all__ = ["APIS", "THROTTLED_KINDS", "MidiBackend", "PortPattern", "Throttle", "decode"]
+
+_MESSAGE: Final = CATALOGUE.get("MidiMessageEvent")
+_CONNECTED: Final = CATALOGUE.get("MidiDeviceConnectedEvent")
+_DISCONNECTED: Final = CATALOGUE.get("MidiDeviceDisconnectedEvent")
+
+#: config ``api`` -> the rtmidi API names tried, in order
+APIS: Final[Mapping[str, tuple[str, ...]]] = {"alsa": ("alsa",), "jack": ("jack",), "auto": ("alsa", "jack")}
+_RTMIDI_API: Final = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK"}
+
+#: the kinds the throttle coalesces: continuous controls (a slider, a wheel, pressure)
+THROTTLED_KINDS: Final = frozenset({"control_change", "pitchwheel", "aftertouch", "polytouch"})
+
+_MAX_API_RETRY: Final = 30.0  # s; the back-off ceiling while no MIDI system answers
+#: s between polls of the JACK inputs when they are idle (see MidiBackend._read_jack)
+JACK_POLL: Final = 0.001
+_JACK_BATCH: Final = 256  # messages taken from one input per pass, so one busy port starves none
+_ALSA_NUMBERS: Final = re.compile(r" \d+:\d+$")
+
+
+def decode(raw: Sequence[int]) -> dict[str, Any]:
+    """The fields of a MIDI message as mido decodes it: ``kind`` and its own fields.
+
+    Args:
+        raw: the message bytes (``[0xB0, 7, 64]``).
+    Returns:
+        ``{"kind": "control_change", "channel": 0, "control": 7, "value": 64}``; sysex
+        ``data`` as a list.
+    Raises:
+        ValueError: not one complete, valid MIDI message (mido's reason).
+    """
+    import mido  # type: ignore[import-untyped]
+
+    fields = mido.Message.from_bytes(raw).dict()
+    fields.pop("time", None)
+    out: dict[str, Any] = {"kind": fields.pop("type")}
+    for k, v in fields.items():
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PortPattern:
+    """One way of naming a port (see the module docstring): a name, ``/regex/`` or an index.
+
+    Attributes:
+        spelling: as written in the config or the action (for messages).
+        name: the plain name, or None.
+        regex: the compiled ``/regex/``, or None.
+        index: the port index, or None.
+    """
+
+    spelling: str
+    name: str | None = None
+    regex: re.Pattern[str] | None = None
+    index: int | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> PortPattern:
+        """A pattern from a config or action value.
+
+        Raises:
+            ValueError: not a non-empty string, a valid ``/regex/`` or an index >= 0
+                (message without a subject: ``must be ...``).
+        """
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(f"must be a port name, a /regex/ or a port index, not {show(value)}")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"must be a port index of 0 or more, not {value}")
+            return cls(str(value), index=value)
+        if not value.strip():
+            raise ValueError("must be a port name, a /regex/ or a port index, not an empty string")
+        if len(value) >= 2 and value.startswith("/") and value.endswith("/"):
+            try:
+                return cls(value, regex=re.compile(value[1:-1]))
+            except re.error as e:
+                raise ValueError(f"{value!r} is not a valid regular expression: {e}") from None
+        return cls(repr(value), name=value)
+
+    def matches(self, index: int, port: str) -> bool:
+        """True when the port ``index`` named ``port`` is the one this pattern names."""
+        if self.index is not None:
+            return index == self.index
+        if self.regex is not None:
+            return self.regex.search(port) is not None
+        if port == self.name:
+            return True
+        client, _, rest = port.partition(":")
+        return self.name in (client, _ALSA_NUMBERS.sub("", rest))
+
+    def find(self, ports: Sequence[str]) -> tuple[int, str] | None:
+        """The first ``(index, name)`` of ``ports`` this pattern names, or None."""
+        for i, p in enumerate(ports):
+            if self.matches(i, p):
+                return i, p
+        return None
+
+
+class Throttle:
+    """Per-key coalescing with a trailing edge (see the module docstring).
+
+    ``offer(key, item)`` says whether to deliver ``item`` now; a held item is delivered
+    later by ``deliver(item)`` on ``clock``'s timer thread. Thread-safe.
+
+    Args:
+        window: seconds (> 0).
+        clock: the time of the windows.
+        deliver: called with each held item when its window ends.
+    """
+
+    def __init__(self, window: float, clock: Clock, deliver: Callable[[Any], None]) -> None:
+        self.window = window
+        self._clock = clock
+        self._deliver = deliver
+        self._lock = threading.Lock()
+        self._timers: dict[Hashable, Timer] = {}  # keys whose window is open
+        self._held: dict[Hashable, Any] = {}
+        #: items replaced by a later one within their window
+        self.coalesced = 0
+
+    def offer(self, key: Hashable, item: Any) -> bool:
+        """True: deliver ``item`` now (its key was quiet; a window opens). False: it is
+        held until the window ends, replacing any item held for ``key``."""
+        with self._lock:
+            if key in self._timers:
+                if key in self._held:
+                    self.coalesced += 1
+                self._held[key] = item
+                return False
+            self._timers[key] = self._clock.call_later(self.window, self._end, key)
+            return True
+
+    def _end(self, key: Hashable) -> None:
+        """A window ended: deliver what was held (opening a new window), or close it."""
+        with self._lock:
+            if key not in self._timers:
+                return  # cancelled
+            if key not in self._held:
+                del self._timers[key]
+                return
+            item = self._held.pop(key)
+            self._timers[key] = self._clock.call_later(self.window, self._end, key)
+        self._deliver(item)
+
+    def cancel(self) -> None:
+        """Forget every held item and window (nothing is delivered after this)."""
+        with self._lock:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+            self._held.clear()
+
+
+@dataclass(slots=True)
+class _Input:
+    """An open input port."""
+
+    name: str
+    index: int
+    midi_in: Any  # rtmidi.MidiIn
+
+
+def _close_port(obj: Any) -> None:
+    """Close an rtmidi port object and free its client (never raises)."""
+    try:
+        obj.close_port()
+        obj.delete()
+    except Exception:  # a port of a vanished device or server: nothing left to free
+        pass
+
+
+_SCHEMA_FIELDS: dict[str, Field] = {
+    "api": Field(str, "auto", choices=tuple(APIS),
+                 doc="MIDI system: alsa (the Pi), jack (a JACK server), auto (ALSA, then JACK)"),
+    "client_name": Field(str, "pihub", doc="the MIDI client name other programs see"),
+    "inputs": Field((list, None), None, aliases=("midi_devices",),
+                    doc="input ports to listen to (names, /regex/ or indices); null: every input but pihub's own"),
+    "port_number": Field(int, None, min=0, deprecated="the legacy backend's one input: use inputs: [N]"),
+    "output": Field((str, int, None), None,
+                    doc="port actions send to without a device (name, /regex/ or index); null: the virtual output"),
+    "virtual_output": Field((str, None), "pihub MIDI out", aliases=("device_name",),
+                            doc="name of the virtual output port pihub creates for other programs; null: none"),
+    "throttle": Field(float, 0.0, min=0.0, max=60.0, aliases=("event_resolution", "midi_throttle_time"),
+                      doc="seconds; per-control coalescing window for continuous messages (0: off)"),
+    "poll_interval": Field(float, 1.0, min=0.01, max=3600.0, aliases=("poll_seconds",),
+                           doc="seconds between port rescans (devices plugged and unplugged)"),
+}
+
+
+class MidiBackend(Backend):
+    """MIDI inputs -> ``MidiMessageEvent``; a virtual output and send actions.
+
+    See the module docstring for the config, the events, the throttle and the actions.
+
+    Args:
+        config: the ``midi`` section (validated again here, so a raw mapping works).
+        clock: the time of the throttle windows, note-off timers and rescans.
+
+    Raises:
+        ConfigProblems: the section is invalid (a ``ValueError``), every problem listed.
+    """
+
+    name: ClassVar[str] = "midi"
+    config_schema: ClassVar[Schema] = Schema(
+        _SCHEMA_FIELDS, doc="MIDI controllers in, notes and controls out (ALSA or JACK, via python-rtmidi).")
+
+    def __init__(self, config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> None:
+        super().__init__(config, clock=clock)
+        values = self.config
+        errors: list[ConfigProblem] = []
+        inputs: list[PortPattern] | None = None
+        if values["inputs"] is not None or values["port_number"] is not None:
+            inputs = []
+            for i, item in enumerate(values["inputs"] or []):
+                try:
+                    inputs.append(PortPattern.parse(item))
+                except ValueError as e:
+                    errors.append(ConfigProblem(("inputs", i), str(e)))
+            if values["port_number"] is not None:
+                inputs.append(PortPattern.parse(values["port_number"]))
+        output: PortPattern | None = None
+        if values["output"] is not None:
+            try:
+                output = PortPattern.parse(values["output"])
+            except ValueError as e:
+                errors.append(ConfigProblem(("output",), str(e)))
+        for key in ("client_name", "virtual_output"):
+            if values[key] is not None and not values[key].strip():
+                errors.append(ConfigProblem((key,), "must not be an empty string"
+                                            + (" (null: no virtual output)" if key == "virtual_output" else "")))
+        if errors:
+            raise ConfigProblems(errors)
+        self.api: str = values["api"]
+        self.client_name: str = values["client_name"]
+        #: the input patterns, or None for every input
+        self.inputs = inputs
+        self.output = output
+        self.virtual_output: str | None = values["virtual_output"]
+        self.throttle: float = values["throttle"]
+        self.poll_interval: float = values["poll_interval"]
+        # JACK makes a taken client name unique with "-01"; ALSA may number nothing
+        self._own_client = re.compile(re.escape(self.client_name) + r"(?: in| out| scan)?(?:-\d+)?")
+        self._rtmidi: Any = None
+        self._api_used: str | None = None
+        self._api_const: int | None = None
+        # _io_lock guards the rtmidi objects (opened and closed by the scanner, used by the
+        # actions and the note-off timers); the message callbacks never take it.
+        self._io_lock = threading.RLock()
+        self._probe_in: Any = None
+        self._probe_out: Any = None
+        self._vout: Any = None
+        self._outs: dict[str, Any] = {}  # output port name -> open rtmidi.MidiOut
+        self._open: dict[str, _Input] = {}  # changed under _in_lock (the JACK reader walks it)
+        self._in_lock = threading.Lock()
+        self._reader: BackendThread | None = None
+        self._missing: list[str] = []
+        self._reported: str | None = None  # the scanner's last reported problem
+        self._notes: dict[tuple[str, int, int], Timer | None] = {}  # (port, channel, note) -> note-off timer
+        self._emit: Emit | None = None
+        self._thread: BackendThread | None = None
+        self._throttle = Throttle(self.throttle, self.clock, self._publish) if self.throttle > 0 else None
+        self._counts = {"messages": 0, "events": 0, "dropped_events": 0, "malformed": 0,
+                        "sent": 0, "connects": 0, "disconnects": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    def validate_environment(self) -> None:
+        """Check that mido and python-rtmidi are installed, with the configured API compiled in.
+
+        A missing device or MIDI server is *not* an error here: the scanner waits for it.
+
+        Raises:
+            BackendUnavailable: a library is missing, or rtmidi lacks the API.
+        """
+        try:
+            import mido  # type: ignore[import-untyped]  # noqa: F401
+            import rtmidi  # type: ignore[import-untyped]
+        except ImportError as e:
+            raise BackendUnavailable(f"{e.name} is not installed (pip install 'pihub[midi]')") from None
+        compiled = {rtmidi.get_api_name(a) for a in rtmidi.get_compiled_api()}
+        if not compiled & set(APIS[self.api]):
+            raise BackendUnavailable(
+                f"midi api {self.api!r} is not compiled into this python-rtmidi (it has: "
+                f"{', '.join(sorted(compiled)) or 'none'}); install the PyPI wheel (pip install python-rtmidi)")
+
+    def open(self, emit: Emit) -> None:
+        """Start the scanner thread ``pihub-midi``; it finds the MIDI system and the ports."""
+        if self._thread is not None:
+            return
+        self._emit = emit
+        self._reported = None
+        self.status, self.error = BackendStatus.RUNNING, None
+        self._thread = BackendThread(f"pihub-{self.name}", self._run)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the scanner, send pending note-offs, close every port; idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.stop(timeout=10.0)
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.stop(timeout=10.0)
+        self._emit = None
+        if self._throttle is not None:
+            self._throttle.cancel()
+        with self._io_lock:
+            self._release_all()
+            with self._in_lock:
+                for inp in self._open.values():
+                    _close_port(inp.midi_in)
+                self._open.clear()
+            for obj in (*self._outs.values(), self._vout, self._probe_in, self._probe_out):
+                if obj is not None:
+                    _close_port(obj)
+            self._outs.clear()
+            self._vout = self._probe_in = self._probe_out = None
+            self._api_used = self._api_const = None
+        self.status = BackendStatus.STOPPED
+
+    # ------------------------------------------------------------------ scanner thread
+    def _run(self, stopping: threading.Event) -> None:
+        """Find a MIDI system (with back-off), then rescan the ports every ``poll_interval``."""
+        retry = self.poll_interval
+        while not stopping.is_set():
+            try:
+                if self._api_const is None:
+                    if self._start_api():
+                        retry = self.poll_interval
+                    else:
+                        if self.clock.wait(stopping, retry):
+                            return
+                        retry = min(retry * 2, max(_MAX_API_RETRY, self.poll_interval))
+                        continue
+                self._scan()
+            except Exception as e:  # a bug must not end the scanner silently
+                self.log.exception("midi scanner failed")
+                self._problem(f"midi scanner failed: {type(e).__name__}: {e}; "
+                              f"retrying every {self.poll_interval:g} s")
+            if self.clock.wait(stopping, self.poll_interval):
+                return
+
+    def _start_api(self) -> bool:
+        """Open the probes on the first API that answers and create the virtual output."""
+        import rtmidi  # type: ignore[import-untyped]
+
+        reasons = []
+        for api in APIS[self.api]:
+            const = getattr(rtmidi, _RTMIDI_API[api])
+            try:
+                probe_in = rtmidi.MidiIn(const, name=f"{self.client_name} scan")
+            except (rtmidi.SystemError, rtmidi.RtMidiError, RuntimeError) as e:
+                hint = " (is jackd running? JACK_DEFAULT_SERVER names it)" if api == "jack" else \
+                       " (no /dev/snd/seq: is snd-seq loaded?)"
+                reasons.append(f"{api}: {e}{hint}")
+                continue
+            with self._io_lock:
+                self._rtmidi, self._api_used, self._api_const = rtmidi, api, const
+                self._probe_in = probe_in
+                self._probe_out = rtmidi.MidiOut(const, name=f"{self.client_name} scan")
+                if self.virtual_output is not None:
+                    vout = rtmidi.MidiOut(const, name=self.client_name)
+                    vout.open_virtual_port(self.virtual_output)
+                    self._vout = vout
+            if api == "jack":
+                self._reader = BackendThread(f"pihub-{self.name}-in", self._read_jack)
+                self._reader.start()
+            self.log.info("midi on %s%s", api, f", virtual output {self.virtual_output!r}"
+                          if self.virtual_output else "")
+            return True
+        self._problem(f"no MIDI system answers ({'; '.join(reasons)}); retrying")
+        return False
+
+    def _own(self, port: str) -> bool:
+        """True for a port of one of pihub's own clients (the virtual output, the ports it
+        opened to listen or send), which it never listens or sends to: that would loop."""
+        return self._own_client.fullmatch(port.partition(":")[0]) is not None
+
+    def _scan(self) -> None:
+        """List the input ports; open the wanted new ones, close the vanished ones, report."""
+        ports = list(self._probe_in.get_ports())
+        present = set(ports)
+        for name in [n for n in self._open if n not in present]:
+            with self._in_lock:
+                inp = self._open.pop(name)
+                _close_port(inp.midi_in)
+            self._counts["disconnects"] += 1
+            self.log.warning("midi input %r went away", name)
+            self._publish(Event(_DISCONNECTED, {"device": name, "port": inp.index}, time.monotonic_ns(), self.name))
+        for index, name in enumerate(ports):
+            if name in self._open or self._own(name) or not self._wanted(index, name):
+                continue
+            self._open_input(index, name)
+        with self._io_lock:
+            outs = set(self._probe_out.get_ports())
+            for name in [n for n in self._outs if n not in outs]:
+                _close_port(self._outs.pop(name))
+        theirs = [(i, n) for i, n in enumerate(ports) if not self._own(n)]
+        missing = [] if self.inputs is None else [
+            p.spelling for p in self.inputs if not any(p.matches(i, n) for i, n in theirs)]
+        self._missing = missing
+        if missing:
+            listed = ", ".join(repr(n) for _, n in theirs) or "none"
+            self._problem(f"midi input {', '.join(missing)} not found (input ports: {listed}); "
+                          f"waiting for it, rescanning every {self.poll_interval:g} s")
+        else:
+            self._problem(None)
+
+    def _problem(self, reason: str | None) -> None:
+        """Report the scanner's finding when it changed: degraded with ``reason``, or
+        recovered (None). Only the scanner thread calls this."""
+        if reason == self._reported:
+            return
+        self._reported = reason
+        if reason is None:
+            self.report_recovered()
+        else:
+            self.log.warning("%s", reason)
+            self.report_degraded(reason)
+
+    def _wanted(self, index: int, name: str) -> bool:
+        return self.inputs is None or any(p.matches(index, name) for p in self.inputs)
+
+    def _open_input(self, index: int, name: str) -> None:
+        """Open input ``name`` with its message callback; a failure is retried next scan."""
+        rtm = self._rtmidi
+        midi_in = rtm.MidiIn(self._api_const, name=f"{self.client_name} in")
+        try:
+            midi_in.ignore_types(sysex=False, timing=True, active_sense=True)
+            if self._api_used != "jack":
+                midi_in.set_callback(self._callback(name, index))
+            midi_in.open_port(index, name="in")
+        except Exception as e:
+            _close_port(midi_in)
+            self.log.warning("midi input %r would not open: %s", name, e)
+            return
+        with self._in_lock:
+            self._open[name] = _Input(name, index, midi_in)
+        self._counts["connects"] += 1
+        self.log.info("listening to midi input %r", name)
+        self._publish(Event(_CONNECTED, {"device": name, "port": index}, time.monotonic_ns(), self.name))
+
+    def _read_jack(self, stopping: threading.Event) -> None:
+        """The JACK inputs' reader (thread ``pihub-midi-in``): take what rtmidi queued, then
+        wait ``JACK_POLL`` when every input was idle.
+
+        On JACK, rtmidi calls a callback on JACK's process thread, which runs every
+        client's cycle: Python there waits for the GIL, stalling all of JACK for as long as
+        another thread holds it, and a thread of this process blocked in a send (rtmidi
+        waits for JACK to drain a full buffer) never lets go of it: a deadlock. So pihub
+        leaves the messages in rtmidi's queue (filled without Python) and reads them here.
+        """
+        while not stopping.is_set():
+            busy = False
+            with self._in_lock:
+                for inp in self._open.values():
+                    for _ in range(_JACK_BATCH):
+                        got = inp.midi_in.get_message()
+                        if got is None:
+                            break
+                        busy = True
+                        self.message(got[0], inp.name, inp.index, got[1])
+            if not busy and self.clock.wait(stopping, JACK_POLL):
+                return
+
+    def _callback(self, name: str, index: int) -> Callable[[tuple[list[int], float], Any], None]:
+        """The rtmidi callback of one ALSA input (on rtmidi's own thread: short, never blocks)."""
+
+        def on_message(event: tuple[list[int], float], _data: Any) -> None:
+            self.message(event[0], name, index, event[1])
+
+        return on_message
+
+    def message(self, raw: Sequence[int], device: str, port: int, delay: float, ts_ns: int = 0) -> None:
+        """Turn one received message into a ``MidiMessageEvent`` (throttled as configured).
+
+        Called by the input callbacks; tests call it directly.
+
+        Args:
+            raw: the message bytes.
+            device: the input port name.
+            port: its index.
+            delay: seconds since the previous message on that port.
+            ts_ns: ``time.monotonic_ns()`` of its arrival (0: now).
+        """
+        self._counts["messages"] += 1
+        ts = ts_ns or time.monotonic_ns()
+        args: dict[str, Any] = {"message": list(raw), "device": device, "port": port, "delay": delay}
+        try:
+            fields = decode(raw)
+        except (ValueError, TypeError) as e:
+            self._counts["malformed"] += 1
+            self.log.debug("malformed midi message %r from %r: %s", list(raw), device, e)
+            fields = {"kind": "unknown"}
+        args.update(fields)
+        event = Event(_MESSAGE, args, ts, self.name)
+        throttle = self._throttle
+        if throttle is not None and fields["kind"] in THROTTLED_KINDS:
+            key = (device, raw[0], raw[1] if fields["kind"] in ("control_change", "polytouch") else None)
+            if not throttle.offer(key, event):
+                return
+        self._publish(event)
+
+    def _publish(self, event: Event) -> None:
+        """Emit one event, counting drops (a full bus)."""
+        emit = self._emit
+        if emit is None:
+            return
+        if emit(event):
+            self._counts["events"] += 1
+        else:
+            self._counts["dropped_events"] += 1
+
+    # ------------------------------------------------------------------ outputs
+    def _port_out(self, device: str | int | None) -> tuple[str, Any]:
+        """``(port name, rtmidi.MidiOut)`` for ``device`` (None: ``output``, else the virtual port).
+
+        Raises:
+            ActionError: no MIDI system yet, no output configured, or no such port (the
+                message lists the output ports that exist).
+        """
+        if self._api_const is None:
+            raise ActionError(f"midi is not ready: {self.error or 'no MIDI system yet'}")
+        if device is None and self.output is None:
+            if self._vout is None:
+                raise ActionError("midi has no output: pass device, or set 'output' or 'virtual_output'")
+            return self.virtual_output or "", self._vout
+        if device is None:
+            pattern = self.output
+        else:
+            try:
+                pattern = PortPattern.parse(device)
+            except ValueError as e:
+                raise ActionError(f"device {e}") from None
+        assert pattern is not None
+        if self._vout is not None and self.virtual_output is not None and pattern.name == self.virtual_output:
+            return self.virtual_output, self._vout
+        ports = list(self._probe_out.get_ports())
+        found = pattern.find(ports)
+        if found is None or self._own(found[1]):
+            listed = [p for p in ports if not self._own(p)]
+            if self._vout is not None:
+                listed.append(self.virtual_output)
+            raise ActionError(f"midi output {pattern.spelling} not found; output ports: "
+                              f"{', '.join(repr(p) for p in listed) or 'none'}")
+        index, name = found
+        out = self._outs.get(name)
+        if out is None:
+            out = self._rtmidi.MidiOut(self._api_const, name=f"{self.client_name} out")
+            try:
+                out.open_port(index, name="out")
+            except Exception as e:
+                _close_port(out)
+                raise ActionError(f"midi output {name!r} would not open: {e}") from None
+            self._outs[name] = out
+        return name, out
+
+    def _send(self, values: Sequence[int], device: str | int | None) -> str:
+        """Check ``values`` is one MIDI message and send it; returns the port name.
+
+        Raises:
+            ActionError: not a valid message, or see :meth:`_port_out`.
+        """
+        try:
+            decode(values)
+        except (ValueError, TypeError) as e:
+            raise ActionError(f"values {list(values)!r} are not one MIDI message: {e}") from None
+        with self._io_lock:
+            name, out = self._port_out(device)
+            out.send_message(list(values))
+        self._counts["sent"] += 1
+        return name
+
+    def _note_off(self, port: str, channel: int, note: int, device: str | int | None) -> None:
+        """A note-off timer: send it if the note is still sounding (never raises)."""
+        with self._io_lock:
+            if (port, channel, note) not in self._notes:
+                return  # released meanwhile
+            del self._notes[(port, channel, note)]
+            try:
+                self._send([0x80 | channel, note, 0], device)
+            except ActionError as e:
+                self.log.warning("note-off %d on %r not sent: %s", note, port, e)
+
+    def _release_all(self) -> list[dict[str, int | str]]:
+        """Send a note-off for every sounding note (caller holds ``_io_lock``)."""
+        done: list[dict[str, int | str]] = []
+        for (port, channel, note), timer in list(self._notes.items()):
+            if timer is not None:
+                timer.cancel()
+            del self._notes[(port, channel, note)]
+            device = None if port == self.virtual_output else port
+            try:
+                self._send([0x80 | channel, note, 0], device)
+                done.append({"device": port, "channel": channel, "note": note})
+            except ActionError as e:
+                self.log.warning("note-off %d on %r not sent: %s", note, port, e)
+        return done
+
+    # ------------------------------------------------------------------ actions
+    @action
+    def send_message(self, values: list[int], device: str | int | None = None) -> dict[str, Any]:
+        """Send one raw MIDI message.
+
+        Args:
+            values: the bytes, e.g. ``[176, 7, 64]`` (control 7 = 64 on channel 1).
+            device: the output port (name, /regex/ or index); default: ``output``, else
+                the virtual output.
+
+        Returns:
+            ``{"device": port name, "message": values}``.
+        """
+        return {"device": self._send(values, device), "message": list(values)}
+
+    @action(aliases=["play"])
+    def play_note(self, note: int, velocity: int = 64, duration: float = 0.0, channel: int = 0,
+                  device: str | int | None = None) -> dict[str, Any]:
+        """Play a note: note-on now, note-off ``duration`` seconds later (on a timer).
+
+        Args:
+            note: 0-127 (60 is middle C).
+            velocity: 1-127.
+            duration: seconds until the note-off; 0 leaves the note on (``release_note``).
+                Playing a sounding note again restarts its duration.
+            channel: 0-15 (MIDI channel 1 is 0).
+            device: the output port; default as ``send_message``.
+
+        Returns:
+            ``{"device", "note", "velocity", "channel", "duration"}``; the action returns at once.
+        """
+        _check_range("note", note, 0, 127)
+        _check_range("velocity", velocity, 1, 127)
+        _check_range("channel", channel, 0, 15)
+        if not duration >= 0:
+            raise ActionError(f"duration must be 0 or more seconds, not {duration:g}")
+        with self._io_lock:
+            port = self._send([0x90 | channel, note, velocity], device)
+            old = self._notes.pop((port, channel, note), None)
+            if old is not None:
+                old.cancel()
+            timer = self.clock.call_later(duration, self._note_off, port, channel, note, device) \
+                if duration > 0 else None
+            self._notes[(port, channel, note)] = timer
+        return {"device": port, "note": note, "velocity": velocity, "channel": channel, "duration": duration}
+
+    @action(aliases=["release"])
+    def release_note(self, note: int, channel: int = 0, device: str | int | None = None) -> dict[str, Any]:
+        """Send a note-off now (and cancel its pending timer).
+
+        Args:
+            note: 0-127.
+            channel: 0-15.
+            device: the output port; default as ``send_message``.
+        """
+        _check_range("note", note, 0, 127)
+        _check_range("channel", channel, 0, 15)
+        with self._io_lock:
+            port = self._send([0x80 | channel, note, 0], device)
+            timer = self._notes.pop((port, channel, note), None)
+            if timer is not None:
+                timer.cancel()
+        return {"device": port, "note": note, "channel": channel}
+
+    @action(aliases=["release_all"])
+    def release_all_notes(self) -> list[dict[str, int | str]]:
+        """Send a note-off for every note played and not yet released.
+
+        Returns:
+            the notes released, ``[{"device", "channel", "note"}]``.
+        """
+        with self._io_lock:
+            return self._release_all()
+
+    @action
+    def control_change(self, control: int, value: int, channel: int = 0,
+                       device: str | int | None = None) -> dict[str, Any]:
+        """Send a control change (a knob or slider position).
+
+        Args:
+            control: the controller number 0-127 (7 is volume).
+            value: 0-127.
+            channel: 0-15.
+            device: the output port; default as ``send_message``.
+        """
+        _check_range("control", control, 0, 127)
+        _check_range("value", value, 0, 127)
+        _check_range("channel", channel, 0, 15)
+        port = self._send([0xB0 | channel, control, value], device)
+        return {"device": port, "control": control, "value": value, "channel": channel}
+
+    @action(aliases=["query_ports", "query"])
+    def list_ports(self) -> dict[str, Any]:
+        """The MIDI ports that exist and what pihub does with them.
+
+        Returns:
+            ``in`` / ``out``: ``{index: port name}`` as Platypush's ``query`` gives them;
+            ``listening``: the inputs open now; ``missing``: configured inputs without a
+            port; ``virtual_output``: pihub's own port name (null: none); ``api``: alsa or
+            jack (null before a MIDI system answered); and the counters ``messages``,
+            ``events``, ``dropped_events``, ``malformed``, ``coalesced`` (held and replaced
+            by the throttle), ``sent``, ``connects``, ``disconnects``.
+        """
+        with self._io_lock:
+            if self._api_const is None:
+                ins: list[str] = []
+                outs: list[str] = []
+            else:
+                ins, outs = list(self._probe_in.get_ports()), list(self._probe_out.get_ports())
+            return {
+                "in": dict(enumerate(ins)), "out": dict(enumerate(outs)),
+                "listening": sorted(self._open), "missing": list(self._missing),
+                "virtual_output": self.virtual_output if self._vout is not None else None,
+                "api": self._api_used, **self._counts,
+                "coalesced": self._throttle.coalesced if self._throttle is not None else 0,
+            }
+
+
+def _check_range(name: str, value: int, lo: int, hi: int) -> None:
+    """Raise ActionError unless ``lo <= value <= hi``."""
+    if not lo <= value <= hi:
+        raise ActionError(f"{name} must be {lo}-{hi}, not {value}")
