@@ -24,6 +24,10 @@ is run from the source checkout by the installer, before any venv exists::
 
     python3 systemd/render.py --venv /opt/pihub/.venv -o /etc/systemd/system/pihub.service
 
+With ``needs`` (``--needs FILE``: the JSON of ``pihub doctor --needs``) the device lines are
+narrowed to the enabled backends' (``DeviceAllow=``, ``SupplementaryGroups=``, the
+``modprobe@`` units) and address families are added; the committed unit is the full set.
+
 (A directory named ``systemd`` must not become an importable package: it would shadow the
 ``python3-systemd`` bindings. Tests load this file by path.)
 """
@@ -31,12 +35,14 @@ is run from the source checkout by the installer, before any venv exists::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DEFAULT_VENV", "TEMPLATE", "main", "quote_arg", "render_unit"]
 
@@ -99,22 +105,28 @@ def _venv_command(venv: str | os.PathLike[str]) -> list[str]:
 
 
 def render_unit(venv: str | os.PathLike[str] | None = None, *,
-                command: Sequence[str] | None = None, template: str | None = None) -> str:
-    """Render the unit text with a given venv or command.
+                command: Sequence[str] | None = None, template: str | None = None,
+                needs: Mapping[str, Any] | None = None) -> str:
+    """Render the unit text with a given venv or command, for the enabled backends.
 
     Args:
         venv: absolute path of pihub's virtualenv; ExecStart becomes ``<venv>/bin/pihub run``.
         command: the full command instead (first element an absolute path). Give exactly
             one of ``venv`` and ``command``.
         template: unit text to render; the committed ``pihub.service`` when None.
+        needs: what the enabled backends need, as ``pihub doctor --needs`` prints it (keys
+            ``groups``, ``device_allow``, ``modules``, ``address_families``); None keeps the
+            template's full set of devices. See :func:`_restrict`.
 
     Returns:
-        The unit text, identical to the template except for its ``ExecStart=`` line.
+        The unit text, identical to the template except for its ``ExecStart=`` line and,
+        with ``needs``, the device lines it narrows.
 
     Raises:
         ValueError: both or neither of ``venv``/``command``; a relative path; a word systemd
             would refuse (see :func:`quote_arg`); the template lacks exactly one
-            ``ExecStart=`` line.
+            ``ExecStart=`` line; ``needs`` names a device, module or group the template does
+            not have, or a malformed address family.
     """
     if (venv is None) == (command is None):
         raise ValueError("give exactly one of venv and command")
@@ -130,7 +142,61 @@ def render_unit(venv: str | os.PathLike[str] | None = None, *,
     newline = "\n" if lines[i].endswith("\n") else ""
     words = [quote_arg(argv[0], executable=True)] + [quote_arg(a) for a in argv[1:]]
     lines[i] = "ExecStart=" + " ".join(words) + newline
-    return "".join(lines)
+    text = "".join(lines)
+    return text if needs is None else _restrict(text, needs)
+
+
+_MODPROBE = re.compile(r"modprobe@([A-Za-z0-9_-]+)\.service")
+_FAMILY = re.compile(r"AF_[A-Z0-9]+")
+
+
+def _restrict(text: str, needs: Mapping[str, Any]) -> str:
+    """Narrow the full-device template to what ``needs`` asks for.
+
+    Only removes: ``DeviceAllow=`` lines not listed, ``modprobe@`` units of modules not
+    listed (a ``Wants=``/``After=`` line left empty goes), groups not listed from
+    ``SupplementaryGroups=`` (the line goes when none is left); and appends the listed
+    address families to ``RestrictAddressFamilies=``. What is listed must be in the template:
+    the template is the reviewed upper bound, a drop-in is the way past it.
+    """
+    text_lines = text.splitlines(keepends=True)
+
+    def values(key: str) -> list[str]:
+        return [line.partition("=")[2].strip() for line in text_lines if line.startswith(key + "=")]
+
+    allow, modules, groups = (list(needs.get(k) or ()) for k in ("device_allow", "modules", "groups"))
+    families = list(needs.get("address_families") or ())
+    have_modules = {m for v in values("Wants") for m in _MODPROBE.findall(v)}
+    have_groups = {g for v in values("SupplementaryGroups") for g in v.split()}
+    for what, wanted, have in (("DeviceAllow", allow, set(values("DeviceAllow"))),
+                               ("module", modules, have_modules), ("group", groups, have_groups)):
+        extra = [w for w in wanted if w not in have]
+        if extra:
+            raise ValueError(f"{what} {', '.join(map(repr, extra))} is not in the template; allowed: "
+                             f"{', '.join(sorted(have))} (add others in a drop-in)")
+    bad = [f for f in families if not _FAMILY.fullmatch(str(f))]
+    if bad:
+        raise ValueError(f"address family {bad[0]!r} is not of the form AF_NAME")
+    out = []
+    for line in text_lines:
+        key, _, value = line.partition("=")
+        end = "\n" if line.endswith("\n") else ""
+        if key == "DeviceAllow" and value.strip() not in allow:
+            continue
+        if key in ("Wants", "After") and _MODPROBE.search(value):
+            words = [w for w in value.split() if (m := _MODPROBE.fullmatch(w)) is None or m[1] in modules]
+            if not words:
+                continue
+            line = f"{key}={' '.join(words)}{end}"
+        elif key == "SupplementaryGroups":
+            kept = [g for g in value.split() if g in groups]
+            if not kept:
+                continue
+            line = f"{key}={' '.join(kept)}{end}"
+        elif key == "RestrictAddressFamilies":
+            line = f"{key}={' '.join(value.split() + [f for f in families if f not in value.split()])}{end}"
+        out.append(line)
+    return "".join(out)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -168,10 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"absolute path of pihub's virtualenv (default {DEFAULT_VENV})")
     parser.add_argument("-o", "--output", type=Path,
                         help="write here (atomically, mode 0644) instead of stdout")
+    parser.add_argument("--needs", type=Path,
+                        help="JSON file from `pihub doctor --needs`: keep only the devices, modules and "
+                             "groups the enabled backends need (default: the full set)")
     args = parser.parse_args(argv)
     try:
-        text = render_unit(args.venv)
-    except ValueError as exc:
+        needs = json.loads(args.needs.read_text(encoding="utf-8")) if args.needs else None
+        text = render_unit(args.venv, needs=needs)
+    except (ValueError, OSError) as exc:
         parser.error(str(exc))
     if args.output is None:
         sys.stdout.write(text)

@@ -5,6 +5,7 @@
 ``pihub exec ACTION [k=v | k:=json]``  run one action (:mod:`pihub.cli.execute`)
 ``pihub replay --config F EVENTS``     feed recorded events through the hooks (:mod:`pihub.cli.replay`)
 ``pihub user ...``, ``pihub token ...``  users and API tokens (:mod:`pihub.cli.auth`)
+``pihub doctor [--json]``              what breaks on a Pi, with fixes (:mod:`pihub.cli.doctor`)
 
 Exit codes and the error printer are :mod:`pihub.cli.common`'s, the same for every command.
 """
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from pihub import __version__
-from pihub.cli import auth
+from pihub.cli import auth, doctor
 from pihub.cli.check import cmd_check_config
 from pihub.cli.daemon import cmd_run
 from pihub.cli.execute import cmd_exec, parse_exec_args
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_replay)
 
     auth.add_parsers(sub, common)
+    doctor.add_parser(sub, common)
     return p
 
 

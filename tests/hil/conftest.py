@@ -53,3 +53,41 @@ def serial_device(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     finally:
         sim.stop()
 
+
+
+def _board() -> str:
+    """The Pi's model (device tree), else the CPU architecture's name."""
+    try:
+        return Path("/proc/device-tree/model").read_bytes().rstrip(b"\0").decode()
+    except OSError:
+        return "no Raspberry Pi"
+
+
+def _os_name() -> str:
+    try:
+        info = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+        return f"{info.get('NAME', '?').strip(chr(34))} {info.get('VERSION_ID', '').strip(chr(34))}".strip()
+    except OSError:
+        return "unknown OS"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line a user can paste into an issue: rig, pihub, board, OS, counts of the HIL tests."""
+    import platform
+    import subprocess
+
+    from pihub import __version__
+
+    counts = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        counts[outcome] = sum(1 for r in terminalreporter.stats.get(outcome, [])
+                              if "tests/hil/" in getattr(r, "nodeid", "").replace("\\", "/")
+                              and getattr(r, "when", "call") in ("call", "setup"))
+    if not any(counts.values()):
+        return
+    rev = subprocess.run(["git", "-C", str(HW_MOCKS.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True, check=False, timeout=10).stdout.strip() or "no git"
+    terminalreporter.write_line(
+        f"pihub hil: rig={RIG} pihub {__version__} ({rev}) on {_board()}, {platform.machine()}, {_os_name()}, "
+        f"Python {platform.python_version()}: {counts['passed']} passed, {counts['failed'] + counts['error']} failed, "
+        f"{counts['skipped']} skipped")

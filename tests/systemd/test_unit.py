@@ -19,6 +19,7 @@ render.py is loaded from its path.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -275,3 +276,75 @@ def test_command_line_prints_to_stdout_and_reports_bad_paths() -> None:
                           text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert "absolute" in proc.stderr
+
+
+# --- the unit rendered for the enabled backends (pihub doctor --needs) -----------------------
+
+from pihub.cli.doctor import KINDS, needs_for  # noqa: E402
+
+
+def _values(text: str, key: str) -> list[str]:
+    return [v for section in _settings(text).values() for v in section.get(key, [])]
+
+
+def test_the_device_kinds_cover_exactly_what_the_full_unit_allows() -> None:
+    """pihub.cli.doctor.KINDS and the committed unit must not drift apart."""
+    text = render.TEMPLATE.read_text(encoding="utf-8")
+    everything = needs_for(KINDS)
+    assert sorted(everything["device_allow"]) == sorted(_values(text, "DeviceAllow"))
+    modprobe = {w for v in _values(text, "Wants") for w in v.split() if w.startswith("modprobe@")}
+    assert {f"modprobe@{m}.service" for m in everything["modules"]} == modprobe
+    assert set(everything["groups"]) == set(" ".join(_values(text, "SupplementaryGroups")).split())
+    assert render.render_unit(render.DEFAULT_VENV, needs=everything) == text
+
+
+@pytest.mark.parametrize("kinds", [[], *([k] for k in KINDS), ["gpio", "spi", "serial", "smartcard", "flic"]],
+                         ids=lambda k: "+".join(k) or "no-device")
+def test_the_unit_for_some_backends_allows_only_their_devices(analyze: str, tmp_path: Path,
+                                                              kinds: list[str]) -> None:
+    needs = needs_for(kinds)
+    text = render.render_unit(command=_existing_command(), needs=needs)
+    assert _values(text, "DeviceAllow") == needs["device_allow"]
+    assert " ".join(_values(text, "SupplementaryGroups")).split() == needs["groups"]
+    wanted = {w for v in _values(text, "Wants") + _values(text, "After") for w in v.split()
+              if w.startswith("modprobe@")}
+    assert wanted == {f"modprobe@{m}.service" for m in needs["modules"]}
+    assert _values(text, "RestrictAddressFamilies") == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK"]
+    assert _values(text, "CapabilityBoundingSet") == [""]
+    unit = _write_unit(tmp_path, text)
+    _assert_clean(_run(analyze, "verify", unit))
+    proc = _run(analyze, "security", "--offline=true", unit)
+    _assert_clean(proc)
+    m = re.search(r"Overall exposure level for pihub\.service: (\d+\.\d+)", proc.stdout)
+    assert m and float(m[1]) <= MAX_EXPOSURE, proc.stdout
+
+
+def test_extra_address_families_are_appended() -> None:
+    text = render.render_unit(render.DEFAULT_VENV, needs={"address_families": ["AF_BLUETOOTH"]})
+    assert _values(text, "RestrictAddressFamilies") == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_BLUETOOTH"]
+
+
+@pytest.mark.parametrize("needs, fragment", [
+    ({"device_allow": ["char-input r"]}, "DeviceAllow 'char-input r' is not in the template"),
+    ({"device_allow": ["char-spi rw\nExecStartPre=/bin/evil"]}, "is not in the template"),
+    ({"modules": ["evil"]}, "module 'evil' is not in the template"),
+    ({"groups": ["root"]}, "group 'root' is not in the template"),
+    ({"address_families": ["AF_INET\nUser=root"]}, "is not of the form AF_NAME"),
+    ({"address_families": ["af_packet"]}, "is not of the form AF_NAME"),
+])
+def test_render_refuses_needs_beyond_the_reviewed_template(needs: dict[str, list[str]], fragment: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        render.render_unit(render.DEFAULT_VENV, needs=needs)
+
+
+def test_command_line_renders_from_a_needs_file(tmp_path: Path) -> None:
+    needs = tmp_path / "needs.json"
+    needs.write_text(json.dumps(needs_for(["serial"])), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(RENDER_PY), "--needs", str(needs)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == render.render_unit(render.DEFAULT_VENV, needs=needs_for(["serial"]))
+    needs.write_text("{not json", encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(RENDER_PY), "--needs", str(needs)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 2
