@@ -39,8 +39,12 @@ FAMILIES: dict[str, str] = {
     "native": "bench_native",    # the ring: queue.Queue baseline, C producer drain, Python publish
     "engine": "bench_engine",    # matcher cost, publish->match->dispatch, edge->action latency
     "adc": "bench_adc",          # the ADC backend's poll loop on the mock rig
+    "smartcard": "bench_smartcard",  # card insert/remove -> event through real pcscd + vpcd
+    "flic": "bench_flic",        # Flic release -> FlicButtonEvent after the window, fake flicd on loopback
+    "midi": "bench_midi",        # MIDI CC -> hook action through jackd (dummy); a 1 kHz CC stream, no loss
     "daemon": "bench_daemon",    # `pihub run`: start->ready, idle RSS/PSS
     "http": "bench_http",        # `pihub run`'s HTTP API: /execute latency, wrk, webhook, start, memory
+    "install": "bench_install",  # deploy/install.py into a staging root: time, venv size, unit exposure
     "peer": "peer_platypush",    # the peer's own rows (matching; daemon with --peer)
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 import pytest
-from pihub_testing import wait_for
+from pihub_testing import finishes, wait_for
 
 from pihub.backends.base import Backend, BackendStatus
 from pihub.errors import BackendUnavailable, ConfigError
@@ -225,3 +225,174 @@ def test_a_third_party_backend_without_a_clock_parameter_still_loads():
 
     backend = _construct(Old, {}, ManualClock())
     assert backend.config == {}
+
+
+def test_hooks_that_only_drive_outputs_run_on_the_dispatcher(make_hub):
+    hub = make_hub(RIG + """
+event.hook.via_procedure:
+  if: {type: GPIOEvent, pin: 18}
+  then:
+    - action: procedure.light_on
+procedure.light_on:
+  - action: mock.set
+    args: {name: light, value: true}
+""")
+    # press also writes a variable (a SQLite commit): it goes to a worker
+    assert {h.name for h in hub.dispatcher.inline} == {"release"}
+    mock = hub.backends["mock"]
+    for value in (1, 0):
+        assert hub.publish(Event.of("GPIOEvent", pin=17, value=value))
+        assert hub.flush()
+    assert mock.outputs["light"] is False
+    st = hub.dispatcher.stats
+    assert (st.hooks_fired, st.hooks_inline) == (2, 1)
+
+
+def test_flush_waits_for_a_running_inline_hook(make_hub):
+    hub = make_hub(RIG)
+    mock = hub.backends["mock"]
+    with mock._lock:  # mock.set waits for it: the inline "release" hook cannot finish
+        mock.outputs["light"] = True
+        assert hub.publish(Event.of("GPIOEvent", pin=17, value=0))
+        assert hub.flush(timeout=0.05) is False
+    assert hub.flush()
+    assert mock.outputs["light"] is False
+    assert hub.dispatcher.stats.hooks_inline == 1
+
+
+def test_flush_follows_events_that_pool_jobs_publish(make_hub):
+    hub = make_hub("""
+        mock:
+          outputs: {light: false}
+        event.hook.first:
+          if: {type: CustomEvent, subtype: first}
+          then:
+            - action: mock.set
+              args: {name: light, value: false}
+            - action: variable.set
+              args: {step: 1}
+            - action: event.fire
+              args: {type: CustomEvent, subtype: second}
+        event.hook.second:
+          if: {type: CustomEvent, subtype: second}
+          then:
+            - action: variable.set
+              args: {step: 2}
+            - action: mock.set
+              args: {name: light, value: true}
+    """)
+    mock = hub.backends["mock"]
+    assert not {h.name for h in hub.dispatcher.inline}  # both run on the pool
+    with mock._lock:  # the first hook's job waits in mock.set
+        assert hub.publish(Event.of("CustomEvent", subtype="first"))
+        assert hub.flush(timeout=0.05) is False
+    assert hub.flush()  # the first job, its event, the second job
+    assert mock.outputs["light"] is True
+    assert hub.execute("variable.get", {"name": "step"}).output == {"step": 2}
+
+
+def test_flush_without_a_dispatcher_fails_at_once_when_events_wait(make_hub):
+    hub = make_hub(RIG, start=False)
+    assert hub.flush()  # nothing queued: nothing to wait for
+    assert hub.publish(Event.of("GPIOEvent", pin=17, value=1))
+    # nothing would ever take the event: no waiting out the (hour-long) timeout
+    assert finishes(lambda: hub.flush(timeout=3600), what="flush") is False
+    hub.start()
+    assert hub.flush()
+    assert hub.backends["mock"].outputs["light"] is True
+
+
+def test_webhook_replies_from_inline_and_pool_hooks_alike(make_hub):
+    hub = make_hub("""
+        mock: {}
+        event.hook.inline:
+          if: {type: WebhookEvent, hook: fast}
+          then:
+            - action: mock.set
+              args: {name: door, value: '${data["open"]}'}
+            - return: '${ {"door": output["value"]} }'
+        event.hook.pooled:
+          if: {type: WebhookEvent, hook: stored}
+          then:
+            - action: variable.set
+              args: {door: '${data["open"]}'}
+            - return: '${ {"door": output["door"]} }'
+    """)
+    assert {h.name for h in hub.dispatcher.inline} == {"inline"}
+    for name in ("fast", "stored"):
+        ev = Event.of("WebhookEvent", hook=name, method="POST", args={}, data={"open": True}, headers={})
+        resp = hub.webhook(ev, timeout=5)
+        assert resp.ok and resp.output == {"door": True}, name
+    assert hub.dispatcher.stats.hooks_inline == 1
+
+
+# ------------------------------------------------- what the web layer reads (pihub.web.WebHub)
+def test_ready_follows_start_stop_and_the_dispatcher(make_hub, monkeypatch):
+    hub = make_hub(RIG, start=False)
+    assert hub.ready is False
+    hub.start()
+    assert hub.ready is True
+    with monkeypatch.context() as m:  # a dispatcher thread that died
+        m.setattr(type(hub.dispatcher), "running", property(lambda self: False))
+        assert hub.ready is False
+    hub.stop()
+    assert hub.ready is False
+
+
+def test_metrics_is_a_typed_snapshot(make_hub):
+    import dataclasses
+
+    from pihub import __version__
+    from pihub.hub import HubMetrics
+
+    hub = make_hub(RIG)
+    hub.execute("mock.emit", {"type": "GPIOEvent", "pin": 17, "value": 1})
+    assert hub.flush()
+    m = hub.metrics()
+    assert isinstance(m, HubMetrics) and m.version == __version__ and m.device_id == hub.device_id
+    assert m.bus["backend:mock"].published >= 1 and m.dispatch.hooks_fired >= 1
+    assert sum(m.latency.counts) == m.latency.n >= 1 and m.latency.bounds_us[-1] == float("inf")
+    assert m.pool.workers == hub.pool.workers and m.pool.completed >= 1
+    assert m.websocket_clients == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.version = "x"  # type: ignore[misc]
+    fired = m.dispatch.hooks_fired
+    hub.execute("mock.emit", {"type": "GPIOEvent", "pin": 17, "value": 0})
+    assert hub.flush()
+    assert m.dispatch.hooks_fired == fired  # a snapshot: later events do not change it
+    assert hub.metrics().dispatch.hooks_fired > fired
+    hub.stop()
+    assert hub.metrics().bus["backend:mock"].published == 2  # a stopped hub still reports its run
+
+
+def test_status_reports_uptime_on_the_hubs_clock_and_every_backend(write_config, load_config):
+    from pihub.clock import ManualClock
+    from pihub.hub import Hub
+
+    clock = ManualClock(start=100.0)
+    hub = Hub(load_config(write_config(RIG)), clock=clock)
+    for cls in (_Unavailable, _Crashing):
+        b = cls({})
+        hub.backends[b.name] = b
+    assert hub.status()["uptime_s"] == 0 and hub.status()["ready"] is False
+    hub.start()
+    try:
+        clock.advance(12.5)
+        st = hub.status()
+        assert st["uptime_s"] == 12.5 and st["ready"] is True
+        backends = {b["name"]: b for b in st["backends"]}
+        assert backends["mock"] == {"name": "mock", "status": "running", "error": None}
+        assert backends["unavailable"]["status"] == "failed: unavailable"
+        assert "gpiochip0" in backends["unavailable"]["error"]
+        assert backends["crashing"]["status"] == "failed: runtime error"
+        assert "device vanished" in backends["crashing"]["error"]
+        assert st["hooks"]["defined"] == 2 and set(st["bus"]) == {"published", "dropped", "depth", "producers"}
+    finally:
+        hub.stop()
+
+
+def test_describe_actions_is_the_registrys(make_hub):
+    hub = make_hub(RIG)
+    actions = {a["action"] for a in hub.describe_actions()}
+    assert {"mock.set", "variable.get"} <= actions
+    assert hub.describe_actions() == hub.registry.describe()
