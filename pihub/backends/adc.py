@@ -74,11 +74,10 @@ import threading
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from pihub.clock import Clock
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
-from pihub.backends.fake_mcp3008 import CHIPS, REGISTRY, FakeMCP3xxx, FakeSpiDev
 from pihub.backends.sensor import SENSOR_FIELDS, SensorState, parse_thresholds
 from pihub.config.schema import Field, Schema
 from pihub.errors import ActionError, AdcNoAnswer, BackendUnavailable, ConfigProblem, ConfigProblems
@@ -88,6 +87,20 @@ _MOCK: Final = Schema({
     "voltages": Field(dict, {}, doc="initial input voltage per channel, V ({0: 1.65})"),
     "idle_bit": Field(int, 0, min=0, max=1, doc="what MISO reads while the chip drives nothing"),
 }, doc="the fake chip of driver: mock")
+
+if TYPE_CHECKING:  # the fake driver is imported only when config chooses it
+    from pihub.backends.fake_mcp3008 import FakeMCP3xxx, FakeSpiRegistry
+
+#: The supported parts: chip name -> (channels, resolution in bits).
+CHIPS: Final[dict[str, tuple[int, int]]] = {
+    "mcp3004": (4, 10),
+    "mcp3008": (8, 10),
+    "mcp3204": (4, 12),
+    "mcp3208": (8, 12),
+}
+
+#: The fastest SPI clock the parts convert at, in Hz (3.6 MHz: the datasheets' 5 V rating).
+MAX_CLOCK_HZ: Final = 3_600_000
 
 _SOFTWARE_SPI: Final = ("CLK", "MISO", "MOSI", "CS")
 
@@ -124,7 +137,7 @@ class AdcBackend(Backend):
             "chip": Field(str, "mcp3008", choices=tuple(CHIPS), doc="the ADC part"),
             "bus": Field(int, 0, min=0, max=255, aliases=("spi_port",), doc="SPI bus: /dev/spidev<bus>.<device>"),
             "device": Field(int, 0, min=0, max=255, aliases=("spi_device",), doc="SPI chip select"),
-            "max_speed_hz": Field(int, 1_000_000, min=10_000, max=FakeMCP3xxx.max_clock_hz,
+            "max_speed_hz": Field(int, 1_000_000, min=10_000, max=MAX_CLOCK_HZ,
                                   doc="SPI clock, Hz (the MCP3xxx needs 10 kHz..3.6 MHz; 1.35 MHz max at 2.7 V)"),
             "vref": Field(float, 3.3, min=0.25, max=5.5, aliases=("Vdd",), doc="reference voltage, V"),
             "mode": Field(str, "single", choices=("single", "differential"),
@@ -176,8 +189,13 @@ class AdcBackend(Backend):
         self._requests = {(single, d): _request(single, d, self.bits)
                           for single in (True, False) for d in range(self.n_channels)}
         self.chip: FakeMCP3xxx | None = None
+        #: the mock driver's own fake SPI buses (None with spidev)
+        self.fake_bus: FakeSpiRegistry | None = None
         if self.driver == "mock":
+            from pihub.backends.fake_mcp3008 import FakeMCP3xxx, FakeSpiRegistry
+
             self.chip = FakeMCP3xxx(self.chip_name, self.vref, values["mock"].get("idle_bit", 0))
+            self.fake_bus = FakeSpiRegistry()
             for ch, volts in self.mock_voltages.items():
                 self.chip.voltages[ch] = volts
         self._spi: Any = None
@@ -345,9 +363,11 @@ class AdcBackend(Backend):
 
     def _open_spi(self) -> Any:
         if self.driver == "mock":
-            assert self.chip is not None
-            REGISTRY.attach(self.bus, self.device, self.chip)
-            spi: Any = FakeSpiDev(registry=REGISTRY)
+            from pihub.backends.fake_mcp3008 import FakeSpiDev
+
+            assert self.chip is not None and self.fake_bus is not None
+            self.fake_bus.attach(self.bus, self.device, self.chip)
+            spi: Any = FakeSpiDev(registry=self.fake_bus)
         else:
             import spidev
 
@@ -371,8 +391,8 @@ class AdcBackend(Backend):
             spi, self._spi = self._spi, None
         if spi is not None:
             spi.close()
-        if self.chip is not None:
-            REGISTRY.detach(self.bus, self.device, self.chip)
+        if self.chip is not None and self.fake_bus is not None:
+            self.fake_bus.detach(self.bus, self.device, self.chip)
         self._emit = None
         if self.status in (BackendStatus.RUNNING, BackendStatus.DEGRADED):
             self.status = BackendStatus.STOPPED

@@ -39,11 +39,11 @@ Three parts:
   with spidev's default build, ``xfer`` and ``xfer2`` are one chip-select-low session for
   the whole list.
 
-* :class:`FakeSpiRegistry` and its default instance :data:`REGISTRY` - the fake SPI
-  buses: which chip is wired at ``(bus, device)``, and how many times each was opened.
-  The ``adc`` backend in mock mode attaches its chip here while it is open, so a test or
-  the demo can reach it: ``REGISTRY.chip(0, 0).voltages[0] = 1.65`` (or the backend's
-  ``adc.set_voltage`` action).
+* :class:`FakeSpiRegistry` - fake SPI buses: which chip is wired at ``(bus, device)``,
+  and how many times each was opened. There is no global one: the ``adc`` backend in mock
+  mode owns its own (``backend.fake_bus``) with its chip (``backend.chip``) wired while it
+  is open, and a test builds its own. The chip table and clock limit come from
+  :mod:`pihub.backends.adc`: the fake imports the product's data, never the reverse.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ from typing import Any, ClassVar, Final
 
 __all__ = [
     "CHIPS",
-    "REGISTRY",
     "FakeMCP3xxx",
     "FakeMCP3004",
     "FakeMCP3008",
@@ -68,13 +67,7 @@ __all__ = [
     "FakeSpiRegistry",
 ]
 
-#: chip name -> (channels, resolution in bits)
-CHIPS: Final[dict[str, tuple[int, int]]] = {
-    "mcp3004": (4, 10),
-    "mcp3008": (8, 10),
-    "mcp3204": (4, 12),
-    "mcp3208": (8, 12),
-}
+from pihub.backends.adc import CHIPS, MAX_CLOCK_HZ  # the part's data is the backend's, not the fake's
 
 #: spidev's default ``max_speed_hz`` right after ``open`` (the Pi kernel's, 125 MHz):
 #: a driver that never lowers it overclocks the chip.
@@ -100,7 +93,7 @@ class FakeMCP3xxx:
         last_speed_hz: the SPI clock of the last session, in Hz.
     """
 
-    max_clock_hz: ClassVar[int] = 3_600_000
+    max_clock_hz: ClassVar[int] = MAX_CLOCK_HZ
 
     def __init__(self, chip: str = "mcp3008", vref: float = 3.3, idle_bit: int = 0) -> None:
         if chip not in CHIPS:
@@ -299,9 +292,6 @@ class FakeSpiRegistry:
             self.opens.clear()
 
 
-#: The default registry: the one ``FakeSpiDev()`` and the ``adc`` backend use.
-REGISTRY: Final = FakeSpiRegistry()
-
 _PATH_RE: Final = re.compile(r"/dev/spidev(\d+)\.(\d+)")
 
 
@@ -311,12 +301,12 @@ class FakeSpiDev:
     Args:
         bus: open ``/dev/spidev<bus>.<device>`` at once when both are given (as spidev).
         device: see ``bus``.
-        registry: the fake buses; :data:`REGISTRY` by default.
+        registry: the fake buses it opens chips on.
     """
 
     def __init__(self, bus: int | None = None, device: int | None = None, *,
-                 registry: FakeSpiRegistry | None = None) -> None:
-        self.registry = REGISTRY if registry is None else registry
+                 registry: FakeSpiRegistry) -> None:
+        self.registry = registry
         self._chip: FakeMCP3xxx | None = None
         self._where: tuple[int, int] | None = None
         self.mode = 0

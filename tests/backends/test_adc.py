@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import errno
 import math
 import os
@@ -12,15 +14,13 @@ import pytest
 from pihub_testing import collecting_in, finishes, wait_for
 
 import pihub.hub as hubmod
-from pihub.backends.adc import AdcBackend, _request
+from pihub.backends.adc import CHIPS, AdcBackend, _request
 from pihub.errors import AdcNoAnswer
 from pihub.backends.base import BackendStatus
 from pihub.clock import ManualClock
 from pihub.backends.gpio import reservation_safe
 from pihub.backends.fake_mcp3008 import (
-    CHIPS,
     DEFAULT_SPEED_HZ,
-    REGISTRY,
     FakeMCP3xxx,
     FakeMCP3008,
     FakeMCP3208,
@@ -32,11 +32,15 @@ from pihub.errors import BackendUnavailable, ConfigError, ConfigProblems
 VOLTS = [0.0, 0.4, 0.9, 1.3, 1.7, 2.2, 2.9, 3.3]  # none on a code boundary of 3.3 V
 
 
+#: This module's fake SPI buses (the product has no global one: a mock adc backend owns its own).
+BUS = FakeSpiRegistry()
+
+
 @pytest.fixture(autouse=True)
 def clean_registry():
-    REGISTRY.clear()
+    BUS.clear()
     yield
-    REGISTRY.clear()
+    BUS.clear()
 
 
 @pytest.fixture
@@ -82,7 +86,7 @@ def conversion(spi, start: int, single: bool, d: int, bits: int, nbytes: int = 4
     return rx, code
 
 
-def open_fake(chip: FakeMCP3xxx, bus: int = 0, device: int = 0, registry=REGISTRY) -> FakeSpiDev:
+def open_fake(chip: FakeMCP3xxx, bus: int = 0, device: int = 0, registry=BUS) -> FakeSpiDev:
     registry.attach(bus, device, chip)
     spi = FakeSpiDev(bus, device, registry=registry)
     spi.max_speed_hz = 1_000_000
@@ -199,8 +203,8 @@ def test_chip_ignores_wrong_bus_settings(attr, value):
 def test_mode_3_works_and_default_speed_after_open_is_too_fast():
     chip = FakeMCP3008()
     chip.voltages[0] = 1.65
-    REGISTRY.attach(0, 0, chip)
-    spi = FakeSpiDev(0, 0)
+    BUS.attach(0, 0, chip)
+    spi = FakeSpiDev(0, 0, registry=BUS)
     assert spi.max_speed_hz == DEFAULT_SPEED_HZ
     assert spi.xfer2([1, 0x80, 0]) == [0, 0, 0]                    # 125 MHz: not converted
     spi.max_speed_hz, spi.mode = 1_000_000, 3
@@ -270,7 +274,7 @@ def gpiozero_on_fake_spi(monkeypatch):
         def _get_spi_class(self, shared, hardware):
             return local.LocalPiHardwareSPIShared if shared else local.LocalPiHardwareSPI
 
-    monkeypatch.setattr(local, "SpiDev", FakeSpiDev)
+    monkeypatch.setattr(local, "SpiDev", functools.partial(FakeSpiDev, registry=BUS))
     saved = gpiozero.Device.pin_factory
     gpiozero.Device.pin_factory = factory = HardwareSpiMockFactory()
     try:
@@ -283,8 +287,8 @@ def gpiozero_on_fake_spi(monkeypatch):
 def test_gpiozero_hardware_spi_reads_the_fake(gpiozero_on_fake_spi):
     """An independent MCP3xxx implementation (gpiozero's, over its spidev class) agrees."""
     gpiozero = gpiozero_on_fake_spi
-    c8 = REGISTRY.attach(0, 0, FakeMCP3008(idle_bit=1))
-    c12 = REGISTRY.attach(0, 1, FakeMCP3208(idle_bit=1))
+    c8 = BUS.attach(0, 0, FakeMCP3008(idle_bit=1))
+    c12 = BUS.attach(0, 1, FakeMCP3208(idle_bit=1))
     c8.voltages[:] = c12.voltages[:] = VOLTS
     for d in range(8):
         with gpiozero.MCP3008(channel=d) as adc:
@@ -303,7 +307,7 @@ def test_a_closed_gpiozero_adc_collected_inside_the_next_reservation(gpiozero_on
     from gpiozero.pins import BoardInfo
 
     gpiozero = gpiozero_on_fake_spi
-    chip = REGISTRY.attach(0, 0, FakeMCP3008(idle_bit=1))
+    chip = BUS.attach(0, 0, FakeMCP3008(idle_bit=1))
     chip.voltages[:] = VOLTS
     with gpiozero.MCP3008(channel=0) as adc:
         garbage: list[object] = [adc._spi]  # kept until the collection below: no earlier one frees it
@@ -356,7 +360,7 @@ def test_one_spidev_open_for_many_polls():
             b.read_all()
     finally:
         b.close()
-    assert REGISTRY.opens[(0, 0)] == 1
+    assert b.fake_bus.opens[(0, 0)] == 1
     assert b.chip.conversions >= 50 * 8
     assert b.chip.last_speed_hz == 1_000_000                      # set after open, not spidev's default
 
@@ -572,10 +576,10 @@ def test_status_action():
 def test_close_unwires_the_fake_chip_and_is_idempotent():
     b = mock_adc()
     b.open(lambda e: True)
-    assert REGISTRY.get(0, 0) is b.chip
+    assert b.fake_bus.get(0, 0) is b.chip
     b.close()
     b.close()
-    assert REGISTRY.get(0, 0) is None and b.status == BackendStatus.STOPPED
+    assert b.fake_bus.get(0, 0) is None and b.status == BackendStatus.STOPPED
 
 
 # ---------------------------------------------------------------------- through a real hub
@@ -641,7 +645,7 @@ def test_events_flow_through_a_real_hub(adc_hub):
     assert out.ok and out.output["name"] == "temp" and out.output["channel"] == 1
     assert hub.execute("adc.status").output["driver"] == "mock"
     assert hub.execute("adc.get_data").output.keys() == {"light", "temp"}
-    assert REGISTRY.opens[(0, 0)] == 1
+    assert hub.backends["adc"].fake_bus.opens[(0, 0)] == 1
 
 
 def test_platypush_section_name_and_keys(adc_hub):
