@@ -12,7 +12,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.pihub-installed
 NATIVE  = $(wildcard native/*.c native/*.h) native/build_native.py native/build_loadgen.py
 
-.PHONY: all build demo test test-native test-py fuzz soak bench sysdeps clean lock lock-upgrade
+.PHONY: all build demo test lint test-native test-py fuzz soak bench sysdeps clean lock lock-upgrade
 
 all: build
 
@@ -65,7 +65,11 @@ demo: build
 	  trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	  PIHUB_API_TOKEN=$$(cat run/demo-token) $(VENV)/bin/pihub --config hw-mocks/demo.yaml run
 
-test: build test-native test-py
+test: build lint test-native test-py
+
+# ruff with the selection in pyproject.toml ([tool.ruff.lint])
+lint: build
+	$(VENV)/bin/ruff check pihub tests bench hw-mocks native deploy systemd
 
 test-native:
 	$(MAKE) -C native check

@@ -54,14 +54,14 @@ def bench_adc_poll(ctx: Context) -> Iterator[dict[str, Any]]:
         adc.close()
 
     keys = [f"ch{i}" for i in range(8)]
-    steady = {k: 1.0 for k in keys}
+    steady = dict.fromkeys(keys, 1.0)
     state = SensorState("bench", tolerance=0.01, thresholds=[1.0, 2.0])
     state.update(steady)
     runs = repeat(lambda: _per_call_us(lambda: state.update(steady), n), ctx.runs)
     yield result("adc.sensor_state", "us_per_update_unchanged_8_keys", median(runs), "us", better="lower",
                  runs=rounded(runs), n=n, note="SensorState.update, nothing beyond tolerance")
 
-    readings = [{k: 1.0 + 0.1 * (i % 2) for k in keys} for i in range(2)]
+    readings = [dict.fromkeys(keys, 1.0 + 0.1 * (i % 2)) for i in range(2)]
     i = [0]
 
     def changing() -> None:

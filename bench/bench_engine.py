@@ -130,7 +130,6 @@ def _match_batch_ns(match_batch: Any, views: list[_View], min_s: float) -> float
 def bench_match(ctx: Context) -> Iterator[dict[str, Any]]:
     """Matching cost per event at 10 / 100 / 1000 / 10000 hooks (C stage, and match_batch)."""
     from pihub._native import ffi, lib
-
     from pihub.bus import Bus
     from pihub.engine.rules import Matcher
 

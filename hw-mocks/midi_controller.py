@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+
 def jack_env(name: str) -> dict[str, str]:
     """Environment variables for libjack clients of server ``name`` (never starting one)."""
     return {"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "JACK_NO_AUDIO_RESERVATION": "1"}

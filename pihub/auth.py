@@ -97,7 +97,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-
 from pihub.errors import AuthFailed, RateLimited, StoreError, TokenNameExists
 from pihub.store import SessionRow, Store, TokenRow
 

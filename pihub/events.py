@@ -18,9 +18,9 @@ and ``pihub.events.<Name>``.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Mapping
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 

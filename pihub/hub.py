@@ -25,14 +25,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pihub import __version__
 from pihub.auth import Auth
 from pihub.backends.base import Backend, BackendStatus
-from pihub import __version__
 from pihub.bus import Bus, ProducerStats
 from pihub.clock import SYSTEM, Clock
 from pihub.config import Config, Schema
 from pihub.engine.actions import ActionRegistry
-from pihub.engine.dispatcher import DispatchStats, Dispatcher, WorkerPool, inline_hooks
+from pihub.engine.dispatcher import Dispatcher, DispatchStats, WorkerPool, inline_hooks
 from pihub.engine.hooks import Hook
 from pihub.engine.procedures import Procedure, Runner, compile_steps, iter_action_steps, procedure_name
 from pihub.engine.rules import Matcher

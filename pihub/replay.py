@@ -41,8 +41,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 from pihub.engine.procedures import Runner, procedure_name
-from pihub.events import Event
 from pihub.errors import MessageError
+from pihub.events import Event
 from pihub.messages import Response, dumps, parse
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from pihub_testing import finishes, wait_for
 
@@ -190,9 +189,10 @@ def test_a_webhook_matches_its_hooks_once(make_hub, monkeypatch):
 
 def test_backends_run_on_the_hubs_clock(write_config, load_config):
     """A mock script step 'after: 5' waits 5 s of the hub's clock: a test moves it instead of sleeping."""
+    from pihub_testing import wait_for
+
     from pihub.clock import ManualClock
     from pihub.hub import Hub
-    from pihub_testing import wait_for
 
     clock = ManualClock()
     hub = Hub(load_config(write_config("""

@@ -76,9 +76,9 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from pihub.clock import Clock
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.backends.sensor import SENSOR_FIELDS, SensorState, parse_thresholds
+from pihub.clock import Clock
 from pihub.config.schema import Field, Schema
 from pihub.errors import ActionError, AdcNoAnswer, BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.plugin import action

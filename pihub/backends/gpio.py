@@ -131,8 +131,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NewType
 
-from pihub.clock import Clock, Timer
 from pihub.backends.base import Backend, BackendStatus, Emit
+from pihub.clock import Clock, Timer
 from pihub.config.schema import Field, Schema, show
 from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event

@@ -27,8 +27,8 @@ import threading
 import time
 from typing import Any, ClassVar
 
-from pihub.clock import Clock
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
+from pihub.clock import Clock
 from pihub.config.schema import Field, Schema
 from pihub.errors import ConfigProblem, ConfigProblems, UnknownEventType
 from pihub.events import CATALOGUE, Event

@@ -366,12 +366,12 @@ class SmartCardBackend(Backend):
         if hr != SCARD_S_SUCCESS:
             return self._down_reason(hr, True)
         self._service_up()
-        states: dict[str, int] = {r: STATE_UNAWARE for r in readers}
+        states: dict[str, int] = dict.fromkeys(readers, STATE_UNAWARE)
         self._readers_changed(readers)
         pnp = STATE_UNAWARE
         counts: dict[str, int] = {}  # reader -> event counter seen in this session
         while not stopping.is_set():
-            query = [(r, s) for r, s in states.items()] + [(PNP_READER, pnp)]
+            query = [*states.items(), (PNP_READER, pnp)]
             hr, result = scard.SCardGetStatusChange(ctx, _WAIT_MS, query)
             if hr in (SCARD_E_TIMEOUT, SCARD_E_CANCELLED):
                 continue

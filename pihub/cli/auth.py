@@ -230,8 +230,7 @@ def _workdir(config_path: str | None) -> str:
     Raises:
         CommandError: exit 2 when the config cannot be read or its workdir is unusable.
     """
-    from pihub.errors import ConfigUnreadable
-    from pihub.errors import ConfigError
+    from pihub.errors import ConfigError, ConfigUnreadable
 
     try:
         return str(load_config(config_path).workdir)

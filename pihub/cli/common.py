@@ -62,8 +62,7 @@ def guarded(command: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> int:
-        from pihub.errors import ConfigUnreadable
-        from pihub.errors import ConfigError
+        from pihub.errors import ConfigError, ConfigUnreadable
 
         try:
             return command(*args, **kwargs)

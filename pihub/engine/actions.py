@@ -80,8 +80,8 @@ from typing import Any
 
 from pihub.engine.procedures import procedure_name
 from pihub.errors import ActionError, close_matches, did_you_mean
-from pihub.plugin import MARK, ActionInfo, Plugin
 from pihub.messages import Response
+from pihub.plugin import MARK, ActionInfo, Plugin
 
 log = logging.getLogger("pihub.actions")
 

@@ -84,7 +84,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from pihub.engine.expr import Expr, Template, compile_expr, compile_template
 from pihub.engine.hooks import Hook
@@ -113,7 +113,7 @@ Executor = Callable[[str, Any, Mapping[str, Any]], Response]
 #: Submits a task to the hub's bounded worker pool.
 Spawn = Callable[[Callable[[], None]], None]
 
-Path = tuple[Union[str, int], ...]
+Path = tuple[str | int, ...]
 
 # --------------------------------------------------------------------------------------------
 # compiled steps
@@ -202,7 +202,7 @@ class Jump(enum.Enum):
     CONTINUE = "continue"
 
 
-Step = Union[ActionStep, IfStep, LoopStep, WhileStep, SetStep, ReturnStep, Jump]
+Step = ActionStep | IfStep | LoopStep | WhileStep | SetStep | ReturnStep | Jump
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,7 +729,7 @@ class Runner:
 
     def _invoke(self, procedure: Procedure, args: Mapping[str, Any], context: Mapping[str, Any]) -> Response:
         """Start ``procedure``: params, then the inherited context, then ``args``, in the scope."""
-        scope = {p: None for p in procedure.params}
+        scope = dict.fromkeys(procedure.params)
         scope.update(context)
         scope.update(args)
         label = f"procedure {procedure.name!r}"

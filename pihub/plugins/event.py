@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pihub.config.schema import Schema
-from pihub.plugin import Plugin, action
 from pihub.errors import ActionError, UnknownEventType
 from pihub.events import CATALOGUE, Event, new_event_id
+from pihub.plugin import Plugin, action
 
 #: ``emit(event)``: hands an event to the hub; must not block.
 Emit = Callable[[Event], Any]

@@ -18,8 +18,8 @@ import logging
 from typing import Any, ClassVar
 
 from pihub.config.schema import Schema
-from pihub.plugin import Plugin, action
 from pihub.errors import ActionError
+from pihub.plugin import Plugin, action
 
 #: The logger user messages go to.
 USER_LOG = logging.getLogger("pihub.user")

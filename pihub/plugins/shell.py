@@ -37,8 +37,8 @@ import time
 from typing import Annotated, Any, ClassVar
 
 from pihub.config.schema import Field, Schema
-from pihub.plugin import Plugin, action
 from pihub.errors import ActionError
+from pihub.plugin import Plugin, action
 
 log = logging.getLogger("pihub.plugins.shell")
 

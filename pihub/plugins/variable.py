@@ -22,9 +22,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pihub.config.schema import Schema
-from pihub.plugin import Plugin, action
 from pihub.errors import ActionError
 from pihub.events import Event
+from pihub.plugin import Plugin, action
 from pihub.store import Store
 
 log = logging.getLogger("pihub.plugins.variable")
@@ -99,7 +99,7 @@ class VariablePlugin(Plugin):
         except ValueError as e:
             raise ActionError(str(e)) from None
         removed = self._store.unset_variables(to_unset) if to_unset else []
-        self._changed({n: to_set[n] for n in changed} | {n: None for n in removed})
+        self._changed({n: to_set[n] for n in changed} | dict.fromkeys(removed))
         return values
 
     @action
@@ -120,5 +120,5 @@ class VariablePlugin(Plugin):
             removed = self._store.unset_variables(wanted)
         except ValueError as e:
             raise ActionError(str(e)) from None
-        self._changed({n: None for n in removed})
+        self._changed(dict.fromkeys(removed))
         return removed

@@ -72,7 +72,8 @@ import threading
 import time
 from typing import Any
 
-from cheroot import connections, server as cheroot_server, wsgi
+from cheroot import connections, wsgi
+from cheroot import server as cheroot_server
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 log = logging.getLogger("pihub.web.server")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-
 import errno
+import functools
 import math
 import os
 import threading
@@ -15,10 +14,7 @@ from pihub_testing import collecting_in, finishes, wait_for
 
 import pihub.hub as hubmod
 from pihub.backends.adc import CHIPS, AdcBackend, _request
-from pihub.errors import AdcNoAnswer
 from pihub.backends.base import BackendStatus
-from pihub.clock import ManualClock
-from pihub.backends.gpio import reservation_safe
 from pihub.backends.fake_mcp3008 import (
     DEFAULT_SPEED_HZ,
     FakeMCP3xxx,
@@ -27,7 +23,9 @@ from pihub.backends.fake_mcp3008 import (
     FakeSpiDev,
     FakeSpiRegistry,
 )
-from pihub.errors import BackendUnavailable, ConfigError, ConfigProblems
+from pihub.backends.gpio import reservation_safe
+from pihub.clock import ManualClock
+from pihub.errors import AdcNoAnswer, BackendUnavailable, ConfigError, ConfigProblems
 
 VOLTS = [0.0, 0.4, 0.9, 1.3, 1.7, 2.2, 2.9, 3.3]  # none on a code boundary of 3.3 V
 

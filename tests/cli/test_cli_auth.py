@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from pihub.auth import Auth
-from pihub.errors import AuthFailed
 from pihub.cli import auth as authcli
 from pihub.cli import build_parser
+from pihub.errors import AuthFailed
 from pihub.store import Store
 
 PASSWORD = "s3cret-passw0rd"

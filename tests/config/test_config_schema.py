@@ -7,9 +7,8 @@ import json
 import pytest
 
 from pihub.config.schema import REQUIRED, Field, Schema, suggest
-from pihub.errors import SchemaProblem
 from pihub.config.yamlsrc import Secret
-from pihub.errors import format_path
+from pihub.errors import SchemaProblem, format_path
 
 HTTP = Schema({
     "port": Field(int, 8008, doc="TCP port", min=1, max=65535),

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from pihub.engine.conditions import compile_condition
+from pihub.engine.hooks import Hook
 from pihub.engine.procedures import (
     ActionStep,
     IfStep,
@@ -22,8 +24,6 @@ from pihub.engine.procedures import (
     parse_procedure_key,
     procedure_name,
 )
-from pihub.engine.conditions import compile_condition
-from pihub.engine.hooks import Hook
 from pihub.errors import ConfigProblem, ConfigProblems
 from pihub.events import Event
 from pihub.messages import Response

@@ -90,7 +90,7 @@ event.hook.volume:
             value = i % 2 * 100 + i % 20  # every value differs from the one before
             t0 = time.perf_counter()
             ctl.cc(7, value)
-            assert wait_for(lambda: outputs.get("volume") == value, 10), (value, outputs)
+            assert wait_for(lambda v=value: outputs.get("volume") == v, 10), (value, outputs)
             lat_ms.append((time.perf_counter() - t0) * 1000)
         print(f"\nhil: midi {api} cc -> hook action p50 {percentile(lat_ms, 0.5):.2f} ms "
               f"p99 {percentile(lat_ms, 0.99):.2f} ms", flush=True)

@@ -153,7 +153,8 @@ def _hypothesis(target: Target, seconds: float, corpus: Path) -> int:
     """Replay ``corpus``, then random inputs for ``seconds``; 1 (and the input) on failure."""
     import time
 
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     for f in sorted(corpus.iterdir()):
         if f.is_file():

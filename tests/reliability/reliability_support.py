@@ -148,7 +148,7 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"pihub did not exit within {HANG_BREAKER} s of SIGTERM:\n{self.log()}")
+            raise AssertionError(f"pihub did not exit within {HANG_BREAKER} s of SIGTERM:\n{self.log()}") from None
 
     def close(self) -> None:
         """Kill the process if it still runs and close the socket (teardown)."""

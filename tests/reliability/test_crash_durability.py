@@ -110,7 +110,7 @@ def test_kill_9_during_acknowledged_writes_loses_nothing(tmp_path: Path) -> None
             for w in writers:
                 w.start()
 
-            def written() -> bool:
+            def written(writers: list[Writer] = writers, kill_at: int = kill_at) -> bool:
                 """Kill point reached (or a writer stopped early, which fails below)."""
                 now = len(acked) + sum(len(w.acked) for w in writers)
                 return now >= kill_at or not all(w.is_alive() for w in writers)

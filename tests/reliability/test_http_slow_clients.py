@@ -226,7 +226,7 @@ def test_connections_past_the_total_limit_are_closed(rig: Rig, make_server, atta
     _control_answers(rig, http.client.HTTPConnection("127.0.0.1", server.port, timeout=CONTROL_TIMEOUT_S))
 
 
-def test_silent_sockets_on_the_tls_port_cost_no_worker(rig: Rig, make_server, attack, pki: Path) -> None:
+def test_silent_sockets_on_the_tls_port_cost_no_worker(rig: Rig, make_server, attack, pki: Path) -> None:  # noqa: F811
     server = make_server(ssl_cert=str(pki / "server.pem"), ssl_key=str(pki / "server.key"))
     a = attack(server.port)
     a.silent(64)
