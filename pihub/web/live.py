@@ -184,6 +184,11 @@ PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
 #: Seconds a close handshake may take before the TCP connection is aborted.
 CLOSE_GRACE_S = 2.0
+
+#: Seconds a client has for the HTTP upgrade request at least (websockets' open_timeout).
+#: Kept apart from ``auth_timeout``: a short credential deadline must not cut the handshake
+#: of a client whose request is merely slow to be read on a loaded Pi.
+HANDSHAKE_TIMEOUT_S = 5.0
 #: Requests running or waiting per connection, and in all.
 MAX_IN_FLIGHT = 10
 MAX_PENDING = 64
@@ -474,7 +479,7 @@ class LiveServer:
             process_request=self._check_handshake,
             compression=None,
             server_header="pihub",
-            open_timeout=self.auth_timeout,
+            open_timeout=max(self.auth_timeout, HANDSHAKE_TIMEOUT_S),
             ping_interval=PING_INTERVAL_S,
             ping_timeout=PING_TIMEOUT_S,
             close_timeout=CLOSE_GRACE_S,
