@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pihub_testing import need_tool
 
 from pihub.config.yamlsrc import (
     MAX_CONFIG_BYTES,
@@ -110,14 +111,16 @@ def test_int_keys_are_kept_and_locatable() -> None:
 
 def test_syntax_error_is_located_pure_loader() -> None:
     doc = parse("a: b: c\n", pure=True)
-    assert messages(doc) == ["/cfg/c.yaml:1:5: invalid yaml: mapping values are not allowed here"]
+    # pihub's part of the message: the location and "invalid yaml:"; the rest is PyYAML's
+    [message] = messages(doc)
+    assert message.startswith("/cfg/c.yaml:1:5: invalid yaml: ")
     assert doc.value is None
 
 
-@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml")
 def test_syntax_error_is_located_libyaml() -> None:
-    doc = parse("a: b: c\n")
-    assert messages(doc) == ["/cfg/c.yaml:1:5: invalid yaml: mapping values are not allowed in this context"]
+    need_tool(yaml.__with_libyaml__, "PyYAML built without libyaml (the lock's wheels have it)")
+    [message] = messages(parse("a: b: c\n"))
+    assert message.startswith("/cfg/c.yaml:1:5: invalid yaml: ")
 
 
 def test_syntax_error_names_its_context() -> None:
