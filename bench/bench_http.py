@@ -190,8 +190,9 @@ def _execute_ok(status: int, data: bytes, name: str = "bench") -> bool:
 class Daemon:
     """One ``pihub run`` process: started, probed until the first good /execute, stopped."""
 
-    def __init__(self, rig: Rig, log) -> None:
+    def __init__(self, rig: Rig, log, command: list[str] | None = None) -> None:
         self.rig, self.log = rig, log
+        self.command = command or pihub_command()
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify = rig.tmp / "notify.sock"
@@ -217,7 +218,7 @@ class Daemon:
     def start(self) -> None:
         env = _env()
         env["NOTIFY_SOCKET"] = str(self.notify)
-        cmd = [*pihub_command(), "--config", str(self.rig.cfg), "run"]
+        cmd = [*self.command, "--config", str(self.rig.cfg), "run"]
         with open(self.rig.tmp / "pihub.log", "ab") as logf:
             self.t0 = time.perf_counter()
             self.proc = subprocess.Popen(cmd, cwd=self.rig.tmp, env=env, stdin=subprocess.DEVNULL,
@@ -426,6 +427,7 @@ def bench_api(ctx: Context) -> Iterator[dict[str, Any]]:
                 fig_stop = d.stop()
             if k > 0:
                 starts.append({**fig, "stop_s": fig_stop})
+        imports = traced_idle_imports(rig, ctx.log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     # how busy the box was while pihub was measured (the peer's AUTH=user run below is not included)
@@ -507,6 +509,29 @@ def bench_api(ctx: Context) -> Iterator[dict[str, Any]]:
                  uss_mib=median(col(starts, "uss_mib")) if col(starts, "uss_mib") else None,
                  peer_note=f"PSS summed over the Platypush process tree incl. Redis; {env_note}",
                  note=f"Pss from /proc/PID/smaps_rollup {IDLE_S:.0f} s after READY=1", **mem_common)
+    yield result("http.idle", "traced_rss_mib", imports["rss_kib"] / 1024, "MiB", better="lower",
+                 baseline_mib=round(imports["baseline_kib"] / 1024, 2), by_import_kib=imports["by_import"],
+                 note="one more start of the same daemon under bench/import_rss.py, the idle RSS and what each "
+                      "import added to it (KiB, exclusive of nested imports, summed per top-level package; pihub "
+                      "per subpackage); baseline_mib: interpreter + site before pihub's first import. The "
+                      "tracer's own cost is in the total", **base)
+
+
+def traced_idle_imports(rig: Rig, log) -> dict[str, Any]:
+    """Start the daemon under bench/import_rss.py; after the idle window, its import table."""
+    out = rig.tmp / "imports.json"
+    d = Daemon(rig, log, command=[sys.executable, str(Path(__file__).with_name("import_rss.py")), str(out), "--"])
+    try:
+        d.start()
+        time.sleep(max(0.0, d.ready_at + IDLE_S - time.perf_counter()))  # type: ignore[operator]
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGUSR1)
+        dl = Deadline(10.0)
+        while not out.exists() and not dl.expired():
+            time.sleep(0.01)
+        return json.loads(out.read_text(encoding="utf-8"))
+    finally:
+        d.stop()
 
 
 #: The idle-socket attack of issue 8: silent sockets, and sockets that send one header

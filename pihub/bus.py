@@ -35,14 +35,13 @@ producer's ``dropped`` stat, and releases its side-table entry at once.
 
 from __future__ import annotations
 
-import cmath
 import itertools
 import math
 import struct
+import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from decimal import Decimal
 from itertools import islice, repeat
 from typing import Any, NamedTuple
 
@@ -138,9 +137,11 @@ def _is_nan(value: Any) -> bool:
     if isinstance(value, float):
         return math.isnan(value)
     if isinstance(value, complex):
-        return cmath.isnan(value)
-    if isinstance(value, Decimal):
-        return value.is_nan()
+        return math.isnan(value.real) or math.isnan(value.imag)
+    # decimal is looked up, not imported: a Decimal value means someone imported it already
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(value, decimal.Decimal):
+        return bool(value.is_nan())
     return False
 
 

@@ -12,9 +12,12 @@ A misspelt name gets :func:`did_you_mean`'s suffix, computed by :func:`close_mat
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pihub.config.loader import Config
 
 
 class PihubError(Exception):
@@ -61,11 +64,12 @@ class Problem:
 class ConfigProblem(PihubError, ValueError):
     """A problem found while compiling one part of the config (a hook, a step...).
 
-    ``path`` is relative to the part being compiled, as a tuple of keys and indices;
-    the config loader prefixes it and turns it into a located :class:`Problem`.
+    ``path`` is relative to the part being compiled, as a tuple of keys and indices
+    (a YAML mapping key may be any hashable scalar, not only a str); the config loader
+    prefixes it and turns it into a located :class:`Problem`.
     """
 
-    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+    def __init__(self, path: tuple[Hashable, ...], message: str) -> None:
         self.path = path
         self.message = message
         super().__init__(f"{format_path(path)}: {message}" if path else message)
@@ -86,7 +90,7 @@ class SchemaProblem(ConfigProblem):
     def __init__(self, path: tuple[Hashable, ...], message: str, *, key: Hashable | None = None,
                  warning: bool = False) -> None:
         """Create the problem; see the class attributes."""
-        super().__init__(tuple(path), message)  # type: ignore[arg-type]
+        super().__init__(tuple(path), message)
         self.key = key
         self.warning = warning
 
@@ -100,11 +104,17 @@ class ConfigProblems(PihubError, ValueError):
 
 
 class ConfigError(PihubError, ValueError):
-    """The configuration is invalid. ``problems`` holds every located problem found."""
+    """The configuration is invalid. ``problems`` holds every located problem found.
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    Attributes:
+        config: the config built from the valid parts, when the loader got that far (so
+            that check-config can report their hook and procedure problems too), else None.
+    """
+
+    def __init__(self, problems: Sequence[Problem], *, config: Config | None = None) -> None:
         self.problems = [p for p in problems if not p.warning]
         self.warnings = [p for p in problems if p.warning]
+        self.config = config
         n = len(self.problems)
         super().__init__(f"{n} configuration error{'s' if n != 1 else ''}:\n"
                          + "\n".join(str(p) for p in self.problems))
@@ -202,8 +212,12 @@ class CommandError(PihubError):
         self.code = code
 
 
-def format_path(path: Sequence[str | int]) -> str:
-    """``("event.hook.x", "then", 2, "args")`` -> ``event.hook.x.then[2].args``."""
+def format_path(path: Sequence[Hashable]) -> str:
+    """``("event.hook.x", "then", 2, "args")`` -> ``event.hook.x.then[2].args``.
+
+    An int is a list index; any other part (a str, or a YAML key that is a float, None, a
+    date...) is a mapping key, shown with ``str()``.
+    """
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -246,6 +260,8 @@ def close_matches(word: str, candidates: Iterable[object], n: int = 3) -> list[s
                     if abs(len(c) - len(word)) <= limit and (d := _distance(word, c)) <= limit)
     if scored:
         return [c for _, c in scored[:n]]
+    import difflib  # only when a name is wrong: not part of the daemon's resident set
+
     return difflib.get_close_matches(word, names, n=n, cutoff=0.6)
 
 

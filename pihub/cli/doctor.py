@@ -31,7 +31,6 @@ needs lives only here (:data:`KINDS`), in the package that knows the backends' o
 from __future__ import annotations
 
 import argparse
-import ctypes
 import glob
 import grp
 import json
@@ -40,6 +39,7 @@ import platform
 import pwd
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -230,7 +230,7 @@ def _check_native() -> Check:
         return Check("native", "fail", f"pihub._native does not load on {platform.machine()}: {e}",
                      "reinstall pihub on this machine: sudo deploy/install.sh (in a checkout: make build)")
     return Check("native", "ok", f"pihub._native loads ({platform.machine()}, "
-                                 f"{8 * ctypes.sizeof(ctypes.c_void_p)}-bit Python)")
+                                 f"{8 * struct.calcsize('P')}-bit Python)")
 
 
 def _nodes(pattern: str) -> list[str]:
@@ -396,18 +396,19 @@ def _check_ports(config: Any, unit: tuple[str, str] | None) -> Check:
                  "http.websocket_port in the config")
 
 
-class _Timex(ctypes.Structure):
-    # struct timex starts with: unsigned int modes; long offset, freq, maxerror, esterror;
-    # int status; ... The rest is padding big enough for every architecture's layout.
-    _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
-                ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-                ("_rest", ctypes.c_char * 256)]
-
-
 _TIME_ERROR, _STA_UNSYNC = 5, 0x0040
 
 
 def _check_clock() -> Check:
+    import ctypes  # here, not at the top: the daemon imports this module and never needs ctypes
+
+    class _Timex(ctypes.Structure):
+        # struct timex starts with: unsigned int modes; long offset, freq, maxerror, esterror;
+        # int status; ... The rest is padding big enough for every architecture's layout.
+        _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
+                    ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
+                    ("_rest", ctypes.c_char * 256)]
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         tx = _Timex()

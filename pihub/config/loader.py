@@ -47,7 +47,6 @@ place looked at; a file that exists but cannot be read raises :class:`ConfigUnre
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import socket
@@ -55,7 +54,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pihub.config.schema import Field, Schema, coerce, show, suggest
+from pihub.config.schema import Field, Schema, coerce, dict_of, show, suggest
 from pihub.config.yamlsrc import (
     MAX_CONFIG_NODES,
     UNKNOWN,
@@ -285,7 +284,7 @@ class _Sources:
             loc = self.locate((*path, key), at_key=True)
         else:
             loc = self.locate(path)
-        return Problem(format_path(path), message, loc.file, loc.line, loc.col, warning)  # type: ignore[arg-type]
+        return Problem(format_path(path), message, loc.file, loc.line, loc.col, warning)
 
     def from_config_problem(self, problem: ConfigProblem, prefix: tuple[Hashable, ...] = ()) -> Problem:
         """Locate a ConfigProblem; see :meth:`Config.located`."""
@@ -804,7 +803,7 @@ class _Loader:
             target = os.path.expanduser(value)
             return target if os.path.isabs(target) else os.path.join(os.path.dirname(entry.doc.file), target)
         if key == "environment":
-            out, problems = coerce(dict[str, (str, int, float)], value, path)
+            out, problems = coerce(dict_of((str, int, float)), value, path)
             self.report(problems)
             if problems:
                 return None
@@ -885,6 +884,8 @@ def _no_counterpart(key: str, new: str) -> str:
 
 def _suggest_key(key: str, sections: Mapping[str, Schema]) -> str:
     """A did-you-mean hint for an unknown top-level key, including misspelled prefixes."""
+    import difflib  # only for a key that matched nothing: kept out of the daemon's resident set
+
     for prefix in (_HOOK_PREFIX, _PROCEDURE_PREFIX, _CRON_PREFIX):
         n = prefix.count(".")
         parts = key.split(".", n)
@@ -934,9 +935,7 @@ def load(path: str | None = None, *, sections: Mapping[str, Schema] | None = Non
                                filename=main) from e
     config = loader.build()
     if any(not p.warning for p in problems):
-        error = ConfigError(_sorted(problems, loader.files))
-        # lets check-config go on compiling the valid hooks and procedures, so that
-        # their errors are reported together with these
-        error.config = config  # type: ignore[attr-defined]
-        raise error
+        # the config lets check-config go on compiling the valid hooks and procedures, so
+        # that their errors are reported together with these
+        raise ConfigError(_sorted(problems, loader.files), config=config)
     return config
