@@ -53,17 +53,11 @@ lock-upgrade:
 
 build: $(STAMP)
 
-# The demo token is kept in run/demo-token (git-ignored) and given to pihub as its
-# headless admin token (PIHUB_API_TOKEN); the serial sensor simulator runs on a pty.
+# hw-mocks/demo.py starts every device simulator this machine can run (serial sensor,
+# fake flicd, MIDI controller on a private jackd, virtual key card on pcscd as root), prints
+# the panel URL with a login and an API token, and runs pihub on them (Ctrl-C stops all).
 demo: build
-	@mkdir -p run
-	@[ -s run/demo-token ] || $(PY) -c 'import secrets; print("ph_demo_" + secrets.token_urlsafe(24))' > run/demo-token
-	@echo "pihub demo: API http://127.0.0.1:8008  websocket ws://127.0.0.1:8009/ws/events"
-	@echo "token: $$(cat run/demo-token)"
-	@echo "try: curl -s -H \"Authorization: Bearer $$(cat run/demo-token)\" -d '{\"type\":\"request\",\"action\":\"mock.history\"}' http://127.0.0.1:8008/execute"
-	@$(PY) hw-mocks/serial_sensor.py --link run/ttySENSOR --interval 1 --seed 1 & sim=$$!; \
-	  trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
-	  PIHUB_API_TOKEN=$$(cat run/demo-token) $(VENV)/bin/pihub --config hw-mocks/demo.yaml run
+	@$(PY) hw-mocks/demo.py
 
 test: build lint test-native test-py
 
