@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print("pihub demo: the mock rig", flush=True)
         for d in devices():
-            why = "left out (--no-%s)" % d.name if getattr(args, f"no_{d.name}") else d.missing()
+            why = f"left out (--no-{d.name})" if getattr(args, f"no_{d.name}") else d.missing()
             if why is None:
                 why = start(d)
             if why is None:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from pihub_testing import HW_MOCKS, need_pcsc_stack, need_tool, wait_for
 
 DEVICES = ("serial", "flic", "midi", "smartcard")
