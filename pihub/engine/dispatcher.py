@@ -56,8 +56,8 @@ from pihub.messages import Response
 log = logging.getLogger("pihub.dispatcher")
 
 #: ``fire(hook, event, captures)``, run for each selected hook: on a worker thread, or on
-#: the dispatcher thread for an inline hook.
-FireHook = Callable[[Hook, Event, dict[str, Any]], None]
+#: the dispatcher thread for an inline hook. What it returns is not used.
+FireHook = Callable[[Hook, Event, dict[str, Any]], object]
 #: Seconds of inline hook runs one batch may take before its other hooks go to the pool.
 DEFAULT_INLINE_BUDGET = 0.0005
 #: Called on the dispatcher thread for every event; must be quick and must not block.
@@ -255,7 +255,8 @@ class Dispatcher:
         fire: runs one selected hook for one event (on a worker thread).
         pool: the worker pool jobs go to.
         batch_size: events popped per native call.
-        overflow_check: seconds between checks of the bus drop counters.
+        overflow_check: seconds between checks of the bus drop counters, on ``clock`` (checked
+            after each loop turn, so at most one idle wait, 0.25 s, late).
         inline: the hooks to run on the dispatcher thread (:func:`inline_hooks`); none
             by default.
         inline_budget: seconds of inline runs per batch (see the module docstring), > 0.
@@ -295,8 +296,8 @@ class Dispatcher:
         self._producer = bus.producer("dispatcher", shared=False)
         self._dropped_seen: dict[str, int] = {}
         self._overflow_type = CATALOGUE.get("BusOverflowEvent")
-        self._last_drop_log = 0.0
-        self._last_overrun_log = 0.0
+        self._last_drop_log = float("-inf")  # the first drop is logged, whatever the clock reads
+        self._last_overrun_log = float("-inf")
         # events published with a Reply that this thread has not decided yet; only while
         # one is pending does process() look at the events no hook matched
         self._replies: set[Reply] = set()
@@ -360,7 +361,7 @@ class Dispatcher:
         return self.progress != seen
 
     def _run(self) -> None:
-        next_check = time.monotonic() + self.overflow_check
+        next_check = self._now() + self.overflow_check
         wait = min(self.overflow_check, 0.25)
         while True:
             stopping = self._stopping.is_set()
@@ -377,7 +378,7 @@ class Dispatcher:
                     self._turned.notify_all()
             if not batch.n and stopping:
                 break
-            now = time.monotonic()
+            now = self._now()
             if now >= next_check:
                 next_check = now + self.overflow_check
                 self._check_overflow()
@@ -456,7 +457,7 @@ class Dispatcher:
                     reply.resolve(None)
 
     def _log_overrun(self, hook: Hook, took: float, spent: float) -> None:
-        now = time.monotonic()
+        now = self._now()
         if now - self._last_overrun_log >= 5.0:
             self._last_overrun_log = now
             log.warning("inline hook %r ran %.3f ms, taking its batch's inline hooks to %.3f ms, over the"
@@ -464,7 +465,7 @@ class Dispatcher:
                         hook.name, took * 1e3, spent * 1e3, self.inline_budget * 1e3, self.stats.inline_overruns)
 
     def _log_hook_drop(self, hook: Hook) -> None:
-        now = time.monotonic()
+        now = self._now()
         if now - self._last_drop_log >= 5.0:
             self._last_drop_log = now
             log.warning("worker queue full (%d jobs): hook %r dropped (%d dropped so far)",

@@ -102,6 +102,12 @@ def render(m: Any, http_statuses: Mapping[int, int], webhooks: Mapping[str, int]
             [({}, st.hooks_dropped)])
     out.add("pihub_bus_overflow_reports_total", "counter", "BusOverflowEvents published",
             [({}, st.overflow_reports)])
+    out.add("pihub_hooks_inline_total", "counter", "hooks run on the dispatcher thread (non-blocking actions)",
+            [({}, st.hooks_inline)])
+    out.add("pihub_inline_overruns_total", "counter", "inline hooks that took their batch past engine.inline_budget",
+            [({}, st.inline_overruns)])
+    out.add("pihub_inline_deferred_total", "counter", "inline hooks sent to the workers (budget spent)",
+            [({}, st.inline_deferred)])
     lat = m.latency
     cumulative, samples = 0, []
     for bound, count in zip(lat.bounds_us, lat.counts, strict=True):

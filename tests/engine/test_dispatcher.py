@@ -152,6 +152,29 @@ def test_overflow_is_reported_as_an_event(bus):
     assert d.stats.overflow_reports == 1
 
 
+def test_the_overflow_check_interval_runs_on_the_clock(bus):
+    clock = ManualClock()
+    overflow = []
+    pool = WorkerPool(1, 10)
+    pool.start()
+    m = Matcher([_hook("ovf", {"type": "BusOverflowEvent"}, 0)])
+    d = Dispatcher(bus, m, lambda h, e, c: overflow.append(dict(e.args)), pool, overflow_check=60, clock=clock)
+    p = bus.producer("noisy")
+    assert sum(p.publish(Event.of("CustomEvent", subtype="x")) for _ in range(100)) == 64
+    d.start()
+    try:
+        for _ in range(3):  # turns of the loop (idle waits) without the clock moving: no check
+            assert d.wait_progress(d.progress, 2)
+        assert overflow == [] and d.stats.overflow_reports == 0
+        clock.advance(60)
+        assert wait_for(lambda: overflow, 2)
+        assert overflow == [{"producer": "noisy", "dropped": 36}]
+    finally:
+        d.stop()
+        pool.stop()
+        m.close()
+
+
 def test_stop_drains_everything_published_before(bus):
     pool = WorkerPool(2, 10_000)
     pool.start()
