@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pihub.clock import ManualClock
+from pihub.events import Event
 from pihub.sdnotify import MAX_DATAGRAM
 
 IN_CI = os.environ.get("CI") == "true"
@@ -67,6 +69,67 @@ def wait_for(pred: Callable[[], object], timeout: float = 5.0, interval: float =
             return True
         time.sleep(interval)
     return bool(pred())
+
+
+class EventRecorder:
+    """An ``emit`` for a backend under test: records the events; tests wait for them.
+
+    Returns True (accepted) for every event, as a bus with room does.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, event: Event) -> bool:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+        return True
+
+    def of(self, type_name: str, since: int = 0, **args: Any) -> list[Event]:
+        """The events of ``type_name`` from index ``since`` on whose args include ``args``."""
+        with self._cond:
+            events = self.events[since:]
+        return [e for e in events
+                if e.type.name == type_name and all(e.args.get(k) == v for k, v in args.items())]
+
+    def summary(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every event as ``(type name, args)``, in order."""
+        with self._cond:
+            return [(e.type.name, dict(e.args)) for e in self.events]
+
+    def wait(self, predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
+        """Wait until ``predicate()`` is true (re-checked at each event, and every 20 ms for
+        conditions on something else, such as the backend's status); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.02))
+        return True
+
+    def wait_count(self, n: int, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
+        """The first ``n`` events as :meth:`summary` gives them; fails the test if they do not come."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.events) >= n, timeout), \
+                f"expected {n} events, got {self.summary()}"
+        return self.summary()[:n]
+
+
+class RecordingClock(ManualClock):
+    """A :class:`~pihub.clock.ManualClock` that records the timeout of every wait (seconds):
+    the poll intervals and back-off delays a backend asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return super().wait(event, timeout)
 
 
 T = TypeVar("T")

@@ -10,7 +10,7 @@ import threading
 import weakref
 
 import pytest
-from pihub_testing import collecting_in, finishes, wait_for
+from pihub_testing import RecordingClock, collecting_in, finishes, wait_for
 
 import pihub.hub as hubmod
 from pihub.backends.adc import CHIPS, AdcBackend, _request
@@ -472,18 +472,6 @@ def test_poll_once_feeds_the_sensor_state():
     assert names == [["Change", "AboveThreshold"], ["Change"], ["Change"], ["Change"],
                      ["Change", "BelowThreshold"], []]
     assert len(got) == 1 + 7 and b.dropped == 0
-
-
-class RecordingClock(ManualClock):
-    """A ManualClock that records every wait the poll loop asks for (seconds)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waits: list[float] = []
-
-    def wait(self, event: threading.Event, timeout: float) -> bool:
-        self.waits.append(timeout)
-        return super().wait(event, timeout)
 
 
 def test_polls_follow_the_clock_and_the_interval_counts_from_each_polls_start():

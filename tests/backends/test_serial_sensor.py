@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import logging
 import re
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pihub_testing import HW_MOCKS, EventRecorder, load_hw_mock, wait_for
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.serial_sensor import SerialSensorBackend, _encode_command, _LogLimiter, _open_error
@@ -23,56 +22,7 @@ from pihub.clock import Clock, ManualClock
 from pihub.errors import ActionError, BackendUnavailable
 from pihub.events import Event
 
-HW_MOCKS = Path(__file__).resolve().parents[2] / "hw-mocks"
-
-
-def _load_simulator() -> Any:
-    spec = importlib.util.spec_from_file_location("pihub_hw_mocks_serial_sensor", HW_MOCKS / "serial_sensor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SerialSensorSimulator = _load_simulator().SerialSensorSimulator
-
-
-class Recorder:
-    """The ``emit`` handed to the backend: records events, lets tests wait for them."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, event: Event) -> bool:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-        return True
-
-    def of(self, type_name: str, since: int = 0, **args: Any) -> list[Event]:
-        with self._cond:
-            events = self.events[since:]
-        return [e for e in events
-                if e.type.name == type_name and all(e.args.get(k) == v for k, v in args.items())]
-
-    def wait(self, predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.02))
-        return True
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
+SerialSensorSimulator = load_hw_mock("serial_sensor").SerialSensorSimulator
 
 
 @pytest.fixture
@@ -82,16 +32,16 @@ def sim(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def open_backend() -> Iterator[Callable[..., tuple[SerialSensorBackend, Recorder]]]:
+def open_backend() -> Iterator[Callable[..., tuple[SerialSensorBackend, EventRecorder]]]:
     """Open a backend on a config (fast reconnects by default); every one is closed after."""
     opened: list[SerialSensorBackend] = []
 
-    def open_(clock: Clock | None = None, **config: Any) -> tuple[SerialSensorBackend, Recorder]:
+    def open_(clock: Clock | None = None, **config: Any) -> tuple[SerialSensorBackend, EventRecorder]:
         config.setdefault("reconnect_interval", 0.02)
         config.setdefault("read_timeout", 0.5)
         backend = SerialSensorBackend(config, clock=clock)
         backend.validate_environment()
-        rec = Recorder()
+        rec = EventRecorder()
         backend.open(rec)
         opened.append(backend)
         return backend, rec
@@ -101,7 +51,7 @@ def open_backend() -> Iterator[Callable[..., tuple[SerialSensorBackend, Recorder
         backend.close()
 
 
-def connected(rec: Recorder, n: int = 1) -> bool:
+def connected(rec: EventRecorder, n: int = 1) -> bool:
     return rec.wait(lambda: len(rec.of("SerialDeviceEvent", connected=True)) >= n)
 
 
@@ -582,11 +532,11 @@ def test_a_hook_on_above_threshold_fires_end_to_end(make_hub, sim, serial_regist
     """)
     serial = hub.backends["serial"]
     assert serial.status == BackendStatus.RUNNING
-    assert wait_until(lambda: hub.execute("serial.status").output["connected"])
+    assert wait_for(lambda: hub.execute("serial.status").output["connected"])
     out = hub.execute("serial.write", {"data": {"cmd": "set", "temperature": 30}, "reply_timeout": 5})
     assert out.ok, out.errors
     assert out.output["reply"] == {"ok": True, "cmd": "set"}
-    assert wait_until(lambda: hub.backends["mock"].outputs["fan"] == 30)
+    assert wait_for(lambda: hub.backends["mock"].outputs["fan"] == 30)
     assert hub.execute("serial.status").output["sensor"]["sides"] == {"temperature": "above"}
     assert hub.execute("serial.get_data").output["temperature"] == 30
 
@@ -598,7 +548,7 @@ def test_the_hub_runs_on_while_the_serial_device_is_missing(make_hub, tmp_path, 
           reconnect_interval: 0.05
     """)
     backend = hub.backends["serial"]
-    assert wait_until(lambda: backend.error is not None)
+    assert wait_for(lambda: backend.error is not None)
     status = {b["name"]: b for b in hub.status()["backends"]}["serial"]
     assert status["status"] == "degraded"
     assert f"serial device '{tmp_path}/ttyGONE' not found" in status["error"]
@@ -616,7 +566,7 @@ def test_the_simulator_runs_as_a_program(tmp_path, open_backend):
         [sys.executable, str(HW_MOCKS / "serial_sensor.py"), "--link", str(link), "--interval", "0.05",
          "--seed", "3", "--set", "temperature=24.5"], stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_until(link.exists, timeout=10)
+        assert wait_for(link.exists, timeout=10)
         backend, rec = open_backend(device=str(link))
         assert rec.wait(lambda: rec.of("SensorDataChangeEvent"), timeout=10)
         assert rec.of("SensorDataChangeEvent")[0].args["data"]["temperature"] == 24.5

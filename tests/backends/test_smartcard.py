@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pihub_testing import finishes, load_hw_mock, need_pcsc_stack, wait_for
+from pihub_testing import EventRecorder, RecordingClock, finishes, load_hw_mock, need_pcsc_stack, wait_for
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.smartcard import (
@@ -28,7 +28,6 @@ from pihub.backends.smartcard import (
 )
 from pihub.clock import ManualClock
 from pihub.errors import ConfigError
-from pihub.events import Event
 
 vc = load_hw_mock("virtual_card")
 
@@ -36,30 +35,6 @@ ATR = "3B 8F 80 01 80 4F 0C A0 00 00 03 06 03 00 01 00 00 00 00 6A"
 OTHER_ATR = "3B 95 13 81 01 80 73 FF 01 00 0B"
 UID = "04 A1 B2 C3 D4 E5 F6"
 READER = "Virtual PCD 00 00"
-
-
-class Recorder:
-    """The ``emit`` handed to the backend: records events; tests wait for them."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, event: Event) -> bool:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-        return True
-
-    def wait(self, n: int, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
-        """The first ``n`` events as ``(type, args)``; fails if they do not come in time."""
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.events) >= n, timeout), \
-                f"expected {n} events, got {self.summary()}"
-            return self.summary()[:n]
-
-    def summary(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(e.type.name, dict(e.args)) for e in self.events]
 
 
 def statuses(backend: SmartCardBackend) -> list[tuple[str, str | None]]:
@@ -83,10 +58,10 @@ def opened() -> Iterator[Any]:
     """``open(config) -> (backend, recorder)``; every backend opened is closed."""
     backends: list[SmartCardBackend] = []
 
-    def open_(config: dict[str, Any] | None = None) -> tuple[SmartCardBackend, Recorder]:
+    def open_(config: dict[str, Any] | None = None) -> tuple[SmartCardBackend, EventRecorder]:
         backend = SmartCardBackend({"retry_interval": 0.1, "max_retry_interval": 0.5, **(config or {})})
         backend.validate_environment()
-        rec = Recorder()
+        rec = EventRecorder()
         backend.open(rec)
         backends.append(backend)
         return backend, rec
@@ -101,11 +76,11 @@ def test_insert_fires_detected_with_the_configured_atr_and_uid_then_remove_fires
     assert wait_for(lambda: backend.device_status()["readers"], 10)
     card.insert()
     detected = ("SmartCardDetectedEvent", {"atr": ATR, "reader": READER, "uid": UID})
-    assert rec.wait(1) == [detected]
+    assert rec.wait_count(1) == [detected]
     assert rec.events[0].source == "smartcard"
     assert backend.device_status()["cards"] == {READER: {"atr": ATR, "uid": UID}}
     card.remove()
-    assert rec.wait(2) == [detected, ("SmartCardRemovedEvent", {"atr": ATR, "reader": READER, "uid": UID})]
+    assert rec.wait_count(2) == [detected, ("SmartCardRemovedEvent", {"atr": ATR, "reader": READER, "uid": UID})]
     assert backend.device_status()["cards"] == {}
 
 
@@ -113,7 +88,7 @@ def test_a_card_present_at_start_is_detected_and_one_without_uid_gives_null(card
     card.command("uid none")
     card.insert()
     _backend, rec = opened()  # no atr filter: every card
-    assert rec.wait(1) == [("SmartCardDetectedEvent", {"atr": ATR, "reader": READER, "uid": None})]
+    assert rec.wait_count(1) == [("SmartCardDetectedEvent", {"atr": ATR, "reader": READER, "uid": None})]
 
 
 def test_a_card_whose_atr_is_not_listed_fires_nothing(card, opened):
@@ -127,14 +102,14 @@ def test_a_card_whose_atr_is_not_listed_fires_nothing(card, opened):
     # the listed card comes next: had the other fired anything, it would be first
     card.command(f"atr {ATR}")
     card.insert()
-    assert rec.wait(1) == [("SmartCardDetectedEvent", {"atr": ATR, "reader": READER, "uid": UID})]
+    assert rec.wait_count(1) == [("SmartCardDetectedEvent", {"atr": ATR, "reader": READER, "uid": UID})]
     assert len(rec.events) == 1 and backend.device_status()["ignored_cards"] == 1
 
 
 def test_pcscd_stopped_and_started_degrades_then_recovers_by_itself(card, opened):
     card.insert()
     backend, rec = opened()
-    rec.wait(1)
+    rec.wait_count(1)
     calls = statuses(backend)
     card.command("pcscd stop")
     assert wait_for(lambda: backend.status == BackendStatus.DEGRADED, 10)
@@ -146,9 +121,9 @@ def test_pcscd_stopped_and_started_degrades_then_recovers_by_itself(card, opened
     assert calls[0] == ("running", None) and calls[-1] == ("running", None)
     assert [s for s, _ in calls].count("degraded") == 1, calls  # one reason for the whole outage
     # the card that went while pcscd was down is reported gone; new ones are seen again
-    assert rec.wait(2)[1] == ("SmartCardRemovedEvent", {"atr": ATR, "reader": READER, "uid": UID})
+    assert rec.wait_count(2)[1] == ("SmartCardRemovedEvent", {"atr": ATR, "reader": READER, "uid": UID})
     card.insert()
-    assert rec.wait(3)[2] == ("SmartCardDetectedEvent", {"atr": ATR, "reader": READER, "uid": UID})
+    assert rec.wait_count(3)[2] == ("SmartCardDetectedEvent", {"atr": ATR, "reader": READER, "uid": UID})
     assert backend.device_status()["service_losses"] == 1
 
 
@@ -160,7 +135,7 @@ def test_pcscd_not_running_at_open_is_degraded_until_it_starts(card, opened):
     card.command("pcscd start")
     assert wait_for(lambda: backend.status == BackendStatus.RUNNING, 10), backend.error
     card.insert()
-    assert rec.wait(1)[0][0] == "SmartCardDetectedEvent"
+    assert rec.wait_count(1)[0][0] == "SmartCardDetectedEvent"
 
 
 def test_close_cancels_the_pcsc_wait_at_once(card, opened):
@@ -335,18 +310,6 @@ class FakeScard:
         return "Service not available." if hresult == SCARD_E_NO_SERVICE else "error"
 
 
-class RecordingClock(ManualClock):
-    """A ManualClock that records the timeout of every wait (the back-off delays)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waits: list[float] = []
-
-    def wait(self, event: threading.Event, timeout: float) -> bool:
-        self.waits.append(timeout)
-        return super().wait(event, timeout)
-
-
 @pytest.fixture
 def fake() -> Iterator[tuple[FakeScard, RecordingClock, Any]]:
     """``(fake pcscd, clock, open(config) -> (backend, recorder))``."""
@@ -354,9 +317,9 @@ def fake() -> Iterator[tuple[FakeScard, RecordingClock, Any]]:
     scard = FakeScard(clock)
     backends: list[SmartCardBackend] = []
 
-    def open_(config: dict[str, Any] | None = None) -> tuple[SmartCardBackend, Recorder]:
+    def open_(config: dict[str, Any] | None = None) -> tuple[SmartCardBackend, EventRecorder]:
         backend = SmartCardBackend(config, clock=clock, scard=scard)
-        rec = Recorder()
+        rec = EventRecorder()
         backend.open(rec)
         backends.append(backend)
         return backend, rec
@@ -393,11 +356,11 @@ def test_readers_plugged_in_and_out(fake):
     assert backend.error.startswith("no smart card reader is connected")
     scard.change(lambda s: s.readers.__setitem__("USB reader 00 00", [3, bytes.fromhex("3B8F")]))
     card = {"atr": "3B 8F", "reader": "USB reader 00 00", "uid": "04 A1"}
-    assert rec.wait(1) == [("SmartCardDetectedEvent", card)]  # a card already in the new reader
+    assert rec.wait_count(1) == [("SmartCardDetectedEvent", card)]  # a card already in the new reader
     assert backend.status == BackendStatus.RUNNING
     assert backend.device_status()["readers"] == ["USB reader 00 00"]
     scard.change(lambda s: s.readers.clear())  # unplugged with the card in it
-    assert rec.wait(2)[1] == ("SmartCardRemovedEvent", card)
+    assert rec.wait_count(2)[1] == ("SmartCardRemovedEvent", card)
     assert wait_for(lambda: backend.status == BackendStatus.DEGRADED)
 
 
@@ -405,9 +368,9 @@ def test_a_card_swapped_between_two_waits_is_removed_then_detected(fake):
     scard, _clock, open_ = fake
     scard.readers = {"R": [0, bytes.fromhex("3B01")]}
     _backend, rec = open_()
-    rec.wait(1)
+    rec.wait_count(1)
     scard.change(lambda s: s.readers.__setitem__("R", [2, bytes.fromhex("3B02")]))  # out and in again
-    assert rec.wait(3)[1:] == [("SmartCardRemovedEvent", {"atr": "3B 01", "reader": "R", "uid": "04 A1"}),
+    assert rec.wait_count(3)[1:] == [("SmartCardRemovedEvent", {"atr": "3B 01", "reader": "R", "uid": "04 A1"}),
                                ("SmartCardDetectedEvent", {"atr": "3B 02", "reader": "R", "uid": "04 A1"})]
 
 
@@ -415,7 +378,7 @@ def test_a_card_left_in_its_reader_while_pcscd_restarts_fires_nothing(fake):
     scard, clock, open_ = fake
     scard.readers = {"R": [5, bytes.fromhex("3B01")]}
     backend, rec = open_({"retry_interval": 1.0})
-    rec.wait(1)
+    rec.wait_count(1)
     scard.change(lambda s: setattr(s, "up", False))
     assert wait_for(lambda: backend.status == BackendStatus.DEGRADED and clock.waiters == 1)
     scard.readers = {"R": [1, bytes.fromhex("3B01")]}  # a new pcscd counts from scratch
@@ -423,7 +386,7 @@ def test_a_card_left_in_its_reader_while_pcscd_restarts_fires_nothing(fake):
     clock.advance(1.0)
     assert wait_for(lambda: backend.status == BackendStatus.RUNNING)
     scard.remove("R")
-    assert rec.wait(2) == [("SmartCardDetectedEvent", {"atr": "3B 01", "reader": "R", "uid": "04 A1"}),
+    assert rec.wait_count(2) == [("SmartCardDetectedEvent", {"atr": "3B 01", "reader": "R", "uid": "04 A1"}),
                            ("SmartCardRemovedEvent", {"atr": "3B 01", "reader": "R", "uid": "04 A1"})]
 
 
@@ -432,7 +395,7 @@ def test_read_uid_false_never_talks_to_the_card(fake):
     scard.readers = {"R": [0, bytes.fromhex("3B01")]}
     scard.SCardConnect = None  # any call would raise
     _backend, rec = open_({"read_uid": False})
-    assert rec.wait(1) == [("SmartCardDetectedEvent", {"atr": "3B 01", "reader": "R", "uid": None})]
+    assert rec.wait_count(1) == [("SmartCardDetectedEvent", {"atr": "3B 01", "reader": "R", "uid": None})]
 
 
 def test_virtual_card_answers_as_documented():
