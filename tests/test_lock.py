@@ -100,11 +100,11 @@ def test_build_in_names_every_build_requirement() -> None:
 
 def test_a_dependency_added_without_relocking_is_reported() -> None:
     pyproject, locks, build_in = _real()
-    changed = pyproject.replace('dependencies = [', 'dependencies = [\n    "paho-mqtt>=2",', 1)
+    changed = pyproject.replace("dependencies = [", "dependencies = [\n    'tomli-w>=1',", 1)
     assert changed != pyproject
     problems = lock_problems(changed, locks, build_in)
     assert len(problems) == len(LOCKS)
-    assert all("paho-mqtt>=2 is declared but not locked: run 'make lock'" in p for p in problems)
+    assert all("tomli-w>=1 is declared but not locked: run 'make lock'" in p for p in problems)
 
 
 def test_a_tightened_bound_without_relocking_is_reported() -> None:
