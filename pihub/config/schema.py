@@ -13,7 +13,8 @@ Field types (``Field.type``):
 ``str``                 a string (a number is *not* turned into a string)
 ``list`` / ``dict``     any list / any mapping
 ``list[X]``             a list whose items are each ``X`` (``list[str]``...)
-``dict[str, X]``        a mapping of string keys to ``X``
+``dict[str, X]``        a mapping of string keys to ``X``; :func:`dict_of` builds it
+                        where ``X`` is a Schema or a tuple (no type to a type checker)
 ``(A, B, ...)``         any one of the alternatives; ``None`` in it accepts null
 ``Schema(...)``         a nested mapping, validated recursively
 ``object``              any value
@@ -34,6 +35,7 @@ is None, and is an error otherwise.
 from __future__ import annotations
 
 import copy
+import types
 import typing
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from typing import Any, Final
 from pihub.config.yamlsrc import Secret
 from pihub.errors import ConfigProblem, SchemaProblem, close_matches
 
-__all__ = ["REQUIRED", "Field", "Schema", "SchemaProblem", "coerce", "show", "suggest"]
+__all__ = ["REQUIRED", "Field", "Schema", "SchemaProblem", "coerce", "dict_of", "show", "suggest"]
 
 
 class _Required:
@@ -142,6 +144,15 @@ def _describe(spec: Any, plural: bool = False) -> str:
     return repr(spec)
 
 
+def dict_of(item: Any) -> Any:
+    """The field type ``dict[str, item]``: the same object, built by a call.
+
+    For an ``item`` that is a :class:`Schema` or a tuple of alternatives, which a type
+    checker refuses inside ``dict[...]`` (it reads that as a type, and they are values).
+    """
+    return types.GenericAlias(dict, (str, item))
+
+
 def _check_spec(spec: Any) -> None:
     """Raise TypeError for a type spec this module does not support (a programming error)."""
     if spec in _NAMES or isinstance(spec, Schema):
@@ -197,7 +208,7 @@ def coerce(spec: Any, value: Any, path: tuple[Hashable, ...] = (), *,
             return _INVALID, [_type_problem(spec, value, path, secret)]
         (item,) = typing.get_args(spec)
         items: list[Any] = []
-        problems: list[ConfigProblem] = []
+        problems = []
         for i, v in enumerate(value):
             out, ps = coerce(item, v, (*path, i), secret=secret)
             items.append(out)
@@ -253,12 +264,12 @@ def _parse_secret(spec: type, value: Secret, path: tuple[Hashable, ...]) -> tupl
         return spec(text), []
     except ValueError:
         extra = " (true/false, yes/no, on/off, 1/0)" if spec is bool else ""
-        return _INVALID, [ConfigProblem(path, f"must be {_describe(spec)}{extra}, not '***'")]  # type: ignore[arg-type]
+        return _INVALID, [ConfigProblem(path, f"must be {_describe(spec)}{extra}, not '***'")]
 
 
 def _type_problem(spec: Any, value: object, path: tuple[Hashable, ...], secret: bool) -> ConfigProblem:
     """The ``must be <type>, not <value>`` problem."""
-    return ConfigProblem(path, f"must be {_describe(spec)}, not {show(value, secret)}")  # type: ignore[arg-type]
+    return ConfigProblem(path, f"must be {_describe(spec)}, not {show(value, secret)}")
 
 
 @dataclass(frozen=True)
@@ -288,7 +299,7 @@ class Field:
     max: float | None = None
     choices: Sequence[Any] | None = None
     secret: bool = False
-    aliases: tuple[str, ...] = ()
+    aliases: Sequence[str] = ()  # stored as a tuple; a str is refused (a common slip)
     deprecated: str | None = None
 
     def __post_init__(self) -> None:
@@ -337,10 +348,10 @@ class Field:
                     message = f"must be at least {self.min}, not {shown}"
                 else:
                     message = f"must be at most {self.max}, not {shown}"
-                return out, [ConfigProblem(path, message)]  # type: ignore[arg-type]
+                return out, [ConfigProblem(path, message)]
         if self.choices is not None and out not in self.choices:
             allowed = ", ".join(show(c) for c in self.choices)
-            return out, [ConfigProblem(path, f"must be one of {allowed}, not {show(out, secret)}")]  # type: ignore[arg-type]
+            return out, [ConfigProblem(path, f"must be one of {allowed}, not {show(out, secret)}")]
         if self.secret and isinstance(out, str) and not isinstance(out, Secret):
             out = Secret(out)
         return out, []
@@ -449,7 +460,7 @@ class Schema:
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            return {}, [ConfigProblem(path, f"must be a mapping, not {show(raw)}")]  # type: ignore[arg-type]
+            return {}, [ConfigProblem(path, f"must be a mapping, not {show(raw)}")]
         out: dict[str, Any] = {}
         problems: list[ConfigProblem] = []
         given: set[str] = set()

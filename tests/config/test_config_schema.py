@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pihub.config.schema import REQUIRED, Field, Schema, suggest
+from pihub.config.schema import REQUIRED, Field, Schema, dict_of, suggest
 from pihub.config.yamlsrc import Secret
 from pihub.errors import SchemaProblem, format_path
 
@@ -191,6 +191,20 @@ def test_dict_of_type() -> None:
                                "http.limits: keys must be strings, not 3 [key 3]"]
     _, problems = HTTP.validate({"limits": [1]}, ("http",))
     assert shown(problems) == ["http.limits: must be a mapping of names to ints, not a list"]
+
+
+def test_dict_of_a_schema_or_alternatives_checks_each_value_at_its_key() -> None:
+    pins = Schema({"pin": Field(int, min=0, max=27)})
+    schema = Schema({"inputs": Field(dict_of(pins), {}), "names": Field(dict_of((int, str)), {})})
+    _, problems = schema.validate({"inputs": {"door": {"pin": 4}, "bell": {"pin": 40}},
+                                        "names": {"a": 17, "b": "GPIO27", "c": 1.5, 9: "x"}}, ("gpio",))
+    assert shown(problems) == ["gpio.inputs.bell.pin: must be in range 0..27, not 40",
+                               "gpio.names.c: must be an int or a string, not 1.5",
+                               "gpio.names: keys must be strings, not 9 [key 9]"]
+    values, problems = schema.validate({"inputs": {"door": {"pin": 4}}, "names": {"b": "GPIO27"}}, ())
+    assert problems == [] and values == {"inputs": {"door": {"pin": 4}}, "names": {"b": "GPIO27"}}
+    _, problems = schema.validate({"inputs": [{"pin": 4}]}, ("gpio",))
+    assert shown(problems) == ["gpio.inputs: must be a mapping of names to mappings, not a list"]
 
 
 def test_tuple_of_types_and_null() -> None:
