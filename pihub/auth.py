@@ -486,9 +486,10 @@ class Auth:
                                    ("kdf_concurrency", kdf_concurrency, 1), ("kdf_queue", kdf_queue, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be an int >= {least}, not {value!r}")
-        for name, value in (("window_s", window_s), ("kdf_wait_s", kdf_wait_s)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+        for name, seconds in (("window_s", window_s), ("kdf_wait_s", kdf_wait_s)):
+            if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                    or not 0 < seconds < math.inf):
+                raise ValueError(f"{name} must be a number of seconds > 0, not {seconds!r}")
         self._store = store
         self._clock = clock
         # argon2 is imported on first use: the daemon only needs it at login (saves ~1.5 MB RSS)

@@ -230,7 +230,8 @@ def _as_double(value: Any) -> float | None:
     """``value`` as a double when it is an int/float/bool a double holds exactly, else None."""
     t = type(value)
     if t is float:
-        return value
+        exact: float = value
+        return exact
     if t is int or t is bool:
         if -_MAX_EXACT <= value <= _MAX_EXACT:
             return float(value)
@@ -645,8 +646,9 @@ class Producer:
         self.id = pid
         self.shared = shared
         self._core = core
-        self._push1 = lib.ph_push_mp if shared else lib.ph_push_sp
-        self._pushn = lib.ph_push_batch_mp if shared else lib.ph_push_batch_sp
+        self._push1: Callable[[Any, int, Any], int] = lib.ph_push_mp if shared else lib.ph_push_sp
+        self._pushn: Callable[[Any, int, Any, int], int] = (lib.ph_push_batch_mp if shared
+                                                            else lib.ph_push_batch_sp)
         self._buf: Any = None
         self._cbuf: Any = None
         self._views: _Views | None = None

@@ -123,7 +123,7 @@ def parse_level(level: str) -> int:
     if name not in LEVELS:
         allowed = ", ".join(n.lower() for n in LEVELS)
         raise ValueError(f"unknown log level {level!r}; allowed: {allowed}")
-    return logging.getLevelName(name)
+    return logging.getLevelNamesMapping()[name]
 
 
 def journal_connected(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:

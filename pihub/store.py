@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from pihub.errors import StoreError
 
@@ -57,6 +57,8 @@ DB_NAME = "pihub.db"
 
 # Stay well under SQLite's host-parameter limit (999 in old builds).
 _CHUNK = 500
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -445,7 +447,7 @@ class Store:
 
     # -- users, api tokens, sessions, setup code (schema 2; policy in pihub.auth) --------
 
-    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction under the lock.
 
         Returns:

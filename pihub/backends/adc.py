@@ -216,10 +216,10 @@ class AdcBackend(Backend):
         elif isinstance(key, str) and key.strip().lstrip("-").isdigit():
             number = int(key.strip())
         if number is None:
-            errors.append(ConfigProblem(("channels", key), f"channel must be an int in range 0..{top}, not {key!r}"))  # type: ignore[arg-type]
+            errors.append(ConfigProblem(("channels", key), f"channel must be an int in range 0..{top}, not {key!r}"))
             return None
         if not 0 <= number <= top:
-            errors.append(ConfigProblem(("channels", key), f"channel must be in range 0..{top}, not {number}"))  # type: ignore[arg-type]
+            errors.append(ConfigProblem(("channels", key), f"channel must be in range 0..{top}, not {number}"))
             return None
         return number
 
@@ -411,7 +411,7 @@ class AdcBackend(Backend):
             if spi is None:
                 raise RuntimeError("the adc backend is not open")
             # a fresh list: spidev writes the reply into the list it is given
-            rx = spi.xfer2(list(tx))
+            rx: list[int] = spi.xfer2(list(tx))
         word = (rx[0] << 16) | (rx[1] << 8) | rx[2]
         if (word >> self.bits) & 1:
             raise AdcNoAnswer(f"no answer from the {self.chip_name} on {self.path} (the null bit is 1): "

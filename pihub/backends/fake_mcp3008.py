@@ -345,7 +345,7 @@ class FakeSpiDev:
 
     def fileno(self) -> int:
         """A pretend descriptor (-1 when closed, as spidev)."""
-        return -1 if self._chip is None else 1000 + 16 * self._where[0] + self._where[1]  # type: ignore[index]
+        return -1 if self._where is None else 1000 + 16 * self._where[0] + self._where[1]
 
     def __enter__(self) -> FakeSpiDev:  # noqa: PYI034 - spidev's own signature
         return self

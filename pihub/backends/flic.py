@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import re
 import socket
 import struct
@@ -675,7 +676,7 @@ class FlicBackend(Backend):
         button = self._buttons.get(addr)
         if button is None:
             button = _Button(addr, PressSequence(self.clock, self.long_press_timeout, self.btn_timeout,
-                                                 lambda seq, a=addr: self._sequence_ended(a, seq)))
+                                                 functools.partial(self._sequence_ended, addr)))
             self._buttons[addr] = button
         return button
 
@@ -738,7 +739,8 @@ class FlicBackend(Backend):
         """
         with self._lock:
             buttons = dict(self._buttons)
-            out = {"server": f"{self.server}:{self.port}", "flicd": self._flicd, "error": self.error,
-                   "buttons": {a: b.status for a, b in buttons.items()}, **self._counts}
+            out: dict[str, Any] = {"server": f"{self.server}:{self.port}", "flicd": self._flicd,
+                                   "error": self.error, "buttons": {a: b.status for a, b in buttons.items()},
+                                   **self._counts}
         out["in_progress"] = {a: p for a, b in buttons.items() if (p := b.sequence.presses)}
         return out

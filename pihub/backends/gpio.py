@@ -133,7 +133,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NewType
 
 from pihub.backends.base import Backend, BackendStatus, Emit
 from pihub.clock import Clock, Timer
-from pihub.config.schema import Field, Schema, show
+from pihub.config.schema import Field, Schema, dict_of, show
 from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event
 from pihub.plugin import action
@@ -447,7 +447,7 @@ def resolve_config(values: Mapping[str, Any]) -> GpioConfig:
     for i, raw in enumerate(values.get("monitored_pins", [])):
         path = ("monitored_pins", i)
         if isinstance(raw, str) and raw in named:
-            bcm: Bcm | None = named[raw]
+            bcm = named[raw]
         else:
             try:
                 bcm = parse_pin(raw, mode)
@@ -782,7 +782,7 @@ class _SafeReservations:
 
     def reserve_pins(self, requester: Any, *names: Any) -> None:
         """gpiozero's, also noting ``requester`` for :meth:`recording_reservers`."""
-        super().reserve_pins(requester, *names)  # type: ignore[misc]
+        super().reserve_pins(requester, *names)  # type: ignore[misc]  # super() is the gpiozero Factory
         made = getattr(self._recording, "reservers", None)
         if made is not None:
             made.append(requester)
@@ -793,7 +793,7 @@ class _SafeReservations:
             # weakly: a strong reference would resurrect the device the collector is freeing
             self._res_lock.after_release(functools.partial(self._release_later, weakref.ref(reserver), names))
             return
-        super().release_pins(reserver, *names)  # type: ignore[misc]
+        super().release_pins(reserver, *names)  # type: ignore[misc]  # super() is the gpiozero Factory
 
     def _release_later(self, reserver: weakref.ref[Any], names: tuple[Any, ...]) -> None:
         """A deferred :meth:`release_pins`; a reserver gone by now leaves only dead references,
@@ -870,7 +870,7 @@ def _connected_pin_class() -> type[MockPin]:
     """
     from gpiozero.pins.mock import MockConnectedPin, MockPWMPin
 
-    class MockConnectedPWMPin(MockConnectedPin, MockPWMPin):
+    class MockConnectedPWMPin(MockConnectedPin, MockPWMPin):  # type: ignore[misc]  # gpiozero: untyped
         """A PWM-capable mock pin that drives a wired input pin (high while duty > 0)."""
 
     return MockConnectedPWMPin
@@ -888,10 +888,10 @@ class GpioBackend(Backend):
                           doc="how bare pin numbers are read: bcm (default) or board (header positions)"),
             "bounce_time": Field(float, 0.01, min=0.0, max=60.0,
                                  doc="default debounce of inputs, in seconds (0 = none)"),
-            "inputs": Field(dict[str, INPUT_SCHEMA], {}, doc="input pins by name"),
-            "outputs": Field(dict[str, OUTPUT_SCHEMA], {}, doc="output pins by name"),
+            "inputs": Field(dict_of(INPUT_SCHEMA), {}, doc="input pins by name"),
+            "outputs": Field(dict_of(OUTPUT_SCHEMA), {}, doc="output pins by name"),
             "mock_wiring": Field(dict, {}, doc="pin_factory: mock only: {output pin: input pin} jumpers"),
-            "pins": Field(dict[str, (int, str)], {}, doc="Platypush: {name: pin} names"),
+            "pins": Field(dict_of((int, str)), {}, doc="Platypush: {name: pin} names"),
             "monitored_pins": Field(list, [],
                                     doc="Platypush: pins (or names from pins) reported as GPIOEvent"),
         },
@@ -997,7 +997,7 @@ class GpioBackend(Backend):
         """Create every gpiozero device on ``self._factory``; see :meth:`open`."""
         from gpiozero import DigitalOutputDevice, InputDevice, PWMOutputDevice
 
-        factory = self._factory
+        factory = self._open_factory()
         if self.spec.wiring:
             cls = _connected_pin_class()
             for out_bcm, in_bcm in self.spec.wiring.items():
@@ -1036,6 +1036,12 @@ class GpioBackend(Backend):
         for name, bcm in self.spec.lazy.items():
             self._lazy[bcm] = _Lazy(name, bcm, self.spec.number(bcm))
 
+    def _open_factory(self) -> Factory:
+        """The pin factory devices are created on; RuntimeError when the backend is closed."""
+        if self._factory is None:
+            raise RuntimeError("the gpio backend is not open")
+        return self._factory
+
     def _new_device(self, cls: type[Any], *args: Any, **kwargs: Any) -> Any:
         """``cls(*args, **kwargs)`` on this backend's factory; a failed one keeps no pin.
 
@@ -1044,7 +1050,7 @@ class GpioBackend(Backend):
         a retry would find them in use). Whatever reserved pins during a failed
         construction is closed and released here, before the error propagates.
         """
-        factory = self._factory
+        factory = self._open_factory()
         with factory.recording_reservers() as reservers:
             try:
                 return cls(*args, pin_factory=factory, **kwargs)
@@ -1345,6 +1351,27 @@ class GpioBackend(Backend):
             targets += [self._resolve(n) for n in self.spec.lazy]
             return [self._read(t) for t in targets]
 
+    def describe_entities(self) -> list[dict[str, Any]]:
+        """The configured inputs and outputs with their values now, for the web panel.
+
+        Returns:
+            :meth:`read_all`'s replies with ``kind`` (``input``/``output``), ``pwm`` and,
+            for outputs, ``set``: the action and arguments that drive it (``gpio.write``
+            with ``{"pin": name}``; the new value goes in ``value``). Platypush ``pins``
+            not yet used are left out (reading one would set it up as an input).
+        """
+        with self._lock:
+            self._require_running()
+            out = []
+            for i in self.spec.inputs:
+                target = self._resolve(i.name or pin_label(i.bcm))
+                out.append({**self._read(target), "kind": "input", "pwm": False})
+            for o in self.spec.outputs:
+                target = self._resolve(o.name)
+                out.append({**self._read(target), "kind": "output", "pwm": _is_pwm(target),
+                            "set": {"action": "gpio.write", "args": {"pin": o.name}, "value_arg": "value"}})
+            return out
+
     @action
     def get_measurement(self, pin: int | str | None = None) -> dict[str, Any] | list[dict[str, Any]]:
         """Platypush's ``gpio.get_measurement``: :meth:`read` of ``pin``, or :meth:`read_all`.
@@ -1415,7 +1442,8 @@ def _bcm_of(target: _Target) -> Bcm:
     obj = target.obj
     if isinstance(obj, _Lazy):
         return obj.bcm
-    return obj.spec.bcm
+    spec: InputSpec | OutputSpec = obj.spec
+    return spec.bcm
 
 
 __all__ = ["BCM_TO_BOARD", "BOARD_TO_BCM", "FACTORIES", "GpioBackend", "GpioConfig", "InputSpec",

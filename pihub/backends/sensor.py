@@ -90,7 +90,7 @@ import copy
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeGuard
 
 from pihub.config.schema import Field
 from pihub.errors import ConfigProblem, ConfigProblems
@@ -138,23 +138,23 @@ class Band:
     high: float
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _number(value: object, path: tuple[Hashable, ...]) -> float:
     if not _is_number(value):
-        raise ConfigProblem(path, f"must be a number, not {value!r}")  # type: ignore[arg-type]
-    out = float(value)  # type: ignore[arg-type]
+        raise ConfigProblem(path, f"must be a number, not {value!r}")
+    out = float(value)
     if math.isnan(out):
-        raise ConfigProblem(path, "must be a number, not NaN")  # type: ignore[arg-type]
+        raise ConfigProblem(path, "must be a number, not NaN")
     return out
 
 
 def _band(value: object, path: tuple[Hashable, ...]) -> Band:
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise ConfigProblem(path, f"[low, high] needs exactly 2 numbers, not {len(value)}")  # type: ignore[arg-type]
+            raise ConfigProblem(path, f"[low, high] needs exactly 2 numbers, not {len(value)}")
         a, b = (_number(v, (*path, i)) for i, v in enumerate(value))
         return Band(min(a, b), max(a, b))
     if isinstance(value, Band):
@@ -198,7 +198,7 @@ def parse_thresholds(value: object, path: tuple[Hashable, ...] = ("thresholds",)
         except ConfigProblem as e:
             raise ConfigProblems([e]) from None
     raise ConfigProblems([ConfigProblem(
-        path, f"must be a number, [low, high] or {{key: number or [low, high]}}, not {value!r}")])  # type: ignore[arg-type]
+        path, f"must be a number, [low, high] or {{key: number or [low, high]}}, not {value!r}")])
 
 
 def parse_tolerance(value: object, path: tuple[Hashable, ...] = ("tolerance",)
@@ -214,7 +214,7 @@ def parse_tolerance(value: object, path: tuple[Hashable, ...] = ("tolerance",)
     def one(v: object, p: tuple[Hashable, ...]) -> float:
         t = _number(v, p)
         if t < 0:
-            raise ConfigProblem(p, f"must be at least 0, not {v!r}")  # type: ignore[arg-type]
+            raise ConfigProblem(p, f"must be at least 0, not {v!r}")
         return t
 
     try:
@@ -247,12 +247,12 @@ def parse_enabled(value: object, path: tuple[Hashable, ...] = ("enabled_sensors"
     if isinstance(value, Mapping):
         bad = [k for k, v in value.items() if not isinstance(v, bool)]
         if bad:
-            raise ConfigProblems([ConfigProblem((*path, k), "must be true or false")  # type: ignore[arg-type]
+            raise ConfigProblems([ConfigProblem((*path, k), "must be true or false")
                                   for k in bad])
         return frozenset(k for k, v in value.items() if v)
     if isinstance(value, (list, tuple, set, frozenset)):
         return frozenset(value)
-    raise ConfigProblems([ConfigProblem(path, f"must be a list of keys or {{key: true/false}}, not {value!r}")])  # type: ignore[arg-type]
+    raise ConfigProblems([ConfigProblem(path, f"must be a list of keys or {{key: true/false}}, not {value!r}")])
 
 
 _FLAT: Final = (int, float, str, bool, type(None))

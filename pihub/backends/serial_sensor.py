@@ -245,7 +245,7 @@ class SerialSensorBackend(Backend):
         self._port_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._reply = threading.Condition(self._state_lock)
-        self._port: serial.SerialBase | None = None
+        self._port: serial.Serial | None = None
         self._emit: Emit | None = None
         self._thread: BackendThread | None = None
         self._state: State = "connecting"
@@ -337,7 +337,7 @@ class SerialSensorBackend(Backend):
         if lost is not None:
             self._disconnected(lost)
 
-    def _connect(self) -> serial.SerialBase | None:
+    def _connect(self) -> serial.Serial | None:
         """Open the device; on failure mark it disconnected and return None."""
         import serial
 
@@ -364,7 +364,7 @@ class SerialSensorBackend(Backend):
                 self.log.warning("on_connect line %r not written: %s", line, e)
         return port
 
-    def _read_until_lost(self, port: serial.SerialBase, stopping: threading.Event) -> str | None:
+    def _read_until_lost(self, port: serial.Serial, stopping: threading.Event) -> str | None:
         """Read and handle data until stopped (returns None) or the device goes (returns why)."""
         import serial
 
@@ -451,7 +451,7 @@ class SerialSensorBackend(Backend):
             self._publish(Event(_DEVICE_EVENT, {"device": self.device, "connected": False}, time.monotonic_ns(),
                                 self.name))
 
-    def _drop_port(self, port: serial.SerialBase) -> None:
+    def _drop_port(self, port: serial.Serial) -> None:
         """Forget and close the port, never under a writer's feet."""
         with self._write_lock, self._port_lock:
             self._port = None
@@ -461,7 +461,7 @@ class SerialSensorBackend(Backend):
                 self.log.debug("closing %s: %s", self.device, e)
 
     @staticmethod
-    def _cancel_read(port: serial.SerialBase) -> None:
+    def _cancel_read(port: serial.Serial) -> None:
         """Wake a read blocked on ``port`` (pyserial's cancel_read where the driver has one)."""
         cancel = getattr(port, "cancel_read", None)
         if cancel is not None:
@@ -494,7 +494,7 @@ class SerialSensorBackend(Backend):
 
     # ------------------------------------------------------------------ actions
     @action
-    def write(self, data: str | dict | list, newline: bool = True, binary: bool = False,
+    def write(self, data: str | dict[str, Any] | list[Any], newline: bool = True, binary: bool = False,
               reply_timeout: float = 0.0) -> dict[str, Any]:
         """Send a command line to the device.
 

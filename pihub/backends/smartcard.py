@@ -256,7 +256,7 @@ class SmartCardBackend(Backend):
         if self._scard is not None:
             return
         try:
-            from smartcard import scard  # type: ignore[import-untyped]  # noqa: F401
+            from smartcard import scard  # noqa: F401
         except ImportError as e:
             raise BackendUnavailable(
                 f"pyscard is not installed or cannot load libpcsclite ({e}); pip install 'pihub[smartcard]' "
@@ -267,9 +267,9 @@ class SmartCardBackend(Backend):
         if self._thread is not None:
             return
         if self._scard is None:
-            from smartcard import scard  # type: ignore[import-untyped]
+            from smartcard import scard
 
-            self._scard = scard  # type: ignore[assignment]
+            self._scard = scard
         self._emit = emit
         self.status, self.error = BackendStatus.RUNNING, None
         self._thread = BackendThread(f"pihub-{self.name}", self._run)

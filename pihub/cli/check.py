@@ -21,7 +21,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as e:
         # the valid parts still compile: report their hook/procedure problems too
         problems = list(e.problems) + list(e.warnings)
-        if getattr(e, "config", None) is not None:
+        if e.config is not None:
             problems += compile_problems(e.config)
         print_problems(ConfigError(sorted(set(problems), key=_problem_order)), sys.stderr)
         return EXIT_INVALID

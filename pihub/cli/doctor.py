@@ -42,12 +42,15 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pihub.cli.common import EXIT_INVALID, EXIT_OK, guarded, load_config
+
+if TYPE_CHECKING:
+    from pihub.config.loader import Config
 
 __all__ = ["BASE_APT", "KINDS", "Check", "Kind", "add_parser", "cmd_doctor", "kinds_for", "needs_for",
            "run_checks"]
@@ -173,7 +176,7 @@ def kinds_for(config: Any) -> dict[str, list[str]]:
     return out
 
 
-def _http(config: Any) -> dict[str, Any]:
+def _http(config: Config | None) -> dict[str, Any]:
     from pihub.web import HTTP_SCHEMA
 
     if config is not None and config.sections.get("http"):
@@ -482,13 +485,14 @@ def run_checks(config_path: str | None, *, extra_kinds: Iterable[str] = (), user
     for k in extra_kinds:
         target.kinds.setdefault(k, [])
     checks.append(_check_native())
-    per_kind = {"gpio": lambda: _check_gpio(target.config), "spi": lambda: _check_spi(target.config),
-                "serial": lambda: _check_serial(target.config), "camera": _check_camera,
-                "audio": _check_audio, "smartcard": _check_smartcard,
-                "flic": lambda: _check_flic(target.config),
-                "i2c": lambda: Check("i2c", "ok" if _nodes("/dev/i2c-*") else "fail",
-                                     ", ".join(_nodes("/dev/i2c-*")) or "no /dev/i2c-* node",
-                                     "" if _nodes("/dev/i2c-*") else "sudo raspi-config nonint do_i2c 0")}
+    per_kind: dict[str, Callable[[], Check]] = {
+        "gpio": lambda: _check_gpio(target.config), "spi": lambda: _check_spi(target.config),
+        "serial": lambda: _check_serial(target.config), "camera": _check_camera,
+        "audio": _check_audio, "smartcard": _check_smartcard,
+        "flic": lambda: _check_flic(target.config),
+        "i2c": lambda: Check("i2c", "ok" if _nodes("/dev/i2c-*") else "fail",
+                             ", ".join(_nodes("/dev/i2c-*")) or "no /dev/i2c-* node",
+                             "" if _nodes("/dev/i2c-*") else "sudo raspi-config nonint do_i2c 0")}
     for kind in KINDS:
         if kind in target.kinds:
             checks.append(per_kind[kind]())

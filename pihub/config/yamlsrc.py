@@ -51,7 +51,7 @@ import os
 import stat
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeGuard
 
 import yaml
 from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
@@ -211,7 +211,7 @@ def hashable(value: object) -> bool:
     return True
 
 
-def _is_index(part: object) -> bool:
+def _is_index(part: object) -> TypeGuard[int]:
     """True for a list index (an int that is not a bool)."""
     return isinstance(part, int) and not isinstance(part, bool)
 
@@ -239,7 +239,7 @@ _BUILDING: Final = object()  # marks a collection whose construction is in progr
 def _make_loader(base: type) -> type:
     """Build the position-recording loader class on ``base`` (CSafeLoader or SafeLoader)."""
 
-    class _Loader(base):  # type: ignore[misc, valid-type]
+    class _Loader(base):  # type: ignore[misc]  # base is CSafeLoader or SafeLoader, chosen at run time
         """A safe loader that builds plain values from the node tree and records problems.
 
         Only the node-composing half of the base loader is used (``get_single_node``) and
@@ -313,7 +313,7 @@ def _make_loader(base: type) -> type:
                 The values counted (more than :attr:`max_nodes` when that limit stopped it).
             """
             parser = base(self.text)
-            sizes: dict[str, int] = {}  # anchor -> expanded size of its value
+            sizes: dict[str | None, int] = {}  # anchor -> expanded size of its value
             open_: list[tuple[int, str | None]] = []  # (count before it, anchor) per open collection
             total = 0
             try:
@@ -620,19 +620,21 @@ def parse_document(data: str | bytes, file: str, *, environ: Mapping[str, str] |
             "", f"the file is larger than {MAX_CONFIG_BYTES} bytes (the most a config file may hold); "
                 f"split it with include", file, 1, 1)])
     if isinstance(data, bytes):
+        raw = data
         try:
-            data = data.decode("utf-8-sig")
+            data = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            line = data.count(b"\n", 0, e.start) + 1
-            col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+            line = raw.count(b"\n", 0, e.start) + 1
+            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
             return Document(file, problems=[Problem(
-                "", f"invalid yaml: not utf-8 text (byte 0x{data[e.start]:02x})", file, line, col)])
+                "", f"invalid yaml: not utf-8 text (byte 0x{raw[e.start]:02x})", file, line, col)])
     try:
         loader = (_PurePositionLoader if pure else PositionLoader)(data, file, environ=environ, max_nodes=max_nodes)
     except yaml.YAMLError as e:  # the pure reader checks for bad characters up front
         line, col = _reader_position(data, e)
         return Document(file, problems=[Problem("", f"invalid yaml: {_reader_reason(e)}", file, line, col)])
-    return loader.load_document()
+    document: Document = loader.load_document()
+    return document
 
 
 def read_document(path: str, *, environ: Mapping[str, str] | None = None,

@@ -353,7 +353,7 @@ def _compile_type(ann: Any) -> _TypeSpec:
     if origin is typing.Union or origin is types.UnionType:
         members = [_compile_type(a) for a in args]
         expected = " or ".join(m.expected for m in members)
-        choices = next((m.choices for m in members if m.choices is not None), None)
+        union_choices = next((m.choices for m in members if m.choices is not None), None)
 
         def conv_union(v: Any) -> Any:
             """The first exactly fitting member, else the first member that converts."""
@@ -374,7 +374,7 @@ def _compile_type(ann: Any) -> _TypeSpec:
             """True when a member fits exactly."""
             return any(m.exact(v) for m in members)
 
-        return _TypeSpec(conv_union, is_member, " | ".join(m.name for m in members), expected, choices)
+        return _TypeSpec(conv_union, is_member, " | ".join(m.name for m in members), expected, union_choices)
     raise TypeError(f"unsupported annotation {ann!r} (supported: {_SUPPORTED})")
 
 
@@ -787,7 +787,7 @@ class ActionRegistry:
 
     # -- running ------------------------------------------------------------------------
 
-    def execute(self, action: str, args: Any = None, context: Mapping[str, Any] | None = None) -> Response:
+    def execute(self, action: object, args: Any = None, context: Mapping[str, Any] | None = None) -> Response:
         """Run ``action`` with ``args`` and report the outcome; never raises.
 
         Args:

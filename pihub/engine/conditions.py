@@ -393,7 +393,7 @@ class Condition:
 
 
 # ---------------------------------------------------------------------------- compile
-def compile_condition(if_block: Mapping[str, Any], path: tuple[str | int, ...]) -> Condition:
+def compile_condition(if_block: object, path: tuple[str | int, ...]) -> Condition:
     """Compile a hook's ``if:`` mapping.
 
     Args:

@@ -352,7 +352,8 @@ def _precheck_method(fn: Any, args: list[Any], budget: _Budget) -> list[Any]:
     if name == "replace" and len(args) >= 2 and isinstance(args[0], type(owner)):
         old, new = args[0], args[1]
         if isinstance(new, type(owner)) and len(new) > len(old):
-            n = owner.count(old) if old else len(owner) + 1
+            # old is of owner's type (checked above), a link mypy cannot follow through type(owner)
+            n = owner.count(old) if old else len(owner) + 1  # type: ignore[arg-type]
             budget.charge(len(owner) + n * (len(new) - len(old)))
     elif name in _PADDING and args and isinstance(args[0], int):
         budget.charge(max(args[0], len(owner)))
@@ -815,7 +816,8 @@ class _Compiler:
 
         def run(names: Names, budget: _Budget) -> Any:
             local: dict[str, Any] = {}
-            scope = ChainMap(local, names)
+            # ChainMap writes only to maps[0] (local); typeshed wants every map mutable
+            scope = ChainMap(local, names)  # type: ignore[arg-type]
             steps = loop(0, gens[0][1](names, budget), local, scope, budget)
             if isinstance(node, ast.DictComp):
                 return {key(scope, budget): val(scope, budget) for _ in steps}
@@ -1104,7 +1106,7 @@ def _compile_node(value: Any, path: tuple[str | int, ...],
             parts = _parse_string(value)
         except ExpressionError as e:
             if errors is None:
-                e.path = path  # type: ignore[attr-defined]
+                e.path = path
                 raise
             errors.append((path, e))
             return _const(value), value

@@ -583,7 +583,8 @@ def compile_procedure(key: str, raw: Any) -> Procedure:
         ConfigProblems: key and step problems together; step paths are relative to the list.
     """
     problems: list[ConfigProblem] = []
-    name, params, is_async = "", (), False
+    name, is_async = "", False
+    params: tuple[str, ...] = ()
     try:
         name, params, is_async = parse_procedure_key(key)
     except ConfigProblem as e:
@@ -816,8 +817,6 @@ class Runner:
             response = self._execute(action, args, inherited)
         except Exception as e:  # an executor failure is an action error, as in Platypush
             response = Response(errors=[f"{action}: {type(e).__name__}: {e}"])
-        if not isinstance(response, Response):
-            response = Response(output=response)
         errors = [e if isinstance(e, str) else str(e) for e in response.errors]
         output = response.output
         if isinstance(output, dict):

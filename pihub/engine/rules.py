@@ -151,10 +151,11 @@ def _exact_number(value: Any) -> bool:
         return True
     if t is not int:
         return False
-    if -EXACT_INT <= value <= EXACT_INT:
+    number: int = value
+    if -EXACT_INT <= number <= EXACT_INT:
         return True
     try:
-        return float(value) == value
+        return float(number) == number
     except OverflowError:
         return False
 

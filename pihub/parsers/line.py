@@ -335,7 +335,7 @@ class KeyValueParser(LineParser):
                     raise MalformedLine(f"no value for key {m.group('key')!r}: {_quote(text)}")
                 reading[m.group("key")] = parse_number(bare)
             pos = m.end()
-            pos = _SEP.match(text, pos).end()  # type: ignore[union-attr]
+            pos = _SEP.match(text, pos).end()  # type: ignore[union-attr]  # matches the empty string
         return reading
 
 

@@ -139,7 +139,8 @@ class ShellPlugin(Plugin):
         """
         if not self.enabled:
             raise ActionError(f"running commands is disabled: {_ENABLE_HINT}")
-        if isinstance(cmd, str):
+        # the action layer refuses a string already; this guards Python callers
+        if isinstance(cmd, str):  # type: ignore[unreachable]
             raise ActionError(f"cmd must be {_ARGV_HINT}, not the string {cmd!r}")
         if not cmd:
             raise ActionError(f"cmd must not be empty: give {_ARGV_HINT}")
@@ -188,8 +189,8 @@ class ShellPlugin(Plugin):
             self._running.add(proc)
         out, err = _Capture(OUTPUT_CAP), _Capture(OUTPUT_CAP)
         timed_out = False
+        assert proc.stdout is not None and proc.stderr is not None
         try:
-            assert proc.stdout is not None and proc.stderr is not None
             with selectors.DefaultSelector() as sel:
                 sel.register(proc.stdout, selectors.EVENT_READ, out)
                 sel.register(proc.stderr, selectors.EVENT_READ, err)
@@ -214,8 +215,8 @@ class ShellPlugin(Plugin):
                 _kill_group(proc)
                 proc.wait()
         finally:
-            proc.stdout.close()  # type: ignore[union-attr]
-            proc.stderr.close()  # type: ignore[union-attr]
+            proc.stdout.close()
+            proc.stderr.close()
             if proc.returncode is None:
                 _kill_group(proc)
                 proc.wait()

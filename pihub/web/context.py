@@ -329,7 +329,7 @@ class WebContext:
             bottle.HTTPResponse: 413 past the limit.
         """
         environ = bottle.request.environ
-        cached = environ.get("pihub.body")
+        cached: bytes | None = environ.get("pihub.body")
         if cached is not None:
             return cached
         stream = environ.get("wsgi.input")

@@ -106,7 +106,7 @@ import secrets
 import ssl
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -117,8 +117,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HTTPRequest
 from websockets.http11 import Response as HTTPResponse
 
+from pihub.errors import MessageError
 from pihub.events import Event, new_event_id
-from pihub.messages import MessageError, Request, Response, dumps, parse
+from pihub.messages import Request, Response, dumps, parse
 from pihub.web import WebHub, access
 from pihub.web.access import (
     REFUSED_CREDENTIALS,
@@ -410,8 +411,9 @@ class LiveServer:
         self._thread.start()
         if not self._started.wait(timeout):
             raise TimeoutError(f"websocket server did not start within {timeout:g} s")
+        # the server thread sets _start_error meanwhile: mypy still sees the None set above
         if self._start_error is not None:
-            self._thread.join(timeout)
+            self._thread.join(timeout)  # type: ignore[unreachable]
             self._thread = None
             self._executor.shutdown(wait=False)
             raise self._start_error
@@ -634,7 +636,7 @@ class LiveServer:
             c.pump.cancel()
         self._spawn(self._close(c.ws, code, reason))
 
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
@@ -699,7 +701,8 @@ class LiveServer:
                 entry[2] = dumps({"type": "event", "seq": seq, "id": event.id,
                                   "args": {"type": event.type.wire_name},
                                   "error": f"event not serialisable: {type(e).__name__}"})
-        return entry[2]
+        text: str = entry[2]
+        return text
 
     async def _pump(self, c: _Client) -> None:
         """Send a stream client its frames, in order, until it closes."""

@@ -146,7 +146,7 @@ def _check_capath(capath: str) -> None:
                          f"'openssl rehash {capath}', or give a PEM bundle as ssl_cafile instead")
 
 
-class _Headers(dict):
+class _Headers(dict[bytes, bytes]):
     """Request headers as cheroot collects them, refusing two different ``Content-Length``.
 
     cheroot keeps the last of repeated ``Content-Length`` headers, so ``2`` then ``100``
@@ -163,7 +163,7 @@ class _Headers(dict):
 class _HeaderReader(cheroot_server.HeaderReader):
     """cheroot's header reader over :class:`_Headers` (its ValueError becomes a 400)."""
 
-    def __call__(self, rfile: Any, hdict: dict | None = None) -> dict:
+    def __call__(self, rfile: Any, hdict: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
         """Read the header lines of one request from ``rfile`` into ``hdict``."""
         headers = super().__call__(rfile, _Headers())
         if hdict is None:
@@ -313,6 +313,9 @@ class _ConnectionManager(connections.ConnectionManager):
     ``request_timeout`` seconds of its first byte, else it gets a 408 and is closed.
     TLS handshakes run here too, non-blocking, so a silent TLS client costs nothing either.
     """
+
+    # cheroot's private _ThreadsafeSelector, set by its __init__; its stub has no _selector
+    _selector: Any
 
     def __init__(self, server: _Server) -> None:
         super().__init__(server)
@@ -475,6 +478,8 @@ class _Server(wsgi.Server):
     """
 
     ConnectionClass = _Connection
+    # set by cheroot's prepare() (replaced there by ours); its stub has no _connections
+    _connections: _ConnectionManager
     body_limit = DEFAULT_BODY_BUFFER
     request_timeout: float = REQUEST_TIMEOUT
     max_connections = MAX_CONNECTIONS
@@ -527,7 +532,7 @@ class _LazyTLSSocket(ssl.SSLSocket):
                 self._handshake_ok = False
         return self._handshake_ok
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: Any, nbytes: int | None = 0, flags: int = 0) -> int:
         """``SSLSocket.recv_into``, after the handshake; 0 (end of stream) when it failed."""
         if not self._handshake():
             return 0
@@ -658,8 +663,10 @@ class WebServer:
             # cheroot takes over fd 3 when LISTEN_PID is set (systemd socket activation);
             # pihub's unit does not use it, so an inherited variable would be a surprise.
             log.warning("LISTEN_PID is set: cheroot will serve the socket systemd passed as fd 3")
+        # cheroot's stub says int, but its timeout is a socket timeout: a float works
         server = _Server((self.host, self._requested_port), self.app, numthreads=self.threads,
-                         server_name="pihub", request_queue_size=LISTEN_BACKLOG, timeout=self.idle_timeout,
+                         server_name="pihub", request_queue_size=LISTEN_BACKLOG,
+                         timeout=self.idle_timeout,  # type: ignore[arg-type]
                          shutdown_timeout=5)
         max_body = getattr(self.app, "max_body", None)
         server.body_limit = max_body if isinstance(max_body, int) and max_body >= 0 else DEFAULT_BODY_BUFFER
