@@ -1,6 +1,8 @@
 # pihub developer entry points. Each target creates .venv and installs what it needs.
-#   make demo   run pihub on the mock rig (hw-mocks/demo.yaml)
-#   make test   the whole suite: native sanitizer tests, then pytest
+#   make demo   run pihub on the mock rig (hw-mocks/demo.py: every simulator this machine can run)
+#   make test   the whole suite: ruff and mypy, the native C tests (sanitizers where the compiler
+#               has them; then cross-built for aarch64/armhf and run under qemu-user, CROSS= skips
+#               those), then pytest
 #   make bench  every benchmark -> bench/results/latest.jsonl
 #   make soak   the reliability suite's long versions (PIHUB_SOAK=1: 300 kill -9 trials, long
 #               floods, 5 min of fuzzing per target); tests/reliability/ also runs in make test
@@ -12,7 +14,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.pihub-installed
 NATIVE  = $(wildcard native/*.c native/*.h) native/build_native.py native/build_loadgen.py
 
-.PHONY: all build demo test lint test-native test-py fuzz soak bench sysdeps clean lock lock-upgrade
+.PHONY: all build demo test lint typecheck test-native test-py fuzz soak bench sysdeps clean lock lock-upgrade
 
 all: build
 
@@ -59,14 +61,20 @@ build: $(STAMP)
 demo: build
 	@$(PY) hw-mocks/demo.py
 
-test: build lint test-native test-py
+test: build lint typecheck test-native test-py
 
 # ruff with the selection in pyproject.toml ([tool.ruff.lint])
 lint: build
 	$(VENV)/bin/ruff check pihub tests bench hw-mocks native deploy systemd
 
+# mypy over pihub/ with the settings in pyproject.toml ([tool.mypy]: strict)
+typecheck: build
+	$(VENV)/bin/mypy
+
+# The C tests on this machine (sanitizer builds where the compiler has them), then cross-built
+# for the Pi's aarch64 and armhf and run under qemu-user (native/Makefile, "ARM").
 test-native:
-	$(MAKE) -C native check
+	$(MAKE) -C native check cross
 
 test-py: build
 	$(PY) -m pytest

@@ -12,12 +12,18 @@ directory when they lie under it (setuptools then names the object files sanely)
 
 from __future__ import annotations
 
+import functools
 import os
-import platform
 import re
+import tempfile
 from pathlib import Path
 
 from cffi import FFI
+
+# setuptools' copy of distutils: the compiler classes that build the extension itself.
+from setuptools._distutils import ccompiler
+from setuptools._distutils import errors as dist_errors
+from setuptools._distutils import sysconfig as dist_sysconfig
 
 NATIVE_DIR = Path(__file__).resolve().parent
 #: Headers whose text is the cdef, in include order.
@@ -60,21 +66,50 @@ def cdef_from_header(text: str) -> str:
     return "\n".join(kept) + "\n"
 
 
-def native_libraries(machine: str | None = None) -> list[str]:
-    """Libraries to link, for the machine the build runs on.
+#: The link probe of native_libraries() (see its docstring), in native/.
+ATOMIC_PROBE = "probe_atomic64.c"
 
-    Args:
-        machine: ``platform.machine()`` value; the running machine's when None.
+
+@functools.cache
+def native_libraries() -> list[str]:
+    """Libraries to link, decided by the compiler that builds the extension.
+
+    That compiler is setuptools' (``CC``, ``CFLAGS``, ``LDFLAGS`` from the environment or
+    the interpreter's sysconfig), so the answer follows the interpreter and the target, not
+    the kernel: 32-bit Raspberry Pi OS on a 64-bit kernel reports ``aarch64`` but needs
+    libatomic. The probe ``native/probe_atomic64.c`` is linked without, then with
+    ``-latomic`` (it is compiled, never run, so it works for cross builds too); the
+    compiler's output goes to the build log as the extension's does, so a verbose build
+    shows the expected ``undefined reference to `__atomic_...'`` of the first try on ARMv6.
 
     Returns:
-        ``["pthread"]``, plus ``"atomic"`` on 32-bit ARM: Raspberry Pi OS armhf targets
-        ARMv6, where gcc calls libatomic for the rings' 64-bit counters.
+        ``["pthread"]``, plus ``"atomic"`` where the compiler does not inline 64-bit
+        atomics (gcc for ARMv6, the baseline of 32-bit Raspberry Pi OS).
+
+    Raises:
+        RuntimeError: the probe does not compile, or does not link even with -latomic;
+            the message names the compiler command and what to install.
     """
-    machine = platform.machine() if machine is None else machine
-    libs = ["pthread"]
-    if machine.startswith("arm") and machine not in ("arm64",):
-        libs.append("atomic")
-    return libs
+    compiler = ccompiler.new_compiler()
+    dist_sysconfig.customize_compiler(compiler)
+    command = " ".join(compiler.compiler_so)
+    with tempfile.TemporaryDirectory(prefix="pihub-probe-") as tmp:
+        try:
+            objects = compiler.compile([str(NATIVE_DIR / ATOMIC_PROBE)], output_dir=tmp,
+                                       extra_postargs=COMPILE_ARGS)
+        except dist_errors.CompileError as e:
+            raise RuntimeError(f"cannot compile native/{ATOMIC_PROBE} with `{command}`: pihub's native core "
+                               "needs a C11 compiler (on Debian/Raspberry Pi OS: apt install gcc python3-dev)"
+                               f"\n{e}") from e
+        for extra in ([], ["atomic"]):
+            try:
+                compiler.link_executable(objects, "probe", output_dir=tmp, libraries=extra)
+            except dist_errors.LinkError as e:
+                failure = e
+                continue
+            return ["pthread", *extra]
+    raise RuntimeError(f"`{command}` links 64-bit atomics neither inline nor with -latomic: install libatomic "
+                       f"(on Debian/Raspberry Pi OS: apt install libatomic1)\n{failure}")
 
 
 def _build_path(path: Path) -> str:

@@ -430,15 +430,22 @@ uint32_t ph_pop_sc(struct ph_bus *bus, struct ph_event *out, uint32_t max)
     return got;
 }
 
-static int64_t ph_timespec_left(uint64_t deadline, struct timespec *ts)
+int ph_wait_timeout(uint64_t now_ns, uint64_t deadline_ns, struct timespec *ts)
 {
-    uint64_t now = ph_now_ns();
-    if (now >= deadline)
+    if (now_ns >= deadline_ns)
         return 0;
-    uint64_t left = deadline - now;
+    uint64_t left = deadline_ns - now_ns;
+    /* Capped so that tv_sec fits a 32-bit time_t (armhf before Debian 13): a longer timeout
+     * would wrap negative, futex would fail with EINVAL at once and the consumer would spin.
+     * The caller sleeps again after a capped sleep, so only the futex call is shortened. */
+    if (left >= (uint64_t)PH_WAIT_MAX_SLEEP_S * 1000000000u) {
+        ts->tv_sec = PH_WAIT_MAX_SLEEP_S;
+        ts->tv_nsec = 0;
+        return 1;
+    }
     ts->tv_sec = (time_t)(left / 1000000000u);
     ts->tv_nsec = (long)(left % 1000000000u);
-    return (int64_t)left;
+    return 1;
 }
 
 uint32_t ph_wait_pop_sc(struct ph_bus *bus, struct ph_event *out, uint32_t max, int64_t timeout_ns)
@@ -463,7 +470,7 @@ uint32_t ph_wait_pop_sc(struct ph_bus *bus, struct ph_event *out, uint32_t max, 
         }
         struct timespec ts, *tsp = NULL;
         if (deadline != UINT64_MAX) {
-            if (ph_timespec_left(deadline, &ts) == 0) {
+            if (!ph_wait_timeout(ph_now_ns(), deadline, &ts)) {
                 atomic_store_explicit(&bus->sleeping, 0, memory_order_relaxed);
                 return 0;
             }

@@ -81,4 +81,12 @@ uint32_t ph_ring_depth(const struct ph_ring *r);
  * can cross the 2^32 wrap of the indices without pushing 4 billion events. */
 void ph_ring_reset_at(struct ph_ring *r, uint32_t start);
 
+/* The futex timeout of ph_wait_pop_sc (exposed for its tests): the time from now_ns to
+ * deadline_ns (ph_now_ns's clock) into *ts, at most PH_WAIT_MAX_SLEEP_S seconds, so that it
+ * fits a 32-bit time_t; the wait sleeps again until the deadline. Returns 0, leaving *ts
+ * alone, once the deadline has passed; else 1. */
+#define PH_WAIT_MAX_SLEEP_S 86400
+struct timespec;
+int ph_wait_timeout(uint64_t now_ns, uint64_t deadline_ns, struct timespec *ts);
+
 #endif

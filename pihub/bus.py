@@ -132,6 +132,10 @@ _key_values: list[Any] = []
 _intern_lock = threading.Lock()
 
 
+#: Timeouts from this many seconds up (~292 years: int64 nanoseconds' range) wait as None does.
+_FOREVER_S = 2**63 / 1e9
+
+
 def _is_nan(value: Any) -> bool:
     """True for the NaN numbers (the values not equal to themselves)."""
     if isinstance(value, float):
@@ -929,7 +933,7 @@ class Bus:
         batch = self._batch
         if max_events > len(batch.slots):
             batch = self._batch = Batch(max_events, core.names)
-        if timeout is None or math.isinf(timeout):
+        if timeout is None or math.isinf(timeout) or timeout >= _FOREVER_S:
             n = lib.ph_wait_pop_sc(core.ptr, batch.slots, max_events, -1)
         elif timeout <= 0:
             n = lib.ph_pop_sc(core.ptr, batch.slots, max_events)

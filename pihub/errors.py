@@ -125,7 +125,14 @@ class ActionError(PihubError, RuntimeError):
 
 
 class ExpressionError(PihubError, ValueError):
-    """A ``${...}`` expression is malformed, uses something not allowed, or failed."""
+    """A ``${...}`` expression is malformed, uses something not allowed, or failed.
+
+    Attributes:
+        path: where the expression is inside the value being compiled (keys and indices),
+            when compiling raised it; None otherwise.
+    """
+
+    path: tuple[Hashable, ...] | None = None
 
 
 class BackendUnavailable(PihubError, RuntimeError):

@@ -16,7 +16,7 @@ from types import MappingProxyType
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pihub_testing import wait_for
+from pihub_testing import finishes, wait_for
 
 from pihub import bus as B
 from pihub.bus import UNKNOWN_KEY, Bus, intern, lookup, value_of
@@ -184,6 +184,16 @@ def test_publish_pop_returns_the_same_object(bus: Bus) -> None:
     assert [batch.event(i) for i in range(3)] == events
     assert all(batch.event(i) is ev for i, ev in enumerate(events))
     assert bus.pending_refs == 0
+
+
+@pytest.mark.parametrize("timeout", [1e10, 2**63 / 1e9, 1e300])
+def test_a_timeout_beyond_int64_nanoseconds_waits_like_none(bus: Bus, timeout: float) -> None:
+    bus.producer("a").publish(gpio(17, 1))
+    assert bus.pop(timeout=timeout).n == 1  # no OverflowError converting to nanoseconds
+    waker = threading.Timer(0.05, bus.wake)
+    waker.start()
+    assert finishes(lambda: bus.pop(timeout=timeout), 5, "pop(huge timeout) woken by wake()").n == 0
+    waker.join()
 
 
 def test_batch_slots_are_the_popped_slots(bus: Bus) -> None:

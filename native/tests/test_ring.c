@@ -1,7 +1,8 @@
 /*
  * test_ring.c - the rings and the bus: full/empty, wrap-around, exact drop counts,
  * per-producer order with concurrent _sp and _mp producers, fairness, the blocking wait
- * (woken by a push, by ph_bus_wake, or timing out) and the load generator.
+ * (woken by a push, by ph_bus_wake, or timing out; timeouts beyond a 32-bit time_t) and
+ * the load generator.
  *
  * Producer threads tag each event: key[0] = thread number, num[0] = its sequence number.
  */
@@ -65,6 +66,19 @@ static void test_ring_full_empty_and_drops(void)
 
     CHECK(ph_ring_init(&r, 6) == -1 && errno == EINVAL);
     CHECK(ph_ring_init(&r, 1) == -1 && errno == EINVAL);
+}
+
+/* The published/dropped counters are 64-bit atomics that hardware threads update: they
+ * must not take a lock. Inline on x86-64, AArch64 and ARMv7; on ARMv6 (32-bit Raspberry Pi
+ * OS) they are libatomic calls, so this is asked at run time, of the libatomic linked. */
+static void test_ring_counters_are_lock_free(void)
+{
+    struct ph_ring r;
+    CHECK(ph_ring_init(&r, 2) == 0);
+    CHECK(atomic_is_lock_free(&r.published));
+    CHECK(atomic_is_lock_free(&r.dropped));
+    CHECK(atomic_is_lock_free(&r.head));
+    ph_ring_destroy(&r);
 }
 
 /* Random batch sizes through a tiny ring, both push flavours, against a counter model:
@@ -358,6 +372,65 @@ static void test_wait_times_out(void)
     ph_bus_free(bus);
 }
 
+/* A 32-bit time_t (armhf before Debian 13) holds at most 2^31 - 1 s: the futex timeout is
+ * capped below that whatever the deadline, and exact up to the cap. */
+static void test_wait_timeout_fits_32_bit_time_t(void)
+{
+    struct timespec ts = {-1, -1};
+    CHECK(ph_wait_timeout(5, 5, &ts) == 0 && ts.tv_sec == -1 && ts.tv_nsec == -1); /* passed: untouched */
+    CHECK(ph_wait_timeout(6, 5, &ts) == 0 && ts.tv_sec == -1);
+    CHECK(ph_wait_timeout(5, 6, &ts) == 1 && ts.tv_sec == 0 && ts.tv_nsec == 1);
+    CHECK(ph_wait_timeout(1000, 1000 + 2500000000ULL, &ts) == 1 && ts.tv_sec == 2 && ts.tv_nsec == 500000000);
+    const uint64_t cap = PH_WAIT_MAX_SLEEP_S * 1000000000ULL;
+    CHECK(ph_wait_timeout(7, 7 + cap - 1, &ts) == 1);
+    CHECK(ts.tv_sec == PH_WAIT_MAX_SLEEP_S - 1 && ts.tv_nsec == 999999999);
+    const uint64_t huge[] = {cap, cap + 1, (1ULL << 31) * 1000000000ULL, (1ULL << 32) * 1000000000ULL + 5,
+                             (uint64_t)INT64_MAX, UINT64_MAX - 1};
+    for (unsigned i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        ts.tv_sec = ts.tv_nsec = -1;
+        CHECK(ph_wait_timeout(0, huge[i], &ts) == 1);
+        CHECK(ts.tv_sec == PH_WAIT_MAX_SLEEP_S && ts.tv_nsec == 0);
+        CHECK(ph_wait_timeout(123456789, huge[i], &ts) == 1);
+        CHECK(ts.tv_sec == (huge[i] - 123456789 >= cap ? PH_WAIT_MAX_SLEEP_S : PH_WAIT_MAX_SLEEP_S - 1));
+    }
+}
+
+/* CPU time the thread has used, in ns. */
+static uint64_t thread_cpu_ns(pthread_t th)
+{
+    clockid_t clock;
+    struct timespec ts;
+    CHECK(pthread_getcpuclockid(th, &clock) == 0);
+    CHECK(clock_gettime(clock, &ts) == 0);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Timeouts far beyond 2^31 s sleep (a futex that failed with EINVAL would spin: ~200 ms of
+ * CPU in the 200 ms below) and still return the event pushed during the wait. */
+static void test_wait_with_huge_timeouts_sleeps(void)
+{
+    const int64_t timeouts[] = {INT64_MAX, (int64_t)((1ULL << 31) + 1) * 1000000000LL};
+    for (unsigned i = 0; i < sizeof timeouts / sizeof timeouts[0]; i++) {
+        struct ph_bus *bus = ph_bus_new(8, 1);
+        CHECK(ph_bus_add_producer(bus) == 0);
+        struct waiter_arg w = {.bus = bus, .timeout_ns = timeouts[i]};
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, waiter_main, &w) == 0);
+        sleep_ms(20); /* let it reach futex_wait */
+        uint64_t cpu0 = thread_cpu_ns(th);
+        sleep_ms(200);
+        uint64_t used = thread_cpu_ns(th) - cpu0;
+        CHECK(atomic_load(&w.done) == 0);
+        CHECK(used < 50 * 1000000ULL);
+        struct ph_event ev = make_event(0, 9);
+        CHECK(ph_push_sp(bus, 0, &ev) == 1);
+        pthread_join(th, NULL);
+        CHECK_EQ_U64(w.got, 1);
+        CHECK(w.out[0].num[0] == 9.0);
+        ph_bus_free(bus);
+    }
+}
+
 /* Many short sleeps against a producer that pushes in bursts: a lost wake-up would hang
  * the consumer in futex_wait with no timeout. */
 static void *burst_main(void *p)
@@ -482,6 +555,7 @@ int main(void)
 {
     fprintf(stderr, "test_ring\n");
     RUN(test_ring_full_empty_and_drops);
+    RUN(test_ring_counters_are_lock_free);
     RUN(test_ring_wraps_many_times);
     RUN(test_bus_arguments);
     RUN(test_bus_fair_pop);
@@ -492,6 +566,8 @@ int main(void)
     RUN(test_wait_wakes_on_push);
     RUN(test_wait_wakes_on_bus_wake);
     RUN(test_wait_times_out);
+    RUN(test_wait_timeout_fits_32_bit_time_t);
+    RUN(test_wait_with_huge_timeouts_sleeps);
     RUN(test_wait_no_lost_wakeup);
     RUN(test_loadgen);
     RUN(test_loadgen_arguments_and_stop);

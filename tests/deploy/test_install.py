@@ -3,6 +3,7 @@ the staged daemon answering /livez (see conftest.py for the staging install)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -98,6 +99,22 @@ def test_the_venv_sees_apt_packages_and_holds_no_build_tools(installed: Installe
                           "print(m.version('gpiozero'), gpiozero.__file__)"],
                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert out[0].startswith("2.") and out[1].startswith(str(venv))
+
+
+def test_the_venv_holds_the_runtime_lock_and_pihub_only(installed: Installed) -> None:
+    """Never the test extra (schemathesis -> jsonschema-rs has no armv7l wheel: Rust on a Pi).
+    The `pi` extra is covered: gpiozero and spidev from the lock, lgpio from apt."""
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    site = next((installed.staging.root / VENV / "lib").glob("python3*/site-packages"))
+    dists = {norm(d.metadata["Name"]) for d in importlib.metadata.distributions(path=[str(site)])}
+    lock = {norm(line.split("==")[0]) for line in (REPO / "requirements" / "runtime.txt").read_text().splitlines()
+            if re.match(r"[A-Za-z]", line)}
+    assert {"gpiozero", "spidev", "pyserial"} <= lock
+    assert dists == (lock - {"setuptools"}) | {"pihub"}  # setuptools built pihub, then was removed
+    assert "python3-lgpio" in doctor.needs_for(["gpio"])["apt"]
 
 
 def test_a_second_run_changes_nothing(installed: Installed) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -107,11 +108,39 @@ def test_every_cdef_function_is_in_the_extension() -> None:
         assert callable(getattr(bus.lib, name)), name
 
 
-def test_libraries_add_libatomic_on_32_bit_arm_only() -> None:
-    assert build_native.native_libraries("x86_64") == ["pthread"]
-    assert build_native.native_libraries("aarch64") == ["pthread"]
-    assert build_native.native_libraries("armv7l") == ["pthread", "atomic"]
-    assert build_native.native_libraries("armv6l") == ["pthread", "atomic"]
+@pytest.fixture
+def fresh_probe() -> Iterator[None]:
+    """native_libraries() is cached per build: forget its answer before and after a test."""
+    build_native.native_libraries.cache_clear()
+    yield
+    build_native.native_libraries.cache_clear()
+
+
+# The same x86-64 machine every time: only the compiler (and its flags) differs. The last
+# one is 32-bit Raspberry Pi OS's baseline (ARMv6 + VFP), which a Pi 4 runs on an aarch64
+# kernel; Debian's own armhf (ARMv7) inlines 64-bit atomics with LDREXD/STREXD.
+@pytest.mark.parametrize(("cc", "expected"), [
+    ("gcc", ["pthread"]),
+    ("aarch64-linux-gnu-gcc", ["pthread"]),
+    ("arm-linux-gnueabihf-gcc", ["pthread"]),
+    ("arm-linux-gnueabihf-gcc -march=armv6+fp -marm", ["pthread", "atomic"]),
+])
+def test_libatomic_is_decided_by_the_compiler(monkeypatch: pytest.MonkeyPatch, fresh_probe: None, cc: str,
+                                              expected: list[str]) -> None:
+    monkeypatch.setenv("CC", cc)
+    assert build_native.native_libraries() == expected
+
+
+def test_libatomic_probe_errors_name_the_compiler(monkeypatch: pytest.MonkeyPatch, fresh_probe: None) -> None:
+    monkeypatch.setenv("CC", "pihub-no-such-cc")
+    with pytest.raises(RuntimeError, match=r"cannot compile native/probe_atomic64.c with `pihub-no-such-cc.*"
+                                           r"apt install gcc python3-dev"):
+        build_native.native_libraries()
+    build_native.native_libraries.cache_clear()
+    monkeypatch.setenv("CC", "gcc -Wl,--pihub-no-such-option")
+    with pytest.raises(RuntimeError, match=r"`gcc -Wl,--pihub-no-such-option.*` links 64-bit atomics neither "
+                                           r"inline nor with -latomic.*apt install libatomic1"):
+        build_native.native_libraries()
 
 
 def test_builder_paths_work_from_any_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
