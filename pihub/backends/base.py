@@ -194,6 +194,44 @@ class Backend(Plugin):
         return f"<{type(self).__name__} {self.name!r} {self.status}>"
 
 
+#: What a request channel hands each message it receives (the hub's
+#: :meth:`pihub.ingress.RequestGate.handle`): ``handle(message, channel=, peer=, token=,
+#: emit=)`` returns the response envelope to send back, or None (an event was emitted).
+HandleRequest = Callable[..., "dict[str, Any] | None"]
+
+
+class RequestChannel(Backend):
+    """A backend that receives requests (TCP, Redis, MQTT RPC), not only device events.
+
+    The hub binds its request gate (:meth:`bind_requests`) before :meth:`open`; the
+    channel passes every message it reads to :meth:`handle_request`, with the ``emit`` it
+    was opened with, and sends back what that returns. Parsing, authentication, the
+    ``target`` check and running the request are the gate's (:mod:`pihub.ingress`), the
+    same for every channel; an event posted on the channel is emitted through the
+    channel's own ``emit``, with the channel as its source, like any backend's event.
+    """
+
+    _handle: HandleRequest | None = None
+    #: the hub's device id (a channel that names its topics after it: MQTT); "" alone
+    device_id: str = ""
+
+    def bind_requests(self, handle: HandleRequest, device_id: str = "") -> None:
+        """Hand over the hub's request gate and device id (before :meth:`open`)."""
+        self._handle = handle
+        self.device_id = device_id
+
+    def handle_request(self, message: bytes | str | Mapping[str, Any], *, emit: Emit, peer: str = "",
+                       token: str | None = None) -> dict[str, Any] | None:
+        """Run one message through the gate; the response envelope, or None for an event.
+
+        Raises:
+            RuntimeError: no gate was bound (the backend runs outside a hub).
+        """
+        if self._handle is None:
+            raise RuntimeError(f"the {self.name} backend has no request gate: it must run in a hub")
+        return self._handle(message, channel=self.name, peer=peer, token=token, emit=emit)
+
+
 class BackendThread(threading.Thread):
     """A named daemon thread with a ``stopping`` event, for backends' reader loops.
 

@@ -1,0 +1,442 @@
+"""The MQTT backend against a real Mosquitto (hw-mocks/mqtt_broker.py): password file, ACL,
+a TLS listener with a throwaway CA; and requests between two hubs on one broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pihub_testing import EventRecorder, load_hw_mock, need_tool, wait_for
+
+from pihub.backends.base import BackendStatus
+from pihub.backends.mqtt import ERROR_RESPONSES_PER_S, MqttBackend, check_topic
+from pihub.clock import ManualClock
+from pihub.config import Secret
+from pihub.errors import ActionError, ConfigProblems
+
+USERS = {"kitchen": "kitchen-pw-1", "hall": "hall-pw-2", "intruder": "intruder-pw-3"}
+
+
+def _need_broker_tools() -> None:
+    for tool in ("mosquitto", "mosquitto_passwd", "mosquitto_pub", "openssl"):
+        need_tool(shutil.which(tool) is not None or Path("/usr/sbin", tool).exists(),
+                  f"{tool} is not installed (apt-get install mosquitto mosquitto-clients openssl)")
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    _need_broker_tools()
+    with load_hw_mock("mqtt_broker").Broker(tmp_path_factory.mktemp("mosquitto"), USERS) as b:
+        yield b
+
+
+@pytest.fixture
+def backends() -> Iterator[list[MqttBackend]]:
+    made: list[MqttBackend] = []
+    yield made
+    for b in made:
+        b.close()
+
+
+def _open(made: list[MqttBackend], config: dict[str, Any], emit: Any = None, **kw: Any) -> MqttBackend:
+    b = MqttBackend(config, **kw)
+    b.validate_environment()
+    b.open(emit or EventRecorder())
+    made.append(b)
+    return b
+
+
+def _connected(b: MqttBackend) -> bool:
+    return b.broker_status()["state"] == "connected"
+
+
+def _pub(broker: Any, topic: str, payload: bytes, user: str = "kitchen", mode: str = "-s") -> None:
+    """Publish with mosquitto_pub, a client that is not pihub's (``-l``: one message per line)."""
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", user, "-P", USERS[user],
+                    "-t", topic, mode], input=payload, check=True, timeout=10)
+
+
+def _sub_one(broker: Any, topic: str) -> subprocess.Popen[bytes]:
+    """mosquitto_sub waiting for one message on ``topic`` (retained ones included)."""
+    return subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", "kitchen", "-P",
+                             USERS["kitchen"], "-t", topic, "-C", "1", "-v"], stdout=subprocess.PIPE)
+
+
+# ---------------------------------------------------------------------- config
+def test_topics_are_checked_as_mqtt_defines_them():
+    assert check_topic("home/+/temp", wildcards=True) is None
+    assert check_topic("home/#", wildcards=True) is None
+    assert "whole last level" in check_topic("home/#/x", wildcards=True)
+    assert "whole level" in check_topic("home/a+", wildcards=True)
+    assert "wildcards" in check_topic("home/+", wildcards=False)
+    assert "NUL" in check_topic("a\0b", wildcards=True)
+    assert check_topic("", wildcards=True) == "must be a non-empty string"
+
+
+def test_bad_sections_name_the_key_and_value_never_the_password():
+    with pytest.raises(ConfigProblems) as ei:
+        MqttBackend({"topics": ["home/#/x"], "listeners": [{"host": "other", "topics": ["a/+b"]}],
+                     "password": Secret("hunter2-secret"), "trusted_users": ["a/b"], "state_prefix": "pihub/#",
+                     "qos": 1, "run_topic_prefix": "bus/+"})
+    text = str(ei.value)
+    for expected in ("topics[0]", "'home/#/x'", "listeners[0].host", "one broker per mqtt section", "'other'",
+                     "listeners[0].topics[0]", "password: needs username", "trusted_users[0]", "state_prefix",
+                     "run_topic_prefix"):
+        assert expected in text, expected
+    assert "hunter2" not in text
+    _, problems = MqttBackend.config_schema.validate({"qos": 3, "password": Secret("hunter2-secret")}, ("mqtt",))
+    assert [p.path for p in problems] == [("mqtt", "qos")] and "hunter2" not in str(problems)
+
+
+def test_platypush_keys_are_read():
+    b = MqttBackend({"tls_cafile": "/x/ca.pem", "topic": "bus", "subscribe_default_topic": False,
+                     "listeners": [{"host": "127.0.0.1", "port": 1883, "topics": ["home/door"]}]})
+    assert b.config["ca_certs"] == "/x/ca.pem" and b.use_tls and b.prefix == "bus" and b.config["rpc"] is False
+    assert b.broker_status()["subscriptions"] == ["home/door"]
+
+
+# ---------------------------------------------------------------------- listeners and publish
+def test_listener_messages_become_events_json_decoded_when_json(broker, backends):
+    rec = EventRecorder()
+    b = _open(backends, {"port": broker.port, "username": "kitchen", "password": USERS["kitchen"],
+                         "topics": ["test/listen/+"], "listeners": [{"topics": ["test/other"]}]}, rec)
+    assert wait_for(lambda: _connected(b))
+    _pub(broker, "test/listen/json", b'{"on": true, "level": [1, 2]}')
+    _pub(broker, "test/listen/text", b"not {json")
+    _pub(broker, "test/listen/bin", b"\xff\xfe\x00")
+    _pub(broker, "test/other", b"42")
+    _pub(broker, "test/unsubscribed", b"1")
+    assert rec.wait_count(4) == [
+        ("MQTTMessageEvent", {"host": "127.0.0.1", "port": broker.port, "topic": "test/listen/json",
+                              "msg": {"on": True, "level": [1, 2]}}),
+        ("MQTTMessageEvent", {"host": "127.0.0.1", "port": broker.port, "topic": "test/listen/text",
+                              "msg": "not {json"}),
+        ("MQTTMessageEvent", {"host": "127.0.0.1", "port": broker.port, "topic": "test/listen/bin",
+                              "msg": "0xfffe00"}),
+        ("MQTTMessageEvent", {"host": "127.0.0.1", "port": broker.port, "topic": "test/other", "msg": 42}),
+    ]
+    assert all(e.source == "mqtt" for e in rec.events)
+
+
+def test_oversized_and_deeply_nested_messages_do_not_break_the_reader(broker, backends):
+    rec = EventRecorder()
+    b = _open(backends, {"port": broker.port, "username": "kitchen", "password": USERS["kitchen"],
+                         "topics": ["test/hostile"], "max_payload": 1000}, rec)
+    assert wait_for(lambda: _connected(b))
+    _pub(broker, "test/hostile", b"x" * 1001)
+    _pub(broker, "test/hostile", b"[" * 999)  # not JSON that decodes: kept as text
+    _pub(broker, "test/hostile", b"end")
+    assert [e["msg"] for _, e in rec.wait_count(2)] == ["[" * 999, "end"]
+    assert b.broker_status()["oversized"] == 1
+
+
+def test_publish_sends_json_and_retains(broker, backends):
+    b = _open(backends, {"port": broker.port, "username": "kitchen", "password": USERS["kitchen"]})
+    assert wait_for(lambda: _connected(b))
+    out = b.publish("test/pub/state", {"on": True}, qos=1, retain=True)
+    assert out["topic"] == "test/pub/state" and out["bytes"] == len(b'{"on":true}')
+    sub = _sub_one(broker, "test/pub/state")  # subscribes after the publish: gets it as retained
+    assert sub.communicate(timeout=10)[0] == b'test/pub/state {"on":true}\n'
+    b.publish("test/pub/state", None, retain=True)  # clears it
+    with pytest.raises(ActionError, match=r"topic must not contain the wildcards.*'test/\+'"):
+        b.publish("test/+", "x")
+    with pytest.raises(ActionError, match="qos must be 0, 1 or 2, not 5"):
+        b.publish("test/x", "x", qos=5)
+
+
+def test_subscribe_adds_a_listener_topic(broker, backends):
+    rec = EventRecorder()
+    b = _open(backends, {"port": broker.port, "username": "kitchen", "password": USERS["kitchen"]}, rec)
+    assert wait_for(lambda: _connected(b))
+    assert b.subscribe("test/later/#") == {"topic": "test/later/#", "subscribed": True}
+    assert b.subscribe("test/later/#") == {"topic": "test/later/#", "subscribed": False}
+    # the SUBACK is not awaited by subscribe: publish until the first one arrives
+    assert wait_for(lambda: _pub(broker, "test/later/a", b"1") or rec.of("MQTTMessageEvent"), timeout=10)
+
+
+# ---------------------------------------------------------------------- failures and recovery
+def test_wrong_password_is_degraded_with_the_reason_and_no_secret(broker, backends, caplog):
+    caplog.set_level(logging.DEBUG)
+    password = Secret("definitely-wrong-pw")
+    b = _open(backends, {"port": broker.port, "username": "kitchen", "password": password})
+    assert wait_for(lambda: b.status == BackendStatus.DEGRADED)
+    assert "refused the login of user 'kitchen'" in b.error and "mqtt.password" in b.error
+    assert f"127.0.0.1:{broker.port}" in b.error
+    shown = json.dumps(b.describe_status()) + json.dumps(b.broker_status()) + caplog.text
+    assert "definitely-wrong-pw" not in shown
+
+
+def test_unreachable_broker_backs_off_on_the_clock(broker, backends):
+    from pihub_testing import RecordingClock
+
+    clock = RecordingClock()
+    port = load_hw_mock("mqtt_broker").free_port()
+    b = _open(backends, {"port": port, "reconnect_interval": 1.0, "max_reconnect_interval": 4.0}, clock=clock)
+    assert wait_for(lambda: b.status == BackendStatus.DEGRADED)
+    assert f"connection refused by 127.0.0.1:{port}" in b.error
+    for i in range(4):
+        assert wait_for(lambda i=i: clock.waiters == 1 and len(clock.waits) == i + 1)
+        clock.advance(clock.waits[-1])
+    assert wait_for(lambda: len(clock.waits) == 5)
+    assert clock.waits[:5] == [1.0, 2.0, 4.0, 4.0, 4.0]
+    assert b.broker_status()["connect_failures"] >= 5
+
+
+def test_broker_restart_reconnects_and_resubscribes(tmp_path, backends):
+    _need_broker_tools()
+    with load_hw_mock("mqtt_broker").Broker(tmp_path, USERS, tls=False) as own:
+        rec = EventRecorder()
+        statuses: list[tuple[str, str | None]] = []
+        b = _open(backends, {"port": own.port, "username": "kitchen", "password": USERS["kitchen"],
+                             "topics": ["test/restart"], "reconnect_interval": 0.05}, rec)
+        b.bind_status_listener(lambda x: statuses.append((str(x.status), x.error)))
+        assert wait_for(lambda: _connected(b))
+        own.restart()
+        assert wait_for(lambda: len(statuses) >= 3 and statuses[-1][0] == "running", timeout=15)
+        assert statuses[1][0] == "degraded" and "connection lost" in statuses[1][1]
+        assert statuses[-1] == ("running", None)
+        _pub(own, "test/restart", b"after")  # only a re-subscribed client gets it
+        assert rec.wait(lambda: rec.of("MQTTMessageEvent", msg="after"), timeout=10)
+        assert b.broker_status()["connection_losses"] == 1
+
+
+def test_tls_with_the_ca_works_and_a_wrong_ca_fails_clearly(broker, backends, tmp_path):
+    rec = EventRecorder()
+    b = _open(backends, {"port": broker.tls_port, "username": "kitchen", "password": USERS["kitchen"],
+                         "ca_certs": str(broker.ca_file), "topics": ["test/tls"]}, rec)
+    assert wait_for(lambda: _connected(b))
+    b.publish("test/tls", "secret over tls")
+    assert rec.wait(lambda: rec.of("MQTTMessageEvent", msg="secret over tls"))
+    other_ca, _, _ = load_hw_mock("mqtt_broker").make_ca(tmp_path, "other")
+    bad = _open(backends, {"port": broker.tls_port, "username": "kitchen", "password": USERS["kitchen"],
+                           "ca_certs": str(other_ca)})
+    assert wait_for(lambda: bad.status == BackendStatus.DEGRADED)
+    assert "TLS: the certificate of 127.0.0.1" in bad.error and "check mqtt.ca_certs" in bad.error
+    plain = _open(backends, {"port": broker.port, "ca_certs": str(broker.ca_file)})  # TLS to a plain port
+    assert wait_for(lambda: plain.status == BackendStatus.DEGRADED)
+    assert "TLS handshake" in plain.error
+
+
+def test_a_missing_ca_file_makes_the_backend_unavailable(tmp_path):
+    from pihub.errors import BackendUnavailable
+
+    b = MqttBackend({"ca_certs": str(tmp_path / "nope.pem")})
+    with pytest.raises(BackendUnavailable, match=r"mqtt.ca_certs '.*nope.pem' cannot be loaded"):
+        b.validate_environment()
+
+
+# ---------------------------------------------------------------------- requests between hubs
+def _hub_config(tmp_path: Path, device: str, port: int, **mqtt: Any) -> str:
+    section = {"port": port, "username": device, "password": USERS[device], "timeout": 10, **mqtt}
+    return (f"device_id: {device}\nworkdir: {tmp_path / device}\n"
+            f"mqtt: {json.dumps(section)}\n")
+
+
+def _token(hub: Any) -> str:
+    hub.auth.add_user("owner", "a long enough password", scope="admin")
+    return hub.auth.create_token("owner", name="peer", scopes=("control",))[0]
+
+
+@pytest.fixture
+def two_hubs(broker, make_hub, tmp_path):
+    hall = make_hub(_hub_config(tmp_path, "hall", broker.port, trusted_users=["kitchen"]))
+    token = _token(hall)
+    kitchen = make_hub(_hub_config(tmp_path, "kitchen", broker.port))
+    for hub in (hall, kitchen):
+        assert wait_for(lambda hub=hub: _connected(hub.backends["mqtt"]))
+    return kitchen, hall, token
+
+
+def _run(hub: Any, action: str, /, **args: Any) -> Any:
+    return hub.registry.execute(action, args)
+
+
+def test_a_request_with_the_targets_token_runs_there_and_returns_its_response(two_hubs):
+    kitchen, hall, token = two_hubs
+    resp = _run(kitchen, "mqtt.execute", target="hall", action="variable.set", args={"lamp": "on"}, token=token)
+    assert resp.errors == [] and resp.output == {"lamp": "on"}
+    assert _run(hall, "variable.get", name="lamp").output == {"lamp": "on"}
+    assert _run(kitchen, "variable.get", name="lamp").output == {"lamp": None}
+    failing = _run(kitchen, "mqtt.execute", target="hall", action="variable.nope", token=token)
+    assert failing.errors and "nope" in failing.errors[0]  # the target's error comes back
+
+
+def test_requests_without_or_with_a_wrong_token_are_refused_and_logged(two_hubs, caplog):
+    kitchen, hall, token = two_hubs
+    caplog.set_level(logging.WARNING)
+    wrong = "ph_" + "x" * 43
+    resp = _run(kitchen, "mqtt.execute", target="hall", action="variable.set", args={"a": 1}, token=wrong)
+    assert resp.errors and "INVALID_CREDENTIALS" in resp.errors[0]
+    ok = _run(kitchen, "mqtt.execute", target="hall", action="variable.set", args={"b": 1}, token=token)
+    assert ok.errors == []
+    assert _run(hall, "variable.get", name="a").output == {"a": None}
+    assert "refused" in caplog.text and wrong not in caplog.text
+    with pytest.raises(ActionError, match=r"no response from device 'attic' within 0.2 s"):
+        kitchen.backends["mqtt"].execute("attic", "variable.get", {}, None, 0.2)
+
+
+def test_a_trusted_broker_user_needs_no_token_and_cannot_be_spoofed(two_hubs, broker):
+    kitchen, hall, token = two_hubs
+    # kitchen is in hall's trusted_users: no token, the request goes on .../from/kitchen
+    resp = _run(kitchen, "mqtt.execute", target="hall", action="variable.set", args={"trusted": 1})
+    assert resp.errors == []
+    assert _run(hall, "variable.get", name="trusted").output == {"trusted": 1}
+    # hall trusts nobody in kitchen's config: the same request the other way is refused
+    back = _run(hall, "mqtt.execute", target="kitchen", action="variable.set", args={"x": 1})
+    assert back.errors and "INVALID_CREDENTIALS" in back.errors[0]
+    # another broker user claiming kitchen's name: the broker's ACL drops it; then a
+    # request with a token from the same client, which arrives after it, marks the end
+    spoof = {"type": "request", "id": "spoof1", "action": "variable.set", "args": {"spoofed": 1}}
+    _pub(broker, "platypush_bus_mq/hall/from/kitchen", json.dumps(spoof).encode(), "intruder")
+    marker = {"type": "request", "id": "mark1", "action": "variable.set", "args": {"marker": 1}, "token": token}
+    _pub(broker, "platypush_bus_mq/hall", json.dumps(marker).encode(), "intruder")
+    assert wait_for(lambda: _run(hall, "variable.get", name="marker").output == {"marker": 1})
+    assert _run(hall, "variable.get", name="spoofed").output == {"spoofed": None}
+
+
+def test_hostile_request_messages_get_errors_or_nothing_never_a_crash(two_hubs, broker):
+    kitchen, hall, token = two_hubs
+    mqtt = hall.backends["mqtt"]
+    bad = _run(kitchen, "mqtt.execute", target="hall", action="nodot", token=token)
+    assert bad.errors and "plugin.method" in bad.errors[0]  # the gate's error, sent back
+    for hostile in (b"not json", b"[" * 5000, b'{"type": "request", "id": "a/#", "action": "variable.get"}',
+                    b"\xff" * 10):
+        _pub(broker, "platypush_bus_mq/hall", hostile, "kitchen")
+    resp = _run(kitchen, "mqtt.execute", target="hall", action="variable.set", args={"after": 1}, token=token)
+    assert resp.errors == [] and mqtt.status == BackendStatus.RUNNING
+    assert wait_for(lambda: mqtt.broker_status()["unanswered"] >= 4)  # no id to answer to
+
+
+def test_a_flood_of_requests_is_bounded(broker, backends):
+    """A blocked worker: requests beyond rpc_queue are refused as busy, error responses
+    limited per second of the clock; nothing queues without bound."""
+    clock = ManualClock()
+    release = threading.Event()  # set at the end; a failed test leaves it, and close() waits it out
+    handled: list[bytes] = []
+
+    def gate(message: bytes, **kw: Any) -> dict[str, Any]:
+        release.wait(30)
+        handled.append(message)
+        return {"type": "response", "id": json.loads(message)["id"], "response": {"output": 1, "errors": []}}
+
+    b = MqttBackend({"port": broker.port, "username": "hall", "password": USERS["hall"], "rpc_workers": 1,
+                     "rpc_queue": 2}, clock=clock)
+    b.bind_requests(gate, "hall")
+    rec = EventRecorder()
+    b.open(rec)
+    backends.append(b)
+    assert wait_for(lambda: _connected(b))
+    responses = []
+    watcher = _open(backends, {"port": broker.port, "username": "kitchen", "password": USERS["kitchen"],
+                               "topics": ["platypush_bus_mq/hall/responses/+"]},
+                    lambda e: e.args["topic"].endswith("/probe") or responses.append(e) or True)
+    assert wait_for(lambda: _connected(watcher))
+    # the watcher's subscription is active once a probe gets through
+    assert wait_for(lambda: b.publish("platypush_bus_mq/hall/responses/probe", "p")
+                    and watcher.broker_status()["messages"], timeout=10)
+    n = 60
+    lines = b"".join(json.dumps({"type": "request", "id": f"r{i}", "action": "variable.get"}).encode() + b"\n"
+                     for i in range(n))
+    _pub(broker, "platypush_bus_mq/hall", lines, "kitchen", mode="-l")
+    assert wait_for(lambda: b.broker_status()["requests"] == n, timeout=10)
+    st = b.broker_status()
+    accepted = n - st["busy"]
+    assert accepted in (2, 3)  # two queued, and one in the worker once it took the first
+    assert b._queue.qsize() <= 2
+    assert wait_for(lambda: len(responses) == ERROR_RESPONSES_PER_S), (len(responses), st, b._queue.qsize())
+    assert st["unanswered"] == st["busy"] - ERROR_RESPONSES_PER_S
+    assert all("busy" in json.dumps(e.args["msg"]) for e in responses)
+    release.set()
+    assert wait_for(lambda: len(handled) == accepted and len(responses) == ERROR_RESPONSES_PER_S + accepted)
+
+
+# ---------------------------------------------------------------------- Home Assistant discovery
+def test_home_assistant_discovery_announces_entities_and_switches_the_pin(broker, make_hub, tmp_path, backends):
+    from pihub.events import CATALOGUE, Event
+
+    rec = EventRecorder()
+    watcher = _open(backends, {"port": broker.port, "username": "kitchen", "password": USERS["kitchen"],
+                               "topics": ["homeassistant/#", "pihub/#"]}, rec)
+    assert wait_for(lambda: _connected(watcher))
+    hall = make_hub(_hub_config(tmp_path, "hall", broker.port, discovery=True)
+                    + "gpio: {pin_factory: mock, inputs: {door: {pin: 17}}, outputs: {lamp: {pin: 27}},"
+                      " mock_wiring: {27: 17}}\n")
+    switch, binary = "homeassistant/switch/hall/gpio_lamp/config", "homeassistant/binary_sensor/hall/gpio_door/config"
+    assert rec.wait(lambda: rec.of("MQTTMessageEvent", topic=switch) and rec.of("MQTTMessageEvent", topic=binary)
+                    and rec.of("MQTTMessageEvent", topic="pihub/hall/status", msg="online"), timeout=10)
+    config = rec.of("MQTTMessageEvent", topic=switch)[-1].args["msg"]
+    assert config["command_topic"] == "pihub/hall/gpio/lamp/set"
+    assert config["state_topic"] == "pihub/hall/gpio/lamp/state"
+    assert config["availability_topic"] == "pihub/hall/status" and config["unique_id"] == "pihub_hall_gpio_lamp"
+    assert "command_topic" not in rec.of("MQTTMessageEvent", topic=binary)[-1].args["msg"]
+    assert rec.wait(lambda: rec.of("MQTTMessageEvent", topic="pihub/hall/gpio/lamp/state", msg="OFF"))
+    # hostile commands: a pin that is no switch, a payload that is not ON/OFF
+    _pub(broker, "pihub/hall/gpio/door/set", b"ON")
+    _pub(broker, "pihub/hall/gpio/ghost/set", b"ON")
+    _pub(broker, "pihub/hall/gpio/lamp/set", b"MAYBE")
+    assert wait_for(lambda: hall.backends["mqtt"].broker_status()["refused"] == 3)
+    assert _run(hall, "gpio.read", pin="lamp").output["value"] == 0
+    _pub(broker, "pihub/hall/gpio/lamp/set", b"ON")  # as Home Assistant does
+    assert rec.wait(lambda: rec.of("MQTTMessageEvent", topic="pihub/hall/gpio/lamp/state", msg="ON"))
+    assert _run(hall, "gpio.read", pin="lamp").output["value"] == 1
+    # the lamp is wired to the door input: its GPIOEvent reaches HA as the door's state
+    assert rec.wait(lambda: rec.of("MQTTMessageEvent", topic="pihub/hall/gpio/door/state", msg="ON"))
+    hall.publish(Event(CATALOGUE.get("SensorDataChangeEvent"), {"data": {"temperature": 21.5, "label": "x"},
+                                                                "source": "serial"}, 0, "serial"))
+    sensor = "homeassistant/sensor/hall/serial_temperature/config"
+    assert rec.wait(lambda: rec.of("MQTTMessageEvent", topic=sensor)
+                    and rec.of("MQTTMessageEvent", topic="pihub/hall/serial/temperature/state", msg=21.5))
+    sc = rec.of("MQTTMessageEvent", topic=sensor)[-1].args["msg"]
+    assert (sc["unit_of_measurement"], sc["device_class"]) == ("°C", "temperature")
+    assert not rec.of("MQTTMessageEvent", topic="homeassistant/sensor/hall/serial_label/config")  # not a number
+    hall.stop()
+    assert rec.wait(lambda: rec.of("MQTTMessageEvent", topic="pihub/hall/status", msg="offline"))
+
+
+def test_a_request_with_another_target_goes_there_through_the_hub(two_hubs):
+    """POST /execute's path (Hub.execute) with target: hall on kitchen runs on hall."""
+    from pihub.messages import Request
+
+    kitchen, hall, _ = two_hubs
+    resp = kitchen.execute(Request(action="variable.set", args={"via": "target"}, target="hall", origin="http"))
+    assert resp.errors == [] and resp.output == {"via": "target"}
+    assert _run(hall, "variable.get", name="via").output == {"via": "target"}
+    assert _run(kitchen, "variable.get", name="via").output == {"via": None}
+    local = kitchen.execute(Request(action="variable.set", args={"here": 1}, target="kitchen"))
+    assert local.errors == [] and _run(kitchen, "variable.get", name="here").output == {"here": 1}
+
+
+def test_platypush_backend_mqtt_section_loads_as_mqtt_with_a_warning(write_config, load_config):
+    config = load_config(write_config("""
+        backend.mqtt:
+          host: broker.lan
+          topic: platypush_bus_mq
+          listeners:
+            - topics: [home/door]
+    """))
+    assert config.sections["mqtt"]["host"] == "broker.lan"
+    assert config.sections["mqtt"]["run_topic_prefix"] == "platypush_bus_mq"
+    assert any("'mqtt'" in str(w) for w in config.warnings)
+
+
+def test_sensor_keys_get_units_and_classes_by_name():
+    from pihub.backends.ha_discovery import sensor_entity
+
+    def unit(key: str) -> tuple[Any, Any]:
+        c = sensor_entity("pi", "adc", key, discovery_prefix="homeassistant", state_prefix="pihub").config
+        return c.get("unit_of_measurement"), c.get("device_class")
+
+    assert unit("temperature") == ("°C", "temperature")
+    assert unit("kitchen_humidity") == ("%", "humidity")
+    assert unit("light") == (None, None)
+    ent = sensor_entity("my pi", "serial", "a/b+", discovery_prefix="homeassistant", state_prefix="pihub")
+    assert ent.config_topic == "homeassistant/sensor/my_pi/serial_a_b_/config"  # a level each, no wildcards
+    assert ent.state_topic == "pihub/my_pi/serial/a_b_/state"
+    assert ent.config["availability_topic"] == "pihub/my_pi/status" and ent.config["device"]["name"] == "my pi"
