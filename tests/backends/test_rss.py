@@ -1,0 +1,285 @@
+"""The rss backend against a real local HTTP server (http.server in a thread) serving a feed
+that changes, with the real SQLite store; poll intervals run on a ManualClock."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+
+import pytest
+from pihub_testing import EventRecorder, wait_for
+
+from pihub.backends.base import BackendStatus
+from pihub.backends.rss import FeedError, RssBackend, parse_feed
+from pihub.clock import ManualClock
+from pihub.errors import ActionError, ConfigProblems
+from pihub.store import Store
+
+
+def rss(items: list[tuple[str, str]], title: str = "Pi news") -> bytes:
+    """An RSS 2.0 document; items are (guid, title), newest first."""
+    body = "".join(f"<item><guid>{g}</guid><title>{t}</title><link>http://example.org/{g}</link>"
+                   f"<pubDate>Tue, 02 Jan 2024 10:00:00 +0100</pubDate><description>about {t}&nbsp;!</description>"
+                   f"<category>pi</category></item>" for g, t in items)
+    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>{title}</title>{body}</channel></rss>'.encode()
+
+
+class FeedServer:
+    """Serves ``self.body`` at /feed.xml with an ETag; answers 304 to a matching If-None-Match."""
+
+    def __init__(self) -> None:
+        self.body = rss([("1", "first")])
+        self.status = 200
+        self.requests: list[dict[str, str]] = []
+        self.send_length = True
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.requests.append(dict(self.headers))
+                etag = f'"{hash(outer.body) & 0xffffffff:x}"'
+                if outer.status != 200:
+                    self.send_error(outer.status)
+                    return
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/rss+xml")
+                self.send_header("ETag", etag)
+                if outer.send_length:
+                    self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/feed.xml"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    s = FeedServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def run(clock):
+    opened = []
+
+    def start(config, store=None):
+        backend = RssBackend({"poll_interval": 60, **config}, clock=clock, store=store)
+        rec = EventRecorder()
+        backend.open(rec)
+        opened.append(backend)
+        return backend, rec
+
+    yield start
+    for b in opened:
+        b.close()
+
+
+def _polled(server: FeedServer, n: int, backend: RssBackend, polls: int | None = None) -> None:
+    """Wait until the server saw ``n`` requests and the backend finished ``polls`` (default ``n``)."""
+    polls = n if polls is None else polls
+    assert wait_for(lambda: len(server.requests) >= n and backend.feed_status()["feeds"][0]["polls"] >= polls), \
+        (server.requests, backend.feed_status())
+    assert wait_for(lambda: backend._poke.is_set() is False and _idle(backend))
+
+
+def _idle(backend: RssBackend) -> bool:
+    clock = backend.clock
+    return isinstance(clock, ManualClock) and clock.waiters > 0
+
+
+def _titles(rec: EventRecorder) -> list[str]:
+    return [e.args["title"] for e in rec.of("NewFeedEntryEvent")]
+
+
+def test_new_entries_fire_once_even_across_a_restart(run, server, clock, tmp_path):
+    store = Store(tmp_path / "pihub.db")
+    try:
+        backend, rec = run({"feeds": [server.url]}, store)
+        _polled(server, 1, backend)
+        assert _titles(rec) == ["first"]
+        entry = rec.of("NewFeedEntryEvent")[0]
+        assert entry.args == {
+            "feed_url": server.url, "feed_title": "Pi news", "id": "1", "url": "http://example.org/1",
+            "title": "first", "published": "2024-01-02T09:00:00+00:00", "summary": "about first\xa0!",
+            "content": None, "author": None, "tags": ["pi"]}
+        update = rec.of("FeedUpdateEvent")[0]
+        assert update.args["source_url"] == server.url and update.args["response"] == [entry.args]
+        assert update.type.wire_name == "platypush.message.event.http.rss.NewFeedEvent"
+
+        server.body = rss([("3", "third"), ("2", "second"), ("1", "first")])
+        clock.advance(60)
+        _polled(server, 2, backend)
+        assert _titles(rec) == ["first", "second", "third"]  # oldest first
+        assert [e["title"] for e in rec.of("FeedUpdateEvent")[1].args["response"]] == ["second", "third"]
+        backend.close()
+
+        server.body = rss([("4", "fourth"), ("3", "third"), ("2", "second"), ("1", "first")])
+        again, rec2 = run({"feeds": [server.url]}, store)  # a restart: same store, new backend
+        _polled(server, 3, again, polls=1)
+        assert _titles(rec2) == ["fourth"]
+    finally:
+        store.close()
+
+
+def test_a_304_sends_nothing_and_keeps_running(run, server, clock):
+    backend, rec = run({"feeds": [server.url]})
+    _polled(server, 1, backend)
+    n = len(rec.events)
+    clock.advance(60)
+    _polled(server, 2, backend)
+    assert "If-None-Match" not in server.requests[0] and server.requests[1]["If-None-Match"].startswith('"')
+    assert backend.feed_status()["feeds"][0]["last_http"] == 304
+    assert len(rec.events) == n
+    assert backend.status == BackendStatus.RUNNING
+
+
+def test_a_restart_sends_the_stored_etag(run, server, clock, tmp_path):
+    with Store(tmp_path / "pihub.db") as store:
+        backend, _ = run({"feeds": [server.url]}, store)
+        _polled(server, 1, backend)
+        backend.close()
+        again, rec = run({"feeds": [server.url]}, store)
+        _polled(server, 2, again, polls=1)
+        assert "If-None-Match" in server.requests[1]
+        assert again.feed_status()["feeds"][0]["last_http"] == 304 and rec.events == []
+
+
+@pytest.mark.parametrize(("status", "body", "reason"), [
+    (500, b"", "HTTP 500 Internal Server Error"),
+    (200, b"<html><body>moved</body></html>", "not an RSS or Atom feed (its root element is <html>)"),
+    (200, b"/etc/passwd", "not well-formed XML ("),  # parsed as a document, never opened as a path
+    (200, b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]><rss>&b;</rss>',
+     "the document declares XML entities (refused: no feed needs them)"),
+])
+def test_a_broken_feed_degrades_with_the_reason_and_recovers(run, server, clock, status, body, reason):
+    server.status, server.body = status, body
+    backend, rec = run({"feeds": [server.url + "?token=s3cret"]})
+    assert wait_for(lambda: backend.status == BackendStatus.DEGRADED)
+    assert backend.error.startswith(f"feed {server.url}: {reason}")  # the query (a token) is not shown
+    assert rec.events == []
+    server.status, server.body = 200, rss([("1", "first")])
+    clock.advance(60)
+    assert wait_for(lambda: backend.status == BackendStatus.RUNNING)
+    assert _titles(rec) == ["first"]
+
+
+@pytest.mark.parametrize("send_length", [True, False])
+def test_an_oversized_feed_is_refused(run, server, send_length):
+    server.send_length = send_length  # without Content-Length: refused while reading
+    server.body = rss([(str(i), "x" * 100) for i in range(200)])
+    backend, rec = run({"feeds": [server.url], "max_bytes": 4096})
+    assert wait_for(lambda: backend.status == BackendStatus.DEGRADED)
+    assert "more than max_bytes (4096)" in backend.error or "larger than max_bytes (4096 bytes)" in backend.error
+    assert rec.events == []
+
+
+def test_max_entries_is_exact_and_the_rest_are_marked_seen(run, server, clock):
+    server.body = rss([(str(i), f"e{i}") for i in range(10, 0, -1)])
+    backend, rec = run({"feeds": [{"url": server.url, "max_entries": 3}]})
+    _polled(server, 1, backend)
+    assert _titles(rec) == ["e8", "e9", "e10"]  # the newest three, oldest first
+    assert rec.of("FeedUpdateEvent")[0].args["skipped"] == 7
+    server.body = rss([(str(i), f"e{i}") for i in range(11, 0, -1)])
+    clock.advance(60)
+    _polled(server, 2, backend)
+    assert _titles(rec) == ["e8", "e9", "e10", "e11"]
+
+
+def test_announce_existing_false_marks_the_first_poll_seen(run, server, clock):
+    server.body = rss([("2", "b"), ("1", "a")])
+    backend, rec = run({"feeds": [server.url], "announce_existing": False})
+    _polled(server, 1, backend)
+    assert rec.events == []
+    server.body = rss([("3", "c"), ("2", "b"), ("1", "a")])
+    clock.advance(60)
+    _polled(server, 2, backend)
+    assert _titles(rec) == ["c"]
+
+
+def test_the_poll_action_polls_now_and_names_unknown_feeds(run, server):
+    backend, rec = run({"feeds": [server.url]})
+    _polled(server, 1, backend)
+    server.body = rss([("2", "second"), ("1", "first")])
+    assert backend.poll(server.url) == {"polling": [server.url]}
+    _polled(server, 2, backend)
+    assert _titles(rec) == ["first", "second"]
+    with pytest.raises(ActionError, match=r"no feed 'http://nope/x' is configured \(feeds: http://127"):
+        backend.poll("http://user:pw@nope/x?k=v")
+
+
+def test_atom_and_rss1_are_read_and_entries_without_ids_are_keyed():
+    atom = b"""<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>A</title>
+      <entry><id>urn:1</id><title>one</title><link rel="alternate" href="http://a/1"/>
+      <updated>2024-01-02T10:00:00Z</updated><summary>s</summary><content>c</content>
+      <author><name>Ann</name></author><category term="x"/></entry></feed>"""
+    title, entries = parse_feed(atom)
+    assert title == "A" and entries == [{"id": "urn:1", "url": "http://a/1", "title": "one",
+                                         "published": "2024-01-02T10:00:00+00:00", "summary": "s",
+                                         "content": "c", "author": "Ann", "tags": ["x"]}]
+    rdf = b"""<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/"
+      xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>R</title></channel>
+      <item rdf:about="http://r/1"><title>r1</title><link>http://r/1</link><dc:date>2024-01-02</dc:date></item></rdf:RDF>"""
+    title, entries = parse_feed(rdf)
+    assert title == "R" and entries[0]["id"] == "http://r/1" and entries[0]["published"].startswith("2024-01-02")
+    with pytest.raises(FeedError, match="not an RSS or Atom feed"):
+        parse_feed(b"<opml/>")
+
+
+def test_entries_without_id_or_link_are_deduplicated_by_content(run, server, clock):
+    server.body = (b'<rss><channel><title>T</title><item><title>no id</title><description>d</description></item>'
+                   b'</channel></rss>')
+    backend, rec = run({"feeds": [server.url]})
+    _polled(server, 1, backend)
+    server.body += b" "  # a new ETag, the same entry
+    clock.advance(60)
+    _polled(server, 2, backend)
+    assert _titles(rec) == ["no id"]
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"feeds": []}, "feeds: must list at least one feed URL"),
+    ({"feeds": ["file:///etc/passwd"]}, "feeds[0].url: 'file:///etc/passwd' is not an http(s) URL (allowed: "
+                                        "http://host/path, https://host/path)"),
+    ({"feeds": ["https://u:pw@example.org/f?key=k", "ftp://x/y"]}, "feeds[1].url: 'ftp://x/y' is not an http(s) URL"),
+    ({"feeds": [{"url": "http://x/f", "headers": {"X": "a\r\nInjected: 1"}}]},
+     "feeds[0].headers: header 'X' must be a string name with a one-line string value"),
+    ({"feeds": [{"type": "platypush.backend.http.request.JsonHttpRequest", "url": "http://x/f"}]},
+     "feeds[0].type"),
+    ({"feeds": ["http://x/f"], "max_bytes": 10}, "max_bytes"),
+])
+def test_bad_config_names_the_key_and_what_is_allowed(config, message):
+    with pytest.raises(ConfigProblems) as e:
+        RssBackend(config)
+    assert message in str(e.value)
+    assert "pw" not in str(e.value)
+
+
+def test_platypush_keys_are_read():
+    legacy = RssBackend({"requests": [{"type": "platypush.backend.http.request.rss.RssUpdates",
+                                       "url": "https://example.org/f", "title": "T", "poll_seconds": 120,
+                                       "max_entries": 10, "params": {"a": "1"}}]})
+    feed = legacy.feeds[0]
+    assert (feed.url, feed.title, feed.interval, feed.max_entries) == ("https://example.org/f?a=1", "T", 120.0, 10)
+    plugin = RssBackend({"subscriptions": ["https://example.org/f"], "poll_seconds": 300})
+    assert plugin.feeds[0].interval == 300.0
