@@ -41,9 +41,12 @@ FAMILIES: dict[str, str] = {
     "adc": "bench_adc",          # the ADC backend's poll loop on the mock rig
     "smartcard": "bench_smartcard",  # card insert/remove -> event through real pcscd + vpcd
     "flic": "bench_flic",        # Flic release -> FlicButtonEvent after the window, fake flicd on loopback
+    "mqtt": "bench_mqtt",        # MQTT publish -> hook -> publish, and mqtt.execute between two hubs, mosquitto
     "midi": "bench_midi",        # MIDI CC -> hook action through jackd (dummy); a 1 kHz CC stream, no loss
+    "camera": "bench_camera",    # camera.pi H.264 fan-out: CPU per viewer, join latency, 8 viewers, RSS
     "daemon": "bench_daemon",    # `pihub run`: start->ready, idle RSS/PSS
     "http": "bench_http",        # `pihub run`'s HTTP API: /execute latency, wrk, webhook, start, memory
+    "panel": "bench_panel",      # the web panel in Chromium: weight, first render, RSS with 5 panels open
     "install": "bench_install",  # deploy/install.py into a staging root: time, venv size, unit exposure
     "peer": "peer_platypush",    # the peer's own rows (matching; daemon with --peer)
 }

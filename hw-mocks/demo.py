@@ -20,6 +20,11 @@ midi       ``midi_controller.py`` on a private JACK      ``jackd`` (apt jackd2),
            server ``pihubdemo``                          python-rtmidi in the venv
 smartcard  ``virtual_card.py --pcscd``                   root, pcscd, vsmartcard-vpcd,
                                                          iproute2; no other pcscd running
+camera     none: ``camera.pi`` with ``driver: mock`` runs   ``ffmpeg`` (apt ffmpeg); watch with
+           its own ffmpeg test picture on port 2222      ``vlc tcp/h264://127.0.0.1:2222``
+mqtt       ``mqtt_broker.py``: a private Mosquitto on     ``mosquitto`` (apt mosquitto)
+           127.0.0.1:18830, user ``pihub-demo``
+file_watch none: watches ``run/inbox``                   inotify_simple in the venv
 ========== ============================================ ====================================
 
 The login: user ``demo`` with a random password, created on the first run and kept in
@@ -60,10 +65,11 @@ class Device:
 
     name: str
     what: str                                    # one line for the banner
-    argv: list[str]
+    argv: list[str] | None                       # None: nothing to start (the backend is its own rig)
     ready: Callable[[str], bool]                 # true for the output line that means ready
     missing: Callable[[], str | None]            # why it cannot run here, with the fix; None: it can
     pihub_env: dict[str, str] = field(default_factory=dict)
+    extra_config: str = ""                       # YAML written into run/demo.yaml (paths known only here)
     proc: subprocess.Popen[str] | None = None
 
 
@@ -89,6 +95,19 @@ def _card_missing() -> str | None:
     return None
 
 
+def _tool_missing(tool: str, package: str) -> Callable[[], str | None]:
+    def missing() -> str | None:
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            return f"{tool} is not installed (sudo apt-get install --no-install-recommends {package})"
+        return None
+
+    return missing
+
+
+def _inotify_missing() -> str | None:
+    return None if _module("inotify_simple") else "inotify_simple is not in this venv (.venv/bin/pip install 'pihub[file_watch]')"
+
+
 def devices() -> list[Device]:
     """The rig's simulators, in start order."""
     return [
@@ -108,11 +127,23 @@ def devices() -> list[Device]:
         Device("smartcard", "a key card in a virtual reader on a real pcscd, in and out every 5 s",
                [PY, str(HERE / "virtual_card.py"), "--pcscd", "--cycle", "5"],
                ready=lambda line: line == "ready", missing=_card_missing),
+        Device("camera", "camera.pi on ffmpeg's test picture: vlc tcp/h264://127.0.0.1:2222, "
+                         "http://127.0.0.1:8008/camera/camera.pi/photo.jpg",
+               None, ready=lambda line: True, missing=_tool_missing("ffmpeg", "ffmpeg")),
+        Device("mqtt", "a private Mosquitto on 127.0.0.1:18830 (user pihub-demo / pihub), topics home/#, "
+                       "Home Assistant discovery on",
+               [PY, str(HERE / "mqtt_broker.py"), "--port", "18830", "--user", "pihub-demo:pihub"],
+               ready=lambda line: line.startswith('{"host"'), missing=_tool_missing("mosquitto", "mosquitto")),
+        Device("file_watch", "run/inbox watched: drop a file there", None, ready=lambda line: True,
+               missing=_inotify_missing,
+               extra_config=f'file_watch: {{paths: [{{path: "{RUN / "inbox"}", recursive: true}}]}}\n'),
     ]
 
 
 def start(device: Device) -> str | None:
     """Start ``device`` and wait until it is ready; None, or why it did not start."""
+    if device.argv is None:
+        return None
     proc = subprocess.Popen(device.argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     device.proc = proc
@@ -161,6 +192,7 @@ def write_config(running: Sequence[Device], http_port: int | None) -> Path:
     includes += [f"../hw-mocks/demo.d/{d.name}.yaml" for d in running if (HERE / "demo.d" / f"{d.name}.yaml").exists()]
     text = "# written by hw-mocks/demo.py at each start: edit hw-mocks/demo.yaml or hw-mocks/demo.d/ instead\n"
     text += "include:\n" + "".join(f"  - {p}\n" for p in includes)
+    text += "".join(d.extra_config for d in running)
     if http_port is not None:  # tests: a free port instead of demo.yaml's 8008 (a warning names both)
         text += f"http: {{port: {http_port}, websocket_port: {http_port + 1}}}\n"
     path = RUN / "demo.yaml"
@@ -202,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     RUN.mkdir(exist_ok=True)
+    (RUN / "inbox").mkdir(exist_ok=True)
     token = _secret_file(RUN / "demo-token", lambda: "ph_demo_" + secrets.token_urlsafe(24))
     running: list[Device] = []
     try:
@@ -219,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         password = ensure_login(config)
         port = args.http_port or 8008
         print(f"\npanel:  http://127.0.0.1:{port}/   login: demo / {password}", flush=True)
+        print(f"        http://127.0.0.1:{port}/dashboard/demo (a wall-tablet dashboard)", flush=True)
         print(f"API:    curl -s -H 'Authorization: Bearer {token}' "
               f"-d '{{\"type\":\"request\",\"action\":\"mock.history\"}}' http://127.0.0.1:{port}/execute",
               flush=True)

@@ -22,9 +22,13 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pihub.errors import UnknownEventType, close_matches
+
+if TYPE_CHECKING:  # both import this module
+    from pihub.engine.hooks import Hook
+    from pihub.messages import Response
 
 #: Native slot fields an attribute can live in (see ``PH_F_*`` in native/ph_event.h).
 #: ``key0``/``key1`` hold interned values (str, int, bool...: equal in Python <=> equal id),
@@ -237,6 +241,11 @@ _add("CameraFrameCapturedEvent", "CameraEvent", _P + "camera.CameraFrameCaptured
 _add("CameraClientEvent", "CameraEvent", None,
      {"client": "peer address host:port", "connected": "true on connect, false on disconnect"},
      {"client": "key1", "connected": "num0"}, doc="A stream client connected or went away.")
+_add("CameraStreamClientConnectedEvent", "CameraClientEvent", None, {},
+     doc="A viewer connected to a camera's H.264 TCP stream (connected: true).")
+_add("CameraStreamClientDisconnectedEvent", "CameraClientEvent", None,
+     {"reason": "closed, reset, too slow, sent data, stream stopped or shutdown"},
+     doc="A viewer of a camera's H.264 TCP stream went away or was dropped (connected: false).")
 
 _add("WebhookEvent", "Event", _P + "http.hook.WebhookEvent",
      {"hook": "the <name> of /hook/<name>", "method": "HTTP method, upper case", "args": "query parameters",
@@ -270,6 +279,37 @@ _add("VariableChangedEvent", "Event", None,
      {"name": "variable name", "value": "new value (null when unset)"}, {"name": "key0"},
      doc="A persisted variable was set or unset.")
 
+# file_watch (pihub/backends/file_watch.py). Wire names: Platypush's current file.monitor
+# events (what a Platypush peer can decode today); its removed ``path.*`` (2018-2020) and
+# ``inotify.*`` (2020-2023) names are aliases.
+_PATH_ATTRS = {"path": "full path of the entry that changed", "is_directory": "true for a directory",
+               "watch_path": "the configured path that saw it"}
+_add("PathEvent", "Event", _P + "file.FileSystemEvent", _PATH_ATTRS, {"path": "key0", "watch_path": "key1"},
+     aliases=(_P + "inotify.InotifyEvent",), abstract=True, doc="Base of the file watch events.")
+for _kind, _ino, _what in (("Create", "Create", "was created (or moved in)"),
+                           ("Modify", "Modify", "was modified (coalesced: see changes)"),
+                           ("Delete", "Delete", "was deleted (or moved out)"),
+                           ("Moved", "Moved", "was moved within the watched paths")):
+    _add(f"Path{_kind}Event", "PathEvent", _P + f"file.FileSystem{_kind}Event",
+         {"new_path": "where it was moved to"} if _kind == "Moved" else
+         {"changes": "changes merged into this event (1: a single one)"} if _kind == "Modify" else {},
+         aliases=(_P + f"path.Path{_kind}Event", _P + f"inotify.Inotify{_ino}Event"),
+         doc=f"A watched file or directory {_what}.")
+
+# rss (pihub/backends/rss.py)
+_add("NewFeedEntryEvent", "Event", _P + "rss.NewFeedEntryEvent",
+     {"feed_url": "the feed's URL", "feed_title": "the feed's title", "id": "the entry's id (guid)",
+      "url": "the entry's link", "title": "entry title", "published": "ISO 8601 UTC time, or null",
+      "summary": "entry summary", "content": "entry content, or null", "author": "author, or null",
+      "tags": "tag terms"},
+     {"feed_url": "key0"}, doc="A new entry appeared in a polled RSS/Atom feed (once, across restarts).")
+_add("FeedUpdateEvent", "Event", _P + "http.rss.NewFeedEvent",
+     {"source_url": "the feed's URL", "source_title": "the feed's title", "title": "the feed's title",
+      "response": "the new entries, as NewFeedEntryEvent gives each", "request": "{url, method}",
+      "skipped": "new entries past max_entries, marked seen without an event"},
+     {"source_url": "key0"}, aliases=("NewFeedEvent",),
+     doc="A feed poll found new entries (one event per poll, after their NewFeedEntryEvents).")
+
 
 
 class Reply:
@@ -284,13 +324,13 @@ class Reply:
     __slots__ = ("_answer", "_done", "_lock", "hook")
 
     def __init__(self) -> None:
-        #: the hook that answers (a :class:`pihub.engine.hooks.Hook`), once the dispatcher chose it.
-        self.hook: Any = None
-        self._answer: Any = None
+        #: the hook that answers, once the dispatcher chose it.
+        self.hook: Hook | None = None
+        self._answer: Response | None = None
         self._done = threading.Event()
         self._lock = threading.Lock()
 
-    def resolve(self, answer: Any) -> None:
+    def resolve(self, answer: Response | None) -> None:
         """Answer with ``answer`` (a Response, or None: no hook handles the event); later calls do nothing."""
         with self._lock:
             if self._done.is_set():
@@ -303,7 +343,7 @@ class Reply:
         """True once resolved."""
         return self._done.is_set()
 
-    def wait(self, timeout: float) -> tuple[bool, Any]:
+    def wait(self, timeout: float) -> tuple[bool, Response | None]:
         """Wait up to ``timeout`` seconds; ``(True, answer)`` when resolved, else ``(False, None)``."""
         if self._done.wait(timeout):
             return True, self._answer

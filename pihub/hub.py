@@ -20,38 +20,45 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pihub import __version__
 from pihub.auth import Auth
-from pihub.backends.base import Backend, BackendStatus
+from pihub.backends.base import Backend, BackendStatus, RequestChannel
 from pihub.bus import Bus, ProducerStats
 from pihub.clock import SYSTEM, Clock
 from pihub.config import Config, Schema
 from pihub.engine.actions import ActionRegistry
-from pihub.engine.dispatcher import Dispatcher, DispatchStats, WorkerPool, inline_hooks
+from pihub.engine.dispatcher import DEFAULT_INLINE_BUDGET, Dispatcher, DispatchStats, WorkerPool, inline_hooks
 from pihub.engine.hooks import Hook
 from pihub.engine.procedures import Procedure, Runner, compile_steps, iter_action_steps, procedure_name
 from pihub.engine.rules import Matcher
 from pihub.errors import BackendUnavailable, ConfigError, ConfigProblem, ConfigProblems, Problem, did_you_mean
 from pihub.events import CATALOGUE, Event, Reply
+from pihub.ingress import RequestGate
 from pihub.messages import Request, Response
+from pihub.plugin import Plugin
 from pihub.plugins.event import EventPlugin
 from pihub.plugins.logger import LoggerPlugin
 from pihub.plugins.shell import ShellPlugin
 from pihub.plugins.variable import VariablePlugin
+from pihub.replay import LiveTraces
 from pihub.store import Store
 from pihub.web import HTTP_SCHEMA
+from pihub.web.dashboards import DASHBOARDS_SCHEMA
+
+if TYPE_CHECKING:
+    from pihub.web.camera import CameraSource
 
 log = logging.getLogger("pihub.hub")
 
 BACKEND_GROUP = "pihub.backends"
 
 #: Built-in plugin classes, configurable by a section of their name.
-PLUGIN_CLASSES: dict[str, type] = {
+PLUGIN_CLASSES: dict[str, type[Plugin]] = {
     "variable": VariablePlugin,
     "logger": LoggerPlugin,
     "event": EventPlugin,
@@ -59,7 +66,7 @@ PLUGIN_CLASSES: dict[str, type] = {
 }
 
 #: Sections of the engine itself (not plugins or backends).
-ENGINE_SECTIONS = ("engine", "http")
+ENGINE_SECTIONS = ("engine", "http", "dashboards")
 
 
 def engine_schema() -> Schema:
@@ -72,6 +79,11 @@ def engine_schema() -> Schema:
             "ring_capacity": Field(int, default=4096, min=2, max=1 << 24,
                                    doc="events per producer ring (rounded up to a power of two)"),
             "batch_size": Field(int, default=256, min=1, max=65536, doc="events popped per native call"),
+            "inline_budget": Field(float, default=DEFAULT_INLINE_BUDGET, min=1e-6, max=1.0,
+                                   doc="seconds of non-blocking hooks one batch may run on the dispatcher "
+                                       "thread before its other hooks go to the workers"),
+            "overflow_check": Field(float, default=0.5, min=0.01, max=60.0,
+                                    doc="seconds between checks of the bus drop counters (BusOverflowEvent)"),
         },
         doc="Engine tuning.",
     )
@@ -87,12 +99,19 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "flic": "pihub.backends.flic:FlicBackend",
     "smartcard": "pihub.backends.smartcard:SmartCardBackend",
     "midi": "pihub.backends.midi:MidiBackend",
+    "file_watch": "pihub.backends.file_watch:FileWatchBackend",
+    "rss": "pihub.backends.rss:RssBackend",
+    "camera.pi": "pihub.backends.camera:CameraBackend",
+    "mqtt": "pihub.backends.mqtt:MqttBackend",
+    "tcp": "pihub.backends.tcp:TcpBackend",
+    "redis_queue": "pihub.backends.redis_queue:RedisQueueBackend",
 }
 
 
 def _load_class(spec: str) -> type[Backend]:
     module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+    cls: type[Backend] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def backend_classes(*, third_party: bool = True) -> dict[str, type[Backend]]:
@@ -120,7 +139,8 @@ class _SectionSchemas(Mapping[str, Schema]):
     """Section name -> schema; third-party backends are looked up only on a miss."""
 
     def __init__(self) -> None:
-        self._schemas: dict[str, Schema] = {"engine": engine_schema(), "http": HTTP_SCHEMA}
+        self._schemas: dict[str, Schema] = {"engine": engine_schema(), "http": HTTP_SCHEMA,
+                                            "dashboards": DASHBOARDS_SCHEMA}
         for name, cls in PLUGIN_CLASSES.items():
             self._schemas[name] = cls.config_schema or Schema({}, extra=True)
         self._add(backend_classes(third_party=False))
@@ -164,14 +184,18 @@ def _collect(errs: list[ConfigProblem], compile_fn: Callable[..., Any], *args: A
     return None
 
 
-def _construct(cls: type[Backend], values: Mapping[str, Any], clock: Clock) -> Backend:
+def _construct(cls: type[Backend], values: Mapping[str, Any], clock: Clock, store: Store | None = None) -> Backend:
     """``cls(values, clock=clock)``; without the clock for a third-party backend whose
-    ``__init__`` does not take one (it then runs on the system clock)."""
+    ``__init__`` does not take one (it then runs on the system clock). A backend whose
+    ``__init__`` takes ``store`` (rss: the entries it has seen) gets the hub's store."""
     try:
-        takes_clock = "clock" in inspect.signature(cls).parameters
+        params = set(inspect.signature(cls).parameters)
     except (TypeError, ValueError):  # no signature to read: assume the base's
-        takes_clock = True
-    return cls(values, clock=clock) if takes_clock else cls(values)
+        params = {"clock"}
+    kwargs: dict[str, Any] = {"clock": clock} if "clock" in params else {}
+    if "store" in params and store is not None:
+        kwargs["store"] = store
+    return cls(values, **kwargs)
 
 
 class Hub:
@@ -201,6 +225,8 @@ class Hub:
         self.store = Store(workdir / "pihub.db")
         # the env token is taken out of the environment so shell actions' children never see it
         self.auth = Auth(self.store, env_token=os.environ.pop("PIHUB_API_TOKEN", None))
+        #: requests from raw channels (TCP, Redis, MQTT), authenticated like HTTP's
+        self.gate = RequestGate(self, self.auth, self.clock)
         # _mp: Hub.publish runs on HTTP workers, action workers, backend status listeners and
         # the thread calling start/stop, concurrently
         self._hub_producer = self.bus.producer("hub", shared=True)
@@ -229,21 +255,25 @@ class Hub:
             raise ConfigError(problems + list(config.warnings))
         self.matcher = Matcher(self.hooks)
         self.dispatcher = Dispatcher(self.bus, self.matcher, self._fire, self.pool,
-                                     batch_size=eng["batch_size"],
-                                     inline=inline_hooks(self.hooks, self.registry.is_blocking))
+                                     batch_size=eng["batch_size"], overflow_check=eng["overflow_check"],
+                                     inline=inline_hooks(self.hooks, self.registry.is_blocking),
+                                     inline_budget=eng["inline_budget"], clock=self.clock)
         self.http: dict[str, Any] = config.sections.get("http") or HTTP_SCHEMA.validate({}, ("http",))[0]
         self.web: Any = None   # pihub.web.server.WebServer while serving
         self.live: Any = None  # pihub.web.live.LiveServer while serving
+        #: recent events' hook traces and per-hook counts (the panel; :meth:`trace`)
+        self.traces = LiveTraces(max(1, self.http["websocket_replay"]))
 
     # ------------------------------------------------------------------ build
     def _build_plugins(self, problems: list[Problem]) -> None:
         sections = self.config.sections
         for name, cls in PLUGIN_CLASSES.items():
             kwargs = dict(sections.get(name) or {})
+            plugin: Plugin
             if name == "variable":
-                plugin = cls(self.store, self.publish)
+                plugin = VariablePlugin(self.store, self.publish)
             elif name == "event":
-                plugin = cls(self.publish)
+                plugin = EventPlugin(self.publish)
             else:
                 plugin = cls(**kwargs)
             if name in self.config.disabled:
@@ -263,7 +293,7 @@ class Hub:
                 continue
             errs: list[ConfigProblem] = []
             try:
-                backend = _collect(errs, _construct, cls, values, self.clock)
+                backend = _collect(errs, _construct, cls, values, self.clock, self.store)
             except (ValueError, TypeError, KeyError) as e:  # a backend that raised a plain error
                 problems.append(self.config.problem((name,), str(e)))
                 continue
@@ -298,8 +328,9 @@ class Hub:
             errs: list[ConfigProblem] = []
             cond = _collect(errs, compile_condition, spec.if_, ("if",))
             steps = _collect(errs, compile_steps, spec.then, ("then",))
-            hook = None if errs else _collect(errs, Hook, spec.name, cond, steps, spec.priority, order)
-            if errs:
+            hook: Hook | None = (None if errs
+                                 else _collect(errs, Hook, spec.name, cond, steps, spec.priority, order))
+            if hook is None:  # errs says why
                 problems.extend(self._locate(spec.path, errs))
                 continue
             hooks.append(hook)
@@ -308,7 +339,7 @@ class Hub:
 
     def _check_actions(self, problems: list[Problem]) -> None:
         """Report actions that name no plugin/action/procedure, before anything runs."""
-        bodies: list[tuple[tuple[str | int, ...], Any]] = [
+        bodies: list[tuple[tuple[Hashable, ...], Any]] = [
             (tuple(spec.path), self.procedures[spec.name].steps)
             for spec in self.config.procedures if spec.name in self.procedures]
         bodies += [(self._hook_paths[hook.name], hook.then) for hook in self.hooks]
@@ -328,7 +359,7 @@ class Hub:
                     plugin = step.action.rpartition(".")[0]
                     problems.append(self.config.problem(path, error, warning=plugin in self.config.disabled))
 
-    def _locate(self, base: tuple[str | int, ...], errs: Iterable[ConfigProblem]) -> list[Problem]:
+    def _locate(self, base: tuple[Hashable, ...], errs: Iterable[ConfigProblem]) -> list[Problem]:
         return [self.config.located(e, tuple(base)) for e in errs]
 
     # ------------------------------------------------------------- lifecycle
@@ -351,6 +382,8 @@ class Hub:
             self.web.start()
             log.info("HTTP API on %s", self.web.url)
         if self.live is not None:
+            if self.web is not None:  # the port bound (http.port 0: known only now) is the panel's origin
+                self.live.http_port = self.web.port
             self.live.start()
             log.info("websocket on port %d", self.live.port)
         for name, backend in self.backends.items():
@@ -388,6 +421,7 @@ class Hub:
                 allow_query_token=http["allow_query_token"])
             # registered before the dispatcher starts: start-up events get sequence numbers too
             self.dispatcher.add_listener(self.live.listener)
+        self.dispatcher.add_listener(self.traces.listener)
 
     @property
     def started(self) -> bool:
@@ -409,6 +443,11 @@ class Hub:
         except BackendUnavailable as e:
             self._backend_failed(backend, BackendStatus.FAILED_ENVIRONMENT, str(e))
             return
+        if isinstance(backend, RequestChannel):
+            backend.bind_requests(self.gate.handle, str(self.device_id))
+        bind_views = getattr(backend, "bind_hub_views", None)
+        if callable(bind_views):  # MQTT's Home Assistant discovery: the entities and their states
+            bind_views(self.describe_devices, self.dispatcher.add_listener)
         # _mp: a backend's emit is "safe to call from any thread" (backends.base.Emit): reader
         # threads, device-library callbacks, timers and actions on worker threads all emit
         producer = self.bus.producer(f"backend:{name}", shared=True)
@@ -513,10 +552,20 @@ class Hub:
         return self._hub_producer.publish(event)
 
     def execute(self, request: Request | str, args: Any = None) -> Response:
-        """Run one action request now, on the calling thread."""
+        """Run one action request now, on the calling thread.
+
+        A request whose ``target`` names another device goes there through the ``mqtt``
+        backend when one is configured (``mqtt.execute``: that device's token from
+        ``mqtt.peer_tokens``, or this daemon's broker user trusted there), and the answer
+        is that device's response.
+        """
         if isinstance(request, str):
             request = Request(action=request, args=args if args is not None else {})
-        resp = self.registry.execute(request.action, request.args)
+        if request.target and request.target != self.device_id and "mqtt" in self.backends:
+            resp = self.registry.execute("mqtt.execute", {"target": request.target, "action": request.action,
+                                                          "args": request.args})
+        else:
+            resp = self.registry.execute(request.action, request.args)
         resp.id = request.id
         resp.target = request.origin
         resp.origin = self.device_id
@@ -568,20 +617,29 @@ class Hub:
             return Response(errors=[f"procedure.{name}: arguments must be a mapping, not {type(args).__name__}"])
         return self.runner.call(proc, dict(args), context=context)
 
-    def _execute_step(self, action: str, args: Any, context: Mapping[str, Any]) -> Response:
-        return self.registry.execute(action, args, context)
+    def _execute_step(self, action: str, args: Any, context: Mapping[str, Any], target: str = "") -> Response:
+        rec = self.traces.action_started(action, args)
+        if target and target != self.device_id:  # another device's: as a request (Hub.execute)
+            resp = self.execute(Request(action=action, args=args, target=target, origin=str(self.device_id)))
+        else:
+            resp = self.registry.execute(action, args, context)
+        self.traces.action_done(rec, resp)
+        return resp
 
     def _spawn(self, fn: Any) -> None:
         if not self.pool.submit(fn):
             raise RuntimeError(f"worker queue full ({self.pool.queue_size} jobs): async work dropped")
 
     def _fire(self, hook: Hook, event: Event, captures: dict[str, Any]) -> Response:
+        previous = self.traces.begin(hook.name, event)
+        resp: Response | None = None
         try:
             resp = self.runner.run_hook(hook, event, captures)
         except BaseException as e:
             resp = Response(errors=[f"{type(e).__name__}: {e}"])
             raise
         finally:
+            self.traces.end(previous, resp)
             reply = event.reply
             if reply is not None and reply.hook is hook:
                 reply.resolve(resp)
@@ -590,6 +648,66 @@ class Hub:
     def describe_actions(self) -> list[dict[str, Any]]:
         """Every action callable from outside, with its arguments and doc (``GET /actions``)."""
         return self.registry.describe()
+
+    def camera(self, name: str) -> CameraSource | None:
+        """The camera backend ``name`` (``camera.pi``) while it runs (``/camera/...``), else None."""
+        from pihub.backends.camera import CameraBackend
+
+        backend = self.backends.get(name)
+        if not isinstance(backend, CameraBackend):
+            return None
+        if backend.status not in (BackendStatus.RUNNING, BackendStatus.DEGRADED):
+            return None
+        return backend
+
+    # ------------------------------------------------------------ the panel's views
+    def trace(self, event_id: str) -> dict[str, Any] | None:
+        """The hook trace of a recent event, as ``pihub replay`` prints it, or None when it
+        is not among the last ``http.websocket_replay`` events (:class:`pihub.replay.LiveTraces`)."""
+        return self.traces.trace(event_id, self.matcher.explain, str(self.device_id))
+
+    def describe_hooks(self) -> dict[str, Any]:
+        """The read-only hooks and procedures view.
+
+        Returns:
+            ``{"hooks": [{name, if (as configured), priority, fired (times since start),
+            last_fired (epoch seconds or null)}], "procedures": [{name, params, async}]}``.
+        """
+        stats = self.traces.hook_stats()
+        conditions = {spec.name: spec.if_ for spec in self.config.hooks}
+        hooks = []
+        for hook in self.hooks:
+            fired, last = stats.get(hook.name, (0, 0.0))
+            hooks.append({"name": hook.name, "if": conditions.get(hook.name), "priority": hook.priority,
+                          "fired": fired, "last_fired": last or None})
+        procedures = [{"name": p.name, "params": list(p.params), "async": p.is_async}
+                      for p in self.procedures.values()]
+        return {"hooks": hooks, "procedures": procedures}
+
+    def describe_devices(self) -> list[dict[str, Any]]:
+        """Each backend's status (``describe_status()``) with its ``entities``: what the
+        backend's optional ``describe_entities()`` lists (``[]`` without one, or when it fails).
+        """
+        out = []
+        for name, backend in self.backends.items():
+            info = backend.describe_status()
+            describe = getattr(backend, "describe_entities", None)
+            try:
+                info["entities"] = list(describe()) if callable(describe) else []
+            except Exception as e:  # a backend that is not running cannot read its pins
+                log.debug("backend %s lists no entities: %s", name, e)
+                info["entities"] = []
+            out.append(info)
+        return out
+
+    def dashboards(self) -> dict[str, Any]:
+        """The validated ``dashboards`` section (:mod:`pihub.web.dashboards`): name -> dashboard."""
+        return dict(self.config.sections.get("dashboards") or {})
+
+    def websocket_port(self) -> int | None:
+        """The websocket server's port (the bound one once started), or None when it does not run."""
+        live = self.live
+        return int(live.port) if live is not None and live.port else None
 
     def metrics(self) -> HubMetrics:
         """A snapshot of the hub's counters (``GET /metrics``); never raises, also on a
@@ -643,7 +761,9 @@ class Hub:
                     "depth": sum(s.depth for s in m.bus.values()),
                     "producers": producers},
             "hooks": {"defined": len(self.hooks), "fired": st.hooks_fired, "dropped": st.hooks_dropped},
-            "dispatcher": {"events": st.events, "batches": st.batches, "overflow_reports": st.overflow_reports},
+            "dispatcher": {"events": st.events, "batches": st.batches, "overflow_reports": st.overflow_reports,
+                           "hooks_inline": st.hooks_inline, "inline_overruns": st.inline_overruns,
+                           "inline_deferred": st.inline_deferred, "inline_failed": st.inline_failed},
             "pool": {"workers": m.pool.workers, "pending": m.pool.pending, "completed": m.pool.completed,
                      "failed": m.pool.failed, "rejected": m.pool.rejected},
             "procedures": sorted(self.procedures),

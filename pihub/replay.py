@@ -37,13 +37,58 @@ import collections
 import dataclasses
 import json
 import tempfile
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from pihub.engine.procedures import Runner, procedure_name
 from pihub.errors import MessageError
-from pihub.events import Event
+from pihub.events import Event, new_event_id
 from pihub.messages import Response, dumps, parse
+
+# ------------------------------------------------------------------------- the trace
+# One event's trace has the same shape whether ``pihub replay`` prints it or the running
+# daemon serves it (``GET /events/<id>/trace``, :class:`LiveTraces`): the functions below
+# build it for both.
+
+
+def action_record(hook: str, action: str, args: Any) -> dict[str, Any]:
+    """The trace record of one action a hook runs, before it runs (see the module docstring)."""
+    return {"hook": hook, "action": action, "args": args, "output": None, "errors": [], "skipped": None}
+
+
+def finish_action_record(rec: dict[str, Any], resp: Response) -> None:
+    """Fill ``rec`` (:func:`action_record`) with the action's response."""
+    rec["output"] = resp.output
+    rec["errors"] = resp.errors
+
+
+def unshown_errors(records: Sequence[Mapping[str, Any]], resp: Response) -> list[str]:
+    """The errors of a hook's run (``resp``) that none of its action ``records`` shows:
+    the ``${...}`` expression, loop value or ``while`` guard that ended its steps."""
+    shown = {str(e) for rec in records for e in rec["errors"]}
+    return [str(e) for e in resp.errors if str(e) not in shown]
+
+
+def trace_line(event: Mapping[str, Any], fired: Sequence[str], not_fired: Mapping[str, str],
+               actions: Sequence[Mapping[str, Any]], hook_errors: Mapping[str, list[str]]) -> dict[str, Any]:
+    """One event's trace: ``{"event", "fired", "not_fired", "actions"[, "hook_errors"]}``.
+
+    Args:
+        event: the event envelope (:meth:`pihub.events.Event.to_dict`).
+        fired: the names of the hooks it fired, in the order they started.
+        not_fired: every other hook's name -> the first condition that failed
+            (:meth:`pihub.engine.rules.Matcher.explain`).
+        actions: the action records (:func:`action_record`), in the order they ran.
+        hook_errors: hook name -> errors no action record shows (:func:`unshown_errors`);
+            left out when empty.
+    """
+    line: dict[str, Any] = {"event": dict(event), "fired": list(fired), "not_fired": dict(not_fired),
+                            "actions": [dict(a) for a in actions]}
+    if hook_errors:
+        line["hook_errors"] = {k: list(v) for k, v in hook_errors.items()}
+    return line
 
 
 def parse_event_line(line: str) -> Event:
@@ -123,18 +168,11 @@ class _Replayer:
             self.current_hook = hook.name
             first = len(self.records)
             resp = self.runner.run_hook(hook, event, hook.condition.match(event).captures)
-            shown = {str(e) for rec in self.records[first:] for e in rec["errors"]}
-            unshown = [str(e) for e in resp.errors if str(e) not in shown]
+            unshown = unshown_errors(self.records[first:], resp)
             if unshown:
                 hook_errors[hook.name] = unshown
-        line: dict[str, Any] = {
-            "event": event.to_dict(self.hub.device_id),
-            "fired": [h.name for h in fired],
-            "not_fired": not_fired,
-            "actions": self.records,
-        }
-        if hook_errors:
-            line["hook_errors"] = hook_errors
+        line = trace_line(event.to_dict(self.hub.device_id), [h.name for h in fired], not_fired,
+                          self.records, hook_errors)
         if caused_by is not None:
             line["caused_by"] = caused_by
         out.write(dumps(line) + "\n")
@@ -143,10 +181,10 @@ class _Replayer:
     def _spawn_inline(self, fn: Any) -> None:
         fn()
 
-    def _execute(self, action: str, args: Any, context: Mapping[str, Any]) -> Response:
-        rec: dict[str, Any] = {"hook": self.current_hook, "action": action, "args": args,
-                               "output": None, "errors": [], "skipped": None}
+    def _execute(self, action: str, args: Any, context: Mapping[str, Any], target: str = "") -> Response:
+        rec = action_record(self.current_hook, action, args)
         self.records.append(rec)
+        resp: Response
         if action.startswith("procedure."):
             name = procedure_name(action)
             proc = self.hub.procedures.get(name)
@@ -159,6 +197,156 @@ class _Replayer:
             return Response(output=None)
         else:
             resp = self.hub.registry.execute(action, args)
-        rec["output"] = resp.output
-        rec["errors"] = resp.errors
+        finish_action_record(rec, resp)
         return resp
+
+
+# -------------------------------------------------------------------- the live traces
+@dataclasses.dataclass(slots=True)
+class _Trace:
+    """What the daemon saw of one event (guarded by :attr:`LiveTraces._lock`)."""
+
+    event: Event
+    started: list[str] = dataclasses.field(default_factory=list)
+    finished: int = 0
+    actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    hook_errors: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(slots=True)
+class _Run:
+    """One hook running on the current thread."""
+
+    hook: str
+    trace: _Trace | None
+    first: int = 0
+
+
+class LiveTraces:
+    """The running daemon's event traces, as ``pihub replay`` prints them (``GET /events/<id>/trace``).
+
+    A bounded ring of the last ``capacity`` events the dispatcher handed to
+    :meth:`listener`, by event id, the oldest dropped first. For each, the hooks that ran
+    and a record of every action their steps ran (:func:`action_record`), on whichever
+    thread ran the hook: :meth:`begin`/:meth:`end` bracket a hook's run and mark the
+    thread, :meth:`action_started`/:meth:`action_done` bracket each action on it.
+
+    Which hooks an event fires and the first failed condition of every other hook are
+    worked out when a trace is asked for (:meth:`trace`, with the pure
+    ``Matcher.explain``), never on the dispatcher thread: there, :meth:`listener` costs
+    one dict insert under a lock whatever the number of hooks.
+
+    Not in a trace: the actions of a hook's asynchronous parts (``fork``,
+    ``procedure.async.*``), which run on other threads after the hook returned.
+
+    It also counts, for every event kept or not, how many times each hook fired and
+    when it last did (:meth:`hook_stats`, the read-only hooks view).
+
+    Args:
+        capacity: events kept, >= 1.
+        clock: wall-clock seconds since the epoch (``last_fired``).
+
+    Raises:
+        ValueError: ``capacity`` < 1.
+    """
+
+    def __init__(self, capacity: int = 1000, clock: Callable[[], float] = time.time) -> None:
+        if capacity < 1:
+            raise ValueError(f"trace capacity must be >= 1 event, not {capacity!r}")
+        self.capacity = capacity
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._events: collections.OrderedDict[str, _Trace] = collections.OrderedDict()
+        self._fired: dict[str, tuple[int, float]] = {}
+        self._local = threading.local()
+
+    def listener(self, event: Event) -> None:
+        """Keep ``event`` (dispatcher thread, before its hooks start); gives it its id."""
+        if not event.id:
+            event.id = new_event_id()
+        trace = _Trace(event)
+        with self._lock:
+            self._events[event.id] = trace
+            if len(self._events) > self.capacity:
+                self._events.popitem(last=False)
+
+    def begin(self, hook: str, event: Event) -> _Run | None:
+        """Hook ``hook`` starts running for ``event`` on this thread.
+
+        Returns:
+            What :meth:`end` needs back (the run this one interrupts, if any).
+        """
+        now = self._clock()
+        with self._lock:
+            n, _ = self._fired.get(hook, (0, 0.0))
+            self._fired[hook] = (n + 1, now)
+            trace = self._events.get(event.id) if event.id else None
+            if trace is not None:
+                trace.started.append(hook)
+                first = len(trace.actions)
+            else:
+                first = 0
+        previous: _Run | None = getattr(self._local, "run", None)
+        self._local.run = _Run(hook, trace, first)
+        return previous
+
+    def end(self, previous: _Run | None, resp: Response | None) -> None:
+        """The hook :meth:`begin` started has ended with ``resp`` (None: it raised)."""
+        run: _Run | None = getattr(self._local, "run", None)
+        self._local.run = previous
+        if run is None or run.trace is None:
+            return
+        with self._lock:
+            trace = run.trace
+            trace.finished += 1
+            errors = unshown_errors(trace.actions[run.first:], resp) if resp is not None else ["the hook raised"]
+            if errors:
+                trace.hook_errors.setdefault(run.hook, []).extend(errors)
+
+    def action_started(self, action: str, args: Any) -> dict[str, Any] | None:
+        """An action starts on this thread; its record, or None outside a traced hook."""
+        run: _Run | None = getattr(self._local, "run", None)
+        if run is None or run.trace is None:
+            return None
+        rec = action_record(run.hook, action, args)
+        with self._lock:
+            run.trace.actions.append(rec)
+        return rec
+
+    def action_done(self, rec: dict[str, Any] | None, resp: Response) -> None:
+        """The action of ``rec`` (:meth:`action_started`) answered ``resp``."""
+        if rec is not None:
+            with self._lock:
+                finish_action_record(rec, resp)
+
+    def trace(self, event_id: str, explain: Callable[[Event], tuple[Sequence[Any], Mapping[str, str]]],
+              device_id: str) -> dict[str, Any] | None:
+        """The trace of a kept event (:func:`trace_line`), plus ``"complete"``.
+
+        Args:
+            event_id: the event's ``id``.
+            explain: ``Matcher.explain`` (the fired hooks and why the others did not).
+            device_id: this hub's device id, for the envelope.
+
+        Returns:
+            The trace; ``complete`` is false while a hook it fired has not finished (ask
+            again). None when the event is not (or no longer) kept.
+        """
+        with self._lock:
+            trace = self._events.get(event_id)
+            if trace is None:
+                return None
+            actions = [dict(a) for a in trace.actions]
+            hook_errors = {k: list(v) for k, v in trace.hook_errors.items()}
+            finished = trace.finished
+            started = len(trace.started)
+        fired, not_fired = explain(trace.event)
+        line = trace_line(trace.event.to_dict(device_id), [h.name for h in fired], not_fired, actions,
+                          hook_errors)
+        line["complete"] = finished == started and started >= len(fired)
+        return line
+
+    def hook_stats(self) -> dict[str, tuple[int, float]]:
+        """Hook name -> (times fired, wall-clock seconds of the last time) since start."""
+        with self._lock:
+            return dict(self._fired)

@@ -141,10 +141,34 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_3(conn: sqlite3.Connection) -> None:
+    """Schema 3: the rss backend's feeds (conditional-GET validators) and the entries it has
+    announced, so a restart announces none twice. ``entry_key`` is the entry's id (or link,
+    or a digest of its content) as :mod:`pihub.backends.rss` makes it, at most 256 chars."""
+    conn.execute(
+        "CREATE TABLE feeds ("
+        " url TEXT PRIMARY KEY NOT NULL,"
+        " etag TEXT,"
+        " last_modified TEXT,"
+        " polled_at REAL NOT NULL"  # seconds since the epoch, last successful poll
+        ")"
+    )
+    conn.execute(
+        "CREATE TABLE feed_entries ("
+        " url TEXT NOT NULL REFERENCES feeds(url) ON DELETE CASCADE,"
+        " entry_key TEXT NOT NULL,"
+        " seen_at REAL NOT NULL,"  # last poll that saw it in the feed (pruning keeps the newest)
+        " PRIMARY KEY (url, entry_key)"
+        ") WITHOUT ROWID"
+    )
+    conn.execute("CREATE INDEX feed_entries_seen ON feed_entries (url, seen_at)")
+
+
 #: The schema's history; a store opens at ``MIGRATIONS[-1].version``.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "variables", _migrate_1),
     Migration(2, "users, api tokens, sessions, setup code", _migrate_2),
+    Migration(3, "rss feeds and the entries seen", _migrate_3),
 )
 
 
@@ -728,3 +752,46 @@ class Store:
             return True
 
         return bool(self._write(put))
+
+    # -- rss feeds (schema 3; policy in pihub.backends.rss) ------------------------------
+
+    def feed_validators(self, url: str) -> tuple[str | None, str | None] | None:
+        """``(etag, last_modified)`` of a feed polled before, or None for a feed never polled."""
+        with self._lock:
+            row = self._db().execute("SELECT etag, last_modified FROM feeds WHERE url = ?", (url,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def feed_seen(self, url: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` are recorded as seen for the feed ``url``."""
+        keys = list(keys)
+        seen: set[str] = set()
+        with self._lock:
+            db = self._db()
+            for i in range(0, len(keys), _CHUNK):
+                chunk = keys[i:i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                seen.update(r[0] for r in db.execute(
+                    f"SELECT entry_key FROM feed_entries WHERE url = ? AND entry_key IN ({marks})", (url, *chunk)))
+        return seen
+
+    def feed_record(self, url: str, keys: Iterable[str], etag: str | None, last_modified: str | None,
+                    now: float, keep: int) -> None:
+        """After a poll, in one transaction: store the validators, mark ``keys`` (every entry
+        in the feed now) seen at ``now``, and forget all but the ``keep`` most recently seen
+        entries of that feed (``keep`` >= ``len(keys)``, so an entry still in the feed is
+        never forgotten and announced again)."""
+        keys = list(keys)
+        keep = max(keep, len(keys))
+
+        def record(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO feeds (url, etag, last_modified, polled_at) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT(url) DO UPDATE SET etag = excluded.etag, "
+                       "last_modified = excluded.last_modified, polled_at = excluded.polled_at",
+                       (url, etag, last_modified, now))
+            db.executemany("INSERT INTO feed_entries (url, entry_key, seen_at) VALUES (?, ?, ?) "
+                           "ON CONFLICT(url, entry_key) DO UPDATE SET seen_at = excluded.seen_at",
+                           [(url, k, now) for k in keys])
+            db.execute("DELETE FROM feed_entries WHERE url = ? AND entry_key NOT IN (SELECT entry_key FROM "
+                       "feed_entries WHERE url = ? ORDER BY seen_at DESC LIMIT ?)", (url, url, keep))
+
+        self._write(record)

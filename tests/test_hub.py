@@ -248,6 +248,22 @@ procedure.light_on:
     assert (st.hooks_fired, st.hooks_inline) == (2, 1)
 
 
+def test_the_inline_budget_and_overflow_interval_come_from_the_engine_section(make_hub):
+    hub = make_hub(RIG + "engine: {inline_budget: 0.002, overflow_check: 2.5}\n")
+    assert (hub.dispatcher.inline_budget, hub.dispatcher.overflow_check) == (0.002, 2.5)
+    assert hub.publish(Event.of("GPIOEvent", pin=17, value=0))
+    assert hub.flush()
+    dispatcher = hub.status()["dispatcher"]
+    assert (dispatcher["hooks_inline"], dispatcher["inline_overruns"], dispatcher["inline_deferred"],
+            dispatcher["inline_failed"]) == (1, 0, 0, 0)
+
+
+@pytest.mark.parametrize("key, value", [("inline_budget", 0), ("inline_budget", 2), ("overflow_check", 0.001)])
+def test_engine_timings_out_of_range_are_config_errors(make_hub, key, value):
+    with pytest.raises(ConfigError, match=rf"engine\.{key}"):
+        make_hub(RIG + f"engine: {{{key}: {value}}}\n")
+
+
 def test_flush_waits_for_a_running_inline_hook(make_hub):
     hub = make_hub(RIG)
     mock = hub.backends["mock"]
@@ -396,3 +412,17 @@ def test_describe_actions_is_the_registrys(make_hub):
     actions = {a["action"] for a in hub.describe_actions()}
     assert {"mock.set", "variable.get"} <= actions
     assert hub.describe_actions() == hub.registry.describe()
+
+
+def test_the_websocket_accepts_the_panels_origin_on_the_http_port_bound_at_start(make_hub, monkeypatch):
+    """http.port 0: the port is known only once bound, and the panel's pages come from it."""
+    from websockets.sync.client import connect
+
+    monkeypatch.setenv("PIHUB_API_TOKEN", "ph_hub_test_env_token_0123456789abcdefghijklm")
+    hub = make_hub("http: {port: 0, websocket_port: 0}\nmock: {}\n")
+    assert hub.web.port != 0
+    with connect(f"ws://127.0.0.1:{hub.live.port}/ws/events", open_timeout=5,
+                 origin=f"http://127.0.0.1:{hub.web.port}",
+                 additional_headers={"X-Token": "ph_hub_test_env_token_0123456789abcdefghijklm"}) as ws:
+        ws.send('{"type": "ping"}')  # accepted: the connection stays open
+        assert ws.protocol.state.name == "OPEN"

@@ -155,6 +155,15 @@ class MockBackend(Backend):
         self._record("output", name=name, value=value)
         return {"name": name, "value": value, "previous": previous}
 
+    def describe_entities(self) -> list[dict[str, Any]]:
+        """The named outputs and their values, for the web panel: ``{name, value, kind:
+        "output", set}``, ``set`` being the action that drives one (``mock.set``)."""
+        with self._lock:
+            items = list(self.outputs.items())
+        return [{"name": name, "value": value, "kind": "output",
+                 "set": {"action": "mock.set", "args": {"name": name}, "value_arg": "value"}}
+                for name, value in items]
+
     @action(blocking=False)
     def get(self, name: str) -> Any:
         """The current value of a named output (null when never set)."""

@@ -70,9 +70,10 @@ their errors, and those of fork iterations, are logged.
 Errors of a hook's own steps (a failing ``${...}``, a bad loop value) end the hook's run
 and are in its Response; :meth:`Runner.run_hook` logs them with the hook's name.
 
-``target``: Platypush's own bus runs every request whatever its target (PLATYPUSH.md
-§7.2); pihub runs actions locally too. The step keeps ``target`` so the config loader can
-warn about a foreign one.
+``target``: a step whose ``target`` names another device is handed to the executor with
+it; the hub sends it to that device over MQTT when an ``mqtt`` section is configured (see
+:meth:`pihub.hub.Hub.execute`), and runs it here otherwise, as Platypush's own bus does
+with every request whatever its target (PLATYPUSH.md §7.2).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pihub.engine.expr import Expr, Template, compile_expr, compile_template
 from pihub.engine.hooks import Hook
@@ -106,10 +107,14 @@ DEFAULT_MAX_CALL_DEPTH = 32
 # Module-wide rather than per Runner: a nested call may go through another Runner instance.
 _DEPTH = threading.local()
 
-#: ``execute(action, args, context) -> Response``: runs ``plugin.method`` or ``procedure.X``;
-#: ``context`` is what a procedure started by the action inherits (the hook context with
-#: the caller's current ``output``/``errors``), to hand to :meth:`Runner.call`. Read-only.
-Executor = Callable[[str, Any, Mapping[str, Any]], Response]
+class Executor(Protocol):
+    """``execute(action, args, context, target="") -> Response``: runs ``plugin.method`` or
+    ``procedure.X``; ``context`` is what a procedure started by the action inherits (the
+    hook context with the caller's current ``output``/``errors``), to hand to
+    :meth:`Runner.call`, read-only; ``target`` is the step's ``target`` (another device's
+    ``device_id``, or ``""`` for this one)."""
+
+    def __call__(self, action: str, args: Any, context: Mapping[str, Any], target: str = "") -> Response: ...
 #: Submits a task to the hub's bounded worker pool.
 Spawn = Callable[[Callable[[], None]], None]
 
@@ -634,7 +639,7 @@ class Runner:
     """Runs compiled steps and procedures. Holds no per-run state: share one per hub.
 
     Args:
-        executor: ``execute(action, args, context) -> Response``; it resolves plugins and
+        executor: ``execute(action, args, context, target) -> Response``; it resolves plugins and
             ``procedure.X`` (typically by calling :meth:`call` back). ``context`` is the
             caller's scope, read-only by contract.
         spawn: submits a task to the hub's bounded worker pool; used for ``fork``
@@ -814,7 +819,7 @@ class Runner:
         if "output" in scope:  # a called procedure also sees the caller's latest result
             inherited = {**inherited, "output": scope["output"], "errors": scope.get("errors", [])}
         try:
-            response = self._execute(action, args, inherited)
+            response = self._execute(action, args, inherited, step.target)
         except Exception as e:  # an executor failure is an action error, as in Platypush
             response = Response(errors=[f"{action}: {type(e).__name__}: {e}"])
         errors = [e if isinstance(e, str) else str(e) for e in response.errors]

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from pihub.config.schema import Field, Schema
+from pihub.config.schema import Field, Schema, dict_of
 
 if TYPE_CHECKING:
     from pihub.events import Event
     from pihub.hub import HubMetrics
     from pihub.messages import Request, Response
+    from pihub.web.camera import CameraSource
 
 __all__ = ["HOOK_SCHEMA", "HTTP_SCHEMA", "WebHub"]
 
@@ -63,6 +64,10 @@ class WebHub(Protocol):
 
     def describe_actions(self) -> list[dict[str, Any]]:
         """Every action with its arguments and doc (``GET /actions``)."""
+        ...
+
+    def camera(self, name: str) -> CameraSource | None:
+        """The running camera backend ``name`` (``camera.pi``), or None (``/camera/...``)."""
         ...
 
 #: One entry of ``http.hooks``: how ``/hook/<name>`` is protected.
@@ -128,7 +133,7 @@ HTTP_SCHEMA: Final = Schema(
                                      "own to log in and to open websockets"),
         "threads": Field(int, 8, min=1, max=256, aliases=("num_workers",),
                          doc="HTTP worker threads, i.e. requests served at the same time"),
-        "hooks": Field(dict[str, HOOK_SCHEMA], {},
+        "hooks": Field(dict_of(HOOK_SCHEMA), {},
                        doc="per-webhook access rules, by hook name; a hook not listed needs a user "
                            "credential with the control scope"),
         "hook_timeout": Field(float, 30.0, min=0.1, max=600.0,

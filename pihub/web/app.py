@@ -13,7 +13,10 @@ Where the routes live:
   ``GET /livez``, ``GET /readyz`` and ``GET /metrics`` (rendered by :mod:`pihub.web.metrics`);
 * :mod:`pihub.web.login`: ``/login``, ``/logout``, ``/auth``, ``/tokens``;
 * :mod:`pihub.web.webhooks`: ``/hook/<name>``;
-* :mod:`pihub.web.resources`: ``/resources/<name>/<path>``.
+* :mod:`pihub.web.resources`: ``/resources/<name>/<path>``;
+* :mod:`pihub.web.camera`: ``/camera/<name>/photo.jpg`` and ``/camera/<name>/video.mjpeg``;
+* :mod:`pihub.web.panel`: the web panel, ``/``, ``/ui/<file>``, ``/panel/...``,
+  ``/events/<id>/trace`` and ``/dashboard/<name>``.
 
 **Wire rules.**
 
@@ -28,7 +31,9 @@ Where the routes live:
 * Every response carries ``Content-Security-Policy: default-src 'self'; frame-ancestors
   'none'``, ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer``, plus
   ``Strict-Transport-Security`` when the request came over TLS. They are added by
-  :meth:`PihubApp.wsgi` around Bottle, so no code path can forget them.
+  :meth:`PihubApp.wsgi` around Bottle, so no code path can forget them. A panel HTML
+  page carries the panel's own policy instead (``default-src 'none'``, and its websocket
+  origin in ``connect-src``; see :mod:`pihub.web.panel`).
 * A request body is at most ``max_body`` bytes: a larger ``Content-Length`` is refused
   with 413 before any route runs, and a chunked body is cut off (413) as soon as the read
   passes the limit.
@@ -45,14 +50,15 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, BinaryIO
 
 import bottle
 
-from pihub.errors import BodyTooLarge
-from pihub.messages import MessageError, Request, dumps, parse
+from pihub.errors import BodyTooLarge, MessageError
+from pihub.messages import Request, dumps, parse
 from pihub.web import HTTP_SCHEMA, WebHub
 from pihub.web.access import SAFE_METHODS, SESSION_COOKIE, Access, Caller
+from pihub.web.camera import camera_routes
 from pihub.web.context import (
     ERROR_NAMES,
     HSTS_HEADER,
@@ -67,6 +73,7 @@ from pihub.web.context import (
     json_response,
 )
 from pihub.web.login import Accounts
+from pihub.web.panel import PAGE_CSP, mount_panel
 from pihub.web.resources import Resources
 from pihub.web.webhooks import HOOK_METHODS, Webhooks
 
@@ -77,7 +84,7 @@ __all__ = ["ERROR_NAMES", "HOOK_METHODS", "SAFE_METHODS", "SECURITY_HEADERS", "S
 
 
 # ------------------------------------------------------------------------------ app
-class PihubApp(bottle.Bottle):
+class PihubApp(bottle.Bottle):  # type: ignore[misc]  # bottle is untyped (Any)
     """A Bottle app whose every response is JSON on error and carries the security headers.
 
     Built by :func:`make_app`. :meth:`wsgi` wraps Bottle's own: it refuses oversized
@@ -162,7 +169,7 @@ class PihubApp(bottle.Bottle):
                 out.close()
             status, body = _internal_error()
             headers, out = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], [body]
-        return self._send(start_response, status, headers, out, https)
+        return self._send(start_response, status, headers, out, https, environ.get(PAGE_CSP))
 
     def _precheck(self, environ: Mapping[str, Any]) -> tuple[str, bytes] | None:
         """Refuse a bad or too large ``Content-Length`` before routing (status, body) or None."""
@@ -177,10 +184,15 @@ class PihubApp(bottle.Bottle):
         return None
 
     def _send(self, start_response: Callable[..., Any], status: str, headers: list[tuple[str, str]],
-              out: Iterable[bytes], https: bool) -> Iterable[bytes]:
-        """Add the security headers, count the status, call the real ``start_response``."""
+              out: Iterable[bytes], https: bool, csp: str | None = None) -> Iterable[bytes]:
+        """Add the security headers, count the status, call the real ``start_response``.
+
+        ``csp``: a panel page's own Content-Security-Policy (:data:`pihub.web.panel.PAGE_CSP`),
+        replacing the default one.
+        """
         final = [(k, v) for k, v in headers if k.lower() not in OWN_HEADERS]
-        final.extend(SECURITY_HEADERS)
+        final.extend(SECURITY_HEADERS if csp is None else
+                     [(k, csp if k == "Content-Security-Policy" else v) for k, v in SECURITY_HEADERS])
         if https:
             final.append(HSTS_HEADER)
         try:
@@ -210,7 +222,7 @@ class _LimitedInput:
     reading them.
     """
 
-    def __init__(self, stream: Any, limit: int) -> None:
+    def __init__(self, stream: BinaryIO | None, limit: int) -> None:
         self._stream = stream
         self._limit = limit
         self._read = 0
@@ -373,7 +385,7 @@ def make_app(hub: WebHub, *, auth: Any = None, settings: Mapping[str, Any] | Non
     accounts = Accounts(ctx)
     hooks = Webhooks(ctx)
     files = Resources(ctx, values["resource_dirs"])
-    app.api = api  # type: ignore[attr-defined]
+    app.api = api
     app.install(_guard)
     app.route("/execute", "POST", api.execute)
     app.route("/auth", "POST", accounts.auth_post)
@@ -392,4 +404,6 @@ def make_app(hub: WebHub, *, auth: Any = None, settings: Mapping[str, Any] | Non
     app.route("/metrics", "GET", api.metrics)
     app.route("/livez", "GET", api.livez)
     app.route("/readyz", "GET", api.readyz)
+    camera_routes(app, ctx)
+    mount_panel(app, ctx)
     return app

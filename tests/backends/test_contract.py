@@ -7,17 +7,21 @@ in CONTRACT_CONFIGS below, or the suite fails: a new backend cannot land unteste
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pihub_testing import load_hw_mock, need_pcsc_stack, need_tool
 
-from pihub.backends.base import Backend, BackendStatus
+from pihub.backends.base import Backend, BackendStatus, RequestChannel
 from pihub.clock import ManualClock
 from pihub.hub import backend_classes
+from pihub.messages import parse
 
 #: a working config per backend on the mock rig, and how to make it emit one event.
 CONTRACT_CONFIGS = {
@@ -39,6 +43,25 @@ CONTRACT_CONFIGS = {
     # a private jackd + the controller simulator (CONTRACT_RIGS): opening the input emits
     # MidiDeviceConnectedEvent. The message/output/throttle tests are in test_midi.py.
     "midi": ({"api": "jack", "inputs": ["slider"]}, None),
+    # ffmpeg as the camera (CONTRACT_RIGS checks it is installed): stream_on_start captures at
+    # open, which emits CameraRecordingStartedEvent. The stream/client tests are in test_camera.py.
+    "camera.pi": ({"driver": "mock", "listen_port": 0, "resolution": [320, 240], "stream_on_start": True}, None),
+    # a private mosquitto with a retained message (CONTRACT_RIGS; it fills in the port and
+    # user): subscribing at connect delivers it, an MQTTMessageEvent. The broker, TLS and
+    # RPC tests are in test_mqtt.py.
+    "mqtt": ({"topics": ["test/contract"]}, None),
+    # a request channel: a client posts an event after open (REQUEST_POKES), which the
+    # channel hands to its gate with its own emit. The auth/framing tests are in test_tcp.py.
+    "tcp": ({"port": 0}, None),
+    # a real redis-server (CONTRACT_RIGS fills in its socket); a client pushes an event.
+    # The auth/junk/restart tests are in test_redis_queue.py.
+    "redis_queue": ({"unix_socket_path": "/nonexistent-filled-in-by-the-rig", "poll_timeout": 0.2}, None),
+    # a temp dir (CONTRACT_RIGS fills it in) where the rig creates files until the test ends.
+    # The event/coalescing/missing-path tests are in test_file_watch.py.
+    "file_watch": ({"paths": ["/nonexistent-filled-in-by-the-rig"]}, None),
+    # a local HTTP server serving a one-entry feed (CONTRACT_RIGS fills in its URL): the first
+    # poll at open announces it. The dedup/304/broken-feed tests are in test_rss.py.
+    "rss": ({"feeds": ["http://127.0.0.1:1/filled-in-by-the-rig"], "timeout": 2}, None),
 }
 BAD_CONFIGS = {
     "mock": {"script": [{"after": -1, "event": {"type": "GPIOEvent"}}]},
@@ -48,6 +71,12 @@ BAD_CONFIGS = {
     "smartcard": {"atr": ["3B 8G"]},
     "flic": {"latency_mode": "fast"},
     "midi": {"api": "coremidi"},
+    "camera.pi": {"driver": "mock", "rotation": 90},
+    "mqtt": {"qos": 3},
+    "tcp": {"port": 70000},
+    "redis_queue": {"redis_args": {"decode_responses": True}},
+    "file_watch": {"paths": [{"path": "/tmp", "events": ["rename"]}]},
+    "rss": {"feeds": ["file:///etc/passwd"]},
 }
 
 
@@ -73,7 +102,97 @@ def _midi_rig() -> Iterator[None]:
 
 #: backends whose contract config needs an outside service: name -> a context manager
 #: factory that starts it (and stops it on exit) around each of the backend's tests.
-CONTRACT_RIGS = {"smartcard": _smartcard_rig, "flic": _flic_rig, "midi": _midi_rig}
+@contextlib.contextmanager
+def _camera_rig() -> Iterator[None]:
+    need_tool(shutil.which("ffmpeg") is not None, "ffmpeg is not installed (apt-get install ffmpeg)")
+    yield
+
+
+@contextlib.contextmanager
+def _mqtt_rig() -> Iterator[None]:
+    import subprocess
+    import tempfile
+
+    for tool in ("mosquitto", "mosquitto_passwd", "mosquitto_pub"):
+        need_tool(shutil.which(tool) is not None or os.path.exists(f"/usr/sbin/{tool}"),
+                  f"{tool} is not installed (apt-get install mosquitto mosquitto-clients)")
+    with tempfile.TemporaryDirectory() as d, load_hw_mock("mqtt_broker").Broker(d, {"u": "p"}, tls=False) as b:
+        subprocess.run(["mosquitto_pub", "-p", str(b.port), "-u", "u", "-P", "p", "-t", "test/contract", "-r",
+                        "-q", "1", "-m", "retained"], check=True, timeout=10)
+        CONTRACT_CONFIGS["mqtt"][0].update(port=b.port, username="u", password="p")
+        yield
+
+
+@contextlib.contextmanager
+def _file_watch_rig() -> Iterator[None]:
+    with tempfile.TemporaryDirectory() as d:
+        CONTRACT_CONFIGS["file_watch"][0]["paths"] = [d]
+        stop = threading.Event()
+
+        def touch() -> None:  # a stimulus, not a wait: a new file every 20 ms until the test ends
+            i = 0
+            while not stop.wait(0.02):
+                Path(d, f"f{i}").write_text("")
+                i += 1
+
+        t = threading.Thread(target=touch, daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            t.join()
+
+
+@contextlib.contextmanager
+def _rss_rig() -> Iterator[None]:
+    feed = (b'<rss version="2.0"><channel><title>T</title><item><guid>1</guid><title>one</title></item>'
+            b'</channel></rss>')
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(feed)))
+            self.end_headers()
+            self.wfile.write(feed)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    CONTRACT_CONFIGS["rss"][0]["feeds"] = [f"http://127.0.0.1:{server.server_address[1]}/feed.xml"]
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def _redis_rig() -> Iterator[None]:
+    import subprocess
+    import tempfile
+    import time
+
+    need_tool(shutil.which("redis-server") is not None, "redis-server is not installed (apt-get install redis-server)")
+    with tempfile.TemporaryDirectory(prefix="pihub-contract-redis-") as tmp:
+        sock = os.path.join(tmp, "redis.sock")
+        proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
+                                 "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(sock) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            CONTRACT_CONFIGS["redis_queue"][0]["unix_socket_path"] = sock
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+CONTRACT_RIGS = {"redis_queue": _redis_rig, "smartcard": _smartcard_rig, "flic": _flic_rig, "midi": _midi_rig, "camera.pi": _camera_rig,
+                 "mqtt": _mqtt_rig, "file_watch": _file_watch_rig, "rss": _rss_rig}
 
 
 @pytest.fixture(autouse=True)
@@ -87,6 +206,40 @@ def _contract_rig(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
 
 BACKENDS = sorted(backend_classes())
+
+
+def _contract_gate(message, *, channel, emit, peer="", token=None, trusted=False):
+    """Stands in for the hub's request gate (pihub.ingress): emits a posted event (and, as
+    the gate does for an event, returns None: nothing to answer)."""
+    event = parse(message)
+    event.source = channel
+    emit(event)
+    return None
+
+
+def _tcp_poke(backend: Backend) -> None:
+    import json
+    import socket
+
+    with socket.create_connection(backend.address, timeout=5) as s:
+        s.sendall(json.dumps({"type": "event", "args": {"type": "CustomEvent", "subtype": "contract"}}).encode()
+                  + b"\n")
+        assert s.recv(100) == b"{}\n"
+
+
+#: request channels: how a client makes the open channel emit one event
+def _redis_poke(backend: Backend) -> None:
+    import json
+
+    import redis
+
+    client = redis.Redis(unix_socket_path=backend.config["unix_socket_path"])
+    client.rpush(backend.config["queue"], json.dumps({"type": "event", "args": {"type": "CustomEvent",
+                                                                                  "subtype": "contract"}}))
+    client.close()
+
+
+REQUEST_POKES = {"tcp": _tcp_poke, "redis_queue": _redis_poke}
 
 
 def test_every_backend_has_a_contract_config():
@@ -110,9 +263,13 @@ def test_open_emit_close(name):
         ev.set()
         return True
 
+    if isinstance(backend, RequestChannel):
+        backend.bind_requests(_contract_gate, "contract")
     before = set(threading.enumerate())
     backend.open(emit)
     started = set(threading.enumerate()) - before
+    if name in REQUEST_POKES:
+        REQUEST_POKES[name](backend)
     assert backend.status == BackendStatus.RUNNING
     assert ev.wait(5), f"{name} emitted nothing"
     assert got[0].source == name

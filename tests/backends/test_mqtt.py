@@ -413,6 +413,29 @@ def test_a_request_with_another_target_goes_there_through_the_hub(two_hubs):
     assert local.errors == [] and _run(kitchen, "variable.get", name="here").output == {"here": 1}
 
 
+def test_a_hook_step_with_a_target_runs_on_that_device(broker, make_hub, tmp_path):
+    """The seeds' pattern: a hook on one Pi drives another (target: in the step)."""
+    from pihub.events import Event
+
+    hall = make_hub(_hub_config(tmp_path, "hall", broker.port, trusted_users=["kitchen"]))
+    kitchen = make_hub(_hub_config(tmp_path, "kitchen", broker.port) + """
+event.hook.doorbell_lights_the_hall:
+  if: {type: CustomEvent, subtype: doorbell}
+  then:
+    - action: variable.set
+      args: {hall_light: "on"}
+      target: hall
+    - action: variable.set
+      args: {rang: true}
+""")
+    for hub in (hall, kitchen):
+        assert wait_for(lambda hub=hub: _connected(hub.backends["mqtt"]))
+    assert kitchen.publish(Event.of("CustomEvent", subtype="doorbell"))
+    assert wait_for(lambda: _run(hall, "variable.get", name="hall_light").output == {"hall_light": "on"}, 10)
+    assert wait_for(lambda: _run(kitchen, "variable.get", name="rang").output == {"rang": True}, 10)
+    assert _run(kitchen, "variable.get", name="hall_light").output == {"hall_light": None}
+
+
 def test_platypush_backend_mqtt_section_loads_as_mqtt_with_a_warning(write_config, load_config):
     config = load_config(write_config("""
         backend.mqtt:

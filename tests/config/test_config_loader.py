@@ -43,6 +43,10 @@ SECTIONS = {
     "mqtt": Schema({}, extra=True),
     "serial": Schema({}, extra=True),
     "sensor.dht": Schema({}, extra=True),
+    "file_watch": Schema({}, extra=True),
+    "rss": Schema({}, extra=True),
+    "tcp": Schema({}, extra=True),
+    "redis_queue": Schema({}, extra=True),
     "shell": Schema({"enabled": Field(bool, False)}),
 }
 
@@ -271,7 +275,10 @@ def test_legacy_expected_table() -> None:
         "backend.http": "http", "backend.midi": "midi", "backend.button.flic": "flic",
         "backend.scard": "smartcard", "backend.camera.pi": "camera.pi", "backend.sensor.mcp3008": "adc",
         "backend.sensor.serial": "serial", "backend.mqtt": "mqtt", "backend.serial": "serial",
-        "gpio.sensor.mcp3008": "adc", "sensor.mcp3008": "adc"}
+        "backend.tcp": "tcp", "backend.redis": "redis_queue",
+        "gpio.sensor.mcp3008": "adc", "sensor.mcp3008": "adc",
+        "backend.inotify": "file_watch", "backend.file.monitor": "file_watch", "file.monitor": "file_watch",
+        "backend.http.poll": "rss"}
 
 
 def test_legacy_backend_sensor_maps_to_sensor_when_that_section_exists(tmp_path: Path) -> None:

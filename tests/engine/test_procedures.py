@@ -38,13 +38,15 @@ class FakeExecutor:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.contexts: list[dict[str, Any]] = []
+        self.targets: list[str] = []
         self.handlers: dict[str, Callable[[Any, Mapping[str, Any]], Response]] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, action: str, args: Any, context: Mapping[str, Any]) -> Response:
+    def __call__(self, action: str, args: Any, context: Mapping[str, Any], target: str = "") -> Response:
         with self._lock:
             self.calls.append((action, args))
             self.contexts.append(dict(context))
+            self.targets.append(target)
         if action in self.handlers:
             return self.handlers[action](args, context)
         if isinstance(args, dict) and set(args) == {"value"}:
@@ -656,7 +658,7 @@ class ProcedureTable:
         self.spawned = DeferredSpawn()
         self.runner = Runner(self, self.spawned)
 
-    def __call__(self, action: str, args: Any, context: Mapping[str, Any]) -> Response:
+    def __call__(self, action: str, args: Any, context: Mapping[str, Any], target: str = "") -> Response:
         if action.startswith("procedure."):
             return self.runner.call(self.procs[procedure_name(action)], args, context=context)
         self.recorded.append((action, args))
@@ -745,3 +747,10 @@ def test_run_hook_logs_the_error_that_ended_the_hook(caplog: pytest.LogCaptureFi
 ])
 def test_procedure_name(action: str, name: str) -> None:
     assert procedure_name(action) == name
+
+
+def test_a_steps_target_reaches_the_executor(ex: FakeExecutor, runner: Runner) -> None:
+    steps = compile_steps([{"action": "gpio.on", "args": {"pin": 4}, "target": "kitchen-pi"},
+                           {"action": "gpio.off", "args": {"pin": 4}}])
+    assert runner.run(steps, {}).errors == []
+    assert ex.targets == ["kitchen-pi", ""]

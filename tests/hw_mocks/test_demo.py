@@ -2,8 +2,9 @@
 device, the demo's hooks fire from each, and the printed login and token work.
 
 The demo runs from a copy of hw-mocks/ in a temporary directory (its run/ files land
-there, not in the checkout). Its fixed ports (flicd 5551/5552, the JACK server name, vpcd's
-namespace) are the demo's own; the HTTP port is a free one (--http-port).
+there, not in the checkout). Its fixed ports (flicd 5551/5552, the camera's 2222, the MQTT
+broker's 18830, the JACK server name, vpcd's namespace) are the demo's own; the HTTP port
+is a free one (--http-port).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 from pihub_testing import HW_MOCKS, need_pcsc_stack, need_tool, wait_for
 
-DEVICES = ("serial", "flic", "midi", "smartcard")
+DEVICES = ("serial", "flic", "midi", "smartcard", "camera", "mqtt", "file_watch")
 
 
 def _free_port_pair() -> int:
@@ -103,6 +104,9 @@ class Demo:
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
     need_tool(shutil.which("jackd") is not None, "jackd is not installed (apt-get install jackd2)")
+    need_tool(shutil.which("ffmpeg") is not None, "ffmpeg is not installed (apt-get install ffmpeg)")
+    need_tool(shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists(),
+              "mosquitto is not installed (apt-get install mosquitto)")
     need_pcsc_stack()
     d = Demo(tmp_path, _free_port_pair())
     try:
@@ -129,7 +133,7 @@ def test_the_demo_starts_every_simulator_and_every_device_drives_a_hook(demo: De
             return {}
         return {b["name"]: b["status"] for b in body["backends"]} if status == 200 else {}
 
-    want = {"serial", "flic", "midi", "smartcard", "mock"}
+    want = {"serial", "flic", "midi", "smartcard", "mock", "gpio", "camera.pi", "mqtt", "file_watch"}
     assert wait_for(lambda: {n for n, s in backends().items() if s == "running"} >= want, 30, 0.2), backends()
 
     # each simulator's cycle reaches pihub, and the demo's hook for it sets a mock output
@@ -144,6 +148,10 @@ def test_the_demo_starts_every_simulator_and_every_device_drives_a_hook(demo: De
         return seen_outputs >= outputs
 
     assert wait_for(all_set, 40, 0.5), f"outputs set so far: {sorted(seen_outputs)}, want {sorted(outputs)}"
+
+    # a file dropped into run/inbox reaches the file_watch hook (its log line)
+    (demo.root / "run" / "inbox" / "hello.txt").write_text("hi", encoding="utf-8")
+    demo.until(r"inbox: .*hello\.txt arrived")
 
     # the printed login works
     status, body = demo.call("POST", "/login", {"username": "demo", "password": login.group(1)})

@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from pihub_testing import wait_for
 from panel_support import USER, Panel, Rig
+from pihub_testing import wait_for
 from test_panel_http import request
 
 from pihub.web.dashboards import DASHBOARDS_SCHEMA

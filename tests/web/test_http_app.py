@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -661,6 +662,7 @@ class TestMeta:
         for route in rig.app.routes:
             rule = route.rule.replace("<token_id>", "{token_id}").replace("<name>", "{name}")
             rule = rule.replace("<rest:path>", "{name}/{path}")
+            rule = re.sub(r"<(\w+)(?::\w+)?>", r"{\1}", rule)  # any other wildcard: its name
             assert (rule, route.method) in documented, (rule, route.method)
         assert len(documented) == len(rig.app.routes)
 
@@ -683,6 +685,9 @@ class TestMeta:
         assert samples["pihub_websocket_clients"] == 3
         assert samples['pihub_bus_published_total{producer="hub"}'] >= 2
         assert samples["pihub_hooks_fired_total"] >= 1
+        st = rig.hub.dispatcher.stats
+        assert (samples["pihub_hooks_inline_total"], samples["pihub_inline_overruns_total"],
+                samples["pihub_inline_deferred_total"]) == (st.hooks_inline, st.inline_overruns, st.inline_deferred)
         buckets = [v for k, v in samples.items() if k.startswith("pihub_dispatch_latency_seconds_bucket")]
         assert buckets == sorted(buckets) and buckets[-1] == samples["pihub_dispatch_latency_seconds_count"]
         assert 'le="+Inf"' in text and samples["pihub_dispatch_latency_seconds_count"] >= 1
