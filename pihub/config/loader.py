@@ -118,6 +118,10 @@ SPLIT_SECTIONS: Final[Mapping[str, frozenset[str]]] = {
 #: Platypush sections pihub refuses, with the reason.
 UNSUPPORTED_SECTIONS: Final[Mapping[str, str]] = {
     "camera.pi.legacy": "the legacy picamera (v1) stack is not supported; use 'camera.pi' (picamera2)",
+    "backend.websocket": "requests over a websocket are served by the http section's websocket server at "
+                         "ws://HOST:<http.websocket_port>/ws/requests (Platypush 0.50's layout; the token "
+                         "may ride in the first request); remove this section, and set "
+                         "http.websocket_port: 8765 to keep the old port",
 }
 
 #: The top-level keys that are not sections.

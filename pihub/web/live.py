@@ -27,6 +27,10 @@ Without one (a browser cannot set headers on a websocket), the first message car
 it: ``{"type":"auth","token":"..."}`` or ``{"type":"auth","session":"..."}`` (optionally
 with ``"since": n``). The server answers
 ``{"type":"auth","status":"ok","user":...,"scopes":[...],"seq":last,"epoch":...}``.
+On ``/ws/requests`` the first message may instead be a request (or event) envelope with
+the API token in its ``token`` key, as Platypush's clients send it: the token
+authenticates the connection (no acknowledgement), and that message is run as its
+first request. Later messages run as the same caller; a ``token`` in them is ignored.
 
 No or bad authentication closes with 1008 and nothing else is ever sent. The close
 reason starts with the error name HTTP uses for the same refusal, then says why:
@@ -765,7 +769,7 @@ class LiveServer:
         self._conns.add(ws)
         self.stats["connections"] += 1
         try:
-            ok, since, ack = await self._authenticate(c, url.query)
+            ok, since, ack, first = await self._authenticate(c, url.query)
             if not ok:
                 return
             # no await between the check in _authenticate and here: see on_revoke
@@ -775,6 +779,8 @@ class LiveServer:
             else:
                 if ack:
                     await ws.send(self._ack(c, self._seq))
+                if first is not None:  # a Platypush client's first request carried the token
+                    await self._on_request(c, first)
                 await self._read_requests(c)
         except ConnectionClosed:
             pass
@@ -787,11 +793,15 @@ class LiveServer:
                 if t is not None:
                     t.cancel()
 
-    async def _authenticate(self, c: _Client, query: str) -> tuple[bool, int | None, bool]:
+    async def _authenticate(self, c: _Client, query: str
+                            ) -> tuple[bool, int | None, bool, dict[str, Any] | None]:
         """Authenticate ``c`` and register it.
 
         Returns:
-            ``(ok, since, send an acknowledgement)``; not ok means the socket is closed.
+            ``(ok, since, send an acknowledgement, first request)``; not ok means the socket
+            is closed. ``first request`` is a request or event envelope that carried the
+            token itself (Platypush's clients do, on ``/ws/requests``): it is run once the
+            client is registered, and no acknowledgement is sent.
         """
         ws = c.ws
         since = None
@@ -802,28 +812,35 @@ class LiveServer:
         view = self._view(ws.request, ws)
         found = self._handshake_caller(view)
         ack = False
+        first: dict[str, Any] | None = None
         if found is None:
             try:
                 async with asyncio.timeout(self.auth_timeout):
                     raw = await ws.recv()
             except TimeoutError:
-                return await self._reject(ws, REFUSED_TIMEOUT), None, False
-            caller, msg_since, refusal = self._message_caller(raw, view)
-            if msg_since is not None:
-                since = msg_since
-            ack = True
+                return await self._reject(ws, REFUSED_TIMEOUT), None, False, None
+            msg = _decode(raw)
+            if (c.endpoint == REQUESTS_PATH and isinstance(msg, dict)
+                    and msg.get("type") in ("request", "event") and isinstance(msg.get("token"), str)):
+                caller, refusal = self._check(Credential(TOKEN, msg["token"]), view)
+                first = msg
+            else:
+                caller, msg_since, refusal = self._message_caller(msg, view)
+                if msg_since is not None:
+                    since = msg_since
+                ack = True
         else:
             caller, refusal = found
         if caller is None:
-            return await self._reject(ws, refusal), None, False
+            return await self._reject(ws, refusal), None, False, None
         try:
             self.access.check_scope(caller, ENDPOINT_SCOPES[c.endpoint])
         except Refused as e:
-            return await self._reject(ws, e.reason), None, False
+            return await self._reject(ws, e.reason), None, False, None
         c.principal = caller.principal
         c.session = caller.session_token
         self._clients.add(c)
-        return True, since, ack
+        return True, since, ack, first
 
     def _ack(self, c: _Client, seq: int) -> str:
         assert c.principal is not None
@@ -845,10 +862,10 @@ class LiveServer:
             return None
         return self._check(cred, view)
 
-    def _message_caller(self, raw: str | bytes, view: RequestView
+    def _message_caller(self, msg: dict[str, Any] | str, view: RequestView
                         ) -> tuple[Caller | None, int | None, str]:
-        """``(caller or None, since, close reason when refused)`` from the first message."""
-        msg = _decode(raw)
+        """``(caller or None, since, close reason when refused)`` from the first message
+        (decoded by :func:`_decode`: a dict, or the error text)."""
         if isinstance(msg, str) or msg.get("type") != "auth":
             return None, None, REFUSED_CREDENTIALS
         since = None
@@ -920,34 +937,38 @@ class LiveServer:
     async def _read_requests(self, c: _Client) -> None:
         """Messages from a request client: each request starts a task; never waits for one."""
         async for raw in c.ws:
-            msg = _decode(raw)
-            if isinstance(msg, str):
-                await self._send_response(c, Response(errors=[msg]))
-                continue
-            rid = str(msg.get("id") or "")
-            try:
-                req = parse(msg, default_origin="websocket")
-            except MessageError as e:
-                await self._send_response(c, Response(errors=[str(e)], id=rid))
-                continue
-            if isinstance(req, Event):
-                ok = self.hub.publish(req)
-                await self._send_response(c, Response(
-                    errors=[] if ok else ["the event bus is full: event dropped"], id=req.id))
-                continue
-            self.stats["requests"] += 1
-            if c.in_flight >= self.max_in_flight or self._pending >= MAX_PENDING:
-                self.stats["requests_rejected"] += 1
-                limit = (f"{self.max_in_flight} on this connection" if c.in_flight >= self.max_in_flight
-                         else f"{MAX_PENDING} in all")
-                await self._send_response(c, Response(
-                    errors=[f"too many requests in flight ({limit}): {req.action} not run"], id=req.id))
-                continue
-            c.in_flight += 1
-            self._pending += 1
-            task = asyncio.ensure_future(self._run_request(c, req))
-            c.tasks.add(task)
-            task.add_done_callback(c.tasks.discard)
+            await self._on_request(c, _decode(raw))
+
+    async def _on_request(self, c: _Client, msg: dict[str, Any] | str) -> None:
+        """One decoded message of a request client. A ``token`` in it is not looked at: the
+        connection was authenticated once, and runs as that caller."""
+        if isinstance(msg, str):
+            await self._send_response(c, Response(errors=[msg]))
+            return
+        rid = str(msg.get("id") or "")
+        try:
+            req = parse(msg, default_origin="websocket")
+        except MessageError as e:
+            await self._send_response(c, Response(errors=[str(e)], id=rid))
+            return
+        if isinstance(req, Event):
+            ok = self.hub.publish(req)
+            await self._send_response(c, Response(
+                errors=[] if ok else ["the event bus is full: event dropped"], id=req.id))
+            return
+        self.stats["requests"] += 1
+        if c.in_flight >= self.max_in_flight or self._pending >= MAX_PENDING:
+            self.stats["requests_rejected"] += 1
+            limit = (f"{self.max_in_flight} on this connection" if c.in_flight >= self.max_in_flight
+                     else f"{MAX_PENDING} in all")
+            await self._send_response(c, Response(
+                errors=[f"too many requests in flight ({limit}): {req.action} not run"], id=req.id))
+            return
+        c.in_flight += 1
+        self._pending += 1
+        task = asyncio.ensure_future(self._run_request(c, req))
+        c.tasks.add(task)
+        task.add_done_callback(c.tasks.discard)
 
     async def _run_request(self, c: _Client, req: Request) -> None:
         """Run ``req`` on the request pool and send its response."""

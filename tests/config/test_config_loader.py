@@ -298,6 +298,13 @@ def test_legacy_section_problems_use_the_new_name_and_the_old_place(tmp_path: Pa
     assert errors_of(cfg) == [f"{cfg}:2:9: http.port: must be an int, not 'x'"]
 
 
+def test_backend_websocket_is_an_error_naming_where_requests_go_now(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "c.yaml", "backend.websocket: {port: 8765}\n")
+    [error] = errors_of(cfg)
+    assert error.startswith(f"{cfg}:1:1: section 'backend.websocket': requests over a websocket are served")
+    assert "/ws/requests" in error and "http.websocket_port: 8765" in error
+
+
 def test_camera_pi_legacy_is_an_error(tmp_path: Path) -> None:
     cfg = write(tmp_path, "c.yaml", "camera.pi.legacy: {}\n")
     assert errors_of(cfg) == [(f"{cfg}:1:1: section 'camera.pi.legacy': the legacy picamera (v1) stack is not "

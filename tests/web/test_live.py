@@ -583,6 +583,43 @@ def test_request_response_keeps_the_id_and_errors_are_in_the_body(
     ws.close()
 
 
+def test_a_platypush_client_authenticates_with_the_token_in_its_first_request(
+    make_live: MakeLive, open_ws: OpenWs,
+) -> None:
+    server = make_live()
+    ws = open_ws(server, "/ws/requests")
+    ws.send(json.dumps({"type": "request", "action": "test.echo", "args": {"n": 1}, "id": "p1",
+                        "token": "tok-control"}))
+    resp = recv_json(ws)  # no auth acknowledgement: the response comes first
+    assert resp["type"] == "response" and resp["id"] == "p1" and resp["response"]["errors"] == []
+    ws.send(json.dumps({"type": "request", "action": "test.echo", "args": {"n": 2}, "id": "p2"}))
+    assert recv_json(ws)["response"]["output"] == {"echo": {"n": 2}}
+    # a later message's token is not looked at: the connection runs as its first caller
+    ws.send(json.dumps({"type": "request", "action": "test.echo", "args": {}, "id": "p3", "token": "wrong"}))
+    assert recv_json(ws)["id"] == "p3"
+
+
+@pytest.mark.parametrize("token, says", [("tok-read", "control"), ("ph_nobody", "INVALID_CREDENTIALS"),
+                                         ("", "INVALID_CREDENTIALS")])
+def test_a_first_request_with_a_bad_token_closes_without_running(
+    make_live: MakeLive, open_ws: OpenWs, token: str, says: str,
+) -> None:
+    server = make_live()
+    ws = open_ws(server, "/ws/requests")
+    ws.send(json.dumps({"type": "request", "action": "test.echo", "args": {}, "id": "x", "token": token}))
+    code, reason, frames = until_closed(ws, 5.0)
+    assert (code, frames) == (1008, []) and says in reason
+    assert server.stats["requests"] == 0
+
+
+def test_the_token_in_a_request_does_not_open_the_event_stream(make_live: MakeLive, open_ws: OpenWs) -> None:
+    server = make_live()
+    ws = open_ws(server, "/ws/events")
+    ws.send(json.dumps({"type": "request", "action": "test.echo", "id": "x", "token": "tok-control"}))
+    code, _, frames = until_closed(ws, 5.0)
+    assert (code, frames) == (1008, [])
+
+
 def test_too_many_requests_in_flight_get_an_error_response(make_live: MakeLive, open_ws: OpenWs,
                                                            hub: FakeHub) -> None:
     server = make_live(max_in_flight=2)
