@@ -9,6 +9,8 @@ it. This file has the pieces the tests, the benchmark and ``make demo`` use:
 * :class:`MidiController`: a JACK client ``controller`` with an output port ``slider``
   (names configurable), as a USB controller appears to pihub; ``vanish()`` /
   ``appear()`` unplug and plug it back;
+* :class:`MidiControllerProcess`: the same controller in its own process (this command
+  line), for tests that stop and restart the JACK server;
 * :class:`MidiMonitor`: another JACK client whose input is connected to a port (pihub's
   virtual output), recording what arrives with its arrival time.
 
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -106,7 +109,9 @@ class JackServer:
         return [line for line in out.stdout.decode(errors="replace").splitlines() if line.strip()]
 
     def stop(self) -> None:
-        """Stop jackd (SIGTERM, then SIGKILL after 5 s); idempotent."""
+        """Stop jackd (SIGTERM, then SIGKILL after 5 s); idempotent. Also removes the
+        semaphore files of its clients from /dev/shm (a server stopped while clients are
+        connected leaves one per client)."""
         proc, self.proc = self.proc, None
         if proc is None:
             return
@@ -118,6 +123,9 @@ class JackServer:
             proc.wait(5)
         if proc.stdout:
             proc.stdout.close()
+        for leftover in glob.glob(f"/dev/shm/jack_sem.{os.getuid()}_{glob.escape(self.name)}_*"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
 
     def __enter__(self) -> JackServer:
         return self.start()
@@ -221,6 +229,97 @@ class MidiController:
         self.vanish()
 
     def __enter__(self) -> MidiController:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MidiControllerProcess:
+    """A :class:`MidiController` in its own process (this file's command line), driven
+    through its stdin: another program on the JACK server, as a real controller's driver
+    is. Tests that stop the server use it: libjack's per-process state would otherwise mix
+    the test's clients with pihub's (a dead server's clients are freed when the process's
+    next client opens).
+
+    It has :class:`MidiController`'s ``client``, ``port``, ``send``, ``cc``, ``vanish``
+    and ``appear``; after a server restart, ``vanish()`` then ``appear()`` joins the new one.
+
+    Args:
+        client, port: as :class:`MidiController`.
+        env: the JACK environment (:func:`jack_env`), added to this process's.
+        timeout: seconds to wait for ``ready`` and for each command's answer.
+    Raises:
+        RuntimeError: the process did not start, or a command failed (its answer or exit
+            status, and its stderr, are quoted).
+    """
+
+    def __init__(self, client: str = "controller", port: str = "slider", *, env: dict[str, str] | None = None,
+                 timeout: float = 10.0) -> None:
+        import tempfile
+
+        self.client, self.port, self._timeout = client, port, timeout
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--client", client, "--port", port],
+            env={**os.environ, **(env or {})}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._stderr, text=True, bufsize=1)
+        self._expect("ready")
+
+    def _expect(self, prefix: str) -> str:
+        """The next stdout line, which must start with ``prefix`` (within the timeout)."""
+        assert self._proc.stdout is not None
+        result: list[str] = []
+        reader = threading.Thread(target=lambda: result.append(self._proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(self._timeout)
+        line = result[0].strip() if result else ""
+        if not line.startswith(prefix):
+            self._stderr.seek(0)
+            err = self._stderr.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"midi controller process: expected {prefix!r}, got {line!r} "
+                               f"(exit status {self._proc.poll()}); stderr: {err}")
+        return line
+
+    def command(self, line: str) -> str:
+        """Send one command line (see the module docstring); its ``ok ...`` answer."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(line + "\n")
+        self._proc.stdin.flush()
+        return self._expect("ok ")
+
+    def send(self, message: Sequence[int]) -> None:
+        """Send raw bytes."""
+        self.command("send " + " ".join(f"{b:02x}" for b in message))
+
+    def cc(self, control: int, value: int, channel: int = 0) -> None:
+        """One control change."""
+        self.send([0xB0 | channel, control, value])
+
+    def vanish(self) -> None:
+        """Unplug it (its client leaves the server)."""
+        self.command("vanish")
+
+    def appear(self) -> None:
+        """Plug it back (a new client, on the server running now)."""
+        self.command("appear")
+
+    def close(self) -> None:
+        """Quit the process (killed after the timeout); idempotent."""
+        if self._proc.poll() is None:
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write("quit\n")
+                self._proc.stdin.close()
+                self._proc.wait(self._timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait(5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._stderr.close()
+
+    def __enter__(self) -> MidiControllerProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -39,7 +39,27 @@ input has no port, the backend is ``degraded`` and its ``error`` names the missi
 and the ports that exist; it is ``running`` again as soon as every entry has a port. With
 ``inputs: null`` nothing is missing, ever. When no MIDI system answers (``auto``: neither
 ALSA nor a JACK server), the backend is degraded with both reasons and retries with
-back-off. A JACK server that stops while pihub runs is not recovered from (restart pihub).
+back-off. ``describe_status()`` (``GET /status``) adds ``api`` and ``inputs``: each
+configured entry (or, with ``inputs: null``, each port listened to) -> ``connected`` or
+``waiting``.
+
+**A JACK server that stops or restarts.** libjack tells a client nothing when its server
+dies: the port list it keeps answering is the dead server's, sends are accepted (until
+rtmidi's 16 KiB output buffer is full; then a send blocks the whole process), and no
+error callback fires. So on JACK the scanner checks the server's liveness itself: the
+``pihub scan`` client sends itself an active-sensing byte through the server every
+``poll_interval`` (a private connection, nothing else sees it). When
+``LIVENESS_PINGS`` pings in a row went unanswered over at least ``LIVENESS_TIMEOUT``
+seconds, the server is taken as gone: every port and client is closed
+(``MidiDeviceDisconnectedEvent`` for each input; notes still sounding are forgotten, since
+their connections went with the server), the backend is degraded with the reason, and it
+reconnects with the back-off above; once the server answers again, the virtual output and
+the inputs are opened again and it is ``running``. All the old clients are closed before
+a new one is made: libjack frees a dead server's clients when the next client of the
+process opens, and closing one afterwards would crash the process. Closing a dead
+output takes rtmidi 1 s (it waits for its buffer to drain). Detection takes
+``max(LIVENESS_TIMEOUT, LIVENESS_PINGS * poll_interval)``; a send of more than ~2000
+messages within that window to the dead server would still block (see above).
 
 **Events.** ``MidiMessageEvent`` carries Platypush's fields: ``message`` (the raw bytes as
 ints: ``[176, 7, 64]``), ``device`` (the port name), ``port`` (its index in the port list
@@ -88,6 +108,7 @@ decodes and checks the bytes (its message kinds are the names hooks match).
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -115,6 +136,12 @@ _RTMIDI_API: Final = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK"}
 THROTTLED_KINDS: Final = frozenset({"control_change", "pitchwheel", "aftertouch", "polytouch"})
 
 _MAX_API_RETRY: Final = 30.0  # s; the back-off ceiling while no MIDI system answers
+#: unanswered liveness pings in a row, over at least LIVENESS_TIMEOUT s, that mean the
+#: JACK server is gone (both, so neither a fast poll nor one slow cycle is mistaken for it)
+LIVENESS_PINGS: Final = 3
+LIVENESS_TIMEOUT: Final = 2.0  # s
+_PING: Final = (0xFE,)  # active sensing: one byte, meaningless to anyone listening
+_LIVENESS_PORT: Final = "pihub liveness"  # its ports' names start with this
 #: s between polls of the JACK inputs when they are idle (see MidiBackend._read_jack)
 JACK_POLL: Final = 0.001
 _JACK_BATCH: Final = 256  # messages taken from one input per pass, so one busy port starves none
@@ -132,7 +159,7 @@ def decode(raw: Sequence[int]) -> dict[str, Any]:
     Raises:
         ValueError: not one complete, valid MIDI message (mido's reason).
     """
-    import mido  # type: ignore[import-untyped]
+    import mido
 
     fields = mido.Message.from_bytes(raw).dict()
     fields.pop("time", None)
@@ -180,6 +207,11 @@ class PortPattern:
             except re.error as e:
                 raise ValueError(f"{value!r} is not a valid regular expression: {e}") from None
         return cls(repr(value), name=value)
+
+    @property
+    def key(self) -> str:
+        """The pattern as the config writes it (``slider``, ``/^nano/``, ``3``)."""
+        return self.name if self.name is not None else self.spelling
 
     def matches(self, index: int, port: str) -> bool:
         """True when the port ``index`` named ``port`` is the one this pattern names."""
@@ -262,6 +294,14 @@ class _Input:
     name: str
     index: int
     midi_in: Any  # rtmidi.MidiIn
+
+
+def _close_only(obj: Any) -> None:
+    """Close an rtmidi object's port (and its connections), keeping its client (never raises)."""
+    try:
+        obj.close_port()
+    except Exception:  # a port of a vanished device or server: nothing left to close
+        pass
 
 
 def _close_port(obj: Any) -> None:
@@ -359,6 +399,12 @@ class MidiBackend(Backend):
         self._reader: BackendThread | None = None
         self._missing: list[str] = []
         self._reported: str | None = None  # the scanner's last reported problem
+        self._opened = False  # describe_status adds the MIDI details once open
+        # JACK liveness (see the module docstring): used by the scanner thread only
+        self._pinging = False  # the probes' private ping connection is up
+        self._unanswered = 0  # pings sent since the last answer
+        self._answered_at = 0.0  # clock time of the last answer (or of the connection)
+        self._lost: str | None = None  # why the server was given up, until it is back
         self._notes: dict[tuple[str, int, int], Timer | None] = {}  # (port, channel, note) -> note-off timer
         self._emit: Emit | None = None
         self._thread: BackendThread | None = None
@@ -376,8 +422,8 @@ class MidiBackend(Backend):
             BackendUnavailable: a library is missing, or rtmidi lacks the API.
         """
         try:
-            import mido  # type: ignore[import-untyped]  # noqa: F401
-            import rtmidi  # type: ignore[import-untyped]
+            import mido  # noqa: F401
+            import rtmidi
         except ImportError as e:
             raise BackendUnavailable(f"{e.name} is not installed (pip install 'pihub[midi]')") from None
         compiled = {rtmidi.get_api_name(a) for a in rtmidi.get_compiled_api()}
@@ -391,7 +437,8 @@ class MidiBackend(Backend):
         if self._thread is not None:
             return
         self._emit = emit
-        self._reported = None
+        self._reported = self._lost = None
+        self._opened = True
         self.status, self.error = BackendStatus.RUNNING, None
         self._thread = BackendThread(f"pihub-{self.name}", self._run)
         self._thread.start()
@@ -401,25 +448,59 @@ class MidiBackend(Backend):
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.stop(timeout=10.0)
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.stop(timeout=10.0)
         self._emit = None
         if self._throttle is not None:
             self._throttle.cancel()
         with self._io_lock:
             self._release_all()
+        self._drop_ports()
+        self.status = BackendStatus.STOPPED
+
+    def _drop_ports(self) -> list[_Input]:
+        """Stop the JACK reader, close every port and client, forget the MIDI system.
+
+        Returns:
+            the inputs that were open.
+        """
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.stop(timeout=10.0)
+        with self._io_lock:
             with self._in_lock:
-                for inp in self._open.values():
-                    _close_port(inp.midi_in)
+                inputs = list(self._open.values())
                 self._open.clear()
-            for obj in (*self._outs.values(), self._vout, self._probe_in, self._probe_out):
-                if obj is not None:
-                    _close_port(obj)
+            # the liveness pair first, sender before receiver, every port closed (its
+            # connection gone) before any client is freed: a client freed while a
+            # connection to another of ours was still up once left jackd not answering
+            # the next ClientDeactivate (the close hung in jack_client_close)
+            objs = [o for o in (self._probe_out, self._probe_in, *(i.midi_in for i in inputs),
+                                *self._outs.values(), self._vout) if o is not None]
+            for obj in objs:
+                _close_only(obj)
+            for obj in objs:
+                _close_port(obj)
             self._outs.clear()
             self._vout = self._probe_in = self._probe_out = None
             self._api_used = self._api_const = None
-        self.status = BackendStatus.STOPPED
+            self._pinging = False
+        return inputs
+
+    def describe_status(self) -> dict[str, Any]:
+        """The base status, plus once open ``api`` (alsa, jack, or null while no MIDI system
+        answers) and ``inputs``: each configured entry as written (with ``inputs: null``,
+        each port listened to) -> ``connected`` or ``waiting``."""
+        out = super().describe_status()
+        if not self._opened:
+            return out
+        with self._in_lock:
+            listening = [(i.index, i.name) for i in self._open.values()]
+        out["api"] = self._api_used
+        if self.inputs is None:
+            out["inputs"] = {name: "connected" for _, name in sorted(listening, key=lambda x: x[1])}
+        else:
+            out["inputs"] = {p.key: "connected" if any(p.matches(i, n) for i, n in listening) else "waiting"
+                             for p in self.inputs}
+        return out
 
     # ------------------------------------------------------------------ scanner thread
     def _run(self, stopping: threading.Event) -> None:
@@ -435,7 +516,10 @@ class MidiBackend(Backend):
                             return
                         retry = min(retry * 2, max(_MAX_API_RETRY, self.poll_interval))
                         continue
-                self._scan()
+                if self._server_answers():
+                    self._scan()
+                else:
+                    self._server_lost()
             except Exception as e:  # a bug must not end the scanner silently
                 self.log.exception("midi scanner failed")
                 self._problem(f"midi scanner failed: {type(e).__name__}: {e}; "
@@ -445,7 +529,7 @@ class MidiBackend(Backend):
 
     def _start_api(self) -> bool:
         """Open the probes on the first API that answers and create the virtual output."""
-        import rtmidi  # type: ignore[import-untyped]
+        import rtmidi
 
         reasons = []
         for api in APIS[self.api]:
@@ -457,27 +541,103 @@ class MidiBackend(Backend):
                        " (no /dev/snd/seq: is snd-seq loaded?)"
                 reasons.append(f"{api}: {e}{hint}")
                 continue
-            with self._io_lock:
-                self._rtmidi, self._api_used, self._api_const = rtmidi, api, const
-                self._probe_in = probe_in
-                self._probe_out = rtmidi.MidiOut(const, name=f"{self.client_name} scan")
-                if self.virtual_output is not None:
-                    vout = rtmidi.MidiOut(const, name=self.client_name)
-                    vout.open_virtual_port(self.virtual_output)
-                    self._vout = vout
+            try:
+                with self._io_lock:
+                    self._rtmidi, self._api_used, self._api_const = rtmidi, api, const
+                    self._probe_in = probe_in
+                    self._probe_out = rtmidi.MidiOut(const, name=f"{self.client_name} scan")
+                    if self.virtual_output is not None:
+                        vout = rtmidi.MidiOut(const, name=self.client_name)
+                        vout.open_virtual_port(self.virtual_output)
+                        self._vout = vout
+                    if api == "jack":
+                        self._connect_ping()
+            except Exception:
+                self._drop_ports()  # half a setup: the next pass starts again from nothing
+                raise
             if api == "jack":
                 self._reader = BackendThread(f"pihub-{self.name}-in", self._read_jack)
                 self._reader.start()
             self.log.info("midi on %s%s", api, f", virtual output {self.virtual_output!r}"
                           if self.virtual_output else "")
+            if self._lost is not None:
+                self.log.warning("the JACK server answers again: reopening the ports")
+                self._lost = None
             return True
-        self._problem(f"no MIDI system answers ({'; '.join(reasons)}); retrying")
+        lost = f"{self._lost}; " if self._lost else ""
+        self._problem(f"{lost}no MIDI system answers ({'; '.join(reasons)}); retrying")
         return False
+
+    def _connect_ping(self) -> None:
+        """Connect the probes to each other through the JACK server, for the liveness pings
+        (caller holds ``_io_lock``): ``pihub scan``'s input port and ``pihub scan-01``'s
+        output port, both named ``pihub liveness <random>``.
+
+        Raises:
+            RuntimeError: the server did not list the new input port.
+        """
+        name = f"{_LIVENESS_PORT} {secrets.token_hex(3)}"
+        self._probe_in.ignore_types(sysex=True, timing=True, active_sense=False)
+        self._probe_in.open_virtual_port(name)
+        ports = list(self._probe_out.get_ports())
+        found = [i for i, p in enumerate(ports) if p.partition(":")[2] == name]
+        if not found:
+            raise RuntimeError(f"the JACK server does not list pihub's liveness port {name!r}")
+        self._probe_out.open_port(found[0], name)
+        self._pinging, self._unanswered, self._answered_at = True, 0, self.clock.now()
+
+    def _server_answers(self) -> bool:
+        """The JACK liveness check, once per scan (always True on ALSA): take the pings that
+        came back, then send the next one.
+
+        Returns:
+            False when ``LIVENESS_PINGS`` pings in a row, over ``LIVENESS_TIMEOUT`` s or more,
+            got no answer: the server is gone (or hung).
+        """
+        if not self._pinging:
+            return True
+        now = self.clock.now()
+        with self._io_lock:
+            answered = False
+            for _ in range(_JACK_BATCH):  # bounded: a port connected to it from outside cannot hold the scanner
+                got = self._probe_in.get_message()
+                if got is None:
+                    break
+                answered = answered or tuple(got[0]) == _PING
+            if answered:
+                self._unanswered, self._answered_at = 0, now
+            elif self._unanswered >= LIVENESS_PINGS and now - self._answered_at >= LIVENESS_TIMEOUT:
+                return False
+            self._probe_out.send_message(_PING)
+            self._unanswered += 1
+        return True
+
+    def _server_lost(self) -> None:
+        """The JACK server is gone: close everything, report, and let the scanner reconnect."""
+        silent = self.clock.now() - self._answered_at
+        self._lost = (f"the JACK server stopped answering ({self._unanswered} liveness pings unanswered "
+                      f"for {silent:.1f} s)")
+        # said first: closing the dead outputs takes rtmidi a second each
+        self._problem(f"{self._lost}; its ports are closed, reconnecting every {self.poll_interval:g} s, "
+                      f"backing off to {max(_MAX_API_RETRY, self.poll_interval):g} s")
+        with self._io_lock:
+            for timer in self._notes.values():
+                if timer is not None:
+                    timer.cancel()
+            self._notes.clear()  # their connections went with the server
+        inputs = self._drop_ports()
+        self._missing = [p.spelling for p in self.inputs or ()]
+        for inp in inputs:
+            self._counts["disconnects"] += 1
+            self._publish(Event(_DISCONNECTED, {"device": inp.name, "port": inp.index}, time.monotonic_ns(),
+                                self.name))
 
     def _own(self, port: str) -> bool:
         """True for a port of one of pihub's own clients (the virtual output, the ports it
-        opened to listen or send), which it never listens or sends to: that would loop."""
-        return self._own_client.fullmatch(port.partition(":")[0]) is not None
+        opened to listen or send), which it never listens or sends to: that would loop; and
+        for any pihub's liveness ports (another pihub's too: they carry only its pings)."""
+        client, _, name = port.partition(":")
+        return self._own_client.fullmatch(client) is not None or name.startswith(_LIVENESS_PORT)
 
     def _scan(self) -> None:
         """List the input ports; open the wanted new ones, close the vanished ones, report."""

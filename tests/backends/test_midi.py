@@ -185,6 +185,9 @@ def test_several_inputs_by_name_and_regex_and_every_input_by_default(jack, open_
         assert wait_for(lambda: everything.list_ports()["listening"] == ["keys:keyboard", "other:knobs",
                                                                          "pads:drum pads"], 10), \
             everything.list_ports()
+        assert named.describe_status()["inputs"] == {"keyboard": "connected", "/^pads:/": "connected"}
+        assert everything.describe_status()["inputs"] == {
+            "keys:keyboard": "connected", "other:knobs": "connected", "pads:drum pads": "connected"}
         keys.note(64)
         pads.note(36)
         assert wait_for(lambda: sorted(e.args["device"] for e in rec.of("MidiMessageEvent"))
@@ -234,6 +237,8 @@ def test_an_input_not_plugged_in_yet_is_waited_for_and_the_error_lists_the_ports
     backend, rec = open_backend({"inputs": ["nanoKONTROL2", "slider"]})
     assert wait_for(lambda: backend.status == BackendStatus.DEGRADED and _listening(backend), 10)
     assert backend.error.startswith("midi input 'nanoKONTROL2' not found (input ports: 'controller:slider')")
+    status = backend.describe_status()
+    assert (status["api"], status["inputs"]) == ("jack", {"nanoKONTROL2": "waiting", "slider": "connected"})
     with MOCK.MidiController("nanoKONTROL2", "nanoKONTROL2 MIDI 1"):
         assert wait_for(lambda: backend.status == BackendStatus.RUNNING, 10), backend.error
         assert backend.list_ports()["listening"] == ["controller:slider", "nanoKONTROL2:nanoKONTROL2 MIDI 1"]
@@ -254,6 +259,107 @@ def test_a_jack_server_started_later_is_waited_for(tmp_path, open_backend, jack)
             backend.close()
     finally:
         os.environ["JACK_DEFAULT_SERVER"] = jack.name
+
+
+def test_a_jack_server_that_stops_and_restarts_is_reconnected_to(jack, open_backend):
+    # The controller runs in its own process: libjack frees a dead server's clients when
+    # the process's next client opens, so a controller living in this process would be
+    # freed under its feet by pihub's reconnection (pihub closes its own ones first).
+    name = f"pihubrestart{os.getpid()}"
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    server = MOCK.JackServer(name)
+    try:
+        with server, MOCK.MidiControllerProcess("controller", "slider", env=server.env) as controller:
+            backend, rec = open_backend({"inputs": ["slider"]})
+            statuses: list[tuple[BackendStatus, str | None]] = []
+            backend.bind_status_listener(lambda b: statuses.append((b.status, b.error)))
+            _synced(backend, controller, rec)
+            assert backend.describe_status()["inputs"] == {"slider": "connected"}
+            controller.cc(7, 1)
+            assert wait_for(lambda: rec.messages() == [[CC, 7, 1]], 10)
+
+            server.stop()
+            assert wait_for(lambda: backend.status == BackendStatus.DEGRADED, 20), backend.describe_status()
+            assert backend.error.startswith("the JACK server stopped answering (")
+            assert wait_for(lambda: backend.list_ports()["api"] is None, 20)  # its ports closed
+            assert rec.of("MidiDeviceDisconnectedEvent")[-1].args == {"device": "controller:slider", "port": 0}
+            status = backend.describe_status()
+            assert (status["api"], status["inputs"]) == (None, {"slider": "waiting"})
+            with pytest.raises(ActionError, match="midi is not ready: the JACK server stopped answering"):
+                backend.play_note(60)
+            # while it is down the back-off keeps the reason and adds the retry's
+            assert wait_for(lambda: "no MIDI system answers (jack: " in (backend.error or ""), 10), backend.error
+            assert backend.error.startswith("the JACK server stopped answering (")
+
+            server.start()  # the same name, a new server: nothing of the old graph is left
+            assert wait_for(lambda: backend.list_ports()["api"] == "jack", 20), backend.error
+            assert "pihub:pihub MIDI out" in server.ports()  # the virtual output is back
+            controller.vanish()  # the controller's driver rejoins the new server
+            controller.appear()
+            assert wait_for(lambda: backend.status == BackendStatus.RUNNING, 20), backend.error
+            assert backend.describe_status()["inputs"] == {"slider": "connected"}
+            assert [e.args["device"] for e in rec.events if e.type.name.startswith("MidiDevice")] == [
+                "controller:slider", "controller:slider"]  # disconnected with the server, connected again
+            assert rec.of("MidiDeviceConnectedEvent")
+            _synced(backend, controller, rec)
+            controller.cc(7, 2)
+            assert wait_for(lambda: rec.messages() == [[CC, 7, 2]], 10), rec.messages()
+            with MOCK.MidiMonitor("pihub MIDI out") as monitor:  # and the virtual output works
+                backend.control_change(1, 5)
+                assert monitor.wait_count(1, 10) and [m for _, m in monitor.received] == [[CC, 1, 5]]
+            backend.close()  # before the server goes (its clients are closed while it answers)
+        degraded = [e for s, e in statuses if s == BackendStatus.DEGRADED]
+        # running -> degraded (server gone; then the retries; then the input not back yet) -> running
+        assert statuses[0] == statuses[-1] == (BackendStatus.RUNNING, None), statuses
+        assert degraded and degraded[0].startswith("the JACK server stopped answering ("), statuses
+        assert all(s == BackendStatus.DEGRADED for s, _ in statuses[1:-1]), statuses
+    finally:
+        os.environ["JACK_DEFAULT_SERVER"] = jack.name
+
+
+class _Loopback:
+    """Stands in for the two probes' private JACK connection: a ping sent comes back,
+    unless the server is ``answering=False``; ``queue`` may hold what others sent."""
+
+    def __init__(self) -> None:
+        self.answering = True
+        self.queue: list[tuple[list[int], float]] = []
+
+    def send_message(self, message: list[int]) -> None:
+        if self.answering:
+            self.queue.append((list(message), 0.0))
+
+    def get_message(self) -> tuple[list[int], float] | None:
+        return self.queue.pop(0) if self.queue else None
+
+
+def test_the_server_is_given_up_only_after_several_pings_went_unanswered_over_the_timeout():
+    clock = ManualClock()
+    backend = MidiBackend({"api": "jack"}, clock=clock)
+    link = _Loopback()
+    backend._probe_in = backend._probe_out = link  # the liveness rule alone: no scanner, no JACK
+    backend._pinging, backend._answered_at = True, clock.now()
+    assert backend._server_answers()  # ping 1
+    assert backend._server_answers()  # takes ping 1's answer, sends ping 2
+    link.queue.clear()  # ping 2's answer is late (a slow cycle) ...
+    link.answering = False
+    clock.advance(60)  # ... and the scanner was paused for a minute (a suspended Pi, a busy box)
+    assert backend._server_answers()  # one unanswered ping is not a lost server
+    assert backend._server_answers()  # nor two
+    assert not backend._server_answers()  # three, over LIVENESS_TIMEOUT or more: gone
+
+    link.answering = True
+    link.queue.append(([0xFE], 0.0))  # an answer resets the rule
+    assert backend._server_answers()
+    link.answering = False
+    link.queue.clear()
+    for _ in range(5):  # many unanswered pings, within LIVENESS_TIMEOUT of the last answer
+        assert backend._server_answers()
+    link.queue.append(([CC, 7, 1], 0.0))  # something else connected to the port is no answer
+    clock.advance(1.5)
+    assert backend._server_answers()
+    clock.advance(0.5)
+    assert not backend._server_answers()
 
 
 def test_alsa_is_reported_missing_on_a_machine_without_a_sequencer(jack, open_backend):
