@@ -13,8 +13,8 @@ box's two cores are not spent on decoders while the daemon's share is measured.
   keyframe) at the viewer, with the camera already capturing; ``vlc_start_to_decoded_frame``:
   cvlc started -> its first decoded frame written as a PNG (VLC's own start included;
   ffmpeg's CLI is not used: it holds its first frame back about one GOP). Goal <= 0.5 s. The mock cannot be
-  asked for a keyframe, so a viewer waits for the next one (up to ``keyframe_interval``, 1 s);
-  picamera2 can, and is asked on every join.
+  asked for a keyframe, so a viewer waits for the next one (up to ``keyframe_interval``, the
+  mock's default 0.5 s); picamera2 can, and is asked on every join.
 * ``camera.eight``: 8 viewers for 60 s (10 s with --quick), all joined at the same
   keyframe: frames each received per second, and ``frames_lost`` = the most frames any
   viewer is behind the one that got most (0 when none lost any; in-flight bytes can make it
@@ -54,7 +54,6 @@ camera.pi:
   resolution: [1280, 720]
   framerate: 30
   bitrate: 2000000
-  keyframe_interval: 1.0
   stream_on_start: {always}
   max_viewers: 16
   idle_timeout: 0

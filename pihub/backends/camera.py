@@ -14,7 +14,8 @@ Config (Platypush's ``backend.camera.pi`` section is read under this name; its k
       hflip: false               # mirror (horizontal_flip: old name)
       vflip: false               # upside down (vertical_flip: old name)
       bitrate: 2000000           # H.264 bits/s
-      keyframe_interval: 1.0     # s between keyframes (a viewer that cannot ask for one waits this long)
+      keyframe_interval: 1.0     # s between keyframes; default 1.0 with picamera2 (a joining viewer
+                                 # asks for one), 0.5 with the mock (ffmpeg cannot be asked: a viewer waits)
       stream_on_start: false     # capture from start-up on (start_recording_on_startup: old name)
       max_viewers: 8             # TCP viewers at once; more are refused
       viewer_buffer: 1048576     # bytes queued for one viewer before it is dropped as too slow
@@ -329,6 +330,15 @@ class _MjpegFeed:
             self._backend._mjpeg_left()
 
 
+def _keyframe_interval(values: Mapping[str, Any]) -> float:
+    """Seconds between keyframes: the configured ones, else the driver's default (a driver
+    that cannot make a keyframe on demand gets shorter GOPs, so that a viewer joins soon)."""
+    given: float | None = values["keyframe_interval"]
+    if given is not None:
+        return given
+    return 1.0 if values["driver"] == "picamera2" else 0.5
+
+
 class CameraBackend(Backend):
     """A camera shared by TCP viewers, HTTP clients and recordings (see the module docstring)."""
 
@@ -354,8 +364,10 @@ class CameraBackend(Backend):
             "hflip": Field(bool, False, aliases=("horizontal_flip",), doc="mirror the picture"),
             "vflip": Field(bool, False, aliases=("vertical_flip",), doc="turn the picture upside down"),
             "bitrate": Field(int, 2_000_000, min=100_000, max=25_000_000, doc="H.264 bits per second"),
-            "keyframe_interval": Field(float, 1.0, min=0.1, max=10.0,
-                                       doc="seconds between keyframes (where viewers and recordings start)"),
+            "keyframe_interval": Field(float, None, min=0.1, max=10.0,
+                                       doc="seconds between keyframes (where viewers and recordings start); "
+                                           "default 1.0 with picamera2, which makes one when a viewer joins, "
+                                           "0.5 with the mock, whose viewers wait for the next"),
             "stream_on_start": Field(bool, False, aliases=("start_recording_on_startup",),
                                      doc="capture from start-up on, whether or not anyone watches"),
             "max_viewers": Field(int, 8, min=1, max=64, doc="TCP viewers at once; more are refused"),
@@ -389,7 +401,7 @@ class CameraBackend(Backend):
         self.snapshot_timeout: float = v["snapshot_timeout"]
         self.settings = CameraSettings(
             device=v["device"], width=width, height=height, framerate=framerate, bitrate=v["bitrate"],
-            gop=max(1, round(framerate * v["keyframe_interval"])), hflip=v["hflip"] != flip,
+            gop=max(1, round(framerate * _keyframe_interval(v))), hflip=v["hflip"] != flip,
             vflip=v["vflip"] != flip, jpeg_fps=self.mjpeg_fps, jpeg_quality=v["jpeg_quality"])
         self.driver_name: str = v["driver"]
         self._driver: CameraDriver | None = None

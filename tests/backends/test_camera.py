@@ -148,6 +148,12 @@ def test_jpeg_end_walks_segments_so_table_bytes_are_not_an_end_of_image() -> Non
     assert jpeg_size(b"not a jpeg") is None
 
 
+def test_keyframes_come_twice_as_often_where_a_viewer_cannot_ask_for_one() -> None:
+    assert CameraBackend({"driver": "mock", "framerate": 30}).settings.gop == 15
+    assert CameraBackend({"driver": "picamera2", "framerate": 30}).settings.gop == 30
+    assert CameraBackend({"driver": "mock", "framerate": 30, "keyframe_interval": 2}).settings.gop == 60
+
+
 def test_unsupported_resolution_names_every_allowed_one() -> None:
     with pytest.raises(ConfigProblems) as e:
         CameraBackend({"driver": "mock", "resolution": [1000, 1000]})
