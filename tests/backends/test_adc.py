@@ -264,7 +264,7 @@ def gpiozero_on_fake_spi(monkeypatch):
     The factory is :func:`reservation_safe`, as every factory pihub makes: gpiozero's
     MCP3xxx need the global ``Device.pin_factory``, restored afterwards.
     """
-    gpiozero = pytest.importorskip("gpiozero")
+    import gpiozero  # a test dependency (the test extra): a missing one fails, never skips
     from gpiozero.pins import local
     from gpiozero.pins.mock import MockFactory
 

@@ -59,11 +59,6 @@ def test_check_layout_rejects_other_layouts() -> None:
         bus.check_layout(64, {**good, "ref": 28})
 
 
-def test_compiled_layout_matches_the_struct_format() -> None:
-    for name, offset in bus.SLOT_OFFSETS.items():
-        assert bus.ffi.offsetof("struct ph_event", name) == offset
-
-
 def test_cdef_keeps_integer_defines_and_drops_other_preprocessor_lines() -> None:
     text = """
 #ifndef X_H
