@@ -120,7 +120,7 @@ def _c_drain_run(n: int, read: bool) -> tuple[float, int]:
                 words = memoryview(ffi.buffer(b.slots, k * SLOT_SIZE)).cast("I")
                 end = k * words_per_slot
                 for t, key in zip(words[w_type:end:words_per_slot].tolist(),
-                                  words[w_key0:end:words_per_slot].tolist()):
+                                  words[w_key0:end:words_per_slot].tolist(), strict=True):
                     if t and key != 0xFFFFFFFF:
                         typed += 1
             got += k

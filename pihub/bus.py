@@ -42,7 +42,7 @@ import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from itertools import islice, repeat
+from itertools import islice, pairwise, repeat
 from typing import Any, NamedTuple
 
 from pihub.errors import NativeMismatch
@@ -381,7 +381,7 @@ def _column(attr: str, f: int, bit: int, vals: list[Any]) -> tuple[array[Any] | 
             pass
         else:
             if absent:  # 0 is an interned value's id: absent values must still read 0
-                col = array("I", [0 if v is _MISSING else k for v, k in zip(vals, col)])
+                col = array("I", [0 if v is _MISSING else k for v, k in zip(vals, col, strict=True)])
     elif f == _F_CODE:
         if kinds <= _CODE_TYPES:
             try:
@@ -437,7 +437,7 @@ def _encode_run(views: _Views, start: int, run: Sequence[Event], et: EventType, 
         else:
             varying.append(bits)
     if varying:  # the fields' bits are disjoint: their sum is their union
-        pres = array("H", [present | sum(b) for b in zip(*varying)])
+        pres = array("H", [present | sum(b) for b in zip(*varying, strict=True)])
     else:
         pres = array("H", (present,)) * m
     h16[start * _H_STRIDE + _H_PRESENT : end * _H_STRIDE : _H_STRIDE] = pres
@@ -474,7 +474,7 @@ def _encode_batch(buf: Any, views: _Views, events: Sequence[Event], refs: Sequen
             _pack_range(buf, events, refs, 0, n)
         return
     bounds = [0, *[i for i in range(1, n) if types[i] is not types[i - 1]], n]
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in pairwise(bounds):
         if b - a < _COLUMN_MIN or not _encode_run(views, a, events[a:b], types[a], refs[a:b]):
             _pack_range(buf, events, refs, a, b)
 
@@ -628,7 +628,7 @@ class _Core:
             refs = [r & _REF_MAX for r in refs]
             if 0 in refs or not self.table.keys().isdisjoint(refs):
                 return [self.new_ref(event) for event in events]
-        self.table.update(zip(refs, events))
+        self.table.update(zip(refs, events, strict=True))
         return refs
 
 

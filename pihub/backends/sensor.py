@@ -400,7 +400,7 @@ class SensorState:
         if isinstance(data, list):
             if not isinstance(last, list) or len(last) != len(data):
                 return True
-            return any(_value_changed(o, n, self.tolerance(i)) for i, (o, n) in enumerate(zip(last, data)))
+            return any(_value_changed(o, n, self.tolerance(i)) for i, (o, n) in enumerate(zip(last, data, strict=True)))
         if isinstance(last, (dict, list)):
             return True
         return _value_changed(last, data, self.default_tolerance)

@@ -581,7 +581,7 @@ class _Compiler:
 
     def dict_display(self, node: ast.Dict) -> Fn:
         """A dict display, ``**`` included."""
-        pairs = [(None if k is None else self.c(k), self.c(v)) for k, v in zip(node.keys, node.values)]
+        pairs = [(None if k is None else self.c(k), self.c(v)) for k, v in zip(node.keys, node.values, strict=True)]
 
         def display(names: Names, budget: _Budget) -> dict[Any, Any]:
             out: dict[Any, Any] = {}
@@ -638,7 +638,7 @@ class _Compiler:
     def compare(self, node: ast.Compare) -> Fn:
         """A comparison chain."""
         left = self.c(node.left)
-        rest = [(_COMPARE[type(op)], self.c(r)) for op, r in zip(node.ops, node.comparators)]
+        rest = [(_COMPARE[type(op)], self.c(r)) for op, r in zip(node.ops, node.comparators, strict=True)]
 
         def compare(names: Names, budget: _Budget) -> Any:
             a = left(names, budget)
@@ -783,7 +783,7 @@ class _Compiler:
                 values = list(value)
                 if len(values) != len(subs):
                     raise _Fail(f"cannot unpack {len(values)} values into {len(subs)} names")
-                for sub, v in zip(subs, values):
+                for sub, v in zip(subs, values, strict=True):
                     sub(local, v)
 
             return unpack

@@ -725,7 +725,7 @@ class Runner:
                 params = ", ".join(procedure.params) or "none"
                 return Response(errors=[f"procedure {procedure.name!r} takes {len(procedure.params)}"
                                         f" positional args ({params}), not {len(args)}"])
-            args = dict(zip(procedure.params, args))
+            args = dict(zip(procedure.params, args, strict=True))
         if not isinstance(args, Mapping):
             return Response(errors=[f"procedure {procedure.name!r} args must be a mapping or a list,"
                                     f" not {type(args).__name__}"])
@@ -852,7 +852,7 @@ class Runner:
             raise _Abort(f"{where}: cannot unpack {type(item).__name__} into {', '.join(names)}") from None
         if len(values) != len(names):
             raise _Abort(f"{where}: cannot unpack {len(values)} values into {len(names)} names")
-        scope.update(zip(names, values))
+        scope.update(zip(names, values, strict=True))
 
     def _iterable(self, step: LoopStep, frame: _Frame) -> Any:
         """The loop's iterable; a non-iterable value ends the run."""

@@ -81,7 +81,7 @@ def tables(draw: st.DrawFn, mode: str) -> list[Rule]:
             bodies = [tuple(draw(st.lists(conds(), max_size=3))) for _ in range(draw(st.integers(0, 30)))]
         ids = draw(st.lists(st.integers(0, 2**32 - 1), min_size=len(bodies), max_size=len(bodies),
                             unique=True))
-        rules += [Rule(i, t, tuple(b)) for i, b in zip(ids, bodies)]
+        rules += [Rule(i, t, tuple(b)) for i, b in zip(ids, bodies, strict=True)]
     return draw(st.permutations(rules))
 
 

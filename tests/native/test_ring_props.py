@@ -78,7 +78,7 @@ class Harness:
         keys = self.out_u32[4 : 16 * n : 16].tolist()
         seqs = [int(x) for x in self.out_f64[4 : 8 * n : 8].tolist()]
         assert sources == keys  # the bus stamped the producer id
-        assert list(zip(sources, zip(keys, seqs))) == self.model.pop(max_events)
+        assert list(zip(sources, zip(keys, seqs, strict=True), strict=True)) == self.model.pop(max_events)
         self.ops += 1
 
     def check_stats(self) -> None:
