@@ -11,7 +11,8 @@ Who is who:
 * A **session** (``phs_`` + 43 characters) is the panel's cookie, with a CSRF token
   derived from it.
 * The **env token** is a headless token the hub passes in (``PIHUB_API_TOKEN``); it
-  authenticates as user ``__env__`` with every scope.
+  authenticates as user ``__env__`` with every scope. The config's root ``token:``
+  (Platypush's static token) is accepted the same way, as user ``__config__``.
 
 Scopes are ordered, each including the ones before it: ``read`` (state, events),
 ``control`` (run actions, post events), ``admin`` (users, tokens, everything).
@@ -117,6 +118,8 @@ TOKEN_BYTES = 32
 SETUP_CODE_BYTES = 16
 #: The user name the env token authenticates as (not a valid name for a real user).
 ENV_USERNAME = "__env__"
+#: the user the config's root ``token:`` authenticates as
+CONFIG_USERNAME = "__config__"
 #: Session lifetime, seconds: 12 h, or 30 days with ``remember``.
 SESSION_TTL_S = 12 * 3600.0
 REMEMBER_TTL_S = 30 * 86400.0
@@ -455,6 +458,8 @@ class Auth:
         store: the open store (schema 2 or later).
         env_token: the headless token (``PIHUB_API_TOKEN``), or None/empty for none. Only
             its SHA-256 is kept.
+        config_token: the config's root ``token:`` (Platypush's static token), or None/empty
+            for none; it acts as the env token does, as user ``__config__``.
         max_failures: failed logins allowed per address within ``window_s``, >= 1.
         max_failures_total: failed logins allowed from all addresses together within
             ``window_s``, >= 1 (the hub-wide budget).
@@ -476,7 +481,8 @@ class Auth:
         ValueError: a bound is out of range.
     """
 
-    def __init__(self, store: Store, *, env_token: str | None = None, max_failures: int = 5,
+    def __init__(self, store: Store, *, env_token: str | None = None, config_token: str | None = None,
+                 max_failures: int = 5,
                  max_failures_total: int = 50, window_s: float = 300.0,
                  clock: Callable[[], float] = time.time, hasher: PasswordHasher | None = None,
                  flush_interval_s: float = 60.0, max_tracked_addresses: int = 10_000,
@@ -507,6 +513,11 @@ class Auth:
             log.warning("the env api token is shorter than 16 characters: use a random one "
                         "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
         self._env_principal = Principal(ENV_USERNAME, frozenset(SCOPES), "env")
+        self._config_digest = _digest(config_token) if config_token else None
+        if config_token and len(config_token) < 16:
+            log.warning("the config's token: is shorter than 16 characters: use a random one "
+                        "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        self._config_principal = Principal(CONFIG_USERNAME, frozenset(SCOPES), "env")
 
         self._lock = threading.Lock()
         # the complete index of live tokens and sessions; None until the first check
@@ -762,6 +773,8 @@ class Auth:
         digest = _digest(token)
         if self._env_digest is not None and hmac.compare_digest(digest, self._env_digest):
             return self._env_principal
+        if self._config_digest is not None and hmac.compare_digest(digest, self._config_digest):
+            return self._config_principal
         if not token.startswith(TOKEN_PREFIX):
             return None
         now = self._clock()

@@ -224,7 +224,7 @@ class Hub:
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = Store(workdir / "pihub.db")
         # the env token is taken out of the environment so shell actions' children never see it
-        self.auth = Auth(self.store, env_token=os.environ.pop("PIHUB_API_TOKEN", None))
+        self.auth = Auth(self.store, env_token=os.environ.pop("PIHUB_API_TOKEN", None), config_token=config.token)
         #: requests from raw channels (TCP, Redis, MQTT), authenticated like HTTP's
         self.gate = RequestGate(self, self.auth, self.clock)
         # _mp: Hub.publish runs on HTTP workers, action workers, backend status listeners and

@@ -607,6 +607,21 @@ def test_a_short_env_token_is_warned_about_without_showing_it(store: Store,
     assert "hunter2" not in caplog.text
 
 
+def test_the_configs_token_is_accepted_beside_the_env_token(store: Store, clock: Clock,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    from pihub.auth import CONFIG_USERNAME
+    from pihub.config import Secret
+
+    config_token = Secret("platypush-style-static-token-0123")
+    auth = Auth(store, env_token=ENV_TOKEN, config_token=config_token, clock=clock, hasher=CountingHasher())
+    assert auth.check_token(config_token.reveal()) == Principal(CONFIG_USERNAME, frozenset(SCOPES), "env")
+    assert auth.check_token(ENV_TOKEN).username == ENV_USERNAME
+    assert auth.check_token(config_token.reveal() + "x") is None
+    with caplog.at_level(logging.WARNING, logger="pihub.auth"):
+        Auth(store, config_token="short")
+    assert "token: is shorter than 16 characters" in caplog.text and "short\n" not in caplog.text
+
+
 # -- sessions ----------------------------------------------------------------------------
 
 

@@ -252,3 +252,13 @@ def test_platypush_backend_tcp_section_is_read_as_tcp(write_config, load_config)
     cfg = load_config(write_config("backend.tcp: {port: 0, listen_queue: 3}\n"))
     assert cfg.sections["tcp"]["listen_queue"] == 3
     assert any("backend.tcp" in str(w) for w in cfg.warnings)
+
+
+def test_the_configs_platypush_token_is_accepted(make_hub, connect, monkeypatch):
+    monkeypatch.setenv("STATIC_TOKEN", "platypush-static-token-0123456789")
+    hub = make_hub("token: !env STATIC_TOKEN\ntcp: {port: 0}\nmock: {}\n")
+    c = connect(hub)
+    c.send(req("variable.set", via="static"), token="platypush-static-token-0123456789")
+    assert errors(c.recv()) == []
+    c.send(req("variable.get", name="x"), token="platypush-static-token-0123456789-wrong")
+    assert errors(c.recv())[0].startswith("INVALID_CREDENTIALS")
