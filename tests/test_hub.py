@@ -426,3 +426,16 @@ def test_the_websocket_accepts_the_panels_origin_on_the_http_port_bound_at_start
                  additional_headers={"X-Token": "ph_hub_test_env_token_0123456789abcdefghijklm"}) as ws:
         ws.send('{"type": "ping"}')  # accepted: the connection stays open
         assert ws.protocol.state.name == "OPEN"
+
+
+def test_only_the_configured_backends_modules_are_imported(write_config):
+    """A backend module is part of the daemon's memory only when its section is configured."""
+    import subprocess
+    import sys
+
+    cfg = write_config("mock: {}\n")
+    code = ("import sys\nfrom pihub import config\nfrom pihub.hub import Hub, known_sections\n"
+            f"hub = Hub(config.load({str(cfg)!r}, sections=known_sections()))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('pihub.backends.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "['pihub.backends.base', 'pihub.backends.mock']"
