@@ -527,6 +527,28 @@ class AdcBackend(Backend):
                 "poll_interval": self.poll_interval, "polls": self.polls, "errors": self.errors,
                 "dropped": self.dropped, "last_poll": dict(self.last_poll), **self.state.describe()}
 
+    def describe_entities(self) -> list[dict[str, Any]]:
+        """The configured channels with the poll thread's last reading, for the web panel.
+
+        Reads nothing from the chip (the poll thread's ``last_poll`` only), so the panel
+        never adds SPI traffic.
+
+        Returns:
+            One ``{"name", "channel", "kind": "adc", "polled", "value", "volts", "raw"}``
+            per configured channel, by channel number: ``value`` in the channel's units
+            (volts without ``conversion``), ``volts`` in V, ``raw`` the code; the three are
+            null before the first poll and for a channel ``enabled_sensors`` leaves out
+            (``polled: false``).
+        """
+        last = self.last_poll
+        polled = {c.name for c in self.polled}
+        out = []
+        for c in self.channels:
+            sample = last.get(c.name) or {}
+            out.append({"name": c.name, "channel": c.number, "kind": "adc", "polled": c.name in polled,
+                        "value": sample.get("value"), "volts": sample.get("volts"), "raw": sample.get("raw")})
+        return out
+
     @action
     def set_voltage(self, channel: int, volts: float) -> dict[str, Any]:
         """Set the input voltage of one channel of the fake chip (``driver: mock`` only).

@@ -925,6 +925,17 @@ class CameraBackend(Backend):
             out["capturing"] = self._capturing
         return out
 
+    def describe_entities(self) -> list[dict[str, Any]]:
+        """The camera, for the web panel: one ``{"name", "kind": "camera", "resolution":
+        [w, h], "capturing", "video", "photo"}``, ``video`` and ``photo`` being its HTTP
+        paths (:mod:`pihub.web.camera`: ``/camera/pi/video.mjpeg`` and ``/camera/pi/photo.jpg``
+        for section ``camera.pi``; a dotted section name is a path, ``camera.a.b`` ->
+        ``/camera/a/b/...``)."""
+        path = "/camera/" + self.name.removeprefix("camera.").replace(".", "/")
+        s = self.settings
+        return [{"name": self.name, "kind": "camera", "resolution": [s.width, s.height],
+                 "capturing": self._capturing, "video": f"{path}/video.mjpeg", "photo": f"{path}/photo.jpg"}]
+
     def _publish(self, kind: EventType, args: dict[str, Any]) -> None:
         emit = self._emit
         if emit is not None:

@@ -131,6 +131,8 @@ _EVENT_TYPES: Final = {CLICK_SINGLE: CATALOGUE.get("FlicButtonClickEvent"),
                        CLICK_DOUBLE: CATALOGUE.get("FlicButtonDoubleClickEvent"),
                        CLICK_HOLD: CATALOGUE.get("FlicButtonHoldEvent")}
 _SEQUENCE_EVENT: Final = CATALOGUE.get("FlicButtonEvent")
+#: flicd's click type -> the ``kind`` of a button's ``last_press``
+_PRESS_KINDS: Final = {CLICK_SINGLE: "click", CLICK_DOUBLE: "double_click", CLICK_HOLD: "hold"}
 _CONNECTION_EVENT: Final = CATALOGUE.get("FlicButtonConnectionEvent")
 _RECV_CHUNK: Final = 4096  # bytes asked of one recv
 
@@ -293,7 +295,7 @@ class PressSequence:
 class _Button:
     """What the backend knows of one button."""
 
-    __slots__ = ("addr", "conn_id", "sequence", "status", "verified")
+    __slots__ = ("addr", "conn_id", "last_press", "sequence", "status", "verified")
 
     def __init__(self, addr: str, sequence: PressSequence) -> None:
         self.addr = addr
@@ -301,6 +303,8 @@ class _Button:
         self.verified = False
         self.conn_id: int | None = None  # the channel of the current flicd connection
         self.sequence = sequence
+        #: ``{kind, time, was_queued}`` of the last click flicd classified (the panel's), or None
+        self.last_press: dict[str, Any] | None = None
 
 
 class _Lost(Exception):
@@ -666,6 +670,8 @@ class FlicBackend(Backend):
                 return
             with self._lock:
                 self._counts["clicks"] += 1
+                button.last_press = {"kind": _PRESS_KINDS[click], "was_queued": bool(was_queued),
+                                     "time": time.time() - (time_diff if was_queued else 0)}
             self._publish(Event(_EVENT_TYPES[click], {"btn_addr": button.addr, "was_queued": bool(was_queued),
                                                       "time_diff": time_diff}, time.monotonic_ns(), self.name))
         # ops 5 and 6 say again what op 7 says
@@ -744,3 +750,14 @@ class FlicBackend(Backend):
                                    **self._counts}
         out["in_progress"] = {a: p for a, b in buttons.items() if (p := b.sequence.presses)}
         return out
+
+    def describe_entities(self) -> list[dict[str, Any]]:
+        """The buttons, for the web panel: ``{"name": address, "kind": "flic_button",
+        "status", "last_press"}`` each, ``status`` as in :meth:`describe_status` and
+        ``last_press`` the last click flicd classified, ``{"kind": click, double_click or
+        hold, "time": seconds since the epoch (for a queued click, when it was made),
+        "was_queued"}``, or null before the first."""
+        with self._lock:
+            return [{"name": a, "kind": "flic_button", "status": b.status,
+                     "last_press": dict(b.last_press) if b.last_press is not None else None}
+                    for a, b in self._buttons.items()]

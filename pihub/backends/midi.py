@@ -977,6 +977,14 @@ class MidiBackend(Backend):
                 "coalesced": self._throttle.coalesced if self._throttle is not None else 0,
             }
 
+    def describe_entities(self) -> list[dict[str, Any]]:
+        """The inputs, for the web panel: ``{"name", "kind": "midi_input", "state"}`` per
+        entry of :meth:`describe_status`'s ``inputs`` (``state``: ``connected`` or
+        ``waiting``; none before :meth:`open`). The messages themselves reach the panel as
+        ``MidiMessageEvent``s; nothing here keeps them."""
+        inputs: dict[str, str] = self.describe_status().get("inputs", {})
+        return [{"name": name, "kind": "midi_input", "state": state} for name, state in inputs.items()]
+
 
 def _check_range(name: str, value: int, lo: int, hi: int) -> None:
     """Raise ActionError unless ``lo <= value <= hi``."""

@@ -528,3 +528,32 @@ class SmartCardBackend(Backend):
                 "atr_filter": [str(p) for p in self.atr_filter],
                 **self._counts,
             }
+
+    def describe_entities(self) -> list[dict[str, Any]]:
+        """The readers, for the web panel, with card numbers masked (a panel is often open
+        on a wall tablet; a UID is what a cloned key card needs).
+
+        Returns:
+            ``{"name": reader, "kind": "card_reader", "card", "ignored"}`` per reader pcscd
+            lists: ``card`` is ``{"atr", "uid"}`` of the detected card in it (null: none),
+            ``ignored`` the ATR of a card the ``atr`` filter rejected (null: none), each
+            masked to its last 2 bytes (``…00 6A``; ``uid`` null when the card gave none).
+        """
+        with self._state_lock:
+            readers = list(self._readers)
+            cards = dict(self._cards)
+            ignored = dict(self._ignored)
+        out = []
+        for r in readers:
+            card = cards.get(r)
+            atr = ignored.get(r)
+            out.append({"name": r, "kind": "card_reader",
+                        "card": {"atr": _masked(card.atr), "uid": _masked(card.uid) if card.uid else None}
+                        if card is not None else None,
+                        "ignored": _masked(atr) if atr is not None else None})
+        return out
+
+
+def _masked(data: bytes) -> str:
+    """``…00 6A``: only the last 2 bytes (4 hex digits) of a card number, as :func:`_hex`."""
+    return "…" + _hex(data[-2:])

@@ -454,6 +454,29 @@ def test_enabled_sensors_limits_what_is_read():
     assert [c.name for c in b.polled] == ["b"]
 
 
+def test_the_panels_entities_are_the_last_poll_of_each_channel():
+    b = mock_adc(channels={0: "light", 1: {"name": "temp", "conversion": {"scale": 100.0, "offset": -50.0}},
+                           2: "off"},
+                 enabled_sensors=["light", "temp"], mock={"voltages": {0: 1.65, 1: 0.75, 2: 3.0}})
+    unread = {"value": None, "volts": None, "raw": None}
+    assert b.describe_entities() == [  # before the first poll: no reading, and none is made
+        {"name": "light", "channel": 0, "kind": "adc", "polled": True, **unread},
+        {"name": "temp", "channel": 1, "kind": "adc", "polled": True, **unread},
+        {"name": "off", "channel": 2, "kind": "adc", "polled": False, **unread}]
+    b.open(lambda e: True)
+    try:
+        assert wait_for(lambda: b.polls >= 1)
+        b._thread.stop()
+        b.set_voltage(0, 3.0)  # not polled: the panel shows the last poll and reads nothing
+        assert b.describe_entities() == [
+            {"name": "light", "channel": 0, "kind": "adc", "polled": True, "value": 1.65, "volts": 1.65, "raw": 512},
+            {"name": "temp", "channel": 1, "kind": "adc", "polled": True, "value": 24.7656, "volts": 0.747656,
+             "raw": 232},
+            {"name": "off", "channel": 2, "kind": "adc", "polled": False, **unread}]
+    finally:
+        b.close()
+
+
 def test_poll_once_feeds_the_sensor_state():
     b = mock_adc(channels={0: {"name": "light", "thresholds": [1.0, 2.0]}}, tolerance=0.05,
                  mock={"voltages": {0: 1.5}})

@@ -165,6 +165,12 @@ def test_unsupported_resolution_names_every_allowed_one() -> None:
         CameraBackend({"driver": "mock", "resolution": "640 by 480"})
 
 
+def test_the_panels_entity_is_the_camera_with_its_http_paths() -> None:
+    assert CameraBackend({"driver": "mock", "resolution": "320x240"}).describe_entities() == [
+        {"name": "camera.pi", "kind": "camera", "resolution": [320, 240], "capturing": False,
+         "video": "/camera/pi/video.mjpeg", "photo": "/camera/pi/photo.jpg"}]
+
+
 def test_rotation_90_is_refused_with_the_allowed_values() -> None:
     _, problems = CameraBackend.config_schema.validate({"rotation": 90}, ("camera.pi",))
     assert [p.message for p in problems] == ["must be one of 0, 180, not 90"]

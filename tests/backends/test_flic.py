@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -296,6 +297,25 @@ def test_queued_presses_skip_sequences_and_old_queued_clicks_are_dropped(flicd, 
     assert wait_for(lambda: backend.flicd_status()["dropped_queued"] == 1)
     assert events.of("FlicButtonDoubleClickEvent") == []
     assert backend.flicd_status()["in_progress"] == {}  # queued down/up made no press
+
+
+def test_the_panels_entities_give_each_buttons_status_and_last_press(flicd, open_backend):
+    backend, events = open_backend({"buttons": [A, C]}, wait_connected=(A,))
+    assert wait_for(lambda: backend.describe_status()["buttons"][C] == "not verified")
+    assert backend.describe_entities() == [
+        {"name": A, "kind": "flic_button", "status": "connected", "last_press": None},
+        {"name": C, "kind": "flic_button", "status": "not verified", "last_press": None}]
+    before = time.time()
+    flicd.press(A, "double")
+    events.wait("FlicButtonDoubleClickEvent", A)
+    press = backend.describe_entities()[0]["last_press"]
+    assert press is not None and before <= press.pop("time") <= time.time()
+    assert press == {"kind": "double_click", "was_queued": False}
+    flicd.send_raw(_frame(bytes([7]) + struct.pack("<IBBI", 1, 5, 1, 3)))  # a hold made 3 s ago, queued
+    events.wait("FlicButtonHoldEvent", A)
+    press = backend.describe_entities()[0]["last_press"]
+    assert press is not None and before - 3 <= press.pop("time") <= time.time() - 3
+    assert press == {"kind": "hold", "was_queued": True}
 
 
 def test_close_drops_a_pending_sequence(flicd, open_backend):

@@ -244,6 +244,14 @@ def test_an_input_not_plugged_in_yet_is_waited_for_and_the_error_lists_the_ports
         assert backend.list_ports()["listening"] == ["controller:slider", "nanoKONTROL2:nanoKONTROL2 MIDI 1"]
 
 
+def test_the_panels_entities_are_the_inputs_connected_or_waiting(controller, open_backend):
+    assert MidiBackend({"inputs": ["slider"]}).describe_entities() == []  # not open: nothing known
+    backend, _ = open_backend({"inputs": ["nanoKONTROL2", "slider"]})
+    assert wait_for(lambda: _listening(backend), 10)
+    assert backend.describe_entities() == [{"name": "nanoKONTROL2", "kind": "midi_input", "state": "waiting"},
+                                           {"name": "slider", "kind": "midi_input", "state": "connected"}]
+
+
 def test_a_jack_server_started_later_is_waited_for(tmp_path, open_backend, jack):
     name = f"pihublate{os.getpid()}"
     os.environ["JACK_DEFAULT_SERVER"] = name

@@ -408,3 +408,22 @@ def test_virtual_card_answers_as_documented():
     assert card.answer(bytes.fromhex("FFCA000000")) == bytes.fromhex("6A81")
     with pytest.raises(ValueError, match="atr must be hex bytes such as '3B 8F 80 01', not 'xyz'"):
         vc.parse_hex("xyz", "atr")
+
+
+def test_the_panels_entities_list_each_reader_with_its_card_masked_to_the_last_two_bytes(fake):
+    scard, _clock, open_ = fake
+    atr = bytes.fromhex("3B8F8001804F0CA0000003060300010000000069")
+    scard.uid = [0x04, 0xA1, 0xB2, 0xC3]
+    scard.readers = {"A 00": [0, atr], "B 01": [0, bytes.fromhex("3B0102")], "C 02": [0, None]}
+    backend, rec = open_({"atr": ["3B 8F 80 01 *"]})
+    rec.wait_count(1)
+    assert wait_for(lambda: backend.device_status()["ignored_cards"] == 1)
+    entities = backend.describe_entities()
+    assert entities == [
+        {"name": "A 00", "kind": "card_reader", "card": {"atr": "…00 69", "uid": "…B2 C3"}, "ignored": None},
+        {"name": "B 01", "kind": "card_reader", "card": None, "ignored": "…01 02"},
+        {"name": "C 02", "kind": "card_reader", "card": None, "ignored": None}]
+    assert "A1" not in repr(entities) and "4F 0C" not in repr(entities)  # nothing more of the numbers
+    scard.remove("A 00")
+    rec.wait_count(2)
+    assert backend.describe_entities()[0]["card"] is None

@@ -20,7 +20,7 @@ USER = "alice"
 
 #: The mock rig: gpiozero MockFactory pins (an input 'button' on GPIO17, an output 'relay'
 #: on GPIO27), the mock backend's output 'lamp' and its sensor events, and hooks whose
-#: traces the tests read; a mock camera; a dashboard of every widget kind, its carousel on a
+#: traces the tests read; a mock camera; a mock ADC; a dashboard of every widget kind, its carousel on a
 #: resource folder.
 RIG_YAML = """
 device_id: panel-rig
@@ -36,6 +36,11 @@ camera.pi:  # ffmpeg's test picture: the dashboard's camera widget shows its sna
   listen_port: 0
   resolution: [320, 240]
   framerate: 10
+adc:  # the bit-level fake MCP3008: 'light' in volts, 'temp' converted (°C = V * 100 - 50)
+  driver: mock
+  poll_interval: 0.2
+  channels: {{0: light, 1: {{name: temp, conversion: {{scale: 100.0, offset: -50.0}}}}}}
+  mock: {{voltages: {{0: 1.65, 1: 0.75}}}}
 gpio:
   pin_factory: mock
   bounce_time: 0
