@@ -41,6 +41,7 @@ FAMILIES: dict[str, str] = {
     "adc": "bench_adc",          # the ADC backend's poll loop on the mock rig
     "smartcard": "bench_smartcard",  # card insert/remove -> event through real pcscd + vpcd
     "flic": "bench_flic",        # Flic release -> FlicButtonEvent after the window, fake flicd on loopback
+    "mpd": "bench_mpd",          # mpd change -> music.mpd event via idle, and one music.mpd action, real mpd
     "mqtt": "bench_mqtt",        # MQTT publish -> hook -> publish, and mqtt.execute between two hubs, mosquitto
     "midi": "bench_midi",        # MIDI CC -> hook action through jackd (dummy); a 1 kHz CC stream, no loss
     "camera": "bench_camera",    # camera.pi H.264 fan-out: CPU per viewer, join latency, 8 viewers, RSS

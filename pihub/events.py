@@ -310,6 +310,20 @@ _add("FeedUpdateEvent", "Event", _P + "http.rss.NewFeedEvent",
      {"source_url": "key0"}, aliases=("NewFeedEvent",),
      doc="A feed poll found new entries (one event per poll, after their NewFeedEntryEvents).")
 
+# music.mpd (pihub/backends/mpd.py); Platypush's music.* names
+_add("MusicEvent", "Event", _P + "music.MusicEvent",
+     {"status": "the player's status (mpd's: state, volume, song, elapsed... as strings)",
+      "track": "the current track (file, title, artist, album, id...; {} when none)",
+      "plugin_name": "the player plugin, music.mpd"},
+     {"plugin_name": "key0"}, abstract=True, doc="Base of the music player events.")
+_add("MusicPlayEvent", "MusicEvent", _P + "music.MusicPlayEvent", {}, doc="The player started or resumed playing.")
+_add("MusicPauseEvent", "MusicEvent", _P + "music.MusicPauseEvent", {}, doc="The player paused.")
+_add("MusicStopEvent", "MusicEvent", _P + "music.MusicStopEvent", {}, doc="The player stopped.")
+_add("NewPlayingTrackEvent", "MusicEvent", _P + "music.NewPlayingTrackEvent", {},
+     doc="A track started playing (not a resume from pause).")
+_add("VolumeChangeEvent", "MusicEvent", _P + "music.VolumeChangeEvent", {"volume": "the new volume, 0-100"},
+     {"volume": "num0"}, doc="The player's volume changed.")
+
 
 
 class Reply:

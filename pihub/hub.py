@@ -105,6 +105,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "mqtt": "pihub.backends.mqtt:MqttBackend",
     "tcp": "pihub.backends.tcp:TcpBackend",
     "redis_queue": "pihub.backends.redis_queue:RedisQueueBackend",
+    "music.mpd": "pihub.backends.mpd:MpdBackend",
 }
 
 

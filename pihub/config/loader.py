@@ -100,6 +100,8 @@ LEGACY_SECTIONS: Final[Mapping[str, str]] = {
     "backend.http.poll": "rss",
     "backend.tcp": "tcp",
     "backend.redis": "redis_queue",
+    "backend.music.mpd": "music.mpd",
+    "backend.mpd": "music.mpd",
     "backend.serial": "serial",
     "gpio.sensor.mcp3008": "adc",
     "sensor.mcp3008": "adc",
@@ -113,6 +115,7 @@ _LEGACY_SENSOR_PREFIX: Final = "backend.sensor."
 SPLIT_SECTIONS: Final[Mapping[str, frozenset[str]]] = {
     "adc": frozenset({"adc", "gpio.sensor.mcp3008", "sensor.mcp3008", "backend.sensor.mcp3008"}),
     "serial": frozenset({"serial", "backend.sensor.serial"}),
+    "music.mpd": frozenset({"music.mpd", "backend.music.mpd", "backend.mpd"}),
 }
 
 #: Platypush sections pihub refuses, with the reason.

@@ -62,6 +62,9 @@ CONTRACT_CONFIGS = {
     # a local HTTP server serving a one-entry feed (CONTRACT_RIGS fills in its URL): the first
     # poll at open announces it. The dedup/304/broken-feed tests are in test_rss.py.
     "rss": ({"feeds": ["http://127.0.0.1:1/filled-in-by-the-rig"], "timeout": 2}, None),
+    # a real mpd with a null output (CONTRACT_RIGS fills in its port): the state at the first
+    # connection is announced, a MusicStopEvent. The player/search/restart tests are in test_mpd.py.
+    "music.mpd": ({"host": "127.0.0.1", "port": 1, "retry_interval": 0.05}, None),
 }
 BAD_CONFIGS = {
     "mock": {"script": [{"after": -1, "event": {"type": "GPIOEvent"}}]},
@@ -77,6 +80,7 @@ BAD_CONFIGS = {
     "redis_queue": {"redis_args": {"decode_responses": True}},
     "file_watch": {"paths": [{"path": "/tmp", "events": ["rename"]}]},
     "rss": {"feeds": ["file:///etc/passwd"]},
+    "music.mpd": {"port": 66000},
 }
 
 
@@ -191,7 +195,16 @@ def _redis_rig() -> Iterator[None]:
             proc.wait(10)
 
 
-CONTRACT_RIGS = {"redis_queue": _redis_rig, "smartcard": _smartcard_rig, "flic": _flic_rig, "midi": _midi_rig, "camera.pi": _camera_rig,
+@contextlib.contextmanager
+def _mpd_rig() -> Iterator[None]:
+    for tool in ("mpd", "mpc", "ffmpeg"):
+        need_tool(shutil.which(tool) is not None, f"{tool} is not installed (apt-get install mpd mpc ffmpeg)")
+    with tempfile.TemporaryDirectory(prefix="pihub-contract-mpd-") as d, load_hw_mock("mpd_server").MpdServer(d) as s:
+        CONTRACT_CONFIGS["music.mpd"][0]["port"] = s.port
+        yield
+
+
+CONTRACT_RIGS = {"music.mpd": _mpd_rig, "redis_queue": _redis_rig, "smartcard": _smartcard_rig, "flic": _flic_rig, "midi": _midi_rig, "camera.pi": _camera_rig,
                  "mqtt": _mqtt_rig, "file_watch": _file_watch_rig, "rss": _rss_rig}
 
 

@@ -47,6 +47,7 @@ SECTIONS = {
     "rss": Schema({}, extra=True),
     "tcp": Schema({}, extra=True),
     "redis_queue": Schema({}, extra=True),
+    "music.mpd": Schema({}, extra=True),
     "shell": Schema({"enabled": Field(bool, False)}),
 }
 
@@ -276,6 +277,7 @@ def test_legacy_expected_table() -> None:
         "backend.scard": "smartcard", "backend.camera.pi": "camera.pi", "backend.sensor.mcp3008": "adc",
         "backend.sensor.serial": "serial", "backend.mqtt": "mqtt", "backend.serial": "serial",
         "backend.tcp": "tcp", "backend.redis": "redis_queue",
+        "backend.music.mpd": "music.mpd", "backend.mpd": "music.mpd",
         "gpio.sensor.mcp3008": "adc", "sensor.mcp3008": "adc",
         "backend.inotify": "file_watch", "backend.file.monitor": "file_watch", "file.monitor": "file_watch",
         "backend.http.poll": "rss"}
