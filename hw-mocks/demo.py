@@ -24,6 +24,8 @@ camera     none: ``camera.pi`` with ``driver: mock`` runs   ``ffmpeg`` (apt ffmp
            its own ffmpeg test picture on port 2222      ``vlc tcp/h264://127.0.0.1:2222``
 mqtt       ``mqtt_broker.py``: a private Mosquitto on     ``mosquitto`` (apt mosquitto)
            127.0.0.1:18830, user ``pihub-demo``
+mpd        ``mpd_server.py``: a private mpd on 6600       ``mpd`` and ``ffmpeg`` (apt)
+           with three generated tones
 file_watch none: watches ``run/inbox``                   inotify_simple in the venv
 ========== ============================================ ====================================
 
@@ -104,6 +106,13 @@ def _tool_missing(tool: str, package: str) -> Callable[[], str | None]:
     return missing
 
 
+def _mpd_missing() -> str | None:
+    for tool, package in (("mpd", "mpd"), ("ffmpeg", "ffmpeg")):
+        if shutil.which(tool) is None and not Path("/usr/bin", tool).exists():
+            return f"{tool} is not installed (sudo apt-get install --no-install-recommends {package})"
+    return None
+
+
 def _inotify_missing() -> str | None:
     return None if _module("inotify_simple") else "inotify_simple is not in this venv (.venv/bin/pip install 'pihub[file_watch]')"
 
@@ -134,6 +143,10 @@ def devices() -> list[Device]:
                        "Home Assistant discovery on",
                [PY, str(HERE / "mqtt_broker.py"), "--port", "18830", "--user", "pihub-demo:pihub"],
                ready=lambda line: line.startswith('{"host"'), missing=_tool_missing("mosquitto", "mosquitto")),
+        Device("mpd", "a private mpd on 127.0.0.1:6600 with three generated tones (null audio output): "
+                      "music.mpd.play resource=tone1.ogg",
+               [PY, str(HERE / "mpd_server.py"), "--port", "6600", "--dir", str(RUN / "mpd")],
+               ready=lambda line: line.startswith('{"host"'), missing=_mpd_missing),
         Device("file_watch", "run/inbox watched: drop a file there", None, ready=lambda line: True,
                missing=_inotify_missing,
                extra_config=f'file_watch: {{paths: [{{path: "{RUN / "inbox"}", recursive: true}}]}}\n'),
@@ -232,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for d in devices():
         ap.add_argument(f"--no-{d.name}", action="store_true", help=f"leave out the {d.name} simulator")
     args = ap.parse_args(argv)
+    # SIGTERM (systemd, a test's teardown) ends the demo as Ctrl-C does: the finally below
+    # stops the simulators, which run in their own sessions and would otherwise be left
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     RUN.mkdir(exist_ok=True)
     (RUN / "inbox").mkdir(exist_ok=True)

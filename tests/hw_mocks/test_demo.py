@@ -3,7 +3,7 @@ device, the demo's hooks fire from each, and the printed login and token work.
 
 The demo runs from a copy of hw-mocks/ in a temporary directory (its run/ files land
 there, not in the checkout). Its fixed ports (flicd 5551/5552, the camera's 2222, the MQTT
-broker's 18830, the JACK server name, vpcd's namespace) are the demo's own; the HTTP port
+broker's 18830, mpd's 6600, the JACK server name, vpcd's namespace) are the demo's own; the HTTP port
 is a free one (--http-port).
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from pihub_testing import HW_MOCKS, need_pcsc_stack, need_tool, wait_for
 
-DEVICES = ("serial", "flic", "midi", "smartcard", "camera", "mqtt", "file_watch")
+DEVICES = ("serial", "flic", "midi", "smartcard", "camera", "mqtt", "mpd", "file_watch")
 
 
 def _free_port_pair() -> int:
@@ -105,6 +105,7 @@ class Demo:
 def demo(tmp_path: Path) -> Iterator[Demo]:
     need_tool(shutil.which("jackd") is not None, "jackd is not installed (apt-get install jackd2)")
     need_tool(shutil.which("ffmpeg") is not None, "ffmpeg is not installed (apt-get install ffmpeg)")
+    need_tool(shutil.which("mpd") is not None, "mpd is not installed (apt-get install mpd)")
     need_tool(shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists(),
               "mosquitto is not installed (apt-get install mosquitto)")
     need_pcsc_stack()
@@ -112,9 +113,13 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     try:
         yield d
     finally:
-        if d.proc.poll() is None:
-            os.killpg(d.proc.pid, signal.SIGKILL)
-            d.proc.wait(10)
+        if d.proc.poll() is None:  # SIGTERM: the demo stops its simulators (own sessions) first
+            os.killpg(d.proc.pid, signal.SIGTERM)
+            try:
+                d.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(d.proc.pid, signal.SIGKILL)
+                d.proc.wait(10)
 
 
 def test_the_demo_starts_every_simulator_and_every_device_drives_a_hook(demo: Demo) -> None:
@@ -133,7 +138,7 @@ def test_the_demo_starts_every_simulator_and_every_device_drives_a_hook(demo: De
             return {}
         return {b["name"]: b["status"] for b in body["backends"]} if status == 200 else {}
 
-    want = {"serial", "flic", "midi", "smartcard", "mock", "gpio", "camera.pi", "mqtt", "file_watch"}
+    want = {"serial", "flic", "midi", "smartcard", "mock", "gpio", "camera.pi", "mqtt", "music.mpd", "file_watch"}
     assert wait_for(lambda: {n for n, s in backends().items() if s == "running"} >= want, 30, 0.2), backends()
 
     # each simulator's cycle reaches pihub, and the demo's hook for it sets a mock output
@@ -148,6 +153,12 @@ def test_the_demo_starts_every_simulator_and_every_device_drives_a_hook(demo: De
         return seen_outputs >= outputs
 
     assert wait_for(all_set, 40, 0.5), f"outputs set so far: {sorted(seen_outputs)}, want {sorted(outputs)}"
+
+    # music.mpd.play through the API: mpd plays a tone, its NewPlayingTrackEvent's hook runs
+    status, body = demo.call("POST", "/execute", {"type": "request", "action": "music.mpd.play",
+                                                  "args": {"resource": "tone1.ogg"}}, bearer)
+    assert status == 200 and body["response"]["errors"] == [], body
+    demo.until(r"mpd: now playing Tone \d by Artist \d")
 
     # a file dropped into run/inbox reaches the file_watch hook (its log line)
     (demo.root / "run" / "inbox" / "hello.txt").write_text("hi", encoding="utf-8")
