@@ -27,13 +27,23 @@ from pihub.sdnotify import MAX_DATAGRAM
 IN_CI = os.environ.get("CI") == "true"
 
 
-def need_tool(ok: bool, reason: str) -> None:
-    """Skip when a system tool is missing, but fail in CI: .ci/run must install it."""
+def _need(ok: bool, reason: str, in_ci: str) -> None:
     if ok:
         return
-    if IN_CI:
-        pytest.fail(f"{reason} (CI must install it: see .ci/run)")
+    if IN_CI:  # in CI no test may skip: the machine .ci/run prepares runs every one
+        pytest.fail(f"{reason} ({in_ci})")
     pytest.skip(reason)
+
+
+def need_tool(ok: bool, reason: str) -> None:
+    """Skip when a system tool is missing, but fail in CI: .ci/run must install it."""
+    _need(ok, reason, "CI must install it: see .ci/run")
+
+
+def need_absent(present: bool, reason: str) -> None:
+    """Skip a test of pihub *without* some hardware or library when this machine has it
+    (a Pi with a GPIO chip, picamera2 installed), but fail in CI, whose machine has none."""
+    _need(not present, reason, "the CI machine must not have it: these tests check pihub without it")
 
 
 #: the out-of-process simulators (hw-mocks/README.md)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pihub_testing import finishes, need_tool, wait_for
+from pihub_testing import finishes, need_absent, need_tool, wait_for
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.camera import RESOLUTIONS, CameraBackend, jpeg_size
@@ -446,8 +446,8 @@ def test_port_in_use_fails_the_backend_with_the_reason_and_the_daemon_runs_on(ma
 
 
 def test_the_picamera2_driver_without_picamera2_says_what_to_install() -> None:
-    if importlib.util.find_spec("picamera2") is not None:
-        pytest.skip("picamera2 is installed here: the HIL test covers this driver")
+    need_absent(importlib.util.find_spec("picamera2") is not None,
+                "picamera2 is installed here: the HIL test covers this driver")
     cam = CameraBackend({"driver": "picamera2"})
     with pytest.raises(BackendUnavailable, match="sudo apt install python3-picamera2"):
         cam.validate_environment()

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from pihub_testing import collecting_in, finishes, wait_for
+from pihub_testing import collecting_in, finishes, need_absent, wait_for
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.gpio import BOARD_TO_BCM, GpioBackend, parse_pin
@@ -578,16 +578,16 @@ def test_an_outputs_initial_level_on_a_wired_input_is_an_edge_at_open(rig: Calla
 # ------------------------------------------------------------------ factories and lifecycle
 
 
-@pytest.mark.skipif(ON_A_PI, reason="this machine has a GPIO chip")
 def test_lgpio_is_unavailable_here() -> None:
+    need_absent(ON_A_PI, "this machine has a GPIO chip")
     b = GpioBackend({"pin_factory": "lgpio", "outputs": {"porch_light": {"pin": 27}}})
     with pytest.raises(BackendUnavailable, match=r"^pin factory 'lgpio' cannot (load|open)"):
         b.validate_environment()
     assert b.pin_factory is None
 
 
-@pytest.mark.skipif(ON_A_PI, reason="this machine has a GPIO chip")
 def test_auto_tries_gpiozeros_order_and_says_why_each_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    need_absent(ON_A_PI, "this machine has a GPIO chip")
     monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
     b = GpioBackend({})
     with pytest.raises(BackendUnavailable) as info:
@@ -769,8 +769,7 @@ def test_gpio_actions_through_the_registry(make_hub: Callable[..., Any]) -> None
 
 
 def test_an_unavailable_factory_leaves_the_hub_running(make_hub: Callable[..., Any]) -> None:
-    if ON_A_PI:
-        pytest.skip("this machine has a GPIO chip")
+    need_absent(ON_A_PI, "this machine has a GPIO chip")
     hub = make_hub("""
         gpio:
           pin_factory: lgpio
