@@ -190,11 +190,7 @@ class _Panel:
 
     def _csp(self) -> str:
         environ = bottle.request.environ
-        try:
-            port = self.hub.websocket_port()
-        except AttributeError:  # a hub without a websocket server (tests' stand-ins)
-            port = None
-        return page_csp(environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http"), port)
+        return page_csp(environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http"), self.hub.websocket_port())
 
     def index(self) -> bottle.HTTPResponse:
         """``GET /``: the panel, or a 303 to the login page."""
