@@ -128,22 +128,28 @@ def _env() -> dict[str, str]:
 
 
 class Rig:
-    """The temporary config, workdir, user and API token (created with the CLI)."""
+    """The temporary config, workdir, user and API token (created with the CLI).
 
-    def __init__(self, tmp: Path) -> None:
+    Args:
+        tmp: the directory it all goes in.
+        config: the config template (``workdir``, ``port``, ``ws_port`` are filled in).
+        user: the user created, with a random :attr:`password`, and its ``control`` token.
+    """
+
+    def __init__(self, tmp: Path, config: str = CONFIG, user: str = "bench") -> None:
         self.tmp = tmp
         self.port, self.ws_port = _free_ports(2)
         self.cfg = tmp / "pihub.yaml"
-        self.cfg.write_text(CONFIG.format(workdir=tmp / "work", port=self.port, ws_port=self.ws_port),
+        self.cfg.write_text(config.format(workdir=tmp / "work", port=self.port, ws_port=self.ws_port),
                             encoding="utf-8")
         cli = [*pihub_command(), "--config", str(self.cfg)]
-        password = "bench-" + os.urandom(12).hex()
-        cp = subprocess.run([*cli, "user", "add", "bench", "--password-stdin"], input=password + "\n",
+        self.password = password = "bench-" + os.urandom(12).hex()
+        cp = subprocess.run([*cli, "user", "add", user, "--password-stdin"], input=password + "\n",
                             capture_output=True, text=True, timeout=CLI_TIMEOUT_S, cwd=tmp, env=_env(),
                             check=False)
         if cp.returncode != 0:
             raise RuntimeError(f"pihub user add failed ({cp.returncode}): {cp.stderr.strip()[-500:]}")
-        cp = subprocess.run([*cli, "token", "create", "bench", "--name", "bench", "--scope", "control"],
+        cp = subprocess.run([*cli, "token", "create", user, "--name", "bench", "--scope", "control"],
                             capture_output=True, text=True, timeout=CLI_TIMEOUT_S, cwd=tmp, env=_env(),
                             check=False, stdin=subprocess.DEVNULL)
         lines = cp.stdout.strip().splitlines()
@@ -151,6 +157,10 @@ class Rig:
             raise RuntimeError(f"pihub token create failed ({cp.returncode}): {cp.stderr.strip()[-500:]}")
         self.token = lines[-1].strip()
         self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"}
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
 
 
 class Client:

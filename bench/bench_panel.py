@@ -29,16 +29,13 @@ without it the family fails (reported, the others still run).
 from __future__ import annotations
 
 import html.parser
-import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench_daemon import pihub_command
-from bench_http import CLI_TIMEOUT_S, Daemon, _env, _free_ports
+from bench_http import Daemon, Rig
 from common import Context, cpu_snapshot, median, others_cpu_pct, result, rounded, tree_memory
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -78,42 +75,13 @@ event.hook.doorbell:
 """
 
 
-class PanelRig:
-    """The temporary config, a user with a known password and an API token (for the start probe)."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.port, self.ws_port = _free_ports(2)
-        self.cfg = tmp / "pihub.yaml"
-        self.cfg.write_text(CONFIG.format(workdir=tmp / "work", port=self.port, ws_port=self.ws_port),
-                            encoding="utf-8")
-        cli = [*pihub_command(), "--config", str(self.cfg)]
-        self.password = "bench-" + os.urandom(12).hex()
-        cp = subprocess.run([*cli, "user", "add", USER, "--password-stdin"], input=self.password + "\n",
-                            capture_output=True, text=True, timeout=CLI_TIMEOUT_S, cwd=tmp, env=_env(),
-                            check=False)
-        if cp.returncode != 0:
-            raise RuntimeError(f"pihub user add failed ({cp.returncode}): {cp.stderr.strip()[-500:]}")
-        cp = subprocess.run([*cli, "token", "create", USER, "--name", "bench", "--scope", "control"],
-                            capture_output=True, text=True, timeout=CLI_TIMEOUT_S, cwd=tmp, env=_env(),
-                            check=False, stdin=subprocess.DEVNULL)
-        lines = cp.stdout.strip().splitlines()
-        if cp.returncode != 0 or not lines:
-            raise RuntimeError(f"pihub token create failed ({cp.returncode}): {cp.stderr.strip()[-500:]}")
-        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {lines[-1].strip()}"}
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-
 def _browser(pw: Any) -> Any:
     if not CHROMIUM.exists():
         raise RuntimeError("chromium is not installed (apt-get install chromium)")
     return pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
 
 
-def _session_cookie(browser: Any, rig: PanelRig) -> list[dict[str, Any]]:
+def _session_cookie(browser: Any, rig: Rig) -> list[dict[str, Any]]:
     """Log in once through the login page; the session cookie to reuse."""
     context = browser.new_context()
     try:
@@ -128,7 +96,7 @@ def _session_cookie(browser: Any, rig: PanelRig) -> list[dict[str, Any]]:
         context.close()
 
 
-def _open_panel(browser: Any, rig: PanelRig, cookies: list[dict[str, Any]]) -> tuple[Any, dict[str, int]]:
+def _open_panel(browser: Any, rig: Rig, cookies: list[dict[str, Any]]) -> tuple[Any, dict[str, int]]:
     """A fresh context with the session, on ``/`` until drawn and live; bytes by kind."""
     context = browser.new_context()
     context.add_cookies(cookies)
@@ -156,7 +124,7 @@ def _body_len(resp: Any) -> int:
         raise RuntimeError(f"cannot read the body of {resp.url} ({resp.status}): {e}") from e
 
 
-def _login_weight(browser: Any, rig: PanelRig) -> int:
+def _login_weight(browser: Any, rig: Rig) -> int:
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -216,8 +184,8 @@ def bench_panel(ctx: Context) -> Iterator[dict[str, Any]]:
     runs = 2 if ctx.quick else ctx.runs
     tmp = Path(tempfile.mkdtemp(prefix="pihub-bench-panel-"))
     snap = cpu_snapshot()
-    rig = PanelRig(tmp)
-    d = Daemon(rig, ctx.log)  # type: ignore[arg-type]  # PanelRig has the attributes Daemon reads
+    rig = Rig(tmp, config=CONFIG, user=USER)
+    d = Daemon(rig, ctx.log)
     try:
         d.start()
         time.sleep(max(0.0, d.ready_at + IDLE_S - time.perf_counter()))  # type: ignore[operator]
