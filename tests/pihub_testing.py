@@ -142,6 +142,13 @@ class RecordingClock(ManualClock):
         return super().wait(event, timeout)
 
 
+def free_port() -> int:
+    """A TCP port free on the loopback now (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 T = TypeVar("T")
 
 

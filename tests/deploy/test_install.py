@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from deploy_support import REPO, SYSTEM_PYTHON, Installed, make_staging
-from pihub_testing import wait_for
+from pihub_testing import free_port, wait_for
 
 from pihub.cli import doctor
 
@@ -138,15 +137,9 @@ def test_it_prints_the_url_the_setup_code_hint_and_the_log_command(installed: In
     assert "journalctl -u pihub -f" in out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_staged_venv_runs_the_daemon(installed: Installed, tmp_path: Path) -> None:
     """Started from the staged venv (as the unit would), the daemon answers /livez."""
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(f"http: {{port: {port}, disable_websocket: true}}\nmock: {{}}\n")
     pihub = installed.staging.root / VENV / "bin" / "pihub"

@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from panel_support import CHROMIUM, PASSWORD, PNG_1X1, RIG_YAML, USER, Panel, Rig, free_port
-from pihub_testing import need_tool
+from panel_support import CHROMIUM, PASSWORD, PNG_1X1, RIG_YAML, USER, Panel, Rig
+from pihub_testing import free_port, need_tool
 
 #: Reports every CSP violation as a console error (Chromium also logs its own line).
 _CSP_WATCH = """document.addEventListener("securitypolicyviolation", (e) =>

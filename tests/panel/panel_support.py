@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import struct
 import zlib
 from collections.abc import Callable
@@ -73,13 +72,6 @@ procedure.lights_off(reason):
   - action: mock.set
     args: {{name: lamp, value: false}}
 """
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

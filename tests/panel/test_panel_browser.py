@@ -14,8 +14,8 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from panel_support import USER, Panel, Rig, free_port
-from pihub_testing import wait_for
+from panel_support import USER, Panel, Rig
+from pihub_testing import free_port, wait_for
 
 from pihub.events import Event
 
