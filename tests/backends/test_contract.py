@@ -175,24 +175,17 @@ def _rss_rig() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _redis_rig() -> Iterator[None]:
-    import subprocess
-    import tempfile
-    import time
+    from test_redis_queue import RedisServer
 
     need_tool(shutil.which("redis-server") is not None, "redis-server is not installed (apt-get install redis-server)")
     with tempfile.TemporaryDirectory(prefix="pihub-contract-redis-") as tmp:
-        sock = os.path.join(tmp, "redis.sock")
-        proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
-                                 "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        server = RedisServer(Path(tmp))
+        server.start()
         try:
-            deadline = time.monotonic() + 10
-            while not os.path.exists(sock) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            CONTRACT_CONFIGS["redis_queue"][0]["unix_socket_path"] = sock
+            CONTRACT_CONFIGS["redis_queue"][0]["unix_socket_path"] = str(server.sock)
             yield
         finally:
-            proc.terminate()
-            proc.wait(10)
+            server.stop()
 
 
 @contextlib.contextmanager
