@@ -4,7 +4,7 @@ Request:  ``{"type":"request","action":"plugin.method","args":{...},"id":...,"ta
 Response: ``{"type":"response","id":...,"response":{"output":...,"errors":[...]}}``
 Event:    ``{"type":"event","args":{"type":"<event type>", ...}}``
 
-Differences from Platypush, on purpose: ids come from ``secrets``; a string output is
+Differences from Platypush, on purpose: ids are a random per-run prefix and a counter (:func:`pihub.events.new_event_id`), not ``random``; a string output is
 never JSON-decoded (``"123"`` stays a string); a null output still becomes
 ``{"success": <no errors>}`` as Platypush clients expect.
 """

@@ -256,7 +256,9 @@ class LiveTraces:
         self.capacity = capacity
         self._clock = clock
         self._lock = threading.Lock()
-        self._events: collections.OrderedDict[str, _Trace] = collections.OrderedDict()
+        # an event no hook has started for yet is kept as itself; its _Trace is made by the
+        # first begin(): most events fire nothing, and the listener runs on the dispatcher
+        self._events: collections.OrderedDict[str, _Trace | Event] = collections.OrderedDict()
         self._fired: dict[str, tuple[int, float]] = {}
         self._local = threading.local()
 
@@ -264,9 +266,8 @@ class LiveTraces:
         """Keep ``event`` (dispatcher thread, before its hooks start); gives it its id."""
         if not event.id:
             event.id = new_event_id()
-        trace = _Trace(event)
         with self._lock:
-            self._events[event.id] = trace
+            self._events[event.id] = event
             if len(self._events) > self.capacity:
                 self._events.popitem(last=False)
 
@@ -280,7 +281,10 @@ class LiveTraces:
         with self._lock:
             n, _ = self._fired.get(hook, (0, 0.0))
             self._fired[hook] = (n + 1, now)
-            trace = self._events.get(event.id) if event.id else None
+            kept = self._events.get(event.id) if event.id else None
+            if isinstance(kept, Event):  # the first hook for it: the same key keeps its place
+                kept = self._events[event.id] = _Trace(kept)
+            trace = kept
             if trace is not None:
                 trace.started.append(hook)
                 first = len(trace.actions)
@@ -333,9 +337,10 @@ class LiveTraces:
             again). None when the event is not (or no longer) kept.
         """
         with self._lock:
-            trace = self._events.get(event_id)
-            if trace is None:
+            kept = self._events.get(event_id)
+            if kept is None:
                 return None
+            trace = _Trace(kept) if isinstance(kept, Event) else kept
             actions = [dict(a) for a in trace.actions]
             hook_errors = {k: list(v) for k, v in trace.hook_errors.items()}
             finished = trace.finished
