@@ -71,7 +71,8 @@ def test_create_modify_delete_move_fire_the_right_events(opened, clock, tmp_path
     (tmp_path / "b.txt").unlink()
     (tmp_path / "d").mkdir()
     _sentinel(rec, tmp_path, "s2")
-    got = [(t, a) for t, a in rec.summary()[n:] if not a["path"].endswith("s2")]
+    # the sentinels are markers (s1's coalesced modify may land after n was taken)
+    got = [(t, a) for t, a in rec.summary()[n:] if not a["path"].endswith(("s1", "s2"))]
     assert got == [
         ("PathMovedEvent", {"path": str(f), "is_directory": False, "watch_path": str(tmp_path),
                             "new_path": str(tmp_path / "b.txt")}),
