@@ -798,6 +798,8 @@ def test_query_token_opens_the_stream_when_allowed(make_live: MakeLive, open_ws:
     assert (code, reason) == (1008, "INSUFFICIENT_SCOPE: control scope required")
     # a header credential comes first, as for HTTP
     both = open_ws(server, "/ws/events?token=nope", additional_headers={"Authorization": "Bearer tok-read"})
+    # attached once the handshake's credential was checked (no since: an event before is not its)
+    assert wait_for(lambda: server.client_count() == 2)
     server.listener(gpio(5))
     assert recv_json(both)["seq"] == 2
 
