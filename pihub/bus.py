@@ -43,6 +43,7 @@ import threading
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice, pairwise, repeat
+from operator import is_
 from typing import Any, NamedTuple
 
 from pihub.errors import NativeMismatch
@@ -355,33 +356,29 @@ def _column(attr: str, f: int, bit: int, vals: list[Any]) -> tuple[array[Any] | 
         uint32 or double, 0 where absent or opaque) and the presence bits it adds: one int
         for every event alike, or one int per event.
     """
-    col: array[Any] | None = None
-    if f < _F_CODE and vals[0] is not _MISSING:  # the common case first: every value interned
+    if vals[0] is _MISSING and all(map(is_, vals, repeat(_MISSING))):  # (identity: no __eq__ runs)
+        return None, 0
+    keys: array[Any] | None = None
+    if f < _F_CODE:
         try:
-            col = array("I", map(_key_get, vals, repeat(UNKNOWN_KEY)))
+            keys = array("I", map(_key_get, vals, repeat(UNKNOWN_KEY)))
         except TypeError:  # an unhashable value: opaque (below, value by value)
             pass
         else:
-            if UNKNOWN_KEY not in col:  # (an absent value would have read UNKNOWN_KEY)
-                return col, bit
+            if UNKNOWN_KEY not in keys:  # the common case: every value interned
+                return keys, bit
     kinds = set(map(type, vals))
     absent = _Absent in kinds
     if absent:
-        if len(kinds) == 1:
-            return None, 0
         kinds.discard(_Absent)
         vals0 = [0 if v is _MISSING else v for v in vals]
     else:
         vals0 = vals
-    col = None
+    col: array[Any] | None = None
     if f < _F_CODE:
-        try:
-            col = array("I", map(_key_get, vals0, repeat(UNKNOWN_KEY)))
-        except TypeError:  # an unhashable value: opaque
-            pass
-        else:
-            if absent:  # 0 is an interned value's id: absent values must still read 0
-                col = array("I", [0 if v is _MISSING else k for v, k in zip(vals, col, strict=True)])
+        if keys is not None:  # values never interned read UNKNOWN_KEY, as lookup() has it
+            # 0 is an interned value's id: absent values (which read UNKNOWN_KEY) must read 0
+            col = array("I", [0 if v is _MISSING else k for v, k in zip(vals, keys, strict=True)]) if absent else keys
     elif f == _F_CODE:
         if kinds <= _CODE_TYPES:
             try:
