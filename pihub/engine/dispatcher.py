@@ -43,6 +43,7 @@ import logging
 import queue
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -204,10 +205,8 @@ class LatencyHistogram:
         self.n = 0
 
     def observe(self, us: float) -> None:
-        for i, b in enumerate(self.bounds):
-            if us <= b:
-                self.counts[i] += 1
-                break
+        """Count one latency of ``us`` microseconds (>= 0) in its bucket."""
+        self.counts[bisect_left(self.bounds, us)] += 1  # the first bound >= us; the last is +inf
         self.total_us += us
         self.n += 1
 

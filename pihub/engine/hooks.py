@@ -74,8 +74,8 @@ def select(matches: Sequence[tuple[Hook, dict[str, Any]]]) -> list[tuple[Hook, d
         The ``(hook, captures)`` pairs to run: those with the highest priority, sorted by
         config order. Empty when ``matches`` is empty.
     """
-    if not matches:
-        return []
+    if len(matches) <= 1:  # most events match one hook at most: no ranking to do
+        return list(matches)
     top = max(h.priority for h, _ in matches)
     chosen = [m for m in matches if m[0].priority == top]
     chosen.sort(key=lambda m: m[0].order)

@@ -13,7 +13,7 @@ from pihub.bus import Bus
 from pihub.clock import ManualClock
 from pihub.engine.actions import ActionRegistry
 from pihub.engine.conditions import compile_condition
-from pihub.engine.dispatcher import Dispatcher, WorkerPool, inline_hooks
+from pihub.engine.dispatcher import Dispatcher, LatencyHistogram, WorkerPool, inline_hooks
 from pihub.engine.hooks import Hook
 from pihub.engine.procedures import compile_steps
 from pihub.engine.rules import Matcher
@@ -473,3 +473,16 @@ def test_stop_drains_inline_and_pool_hooks_alike(bus):
     pool.stop()
     m.close()
     assert n == 60 and count == {"inline": 60, "pooled": 60}
+
+
+def test_latency_histogram_counts_each_latency_in_the_first_bucket_whose_bound_holds_it() -> None:
+    hist = LatencyHistogram()
+    for us in (0.0, 10.0, 10.5, 25.0, 250000.0, 250000.1, 1e12):
+        hist.observe(us)
+    by_bound = dict(zip(hist.bounds, hist.counts, strict=True))
+    assert by_bound[10] == 2  # 0 and 10: a bound is inclusive
+    assert by_bound[25] == 2
+    assert by_bound[250000] == 1
+    assert by_bound[float("inf")] == 2
+    assert sum(hist.counts) == hist.n == 7
+    assert hist.total_us == pytest.approx(0 + 10 + 10.5 + 25 + 250000 + 250000.1 + 1e12)
