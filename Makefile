@@ -4,6 +4,7 @@
 #               has them; then cross-built for aarch64/armhf and run under qemu-user, CROSS= skips
 #               those), then pytest
 #   make bench  every benchmark -> bench/results/latest.jsonl
+#   make hil    the hardware-in-the-loop suite alone (RIG=pi VENV=~/hil-venv on a wired Pi)
 #   make soak   the reliability suite's long versions (PIHUB_SOAK=1: 300 kill -9 trials, long
 #               floods, 5 min of fuzzing per target); tests/reliability/ also runs in make test
 #   make lock   re-resolve requirements/*.txt from pyproject.toml (keeps pins that still fit;
@@ -14,7 +15,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.pihub-installed
 NATIVE  = $(wildcard native/*.c native/*.h) native/build_native.py native/build_loadgen.py
 
-.PHONY: all build demo test lint typecheck test-native test-py fuzz soak bench sysdeps clean lock lock-upgrade
+.PHONY: all build demo test lint typecheck test-native test-py hil fuzz soak bench sysdeps clean lock lock-upgrade
 
 all: build
 
@@ -78,6 +79,14 @@ test-native:
 
 test-py: build
 	$(PY) -m pytest
+
+# The hardware-in-the-loop suite alone (tests/hil/README.md), printing each device's measured
+# figures. RIG=mock (default) runs it on the mock rig from .venv; on a wired Pi, from the test
+# venv that README makes: make hil RIG=pi VENV=~/hil-venv (no build step: that venv is made by
+# hand, with the Pi's picamera2 from --system-site-packages).
+RIG ?= mock
+hil:
+	PIHUB_RIG=$(RIG) $(PY) -m pytest -p no:cacheprovider -s tests/hil
 
 fuzz: build
 	$(PY) -m pytest -m fuzz -s tests/web
