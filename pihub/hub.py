@@ -635,7 +635,9 @@ class Hub:
         return resp
 
     def _spawn(self, fn: Any) -> None:
-        if not self.pool.submit(fn):
+        task = self.traces.carry(fn)  # a fork or async part stays in its hook's trace
+        if not self.pool.submit(task):
+            task.drop()
             raise RuntimeError(f"worker queue full ({self.pool.queue_size} jobs): async work dropped")
 
     def _fire(self, hook: Hook, event: Event, captures: dict[str, Any]) -> Response:

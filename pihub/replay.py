@@ -209,6 +209,7 @@ class _Trace:
     event: Event
     started: list[str] = dataclasses.field(default_factory=list)
     finished: int = 0
+    pending: int = 0  # carried parts (fork iterations, async procedures) not run yet
     actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     hook_errors: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
@@ -220,6 +221,38 @@ class _Run:
     hook: str
     trace: _Trace | None
     first: int = 0
+
+
+class Carried:
+    """A task handed to another thread by :meth:`LiveTraces.carry`: call it (once) to run it
+    there inside the hook's trace, or :meth:`drop` it when it will never run."""
+
+    __slots__ = ("_done", "_fn", "_traces", "run")
+
+    def __init__(self, traces: LiveTraces, fn: Callable[[], Any], run: _Run | None) -> None:
+        self._traces = traces
+        self._fn = fn
+        self.run = run
+        self._done = False
+
+    def __call__(self) -> Any:
+        local = self._traces._local
+        previous: _Run | None = getattr(local, "run", None)
+        local.run = self.run
+        try:
+            return self._fn()
+        finally:
+            local.run = previous
+            self._finish()
+
+    def drop(self) -> None:
+        """It will not run (the pool refused it)."""
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            self._traces._carried(self)
 
 
 class LiveTraces:
@@ -236,8 +269,9 @@ class LiveTraces:
     ``Matcher.explain``), never on the dispatcher thread: there, :meth:`listener` costs
     one dict insert under a lock whatever the number of hooks.
 
-    Not in a trace: the actions of a hook's asynchronous parts (``fork``,
-    ``procedure.async.*``), which run on other threads after the hook returned.
+    A hook's asynchronous parts (``fork`` iterations, ``procedure.async.*``), which run on
+    worker threads after the hook returned, are handed to the pool through :meth:`carry`:
+    their actions join the hook's record, and the trace stays incomplete until they ran.
 
     It also counts, for every event kept or not, how many times each hook fired and
     when it last did (:meth:`hook_stats`, the read-only hooks view).
@@ -307,6 +341,28 @@ class LiveTraces:
             if errors:
                 trace.hook_errors.setdefault(run.hook, []).extend(errors)
 
+    def carry(self, fn: Callable[[], Any]) -> Carried:
+        """``fn``, to run later on another thread as part of the hook running on this one.
+
+        Its actions join that hook's trace, which reads as incomplete until ``fn`` ran (or
+        was dropped). Outside a traced hook, the result just runs ``fn``.
+        """
+        run: _Run | None = getattr(self._local, "run", None)
+        trace = run.trace if run is not None else None
+        if run is None or trace is None:
+            return Carried(self, fn, None)
+        with self._lock:
+            trace.pending += 1
+        return Carried(self, fn, _Run(run.hook, trace))
+
+    def _carried(self, carried: Carried) -> None:
+        """``carried`` ran or will never run: its trace no longer waits for it."""
+        run = carried.run
+        if run is None or run.trace is None:
+            return
+        with self._lock:
+            run.trace.pending -= 1
+
     def action_started(self, action: str, args: Any) -> dict[str, Any] | None:
         """An action starts on this thread; its record, or None outside a traced hook."""
         run: _Run | None = getattr(self._local, "run", None)
@@ -345,10 +401,11 @@ class LiveTraces:
             hook_errors = {k: list(v) for k, v in trace.hook_errors.items()}
             finished = trace.finished
             started = len(trace.started)
+            pending = trace.pending
         fired, not_fired = explain(trace.event)
         line = trace_line(trace.event.to_dict(device_id), [h.name for h in fired], not_fired, actions,
                           hook_errors)
-        line["complete"] = finished == started and started >= len(fired)
+        line["complete"] = finished == started and started >= len(fired) and not pending
         return line
 
     def hook_stats(self) -> dict[str, tuple[int, float]]:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from typing import Any
 
 import pytest
+from pihub_testing import wait_for
 
 from pihub.events import Event
-from pihub.replay import replay
+from pihub.messages import Response
+from pihub.replay import LiveTraces, replay
 
 MIDI_SLIDER = """
 event.hook.OnMidiSlider:
@@ -151,3 +154,81 @@ def test_the_daemon_runs_the_seed_example_the_same_way(make_hub) -> None:
     assert hub.publish(Event.of("MidiMessageEvent", message=[0xB0, 0x07, 33], port="p"))
     assert hub.flush()
     assert hub.execute("variable.get", {"name": "bri"}).output == {"bri": 66}
+
+
+# ------------------------------------------------------------------ the daemon's live traces
+
+FAN_OUT = """
+http: {bind_address: 127.0.0.1, port: 0, disable_websocket: true}   # traces are kept for the panel
+event.hook.fan_out:
+  if: {type: CustomEvent, subtype: fan}
+  then:
+    - action: variable.set
+      args: {fan_start: yes}
+    - fork x in ${[1, 2]}:
+        - action: variable.set
+          args: {fan_x: "${x}"}
+    - action: procedure.later
+procedure.async.later:
+  - action: variable.set
+    args: {later: done}
+"""
+
+
+def test_a_hooks_fork_and_async_parts_are_in_its_live_trace(make_hub) -> None:
+    hub = make_hub(FAN_OUT)
+    seen: list[Event] = []
+    # after the trace listener: the event has its id
+    hub.dispatcher.add_listener(lambda e: seen.append(e) if e.args.get("subtype") == "fan" else None)
+    assert hub.publish(Event.of("CustomEvent", subtype="fan"))
+    assert hub.flush()
+    assert wait_for(lambda: hub.trace(seen[0].id)["complete"])
+    trace = hub.trace(seen[0].id)
+    assert trace["fired"] == ["fan_out"]
+    records = [(a["hook"], a["action"], a["args"]) for a in trace["actions"]]
+    assert records[0] == ("fan_out", "variable.set", {"fan_start": True})
+    assert sorted(r[2]["fan_x"] for r in records if "fan_x" in r[2]) == [1, 2]  # the fork's iterations
+    assert {r[:2] for r in records} == {("fan_out", "variable.set"), ("fan_out", "procedure.later")}
+    assert ("fan_out", "variable.set", {"later": "done"}) in records
+    assert all(not a["errors"] for a in trace["actions"])
+
+
+def _explain_fired(hook: str) -> Any:
+    class _Hook:
+        name = hook
+
+    return lambda event: ([_Hook()], {})
+
+
+def test_a_live_trace_is_incomplete_until_its_carried_parts_ran_or_were_dropped() -> None:
+    traces = LiveTraces(capacity=4)
+    event = Event.of("CustomEvent", subtype="x")
+    traces.listener(event)
+    explain = _explain_fired("h")
+    previous = traces.begin("h", event)
+    ran_in: list[object] = []
+
+    def part() -> None:
+        ran_in.append(traces.action_started("variable.set", {"k": 1}))
+
+    first, second = traces.carry(part), traces.carry(part)
+    traces.end(previous, Response())
+    assert traces.trace(event.id, explain, "dev")["complete"] is False  # two parts wait
+    runner = threading.Thread(target=first)
+    runner.start()
+    runner.join(5)
+    assert ran_in and ran_in[0] is not None  # on another thread, inside the hook's trace
+    assert traces.trace(event.id, explain, "dev")["complete"] is False
+    second.drop()  # the pool refused it
+    second.drop()  # (once only)
+    line = traces.trace(event.id, explain, "dev")
+    assert line["complete"] is True
+    assert [(a["hook"], a["action"]) for a in line["actions"]] == [("h", "variable.set")]
+
+
+def test_a_part_carried_outside_any_hook_just_runs() -> None:
+    traces = LiveTraces(capacity=4)
+    calls: list[object] = []
+    task = traces.carry(lambda: calls.append(traces.action_started("variable.set", {})))
+    task()
+    assert calls == [None]  # no trace to join
