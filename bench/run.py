@@ -13,7 +13,9 @@ Each family is a module of ``bench/`` with a ``BENCHES`` list of functions
 the end, exit status 1); the others still run and their rows are still written.
 
 Output: a table on stdout, progress on stderr, and one JSON object per line in
-``--out`` (default ``bench/results/latest.jsonl``), replaced atomically at the end.
+``--out``, replaced atomically at the end: by default ``bench/results/latest.jsonl`` for
+a run of every family, ``bench/results/<family>-<family>....jsonl`` for a subset (so that
+a subset never replaces the full run's rows).
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run the Platypush daemon benchmark (installs the peer if missing)")
     ap.add_argument("--quick", action="store_true", help="short runs (harness check; do not publish)")
     ap.add_argument("--runs", type=int, default=5, help="measured runs per figure (median) [5]")
-    ap.add_argument("--out", type=Path, default=RESULTS / "latest.jsonl", help="JSON-lines output")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON-lines output [bench/results/latest.jsonl; a subset: <families>.jsonl]")
     ap.add_argument("--peer-dir", type=Path, default=default_peer_dir(), help="the peer's PEER_DIR")
     ap.add_argument("--list", action="store_true", help="list the families and their benchmarks")
     ap.add_argument("--quiet-pct", type=float, default=25.0,
@@ -137,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown family {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
     families = a.families or list(FAMILIES)
+    if a.out is None:
+        subset = [f for f in FAMILIES if f in families]  # in run order, each once
+        a.out = RESULTS / ("latest.jsonl" if subset == list(FAMILIES) else "-".join(subset) + ".jsonl")
     if a.list:
         for fam in families:
             print(f"{fam} ({FAMILIES[fam]}.py): " + ", ".join(b.__name__ for b in load(fam)))
