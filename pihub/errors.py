@@ -12,7 +12,7 @@ A misspelt name gets :func:`did_you_mean`'s suffix, computed by :func:`close_mat
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -205,6 +205,38 @@ class TokenNameExists(PihubError, ValueError):
 
 class BodyTooLarge(PihubError, ValueError):
     """A request body went past ``max_body`` while being read (HTTP 413)."""
+
+
+class Refused(PihubError, PermissionError):
+    """The access policy's no (:mod:`pihub.web.access`), with what each transport shows of it.
+
+    Attributes:
+        status: the HTTP status.
+        name: the error name (``INVALID_CREDENTIALS``...).
+        message: the HTTP error message; never contains a secret.
+        reason: the websocket close reason, ``NAME: why`` (at most 123 bytes).
+        headers: extra HTTP response headers (``WWW-Authenticate``, ``Retry-After``).
+        clear_cookie: the session cookie named a session that is gone: HTTP clears it.
+    """
+
+    def __init__(self, status: int, name: str, message: str, reason: str,
+                 headers: Mapping[str, str] | None = None, *, clear_cookie: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.name = name
+        self.message = message
+        self.reason = reason
+        self.headers: dict[str, str] = dict(headers or {})
+        self.clear_cookie = clear_cookie
+
+
+class ProtocolError(PihubError, ValueError):
+    """A daemon or device sent what its protocol does not allow (a flicd frame of a bad
+    length...); the connection is reset."""
+
+
+class FeedError(PihubError, ValueError):
+    """A feed poll failed; ``str()`` is the reason (without the feed's name)."""
 
 
 class AdcNoAnswer(PihubError, OSError):

@@ -69,7 +69,7 @@ from typing import Any, ClassVar, Final, Literal
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.clock import Clock, Timer
 from pihub.config.schema import Field, Schema, show
-from pihub.errors import ConfigProblem, ConfigProblems
+from pihub.errors import ConfigProblem, ConfigProblems, ProtocolError
 from pihub.events import CATALOGUE, Event
 from pihub.plugin import action
 
@@ -135,10 +135,6 @@ _SEQUENCE_EVENT: Final = CATALOGUE.get("FlicButtonEvent")
 _PRESS_KINDS: Final = {CLICK_SINGLE: "click", CLICK_DOUBLE: "double_click", CLICK_HOLD: "hold"}
 _CONNECTION_EVENT: Final = CATALOGUE.get("FlicButtonConnectionEvent")
 _RECV_CHUNK: Final = 4096  # bytes asked of one recv
-
-
-class ProtocolError(Exception):
-    """flicd sent something the protocol does not allow; the connection is reset."""
 
 
 def addr_to_wire(addr: str) -> bytes:

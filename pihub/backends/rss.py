@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.clock import Clock
 from pihub.config.schema import Field, Schema, show
-from pihub.errors import ActionError, ConfigProblem, ConfigProblems, StoreError
+from pihub.errors import ActionError, ConfigProblem, ConfigProblems, FeedError, StoreError
 from pihub.events import CATALOGUE, Event
 from pihub.plugin import action
 
@@ -123,10 +123,6 @@ _FIELDS: Final = {
                       doc="seen entries kept per feed (at least as many as the feed holds)"),
     "user_agent": Field(str, "pihub/0.1 (RSS poller)", doc="the User-Agent header of the requests"),
 }
-
-
-class FeedError(Exception):
-    """A poll failed; ``str()`` is the reason (without the feed's name)."""
 
 
 @dataclass(eq=False)

@@ -65,7 +65,7 @@ from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from pihub.auth import csrf_ok
-from pihub.errors import RateLimited
+from pihub.errors import RateLimited, Refused
 
 __all__ = [
     "SAFE_METHODS", "SESSION_COOKIE", "Access", "AuthLike", "Caller", "Credential", "PrincipalLike",
@@ -198,29 +198,6 @@ class Caller:
     source: str
     csrf: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
-
-
-class Refused(Exception):
-    """The policy's no, with what each transport shows of it.
-
-    Attributes:
-        status: the HTTP status.
-        name: the error name (``INVALID_CREDENTIALS``...).
-        message: the HTTP error message; never contains a secret.
-        reason: the websocket close reason, ``NAME: why`` (at most 123 bytes).
-        headers: extra HTTP response headers (``WWW-Authenticate``, ``Retry-After``).
-        clear_cookie: the session cookie named a session that is gone: HTTP clears it.
-    """
-
-    def __init__(self, status: int, name: str, message: str, reason: str,
-                 headers: Mapping[str, str] | None = None, *, clear_cookie: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.name = name
-        self.message = message
-        self.reason = reason
-        self.headers: dict[str, str] = dict(headers or {})
-        self.clear_cookie = clear_cookie
 
 
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="pihub"'}

@@ -24,9 +24,9 @@ import pytest
 from pihub_testing import HW_MOCKS, load_hw_mock, wait_for
 
 from pihub.backends.base import BackendStatus
-from pihub.backends.flic import LONG, SHORT, FlicBackend, FrameReader, PressSequence, ProtocolError, decode
+from pihub.backends.flic import LONG, SHORT, FlicBackend, FrameReader, PressSequence, decode
 from pihub.clock import ManualClock
-from pihub.errors import ConfigProblems
+from pihub.errors import ConfigProblems, ProtocolError
 from pihub.events import Event
 
 A, B, C = "80:e4:da:70:a1:c0", "80:e4:da:70:a1:c1", "80:e4:da:70:a1:c2"

@@ -11,9 +11,9 @@ import pytest
 from pihub_testing import EventRecorder, wait_for
 
 from pihub.backends.base import BackendStatus
-from pihub.backends.rss import FeedError, RssBackend, parse_feed
+from pihub.backends.rss import RssBackend, parse_feed
 from pihub.clock import ManualClock
-from pihub.errors import ActionError, ConfigProblems
+from pihub.errors import ActionError, ConfigProblems, FeedError
 from pihub.store import Store
 
 
