@@ -64,7 +64,15 @@ from pihub.config.yamlsrc import (
     hashable,
     read_document,
 )
-from pihub.errors import ConfigError, ConfigNotFound, ConfigProblem, ConfigUnreadable, Problem, format_path
+from pihub.errors import (
+    ConfigError,
+    ConfigNotFound,
+    ConfigProblem,
+    ConfigUnreadable,
+    Problem,
+    close_matches,
+    format_path,
+)
 
 __all__ = [
     "CORE_KEYS",
@@ -897,14 +905,12 @@ def _no_counterpart(key: str, new: str) -> str:
 
 def _suggest_key(key: str, sections: Mapping[str, Schema]) -> str:
     """A did-you-mean hint for an unknown top-level key, including misspelled prefixes."""
-    import difflib  # only for a key that matched nothing: kept out of the daemon's resident set
-
     for prefix in (_HOOK_PREFIX, _PROCEDURE_PREFIX, _CRON_PREFIX):
         n = prefix.count(".")
         parts = key.split(".", n)
         if len(parts) == n + 1 and parts[-1]:
             head = ".".join(parts[:n]) + "."
-            if head != prefix and difflib.SequenceMatcher(None, head, prefix).ratio() >= 0.75:
+            if head != prefix and close_matches(head, [prefix], n=1):
                 return f" (did you mean {prefix + parts[-1]!r}?)"
     return suggest(key, [*CORE_KEYS, *sections])
 

@@ -90,11 +90,15 @@ def test_unknown_section_with_misspelled_prefix(tmp_path: Path) -> None:
         event.hooks.door: {if: {}, then: []}
         procedures.x: []
         zzzzzz: {}
+        evnt.hook.bell: {if: {}, then: []}
+        ftp.server.x: {}
         """)
     assert errors_of(cfg) == [
         f"{cfg}:1:1: unknown section 'event.hooks.door' (did you mean 'event.hook.door'?)",
         f"{cfg}:2:1: unknown section 'procedures.x' (did you mean 'procedure.x'?)",
         f"{cfg}:3:1: unknown section 'zzzzzz'",
+        f"{cfg}:4:1: unknown section 'evnt.hook.bell' (did you mean 'event.hook.bell'?)",
+        f"{cfg}:5:1: unknown section 'ftp.server.x'",
     ]
 
 
