@@ -58,6 +58,23 @@ from pihub.plugin import Plugin
 Emit = Callable[[Event], bool]
 
 
+def emit_counted(emit: Emit | None, event: Event, counts: dict[str, int]) -> bool:
+    """Publish ``event`` through ``emit`` and count it in ``counts``: ``events`` when the
+    bus took it, ``dropped_events`` when it was full. Nothing happens while ``emit`` is
+    None (the backend is not open). The caller keeps ``counts`` to one thread, or locks.
+
+    Returns:
+        Whether the bus took it.
+    """
+    if emit is None:
+        return False
+    if emit(event):
+        counts["events"] += 1
+        return True
+    counts["dropped_events"] += 1
+    return False
+
+
 #: The hub's status callback (see :meth:`Backend.bind_status_listener`).
 StatusListener = Callable[["Backend"], None]
 

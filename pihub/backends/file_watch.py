@@ -71,7 +71,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
+from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, emit_counted
 from pihub.clock import Clock, Timer
 from pihub.config.schema import Field, Schema, show
 from pihub.errors import BackendUnavailable, ConfigProblem, ConfigProblems
@@ -665,10 +665,7 @@ class FileWatchBackend(Backend):
             args["new_path"] = new_path
         elif kind == "modify":
             args["changes"] = changes
-        if emit(Event(_TYPES[kind], args, time.monotonic_ns(), self.name)):
-            self._counts["events"] += 1
-        else:
-            self._counts["dropped_events"] += 1
+        emit_counted(emit, Event(_TYPES[kind], args, time.monotonic_ns(), self.name), self._counts)
 
     # ------------------------------------------------------------------ actions
     @action(aliases=["status"], blocking=False)

@@ -115,7 +115,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
+from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, emit_counted
 from pihub.clock import Clock, Timer
 from pihub.config.schema import Field, Schema, show
 from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
@@ -765,14 +765,7 @@ class MidiBackend(Backend):
         self._publish(event)
 
     def _publish(self, event: Event) -> None:
-        """Emit one event, counting drops (a full bus)."""
-        emit = self._emit
-        if emit is None:
-            return
-        if emit(event):
-            self._counts["events"] += 1
-        else:
-            self._counts["dropped_events"] += 1
+        emit_counted(self._emit, event, self._counts)
 
     # ------------------------------------------------------------------ outputs
     def _port_out(self, device: str | int | None) -> tuple[str, Any]:

@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
+from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, emit_counted
 from pihub.clock import Clock
 from pihub.config.schema import Field, Schema, show
 from pihub.errors import ActionError, ConfigProblem, ConfigProblems, FeedError, StoreError
@@ -529,13 +529,7 @@ class RssBackend(Backend):
             "request": {"url": feed.shown, "method": "get"}, "skipped": skipped}, time.monotonic_ns(), self.name))
 
     def _publish(self, event: Event) -> None:
-        emit = self._emit
-        if emit is None:
-            return
-        if emit(event):
-            self._counts["events"] += 1
-        else:
-            self._counts["dropped_events"] += 1
+        emit_counted(self._emit, event, self._counts)
 
     # ------------------------------------------------------------------ actions
     @action(aliases=["status"], blocking=False)

@@ -69,7 +69,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
-from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
+from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, emit_counted
 from pihub.backends.sensor import SENSOR_FIELDS, SensorState
 from pihub.clock import Clock
 from pihub.config.schema import Field, Schema
@@ -413,14 +413,7 @@ class SerialSensorBackend(Backend):
             self._publish(event)
 
     def _publish(self, event: Event) -> None:
-        """Emit one event, counting drops (a full bus)."""
-        emit = self._emit
-        if emit is None:
-            return
-        if emit(event):
-            self._counts["events"] += 1
-        else:
-            self._counts["dropped_events"] += 1
+        emit_counted(self._emit, event, self._counts)
 
     def _connected(self) -> None:
         """The device opened: state, log, ``SerialDeviceEvent{connected: true}``."""
