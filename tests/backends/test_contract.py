@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pihub_testing import load_hw_mock, need_pcsc_stack, need_tool
 
-from pihub.backends.base import Backend, BackendStatus, RequestChannel
+from pihub.backends.base import Backend, BackendStatus, RequestChannel, emit_counted
 from pihub.clock import ManualClock
 from pihub.hub import backend_classes
 from pihub.messages import parse
@@ -344,3 +344,16 @@ def test_a_failing_status_listener_does_not_break_the_reporting_backend(caplog):
         assert "status listener failed" in caplog.text
     finally:
         backend.close()
+
+
+def test_emit_counted_counts_taken_and_dropped_events_and_does_nothing_before_open() -> None:
+    from pihub.events import Event
+
+    counts = {"events": 0, "dropped_events": 0}
+    taken: list[Event] = []
+    event = Event.of("CustomEvent", subtype="x")
+    assert emit_counted(lambda e: taken.append(e) is None, event, counts) is True
+    assert emit_counted(lambda e: False, event, counts) is False  # the bus was full
+    assert emit_counted(None, event, counts) is False  # not open: not counted either way
+    assert taken == [event]
+    assert counts == {"events": 1, "dropped_events": 1}
