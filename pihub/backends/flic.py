@@ -73,7 +73,7 @@ from pihub.errors import ConfigProblem, ConfigProblems, ProtocolError
 from pihub.events import CATALOGUE, Event
 from pihub.plugin import action
 
-__all__ = ["FlicBackend", "FrameReader", "PressSequence", "ProtocolError"]
+__all__ = ["CLICK_KINDS", "FlicBackend", "FrameReader", "PressSequence", "ProtocolError"]
 
 ButtonStatus = Literal["connected", "disconnected", "not verified"]
 SHORT: Final = "ShortPressEvent"
@@ -133,6 +133,9 @@ _EVENT_TYPES: Final = {CLICK_SINGLE: CATALOGUE.get("FlicButtonClickEvent"),
 _SEQUENCE_EVENT: Final = CATALOGUE.get("FlicButtonEvent")
 #: flicd's click type -> the ``kind`` of a button's ``last_press``
 _PRESS_KINDS: Final = {CLICK_SINGLE: "click", CLICK_DOUBLE: "double_click", CLICK_HOLD: "hold"}
+#: a click event's type name -> its press kind (``FlicButtonHoldEvent`` -> ``hold``), in
+#: flicd's order: what Home Assistant's event entity of a button fires
+CLICK_KINDS: Final[Mapping[str, str]] = {_EVENT_TYPES[c].name: k for c, k in _PRESS_KINDS.items()}
 _CONNECTION_EVENT: Final = CATALOGUE.get("FlicButtonConnectionEvent")
 _RECV_CHUNK: Final = 4096  # bytes asked of one recv
 

@@ -13,8 +13,31 @@ For a daemon ``<device>`` with the default prefixes:
   is a **sensor** on ``homeassistant/sensor/<device>/<source>_<key>/config`` with the unit
   and device class :data:`SENSOR_CLASSES` knows for the key's name (``temperature`` ->
   ``°C``, ``temperature``), and its value on ``pihub/<device>/<source>/<key>/state``;
+* each Flic button (the flic backend's ``describe_entities``, or the first event of a
+  button it did not list) is an **event** entity (HA's MQTT event platform) on
+  ``homeassistant/event/<device>/flic_<address>/config`` with ``device_class: button``
+  and ``event_types`` the press kinds flicd classifies (:data:`pihub.backends.flic.CLICK_KINDS`:
+  ``click``, ``double_click``, ``hold``); each click is published, **not retained** (an
+  event is momentary), on ``pihub/<device>/flic/<address>/state`` as
+  ``{"event_type": "double_click", "btn_addr": ..., "was_queued": false}``. Press
+  sequences (``FlicButtonEvent``) are open-ended lists, no event type: they only make a
+  new button known;
+* each smart-card reader is an **event** entity on
+  ``homeassistant/event/<device>/smartcard_<reader>/config`` with ``event_types``
+  ``detected``/``removed``; a card is published (not retained) on
+  ``pihub/<device>/smartcard/<reader>/state`` as ``{"event_type": "detected", "reader":
+  ..., "atr": "…00 6A", "uid": "…B2 C3"}``: ATR and UID masked to their last 4 hex digits
+  as the panel shows them (:func:`pihub.backends.smartcard.mask_card_number`), because a
+  UID opens door locks and a broker is often shared;
+* MIDI is not announced: a stream of notes and control changes is no set of event types;
 * every entity names the availability topic ``pihub/<device>/status`` (``online``, and
   ``offline`` as the connection's last will and on a clean stop).
+
+Event entities follow https://www.home-assistant.io/integrations/event.mqtt/ (config keys
+``event_types``, ``state_topic``, ``device_class``; a JSON payload whose ``event_type`` is
+one of ``event_types``, its other keys the event's attributes). A button or reader name
+longer than :data:`MAX_EVENT_NAME` characters, or not a string, gets no entity (the
+events may come from another Pi over MQTT).
 
 Object ids, and the device id in every topic, are the names with anything but
 ``[a-zA-Z0-9_-]`` turned into ``_`` (HA's rule for discovery topics; it also keeps ``/``,
@@ -25,9 +48,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
-__all__ = ["SENSOR_CLASSES", "Entity", "availability_topic", "gpio_entities", "object_id", "sensor_entity"]
+from pihub.backends.flic import CLICK_KINDS
+from pihub.backends.smartcard import mask_card_number
+
+__all__ = ["EVENT_FAMILIES", "MAX_EVENT_NAME", "SENSOR_CLASSES", "Entity", "availability_topic",
+           "event_entities", "event_entity", "event_message", "gpio_entities", "object_id", "sensor_entity"]
 
 _UNSAFE: Final = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -44,6 +71,21 @@ SENSOR_CLASSES: Final[Mapping[str, tuple[str | None, str | None]]] = {
 }
 
 
+_CARD_EVENTS: Final = {"SmartCardDetectedEvent": "detected", "SmartCardRemovedEvent": "removed"}
+#: an event entity's family (the first part of its key and state topic) -> (the name it
+#: is shown with before the button's or reader's name, its ``event_types``, HA device class)
+EVENT_FAMILIES: Final[Mapping[str, tuple[str, tuple[str, ...], str | None]]] = {
+    "flic": ("Flic", tuple(CLICK_KINDS.values()), "button"),
+    "smartcard": ("card reader", tuple(_CARD_EVENTS.values()), None),
+}
+#: a backend entity's ``kind`` (``describe_entities``) -> its event family
+_ENTITY_FAMILIES: Final = {"flic_button": "flic", "card_reader": "smartcard"}
+#: events that make a Flic button known without being one of its event types
+_FLIC_OTHER_EVENTS: Final = frozenset({"FlicButtonEvent", "FlicButtonConnectionEvent"})
+#: characters; a longer button address or reader name gets no entity
+MAX_EVENT_NAME: Final = 128
+
+
 def object_id(*parts: object) -> str:
     """The parts joined with ``_``, each made safe for a discovery topic level."""
     return "_".join(_UNSAFE.sub("_", str(p)) for p in parts)
@@ -58,8 +100,9 @@ class Entity:
     """One discovered entity: where its config, state and commands go.
 
     Attributes:
-        component: HA's component (``switch``, ``binary_sensor``, ``sensor``).
-        key: what the backend knows it by (``("gpio", name)`` or ``(source, key)``).
+        component: HA's component (``switch``, ``binary_sensor``, ``sensor``, ``event``).
+        key: what the backend knows it by (``("gpio", name)``, ``(source, key)`` or, for
+            an event entity, ``(family, name)``).
         config_topic, state_topic: topics; ``command_topic`` is None when HA cannot command it.
         config: the discovery payload (JSON-able).
     """
@@ -124,3 +167,66 @@ def sensor_entity(device: str, source: str, key: str, *, discovery_prefix: str, 
 def on_off(value: Any) -> str:
     """A pin value as HA's ``ON``/``OFF`` (a pwm duty above 0 is ON)."""
     return "ON" if value else "OFF"
+
+
+def event_entity(device: str, family: str, name: str, *, discovery_prefix: str, state_prefix: str) -> Entity:
+    """The event entity of one Flic button (``family`` ``flic``, ``name`` its address) or
+    card reader (``smartcard``, the reader's name), as :data:`EVENT_FAMILIES` describes it.
+
+    Raises:
+        KeyError: ``family`` is not in :data:`EVENT_FAMILIES`.
+    """
+    label, event_types, device_class = EVENT_FAMILIES[family]
+    return Entity("event", (family, name), device, discovery_prefix=discovery_prefix, state_prefix=state_prefix,
+                  name=f"{label} {name}", event_types=list(event_types), device_class=device_class)
+
+
+def event_entities(device: str, devices: Iterable[Mapping[str, Any]], *, discovery_prefix: str,
+                   state_prefix: str) -> list[Entity]:
+    """The event entities of :meth:`pihub.hub.Hub.describe_devices`: one per entity of kind
+    ``flic_button`` or ``card_reader`` whose name is usable (see :data:`MAX_EVENT_NAME`)."""
+    out: list[Entity] = []
+    for backend in devices:
+        for e in backend.get("entities") or []:
+            family, name = _ENTITY_FAMILIES.get(e.get("kind")), e.get("name")
+            if family is not None and _usable(name):
+                out.append(event_entity(device, family, name, discovery_prefix=discovery_prefix,
+                                        state_prefix=state_prefix))
+    return out
+
+
+def event_message(type_name: str, args: Mapping[str, Any]) -> tuple[str, str, dict[str, Any] | None] | None:
+    """What a pihub event means to the event entities.
+
+    Args:
+        type_name: the event's type (``FlicButtonHoldEvent``).
+        args: its attributes.
+
+    Returns:
+        ``(family, name, payload)``: the entity's family and name (the button's address,
+        the reader's name) and the JSON payload for its state topic, or None as the
+        payload when the event only makes the entity known (a press sequence, a
+        connection change); None for events of no event entity, or whose name is not
+        usable. A card's ``atr`` and ``uid`` are masked (null when the event has none).
+    """
+    if type_name in CLICK_KINDS or type_name in _FLIC_OTHER_EVENTS:
+        addr = args.get("btn_addr")
+        if not _usable(addr):
+            return None
+        kind = CLICK_KINDS.get(type_name)
+        payload = None if kind is None else {"event_type": kind, "btn_addr": addr,
+                                             "was_queued": bool(args.get("was_queued"))}
+        return "flic", addr, payload
+    if type_name in _CARD_EVENTS:
+        reader = args.get("reader")
+        if not _usable(reader):
+            return None
+        atr, uid = args.get("atr"), args.get("uid")
+        return "smartcard", reader, {"event_type": _CARD_EVENTS[type_name], "reader": reader,
+                                     "atr": mask_card_number(str(atr)) if atr else None,
+                                     "uid": mask_card_number(str(uid)) if uid else None}
+    return None
+
+
+def _usable(name: object) -> TypeGuard[str]:
+    return isinstance(name, str) and 0 < len(name) <= MAX_EVENT_NAME

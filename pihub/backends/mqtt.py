@@ -90,11 +90,16 @@ mode does (an ``on_socket_register_write`` callback), so two threads never inter
 bytes of a TLS stream.
 
 **Home Assistant discovery** (``discovery: true``, in a hub): on each connect, and again
-once every backend is open, the GPIO outputs (switches), inputs (binary sensors) and the
-numeric keys of sensor readings (sensors with unit and device class) are announced as
-retained configs under ``<discovery_prefix>/<component>/<device_id>/<object>/config``
+once every backend is open, the GPIO outputs (switches), inputs (binary sensors), the
+numeric keys of sensor readings (sensors with unit and device class), the Flic buttons and
+the smart-card readers (event entities) are announced as retained configs under
+``<discovery_prefix>/<component>/<device_id>/<object>/config``
 (:mod:`pihub.backends.ha_discovery`), with their states retained on
-``<state_prefix>/<device_id>/...``; ``<state_prefix>/<device_id>/status`` is ``online``,
+``<state_prefix>/<device_id>/...``. A Flic click (``click``/``double_click``/``hold``) or
+a card detected/removed is published there as an event, not retained, the card's ATR and
+UID masked to their last 4 hex digits; a button or reader first seen in an event is
+announced before its event (Home Assistant may miss that first event while it sets the
+entity up). MIDI is not announced. ``<state_prefix>/<device_id>/status`` is ``online``,
 and ``offline`` as the last will and on a clean stop. ``ON``/``OFF`` on a switch's command
 topic runs ``gpio.write`` through the hub's request gate as a trusted sender: it is the
 **operator's duty** to let only Home Assistant's broker user publish on
@@ -122,6 +127,9 @@ from pihub.backends.base import BackendStatus, BackendThread, Emit, RequestChann
 from pihub.backends.ha_discovery import (
     Entity,
     availability_topic,
+    event_entities,
+    event_entity,
+    event_message,
     gpio_entities,
     object_id,
     on_off,
@@ -147,7 +155,7 @@ _REFUSAL_LOG_INTERVAL: Final = 60.0  # s between two log lines about refused req
 _MAX_ID: Final = 128  # characters of a request id (it becomes a topic level)
 _MAX_TARGETS: Final = 64  # devices mqtt.execute keeps a response subscription for
 _LOOP_TIMEOUT: Final = 1.0  # s paho's select waits; publish/close wake it earlier
-_MAX_ENTITIES: Final = 512  # HA entities announced at most (sensor keys come from the readings)
+_MAX_ENTITIES: Final = 512  # HA entities announced at most (sensor keys, buttons, readers come from events)
 
 
 def check_topic(topic: object, *, wildcards: bool) -> str | None:
@@ -224,7 +232,8 @@ _SCHEMA: Final = Schema({
                                 doc="seconds before the first reconnect; doubles per failed attempt"),
     "max_reconnect_interval": Field(float, 30.0, min=0.01, max=3600.0,
                                     doc="seconds; the longest wait between reconnect attempts"),
-    "discovery": Field(bool, False, doc="Home Assistant MQTT discovery of GPIO pins and sensor readings"),
+    "discovery": Field(bool, False, doc="Home Assistant MQTT discovery of GPIO pins, sensor readings, Flic "
+                                        "buttons and card readers"),
     "discovery_prefix": Field(str, "homeassistant", doc="Home Assistant's discovery topic prefix"),
     "state_prefix": Field(str, "pihub", doc="prefix of the entities' state, command and availability topics"),
 }, doc="MQTT: topics as MQTTMessageEvent, mqtt.publish, and authenticated requests between daemons.")
@@ -371,6 +380,7 @@ class MqttBackend(RequestChannel):
         self.discovery: bool = v["discovery"]
         self._describe_devices: Callable[[], list[dict[str, Any]]] | None = None
         self._entities: dict[tuple[str, str], Entity] = {}
+        self._events: dict[tuple[str, str], Entity] = {}  # HA event entities: (family, name) -> entity
         self._broker: Literal["connecting", "connected", "unreachable", "stopped"] = "connecting"
         self._connected = threading.Event()
         self._refused: str | None = None
@@ -744,12 +754,16 @@ class MqttBackend(RequestChannel):
         describe, client = self._describe_devices, self._client
         if describe is None or client is None or not self._connected.is_set():
             return
-        found = gpio_entities(self.device_id or "", describe(), discovery_prefix=self.config["discovery_prefix"],
-                              state_prefix=self.config["state_prefix"])
+        devices = describe()
+        where = {"discovery_prefix": self.config["discovery_prefix"], "state_prefix": self.config["state_prefix"]}
+        found = gpio_entities(self.device_id or "", devices, **where)
+        events = event_entities(self.device_id or "", devices, **where)
         with self._lock:
             for ent, _ in found:
                 self._entities[ent.key] = ent
-            entities = list(self._entities.values())
+            for event_ent in events:
+                self._events.setdefault(event_ent.key, event_ent)
+            entities = [*self._entities.values(), *self._events.values()]
         for ent in entities:
             client.publish(ent.config_topic, dumps(ent.config), qos=1, retain=True)
         for ent, value in found:
@@ -757,7 +771,8 @@ class MqttBackend(RequestChannel):
                 client.publish(ent.state_topic, on_off(value), qos=self.qos, retain=True)
 
     def _on_bus_event(self, event: Event) -> None:
-        """Every event, on the dispatcher thread: states and new sensors to HA (queued, never blocks)."""
+        """Every event, on the dispatcher thread: states, new sensors and button/card events to
+        HA (queued, never blocks)."""
         client = self._client
         if client is None or not self._connected.is_set():
             return
@@ -786,6 +801,23 @@ class MqttBackend(RequestChannel):
                         self._entities[ent.key] = ent
                     client.publish(ent.config_topic, dumps(ent.config), qos=1, retain=True)
                 client.publish(ent.state_topic, dumps(value), qos=self.qos, retain=True)
+        elif (seen := event_message(name, event.args)) is not None:
+            self._event(client, *seen)
+
+    def _event(self, client: paho.Client, family: str, name: str, payload: dict[str, Any] | None) -> None:
+        """Announce a button or reader not known yet, then publish its event (not retained:
+        an event is momentary, a later subscriber must not see it again)."""
+        ent = self._events.get((family, name))
+        if ent is None:
+            with self._lock:
+                if len(self._entities) + len(self._events) >= _MAX_ENTITIES:
+                    return
+                ent = self._events.setdefault((family, name), event_entity(
+                    self.device_id or "", family, name, discovery_prefix=self.config["discovery_prefix"],
+                    state_prefix=self.config["state_prefix"]))
+            client.publish(ent.config_topic, dumps(ent.config), qos=1, retain=True)
+        if payload is not None:
+            client.publish(ent.state_topic, dumps(payload), qos=self.qos, retain=False)
 
     def _on_command(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         """HA switched a GPIO output: ``ON``/``OFF`` on its command topic -> gpio.write on a worker."""

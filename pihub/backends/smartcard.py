@@ -60,6 +60,7 @@ Action: ``smartcard.status()`` (the method :meth:`SmartCardBackend.device_status
 
 from __future__ import annotations
 
+import string
 import threading
 import time
 from collections.abc import Mapping
@@ -73,7 +74,7 @@ from pihub.errors import BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event
 from pihub.plugin import action
 
-__all__ = ["AtrPattern", "ScardApi", "SmartCardBackend", "parse_atr"]
+__all__ = ["AtrPattern", "ScardApi", "SmartCardBackend", "mask_card_number", "parse_atr"]
 
 _DETECTED: Final = CATALOGUE.get("SmartCardDetectedEvent")
 _REMOVED: Final = CATALOGUE.get("SmartCardRemovedEvent")
@@ -548,12 +549,21 @@ class SmartCardBackend(Backend):
             card = cards.get(r)
             atr = ignored.get(r)
             out.append({"name": r, "kind": "card_reader",
-                        "card": {"atr": _masked(card.atr), "uid": _masked(card.uid) if card.uid else None}
+                        "card": {"atr": mask_card_number(card.atr),
+                                 "uid": mask_card_number(card.uid) if card.uid else None}
                         if card is not None else None,
-                        "ignored": _masked(atr) if atr is not None else None})
+                        "ignored": mask_card_number(atr) if atr is not None else None})
         return out
 
 
-def _masked(data: bytes) -> str:
-    """``…00 6A``: only the last 2 bytes (4 hex digits) of a card number, as :func:`_hex`."""
+def mask_card_number(data: bytes | str) -> str:
+    """``…00 6A``: only the last 2 bytes (4 hex digits) of a card number, as :func:`_hex`.
+
+    ``data`` is the number's bytes, or its hex text as the events carry it (``"04 A1 B2
+    C3"``; whatever is not a hex digit is dropped, so text that is no card number shows
+    at most 4 of its hex digits, never more).
+    """
+    if isinstance(data, str):
+        digits = "".join(c for c in data if c in string.hexdigits)[-4:]
+        data = bytes.fromhex(digits[len(digits) % 2:])
     return "…" + _hex(data[-2:])

@@ -3,6 +3,7 @@ a TLS listener with a throwaway CA; and requests between two hubs on one broker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -20,6 +21,7 @@ from pihub.backends.mqtt import ERROR_RESPONSES_PER_S, MqttBackend, check_topic
 from pihub.clock import ManualClock
 from pihub.config import Secret
 from pihub.errors import ActionError, ConfigProblems
+from pihub.events import new_event_id
 
 USERS = {"kitchen": "kitchen-pw-1", "hall": "hall-pw-2", "intruder": "intruder-pw-3"}
 
@@ -463,3 +465,161 @@ def test_sensor_keys_get_units_and_classes_by_name():
     assert ent.config_topic == "homeassistant/sensor/my_pi/serial_a_b_/config"  # a level each, no wildcards
     assert ent.state_topic == "pihub/my_pi/serial/a_b_/state"
     assert ent.config["availability_topic"] == "pihub/my_pi/status" and ent.config["device"]["name"] == "my pi"
+
+
+# ---------------------------------------------------------------------- Home Assistant event entities
+BUTTON, OTHER_BUTTON = "80:e4:da:70:a1:c0", "80:e4:da:70:a1:c9"
+ATR, UID = "3B 8F 80 01 80 4F 0C A0 00 00 03 06 03 00 01 00 00 00 00 6A", "04 A1 B2 C3"
+
+
+class _Watcher:
+    """mosquitto_sub on HA's and pihub's trees with MQTT 5 "retain as published": each
+    message with the retain flag its *publisher* set (a plain subscription sees 0 on every
+    live message), as ``{"topic", "retain", "payload"}`` (payload JSON-decoded when JSON)."""
+
+    def __init__(self, broker: Any) -> None:
+        self.lines: list[str] = []
+        self._proc = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", "kitchen", "-P", USERS["kitchen"],
+             "-V", "mqttv5", "--retain-as-published", "-F", "%j", "-t", "homeassistant/#", "-t", "pihub/#"],
+            stdout=subprocess.PIPE, text=True, encoding="utf-8")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        # retained: delivered once its one SUBSCRIBE (both filters) is done, whenever that is
+        ready = f"ready-{new_event_id()}"
+        self._retain(broker, "-m", ready)
+        assert wait_for(lambda: any(m["payload"] == ready for m in self.on("pihub/watcher-ready")), 10), (
+            "mosquitto_sub did not subscribe")
+
+    @staticmethod
+    def _retain(broker: Any, *message: str) -> None:
+        subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", "kitchen", "-P",
+                        USERS["kitchen"], "-t", "pihub/watcher-ready", "-r", *message], check=True, timeout=10)
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self.lines.append(line)
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        out = []
+        for line in list(self.lines):
+            m = json.loads(line)
+            if m["topic"] == topic:
+                with contextlib.suppress(ValueError):
+                    m["payload"] = json.loads(m["payload"])
+                out.append(m)
+        return out
+
+    def close(self, broker: Any) -> None:
+        self._retain(broker, "-n")  # an empty retained message clears it
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._reader.join(10)
+
+
+@pytest.fixture
+def watcher(broker) -> Iterator[_Watcher]:
+    w = _Watcher(broker)
+    yield w
+    w.close(broker)
+
+
+def test_flic_buttons_and_card_readers_are_event_entities_with_momentary_masked_events(
+        broker, make_hub, tmp_path, watcher):
+    from pihub.events import Event
+
+    with load_hw_mock("fake_flicd").FakeFlicd([BUTTON], hold_time=0.3, double_window=0.2) as flicd:
+        hub = make_hub(_hub_config(tmp_path, "kitchen", broker.port, discovery=True)
+                       + f"flic: {{port: {flicd.port}, reconnect_interval: 0.05}}\n")
+        config_topic = "homeassistant/event/kitchen/flic_80_e4_da_70_a1_c0/config"
+        assert wait_for(lambda: watcher.on(config_topic), 10), "the flicd button was not announced"
+        announced = watcher.on(config_topic)[-1]
+        assert announced["retain"] == 1
+        config = announced["payload"]
+        assert config["event_types"] == ["click", "double_click", "hold"] and config["device_class"] == "button"
+        assert config["unique_id"] == "pihub_kitchen_flic_80_e4_da_70_a1_c0"
+        assert config["availability_topic"] == "pihub/kitchen/status"
+        state = config["state_topic"]
+        assert state == "pihub/kitchen/flic/80_e4_da_70_a1_c0/state"
+        assert wait_for(lambda: hub.backends["flic"].describe_status()["buttons"].get(BUTTON) == "connected", 10)
+        flicd.press(BUTTON, "double")
+        flicd.press(BUTTON, "hold")
+        assert wait_for(lambda: len(watcher.on(state)) >= 2, 10), watcher.on(state)
+        assert [(m["retain"], m["payload"]) for m in watcher.on(state)] == [
+            (0, {"event_type": "double_click", "btn_addr": BUTTON, "was_queued": False}),
+            (0, {"event_type": "hold", "btn_addr": BUTTON, "was_queued": False})]
+
+    # a button no backend listed (another Pi's event, say) is announced by its first event
+    assert hub.publish(Event.of("FlicButtonClickEvent", "flic", btn_addr=OTHER_BUTTON, was_queued=True,
+                                time_diff=3))
+    other = "pihub/kitchen/flic/80_e4_da_70_a1_c9/state"
+    assert wait_for(lambda: watcher.on(other), 10)
+    assert watcher.on("homeassistant/event/kitchen/flic_80_e4_da_70_a1_c9/config")[-1]["retain"] == 1
+    assert watcher.on(other)[-1]["payload"] == {"event_type": "click", "btn_addr": OTHER_BUTTON, "was_queued": True}
+
+    reader = "Virtual PCD 00 00"
+    assert hub.publish(Event.of("SmartCardDetectedEvent", "smartcard", atr=ATR, reader=reader, uid=UID))
+    assert hub.publish(Event.of("SmartCardRemovedEvent", "smartcard", atr=ATR, reader=reader, uid=UID))
+    card_state = "pihub/kitchen/smartcard/Virtual_PCD_00_00/state"
+    assert wait_for(lambda: len(watcher.on(card_state)) >= 2, 10), watcher.on(card_state)
+    card_config = watcher.on("homeassistant/event/kitchen/smartcard_Virtual_PCD_00_00/config")[-1]
+    assert card_config["retain"] == 1 and card_config["payload"]["event_types"] == ["detected", "removed"]
+    assert "device_class" not in card_config["payload"] and card_config["payload"]["state_topic"] == card_state
+    masked = {"reader": reader, "atr": "…00 6A", "uid": "…B2 C3"}
+    assert [(m["retain"], m["payload"]) for m in watcher.on(card_state)] == [
+        (0, {"event_type": "detected", **masked}), (0, {"event_type": "removed", **masked})]
+    # the card number never reaches the broker whole, in any form, on any topic
+    seen = "".join(watcher.lines)
+    for secret in (UID, UID.replace(" ", ""), UID.replace(" ", "").lower(), "A1 B2", ATR[:20]):
+        assert secret not in seen, secret
+
+
+def test_event_entities_come_from_the_backends_lists_with_hostile_names_made_safe():
+    from pihub.backends.ha_discovery import MAX_EVENT_NAME, event_entities
+
+    devices = [
+        {"name": "flic", "entities": [{"name": BUTTON, "kind": "flic_button", "status": "connected"},
+                                      {"name": "x" * (MAX_EVENT_NAME + 1), "kind": "flic_button"},
+                                      {"name": None, "kind": "flic_button"}]},
+        {"name": "smartcard", "entities": [{"name": "ACS/ACR+ #1", "kind": "card_reader", "card": None}]},
+        {"name": "gpio", "entities": [{"name": "lamp", "kind": "output", "value": 0}]},
+        {"name": "midi", "entities": [{"name": "nanoKONTROL2", "kind": "midi_input"}]},
+    ]
+    ents = event_entities("my pi", devices, discovery_prefix="ha", state_prefix="ph")
+    assert [(e.component, e.key) for e in ents] == [("event", ("flic", BUTTON)), ("event", ("smartcard", "ACS/ACR+ #1"))]
+    flic, card = ents
+    assert flic.config_topic == "ha/event/my_pi/flic_80_e4_da_70_a1_c0/config"
+    assert flic.command_topic is None and "command_topic" not in flic.config
+    assert flic.config["event_types"] == ["click", "double_click", "hold"] and flic.config["device_class"] == "button"
+    assert card.config_topic == "ha/event/my_pi/smartcard_ACS_ACR___1/config"  # one level each, no wildcards
+    assert card.state_topic == "ph/my_pi/smartcard/ACS_ACR___1/state" and card.config["name"] == "card reader ACS/ACR+ #1"
+    assert card.config["event_types"] == ["detected", "removed"] and "device_class" not in card.config
+
+
+def test_event_messages_name_the_entity_and_mask_card_numbers_whatever_the_event_carries():
+    from pihub.backends.ha_discovery import MAX_EVENT_NAME, event_message
+
+    assert event_message("FlicButtonDoubleClickEvent", {"btn_addr": BUTTON, "was_queued": 0, "time_diff": 0}) == (
+        "flic", BUTTON, {"event_type": "double_click", "btn_addr": BUTTON, "was_queued": False})
+    assert event_message("FlicButtonHoldEvent", {"btn_addr": BUTTON})[2]["event_type"] == "hold"
+    # a press sequence or a connection change makes the button known, fires no HA event
+    assert event_message("FlicButtonEvent", {"btn_addr": BUTTON, "sequence": ["ShortPressEvent"]}) == (
+        "flic", BUTTON, None)
+    assert event_message("FlicButtonConnectionEvent", {"btn_addr": BUTTON, "status": "connected"}) == (
+        "flic", BUTTON, None)
+    assert event_message("SmartCardRemovedEvent", {"atr": ATR, "reader": "R", "uid": None}) == (
+        "smartcard", "R", {"event_type": "removed", "reader": "R", "atr": "…00 6A", "uid": None})
+    # hostile card numbers: lower case without spaces, noise around the digits, a megabyte
+    for uid, shown in (("04a1b2c3", "…B2 C3"), ("uid=04:A1:B2:C3!", "…B2 C3"), ("ZZ", "…"),
+                       ("04 A1 " * 200_000 + "B2 C3", "…B2 C3")):
+        payload = event_message("SmartCardDetectedEvent", {"atr": ATR, "reader": "R", "uid": uid})[2]
+        assert payload["uid"] == shown, uid
+    # no entity for a missing, non-text or overlong name, nor for MIDI or other events
+    for type_name, args in (("SmartCardDetectedEvent", {"atr": ATR, "uid": UID}),
+                            ("SmartCardDetectedEvent", {"atr": ATR, "reader": ["R"], "uid": UID}),
+                            ("FlicButtonClickEvent", {"btn_addr": "a" * (MAX_EVENT_NAME + 1)}),
+                            ("FlicButtonClickEvent", {"btn_addr": ""}),
+                            ("MidiMessageEvent", {"device": "nanoKONTROL2", "message": [176, 1, 64]}),
+                            ("GPIOEvent", {"pin": 17, "value": 1})):
+        assert event_message(type_name, args) is None, (type_name, args)
