@@ -20,7 +20,6 @@ or store unusable.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 import time
@@ -258,6 +257,8 @@ def _read_password(args: argparse.Namespace, username: str) -> str:
         if not password:
             raise CommandError("no password on standard input (--password-stdin reads one line)")
         return password
+    import getpass  # here: it loads termios, and the daemon never prompts
+
     try:
         password = getpass.getpass(f"new password for {username!r}: ")
         again = getpass.getpass("repeat it: ")

@@ -258,8 +258,15 @@ def prompts(monkeypatch: pytest.MonkeyPatch, *answers: str | type[BaseException]
             raise answer()
         return answer
 
-    monkeypatch.setattr(authcli.getpass, "getpass", fake_getpass)
+    monkeypatch.setattr("getpass.getpass", fake_getpass)  # imported where the prompt is shown
     return shown
+
+
+def test_the_daemon_does_not_load_the_prompt() -> None:
+    """getpass (and termios) are imported when a password is prompted for, not by ``pihub run``."""
+    code = "import sys\nimport pihub.cli, pihub.hub, pihub.web.app\nprint('getpass' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_prompted_password_must_be_confirmed(config: Path, db: Path, monkeypatch: pytest.MonkeyPatch,

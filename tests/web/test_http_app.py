@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -322,6 +324,13 @@ class TestLoginPage:
         assert b"<script>" not in r.body
         r = rig.call("GET", "/login", query="redirect=https://evil.example")
         assert b"evil" not in r.body
+
+    def test_the_escaping_module_is_loaded_only_for_the_page(self) -> None:
+        """html's entity table (0.3 MiB of RSS) is not part of the idle daemon."""
+        code = ("import sys\nimport pihub.cli, pihub.hub, pihub.web.app, pihub.web.live, pihub.web.server\n"
+                "print('html' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+        assert out.stdout.strip() == "False"
 
     def test_form_post_redirects_with_the_cookie(self, rig: Rig) -> None:
         r = rig.call("POST", "/login", body=f"username=alice&password={PASSWORD}&redirect=/actions".encode(),
