@@ -26,7 +26,9 @@ Per start (one warm-up start, discarded, then ``--runs`` starts; medians):
   retries a refused connection every ~2 ms. ``READY=1`` on a ``NOTIFY_SOCKET`` the
   benchmark binds is recorded too (``ready_s``).
 * **idle memory**, 3 s after ``READY=1``: ``VmRSS`` and ``Pss`` summed over the process
-  (and children: there should be none), in MiB.
+  (and children: there should be none), in MiB. Its floor (``stack_floor_rss_mib``): the
+  ``VmRSS`` of the same interpreter, in a process of its own, after importing only the
+  third-party stack the design mandates (:data:`FLOOR_STAGES`), no pihub code.
 
 Then, on the last start's process (after its idle memory was taken):
 
@@ -48,6 +50,7 @@ import http.client
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -123,7 +126,11 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _env() -> dict[str, str]:
-    drop = ("WATCHDOG_USEC", "WATCHDOG_PID", "PIHUB_CONFIG", "PIHUB_API_TOKEN", "NOTIFY_SOCKET")
+    # PYTHONDONTWRITEBYTECODE dropped so the warm-up start writes the byte-code of a module
+    # edited since the last run: compiling it again at every start costs ~0.6 MiB of RSS that
+    # an installed pihub (byte-code compiled by pip) never pays
+    drop = ("WATCHDOG_USEC", "WATCHDOG_PID", "PIHUB_CONFIG", "PIHUB_API_TOKEN", "NOTIFY_SOCKET",
+            "PYTHONDONTWRITEBYTECODE")
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
@@ -438,6 +445,8 @@ def bench_api(ctx: Context) -> Iterator[dict[str, Any]]:
             if k > 0:
                 starts.append({**fig, "stop_s": fig_stop})
         imports = traced_idle_imports(rig, ctx.log)
+        floors = [{stage: floor_memory(mods)["rss_mib"] for stage, mods in FLOOR_STAGES.items()}
+                  for _ in range(runs)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     # how busy the box was while pihub was measured (the peer's AUTH=user run below is not included)
@@ -525,6 +534,55 @@ def bench_api(ctx: Context) -> Iterator[dict[str, Any]]:
                       "import added to it (KiB, exclusive of nested imports, summed per top-level package; pihub "
                       "per subpackage); baseline_mib: interpreter + site before pihub's first import. The "
                       "tracer's own cost is in the total", **base)
+    floor = median(col(floors, "mandated"))
+    yield result("http.idle", "stack_floor_rss_mib", floor, "MiB", better="lower", runs=rounded(col(floors, "mandated")),
+                 interpreter_rss_mib=median(col(floors, "interpreter")),
+                 web_stack_rss_mib=median(col(floors, "web_stack")),
+                 with_sqlite3_rss_mib=median(col(floors, "with_sqlite3")),
+                 pihub_over_floor_mib=median(col(starts, "rss_mib")) - floor,
+                 note=f"VmRSS of a bare `{Path(sys.executable).name} -c` (the daemon's interpreter, no pihub code) "
+                      f"after importing only {', '.join(FLOOR_STAGES['mandated'])}: the web stack DESIGN.md §7 "
+                      "mandates, the YAML parser (§5) and cffi's runtime for the native core (§2); what that stack "
+                      "imports comes with it (ssl, hashlib, asyncio, email...). interpreter_rss_mib: nothing "
+                      "imported; web_stack_rss_mib: the first three only; with_sqlite3_rss_mib: also sqlite3, the "
+                      "token store's engine (pihub's choice, not the design's); pihub_over_floor_mib: rss_mib "
+                      "minus this floor. One process per figure, median of the runs", **base)
+
+
+#: Imports of the ``stack_floor_rss_mib`` row, per figure (each in its own bare interpreter).
+_WEB_STACK = ("bottle", "cheroot.wsgi", "websockets.asyncio.server")
+FLOOR_STAGES: dict[str, tuple[str, ...]] = {
+    "interpreter": (),
+    "web_stack": _WEB_STACK,
+    "mandated": (*_WEB_STACK, "yaml", "_cffi_backend"),
+    "with_sqlite3": (*_WEB_STACK, "yaml", "_cffi_backend", "sqlite3"),
+}
+_FLOOR_CHILD = "import sys\nfor m in sys.argv[1:]:\n    __import__(m)\nprint('imported', flush=True)\nsys.stdin.read()\n"
+
+
+def floor_memory(modules: tuple[str, ...], timeout_s: float = 30.0) -> dict[str, float]:
+    """Memory (MiB, as :func:`tree_memory`) of ``sys.executable -c`` once it imported ``modules``.
+
+    Raises:
+        RuntimeError: the child did not report its imports done within ``timeout_s``.
+    """
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOR_CHILD, *modules], env=_env(),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+        line = proc.stdout.readline() if ready else b""
+        if line != b"imported\n":
+            raise RuntimeError(f"importing {', '.join(modules) or 'nothing'} in a bare {sys.executable} did not "
+                               f"finish within {timeout_s} s (exit {proc.poll()})")
+        return tree_memory(proc.pid)
+    finally:
+        proc.stdin.close()  # the child's stdin.read() returns: it exits
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def traced_idle_imports(rig: Rig, log) -> dict[str, Any]:
