@@ -432,6 +432,9 @@ device_id: pihub-bench
 workdir: {workdir}
 logging:
   level: WARNING
+http:  # served as deployed (the websocket's and the traces' listeners run per event), on free ports
+  port: 0
+  websocket_port: 0
 event.hook.bench_latency:
   if:
     type: CustomEvent
