@@ -57,7 +57,12 @@ def one_start(log) -> dict[str, Any]:
         # two levels down, so a relative workdir such as ../run/demo stays inside tmp
         cfg = tmp / "a" / "b" / "demo.yaml"
         cfg.parent.mkdir(parents=True)
-        shutil.copyfile(DEMO, cfg)
+        # the demo's HTTP on free ports: a pihub service on this machine may hold 8008/8009
+        text = DEMO.read_text(encoding="utf-8")
+        served = text.replace("\nhttp:\n  port: 8008", "\nhttp:\n  port: 0\n  websocket_port: 0", 1)
+        if served == text:
+            raise RuntimeError(f"{DEMO} no longer starts its http section with 'port: 8008': update bench_daemon")
+        cfg.write_text(served, encoding="utf-8")
         notify = tmp / "notify.sock"
         sock.bind(str(notify))
         ready_file = tmp / "ready.txt"
