@@ -45,6 +45,9 @@ device_id: pihub-bench
 workdir: {workdir}
 logging:
   level: WARNING
+http:  # as deployed, on free ports (a pihub service may hold 8008/8009)
+  port: 0
+  websocket_port: 0
 midi:
   api: jack
   inputs: [slider]
