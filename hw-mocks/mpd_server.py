@@ -17,19 +17,16 @@ import argparse
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# child_server.py lies beside this file; put its folder on the path however this file is
+# loaded (run as a script, or by path from the tests and benchmarks)
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_server import ChildServer, free_port  # noqa: E402
 
 
 def make_tones(music: Path, n: int, seconds: float = 30.0) -> list[str]:
@@ -46,7 +43,7 @@ def make_tones(music: Path, n: int, seconds: float = 30.0) -> list[str]:
     return names
 
 
-class MpdServer:
+class MpdServer(ChildServer):
     """One mpd process on 127.0.0.1 with its own music dir, database and null output.
 
     Args:
@@ -75,27 +72,21 @@ class MpdServer:
         self.conf = self.dir / "mpd.conf"
         self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
+    label = "mpd"
+
+    def command(self) -> list[str]:
+        return ["mpd", "--no-daemon", "--stderr", str(self.conf)]
+
+    def ports(self) -> list[int]:
+        return [self.port]
+
     def start(self, timeout: float = 15.0) -> MpdServer:
         """Start mpd, wait until it answers, and build its database (``timeout`` s).
 
         Raises:
             RuntimeError: it exited or did not answer in time (its log is in the message).
         """
-        log = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(["mpd", "--no-daemon", "--stderr", str(self.conf)], stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.01)  # a child process's start-up: nothing to wait on but the port
-        else:
-            text = self.log_file.read_text(encoding="utf-8", errors="replace")
-            self.stop()
-            raise RuntimeError(f"mpd did not listen on {self.port} within {timeout} s:\n{text}")
+        super().start(timeout)
         self.mpc("update", "--wait")
         return self
 
@@ -105,29 +96,6 @@ class MpdServer:
         out = subprocess.run(["mpc", "-q", "-h", host, "-p", str(self.port), *args], check=True,
                              capture_output=True, text=True, timeout=30)
         return out.stdout
-
-    def stop(self) -> None:
-        """Stop mpd (SIGTERM, then SIGKILL after 5 s); idempotent."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    def restart(self) -> None:
-        """Stop and start again on the same port (clients must reconnect)."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> MpdServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,14 +21,17 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
+
+# child_server.py lies beside this file; put its folder on the path however this file is
+# loaded (run as a script, or by path from the tests and benchmarks)
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_server import ChildServer, free_port  # noqa: E402
 
 #: the ACL, as a house of pihubs would deploy it (each broker user is named after its
 #: device id): a device reads only its own request topics (the tokens in requests stay
@@ -49,13 +52,6 @@ pattern readwrite bench/#
 pattern readwrite homeassistant/#
 pattern readwrite pihub/#
 """
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_ca(directory: Path, name: str, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
@@ -81,7 +77,7 @@ def make_ca(directory: Path, name: str, host: str = "127.0.0.1") -> tuple[Path, 
     return ca, crt, key
 
 
-class Broker:
+class Broker(ChildServer):
     """One mosquitto process with a password file, the :data:`ACL` and a TLS listener.
 
     Args:
@@ -134,53 +130,13 @@ class Broker:
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    def start(self, timeout: float = 10.0) -> Broker:
-        """Start mosquitto and wait until it accepts connections (``timeout`` s).
+    label = "mosquitto"
 
-        Raises:
-            RuntimeError: it exited or did not listen in time (its log is in the message).
-        """
-        log = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen([_tool("mosquitto"), "-c", str(self.conf)], stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                if self.tls_port:
-                    socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.01)  # a child process's start-up: nothing to wait on but the port
-        text = self.log_file.read_text(encoding="utf-8", errors="replace")
-        self.stop()
-        raise RuntimeError(f"mosquitto did not listen on {self.port}/{self.tls_port} within {timeout} s:\n{text}")
+    def command(self) -> list[str]:
+        return [_tool("mosquitto"), "-c", str(self.conf)]
 
-    def stop(self) -> None:
-        """Stop mosquitto (SIGTERM, then SIGKILL after 5 s); idempotent."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    def restart(self) -> None:
-        """Stop and start again on the same ports (clients must reconnect and re-subscribe)."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> Broker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def ports(self) -> list[int]:
+        return [self.port, self.tls_port] if self.tls_port else [self.port]
 
 
 def _tool(name: str) -> str:
