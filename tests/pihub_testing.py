@@ -104,6 +104,10 @@ class EventRecorder:
         return [e for e in events
                 if e.type.name == type_name and all(e.args.get(k) == v for k, v in args.items())]
 
+    def args_of(self, type_name: str, since: int = 0, **args: Any) -> list[dict[str, Any]]:
+        """The args of the events :meth:`of` gives."""
+        return [e.args for e in self.of(type_name, since, **args)]
+
     def summary(self) -> list[tuple[str, dict[str, Any]]]:
         """Every event as ``(type name, args)``, in order."""
         with self._cond:

@@ -16,13 +16,12 @@ import socket
 import struct
 import subprocess
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pihub_testing import finishes, need_absent, need_tool, wait_for
+from pihub_testing import EventRecorder, finishes, need_absent, need_tool, wait_for
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.camera import RESOLUTIONS, CameraBackend, jpeg_size
@@ -30,7 +29,6 @@ from pihub.backends.camera_ffmpeg import jpeg_end
 from pihub.backends.camera_stream import MAX_VIEWER_INPUT, KeyframeScanner
 from pihub.clock import ManualClock
 from pihub.errors import ActionError, BackendUnavailable, ConfigError, ConfigProblems
-from pihub.events import Event
 
 
 @pytest.fixture
@@ -39,33 +37,16 @@ def ffmpeg() -> None:
         need_tool(shutil.which(tool) is not None, f"{tool} is not installed (apt-get install ffmpeg)")
 
 
-class Events:
-    """An ``emit`` that keeps every event."""
-
-    def __init__(self) -> None:
-        self.got: list[Event] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, event: Event) -> bool:
-        with self.lock:
-            self.got.append(event)
-        return True
-
-    def of(self, name: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [e.args for e in self.got if e.type.name == name]
-
-
 @pytest.fixture
-def camera(ffmpeg: None) -> Iterator[Callable[..., tuple[CameraBackend, Events]]]:
+def camera(ffmpeg: None) -> Iterator[Callable[..., tuple[CameraBackend, EventRecorder]]]:
     """Open mock cameras on a free port; each is closed at teardown."""
     made: list[CameraBackend] = []
 
-    def make(clock: Any = None, **config: Any) -> tuple[CameraBackend, Events]:
+    def make(clock: Any = None, **config: Any) -> tuple[CameraBackend, EventRecorder]:
         cfg = {"driver": "mock", "listen_port": 0, "resolution": [320, 240], **config}
         cam = CameraBackend(cfg, clock=clock)
         cam.validate_environment()
-        events = Events()
+        events = EventRecorder()
         cam.open(events)
         made.append(cam)
         return cam, events
@@ -220,18 +201,18 @@ def test_ffprobe_sees_h264_of_the_configured_size(camera: Any) -> None:
 def test_eight_viewers_decode_from_one_encoder_and_a_late_one_from_its_first_frame(camera: Any) -> None:
     cam, events = camera(max_viewers=9)
     viewers = [framemd5(cam.port, 90) for _ in range(8)]
-    assert wait_for(lambda: cam.keyframes >= 2 and len(events.of("CameraStreamClientConnectedEvent")) == 8, 20)
+    assert wait_for(lambda: cam.keyframes >= 2 and len(events.args_of("CameraStreamClientConnectedEvent")) == 8, 20)
     late = framemd5(cam.port, 30)  # joins mid-GOP: it must start at the next keyframe
     results = [decoded(v) for v in viewers]
     assert results == [(90, "")] * 8
     assert decoded(late) == (30, "")
     assert cam.captures == 1  # one encoder for all of them
-    assert wait_for(lambda: len(events.of("CameraStreamClientDisconnectedEvent")) == 9, 10)
-    clients = {e["client"] for e in events.of("CameraStreamClientConnectedEvent")}
-    assert {e["client"] for e in events.of("CameraStreamClientDisconnectedEvent")} == clients
+    assert wait_for(lambda: len(events.args_of("CameraStreamClientDisconnectedEvent")) == 9, 10)
+    clients = {e["client"] for e in events.args_of("CameraStreamClientConnectedEvent")}
+    assert {e["client"] for e in events.args_of("CameraStreamClientDisconnectedEvent")} == clients
     # a viewer that quits with unread data in its buffer resets the connection
     assert all(e["reason"] in ("closed", "reset") and e["device"] == 0
-               for e in events.of("CameraStreamClientDisconnectedEvent"))
+               for e in events.args_of("CameraStreamClientDisconnectedEvent"))
 
 
 def test_a_viewer_that_stops_reading_is_dropped_and_the_others_keep_decoding(camera: Any) -> None:
@@ -239,8 +220,8 @@ def test_a_viewer_that_stops_reading_is_dropped_and_the_others_keep_decoding(cam
     stuck = connect(cam.port, rcvbuf=4096)  # never reads
     try:
         reader = framemd5(cam.port, 150)
-        assert wait_for(lambda: [e["reason"] for e in events.of("CameraStreamClientDisconnectedEvent")] == ["too slow"],
-                        30), events.of("CameraStreamClientDisconnectedEvent")
+        assert wait_for(lambda: [e["reason"] for e in events.args_of("CameraStreamClientDisconnectedEvent")] == ["too slow"],
+                        30), events.args_of("CameraStreamClientDisconnectedEvent")
         assert cam.get_status()["dropped_slow"] == 1
         assert reader.poll() is None, "the reader finished before the slow viewer was dropped"
         assert decoded(reader) == (150, "")
@@ -274,7 +255,7 @@ def test_viewers_beyond_max_viewers_are_closed_before_any_data(camera: Any) -> N
     cam, events = camera(max_viewers=2)
     a, b = connect(cam.port), connect(cam.port)
     try:
-        assert wait_for(lambda: len(events.of("CameraStreamClientConnectedEvent")) == 2)
+        assert wait_for(lambda: len(events.args_of("CameraStreamClientConnectedEvent")) == 2)
         third = connect(cam.port)
         third.settimeout(10)
         assert third.recv(100) == b""  # closed, nothing sent
@@ -303,7 +284,7 @@ def test_a_viewer_sending_garbage_or_resetting_is_dropped_and_the_stream_goes_on
             flood.sendall(os.urandom(MAX_VIEWER_INPUT + 4096))
         reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         reset.close()  # an RST
-        reasons = lambda: sorted(e["reason"] for e in events.of("CameraStreamClientDisconnectedEvent"))  # noqa: E731
+        reasons = lambda: sorted(e["reason"] for e in events.args_of("CameraStreamClientDisconnectedEvent"))  # noqa: E731
         assert wait_for(lambda: len(reasons()) == 2, 10), reasons()
         assert reasons()[1] == "sent data" and reasons()[0] in ("reset", "closed")
         assert decoded(framemd5(cam.port, 30)) == (30, "")  # the server still serves
@@ -324,17 +305,17 @@ def test_the_camera_captures_only_while_watched_and_stops_after_idle_timeout(cam
     clock.advance(4.9)
     assert cam.get_status()["capturing"] is True
     clock.advance(0.2)
-    assert wait_for(lambda: events.of("CameraRecordingStoppedEvent"), 10)
+    assert wait_for(lambda: events.args_of("CameraRecordingStoppedEvent"), 10)
     assert not cam.get_status()["capturing"]
-    assert [e["filename"] for e in events.of("CameraRecordingStartedEvent")] == [None]
-    assert [e["filename"] for e in events.of("CameraRecordingStoppedEvent")] == [None]
+    assert [e["filename"] for e in events.args_of("CameraRecordingStartedEvent")] == [None]
+    assert [e["filename"] for e in events.args_of("CameraRecordingStoppedEvent")] == [None]
 
 
 def test_stream_on_start_captures_with_nobody_watching(camera: Any) -> None:
     cam, events = camera(stream_on_start=True)
     assert cam.get_status()["capturing"] is True
     assert wait_for(lambda: cam.keyframes >= 1, 10)
-    assert events.of("CameraRecordingStartedEvent") == [{"device": 0, "filename": None}]
+    assert events.args_of("CameraRecordingStartedEvent") == [{"device": 0, "filename": None}]
 
 
 def test_stop_and_start_streaming(camera: Any) -> None:
@@ -344,7 +325,7 @@ def test_stop_and_start_streaming(camera: Any) -> None:
     try:
         assert wait_for(lambda: cam.get_status()["viewers"], 10)
         assert cam.stop_streaming() == {"listening": False, "disconnected": 1}
-        assert events.of("CameraStreamClientDisconnectedEvent")[0]["reason"] == "stream stopped"
+        assert events.args_of("CameraStreamClientDisconnectedEvent")[0]["reason"] == "stream stopped"
         with pytest.raises(ConnectionRefusedError):
             connect(port)
         out = cam.start_streaming()
@@ -380,7 +361,7 @@ def test_take_picture_writes_a_jpeg_of_the_configured_size(camera: Any, tmp_path
     assert out["filename"] == str(tmp_path / "shot.jpg") and (out["width"], out["height"]) == (640, 480)
     info = ffprobe(out["filename"])
     assert (info["codec_name"], info["width"], info["height"]) == ("mjpeg", "640", "480")
-    assert events.of("CameraPictureTakenEvent") == [{"device": 0, "filename": out["filename"]}]
+    assert events.args_of("CameraPictureTakenEvent") == [{"device": 0, "filename": out["filename"]}]
     with pytest.raises(ActionError, match="the directory '/nonexistent' does not exist"):
         cam.take_picture("/nonexistent/x.jpg")
 
@@ -389,11 +370,11 @@ def test_a_recording_is_a_file_ffprobe_accepts_with_the_expected_duration(camera
     cam, events = camera(framerate=30)
     path = str(tmp_path / "clip.h264")
     assert cam.start_recording(path, 2.0) == {"filename": path, "duration": 2.0}
-    assert wait_for(lambda: [e for e in events.of("CameraRecordingStoppedEvent") if e["filename"] == path], 30)
+    assert wait_for(lambda: [e for e in events.args_of("CameraRecordingStoppedEvent") if e["filename"] == path], 30)
     info = ffprobe(path, "nb_read_frames")
     assert info["codec_name"] == "h264" and (info["width"], info["height"]) == ("320", "240")
     assert 2.0 * 30 - 6 <= int(info["nb_read_frames"]) <= 2.0 * 30 + 6  # 2 s at 30 frames/s
-    started = [e for e in events.of("CameraRecordingStartedEvent") if e["filename"] == path]
+    started = [e for e in events.args_of("CameraRecordingStartedEvent") if e["filename"] == path]
     assert started == [{"device": 0, "filename": path}]
     with pytest.raises(ActionError, match="is not recording"):
         cam.stop_recording()

@@ -21,42 +21,32 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from pihub_testing import HW_MOCKS, load_hw_mock, wait_for
+from pihub_testing import HW_MOCKS, EventRecorder, load_hw_mock, wait_for
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.flic import LONG, SHORT, FlicBackend, FrameReader, PressSequence, decode
 from pihub.clock import ManualClock
 from pihub.errors import ConfigProblems, ProtocolError
-from pihub.events import Event
 
 A, B, C = "80:e4:da:70:a1:c0", "80:e4:da:70:a1:c1", "80:e4:da:70:a1:c2"
 fake = load_hw_mock("fake_flicd")
 
 
-class Events:
-    """An ``emit`` that records events; tests wait on what they expect."""
+class Events(EventRecorder):
+    """The backend's ``emit`` (:class:`EventRecorder`), read per button."""
 
-    def __init__(self) -> None:
-        self.got: list[Event] = []
-        self._lock = threading.Lock()
+    def button(self, type_name: str, addr: str | None = None) -> list[dict[str, Any]]:
+        """The args of the ``type_name`` events of button ``addr`` (None: of every button)."""
+        return self.args_of(type_name, **({} if addr is None else {"btn_addr": addr}))
 
-    def __call__(self, event: Event) -> bool:
-        with self._lock:
-            self.got.append(event)
-        return True
-
-    def of(self, type_name: str, addr: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            return [e.args for e in self.got
-                    if e.type.name == type_name and (addr is None or e.args.get("btn_addr") == addr)]
-
-    def wait(self, type_name: str, addr: str | None = None, count: int = 1, timeout: float = 10.0) -> list[dict]:
-        assert wait_for(lambda: len(self.of(type_name, addr)) >= count, timeout), (
-            f"expected {count} {type_name} for {addr}, got {self.of(type_name, addr)}; all: {self.got}")
-        return self.of(type_name, addr)
+    def wait_button(self, type_name: str, addr: str | None = None, count: int = 1,
+                    timeout: float = 10.0) -> list[dict[str, Any]]:
+        assert self.wait(lambda: len(self.button(type_name, addr)) >= count, timeout), (
+            f"expected {count} {type_name} for {addr}, got {self.button(type_name, addr)}; all: {self.summary()}")
+        return self.button(type_name, addr)
 
     def sequences(self, addr: str) -> list[list[str]]:
-        return [a["sequence"] for a in self.of("FlicButtonEvent", addr)]
+        return [a["sequence"] for a in self.button("FlicButtonEvent", addr)]
 
 
 @pytest.fixture
@@ -136,16 +126,16 @@ GESTURES = [
 def test_each_gesture_on_each_button(flicd, open_backend, addr, gestures, sequence, click):
     backend, events = open_backend({"buttons": [A, B]})
     flicd.sequence(addr, gestures)
-    assert events.wait("FlicButtonEvent", addr)[0] == {"btn_addr": addr, "sequence": sequence}
+    assert events.wait_button("FlicButtonEvent", addr)[0] == {"btn_addr": addr, "sequence": sequence}
     if click is not None:
-        got = events.wait(click, addr)
+        got = events.wait_button(click, addr)
         assert got == [{"btn_addr": addr, "was_queued": False, "time_diff": 0}]
         assert wait_for(lambda: backend.flicd_status()["clicks"] == 1)
         others = {"FlicButtonClickEvent", "FlicButtonDoubleClickEvent", "FlicButtonHoldEvent"} - {click}
-        assert not any(events.of(t) for t in others)  # a double is not also a click
+        assert not any(events.button(t) for t in others)  # a double is not also a click
     other = B if addr == A else A
-    assert events.of("FlicButtonEvent", other) == []
-    assert len(events.of("FlicButtonEvent", addr)) == 1
+    assert events.button("FlicButtonEvent", other) == []
+    assert len(events.button("FlicButtonEvent", addr)) == 1
 
 
 def test_two_buttons_pressed_interleaved_keep_separate_sequences(flicd, open_backend):
@@ -153,10 +143,10 @@ def test_two_buttons_pressed_interleaved_keep_separate_sequences(flicd, open_bac
     # A: short, short; B: one long press held across both of A's presses
     flicd.play([(0.0, "down", B), (0.05, "down", A), (0.10, "up", A), (0.20, "down", A), (0.25, "up", A),
                 (0.70, "up", B)])
-    assert events.wait("FlicButtonEvent", B)[0]["sequence"] == [LONG]
-    assert events.wait("FlicButtonEvent", A)[0]["sequence"] == [SHORT, SHORT]
+    assert events.wait_button("FlicButtonEvent", B)[0]["sequence"] == [LONG]
+    assert events.wait_button("FlicButtonEvent", A)[0]["sequence"] == [SHORT, SHORT]
     assert wait_for(lambda: backend.flicd_status()["sequences"] == 2)
-    assert len(events.of("FlicButtonEvent")) == 2
+    assert len(events.button("FlicButtonEvent")) == 2
 
 
 # ---------------------------------------------------------------------------- connection status
@@ -169,11 +159,11 @@ def test_button_status_connected_disconnected_and_not_verified(flicd, open_backe
     flicd.set_in_range(A, True)
     flicd.verify(C)
     assert wait_for(lambda: backend.describe_status()["buttons"] == {A: "connected", C: "connected"})
-    assert [e["status"] for e in events.of("FlicButtonConnectionEvent", A)] == [
+    assert [e["status"] for e in events.button("FlicButtonConnectionEvent", A)] == [
         "connected", "disconnected", "connected"]
-    assert [e["status"] for e in events.of("FlicButtonConnectionEvent", C)] == ["not verified", "connected"]
+    assert [e["status"] for e in events.button("FlicButtonConnectionEvent", C)] == ["not verified", "connected"]
     flicd.press(C, "short")
-    assert events.wait("FlicButtonEvent", C)[0]["sequence"] == [SHORT]
+    assert events.wait_button("FlicButtonEvent", C)[0]["sequence"] == [SHORT]
 
 
 def test_all_verified_mode_opens_a_channel_to_a_newly_verified_button(flicd, open_backend):
@@ -214,8 +204,8 @@ def test_flicd_killed_and_restarted_reconnects_and_events_flow_again(tmp_path, o
     try:
         backend, events = open_backend({"port": port, "buttons": [A]}, wait_connected=(A,))
         assert control(ctl, f"press {A} double") == "ok"
-        assert events.wait("FlicButtonDoubleClickEvent", A)
-        assert events.wait("FlicButtonEvent", A)[0]["sequence"] == [SHORT, SHORT]
+        assert events.wait_button("FlicButtonDoubleClickEvent", A)
+        assert events.wait_button("FlicButtonEvent", A)[0]["sequence"] == [SHORT, SHORT]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         assert wait_for(lambda: backend.status == BackendStatus.DEGRADED)
@@ -224,7 +214,7 @@ def test_flicd_killed_and_restarted_reconnects_and_events_flow_again(tmp_path, o
         assert wait_for(lambda: backend.describe_status()["buttons"] == {A: "connected"}, 10)
         assert backend.status == BackendStatus.RUNNING and backend.error is None
         assert control(ctl, f"sequence {A} short short") == "ok"
-        assert events.wait("FlicButtonEvent", A, count=2)[-1]["sequence"] == [SHORT, SHORT]
+        assert events.wait_button("FlicButtonEvent", A, count=2)[-1]["sequence"] == [SHORT, SHORT]
         assert control(ctl, "press nowhere short").startswith("error ")
     finally:
         proc.kill()
@@ -257,7 +247,7 @@ def test_a_malformed_packet_resets_the_connection_and_the_backend_recovers(flicd
                     backend.describe_status()["buttons"] == {A: "connected"})
     assert "malformed packet from flicd" in caplog.text
     flicd.press(A, "short")
-    assert events.wait("FlicButtonEvent", A)[0]["sequence"] == [SHORT]
+    assert events.wait_button("FlicButtonEvent", A)[0]["sequence"] == [SHORT]
     assert backend.status == BackendStatus.RUNNING and backend._thread.is_alive()
 
 
@@ -267,7 +257,7 @@ def test_unknown_opcodes_and_longer_packets_are_accepted(flicd, open_backend):
     # a later protocol version may append fields: they are ignored
     flicd.send_raw(_frame(bytes([4]) + struct.pack("<IBBI", 1, 0, 0, 0) + b"extra"))
     flicd.send_raw(_frame(bytes([4]) + struct.pack("<IBBI", 1, 1, 0, 0) + b"extra"))
-    assert events.wait("FlicButtonEvent", A)[0]["sequence"] == [SHORT]
+    assert events.wait_button("FlicButtonEvent", A)[0]["sequence"] == [SHORT]
     status = backend.flicd_status()
     assert status["ignored_packets"] == 1 and status["protocol_errors"] == 0 and status["connects"] == 1
 
@@ -285,7 +275,7 @@ def test_random_garbage_never_kills_the_reader(flicd, open_backend):
         assert wait_for(lambda: backend.describe_status()["buttons"] == {A: "connected"})
     assert backend._thread.is_alive()
     flicd.press(A, "short")
-    assert events.wait("FlicButtonEvent", A)[0]["sequence"] == [SHORT]
+    assert events.wait_button("FlicButtonEvent", A)[0]["sequence"] == [SHORT]
 
 
 def test_queued_presses_skip_sequences_and_old_queued_clicks_are_dropped(flicd, open_backend):
@@ -293,9 +283,9 @@ def test_queued_presses_skip_sequences_and_old_queued_clicks_are_dropped(flicd, 
     for click_type, queued, age in [(0, 1, 3), (1, 1, 3), (3, 1, 3), (4, 1, 60)]:
         op = 4 if click_type in (0, 1) else 7
         flicd.send_raw(_frame(bytes([op]) + struct.pack("<IBBI", 1, click_type, queued, age)))
-    assert events.wait("FlicButtonClickEvent", A) == [{"btn_addr": A, "was_queued": True, "time_diff": 3}]
+    assert events.wait_button("FlicButtonClickEvent", A) == [{"btn_addr": A, "was_queued": True, "time_diff": 3}]
     assert wait_for(lambda: backend.flicd_status()["dropped_queued"] == 1)
-    assert events.of("FlicButtonDoubleClickEvent") == []
+    assert events.button("FlicButtonDoubleClickEvent") == []
     assert backend.flicd_status()["in_progress"] == {}  # queued down/up made no press
 
 
@@ -307,12 +297,12 @@ def test_the_panels_entities_give_each_buttons_status_and_last_press(flicd, open
         {"name": C, "kind": "flic_button", "status": "not verified", "last_press": None}]
     before = time.time()
     flicd.press(A, "double")
-    events.wait("FlicButtonDoubleClickEvent", A)
+    events.wait_button("FlicButtonDoubleClickEvent", A)
     press = backend.describe_entities()[0]["last_press"]
     assert press is not None and before <= press.pop("time") <= time.time()
     assert press == {"kind": "double_click", "was_queued": False}
     flicd.send_raw(_frame(bytes([7]) + struct.pack("<IBBI", 1, 5, 1, 3)))  # a hold made 3 s ago, queued
-    events.wait("FlicButtonHoldEvent", A)
+    events.wait_button("FlicButtonHoldEvent", A)
     press = backend.describe_entities()[0]["last_press"]
     assert press is not None and before - 3 <= press.pop("time") <= time.time() - 3
     assert press == {"kind": "hold", "was_queued": True}
@@ -324,7 +314,7 @@ def test_close_drops_a_pending_sequence(flicd, open_backend):
     assert wait_for(lambda: backend.flicd_status()["in_progress"] == {A: [SHORT]})
     backend.close()
     assert backend.status == BackendStatus.STOPPED
-    assert events.of("FlicButtonEvent") == []
+    assert events.button("FlicButtonEvent") == []
     assert flicd.clients == 0 or wait_for(lambda: flicd.clients == 0)
 
 
@@ -465,11 +455,11 @@ def test_backend_sequences_run_on_its_clock_per_button(flicd):
         flicd.up(B)  # B: 0.5 s, long
         sync()
         clock.advance(0.25)  # A's window ends at 0.75 (its release + 0.5); B's at 1.0
-        assert [(e["btn_addr"], e["sequence"]) for e in events.of("FlicButtonEvent")] == [(A, [SHORT])]
+        assert [(e["btn_addr"], e["sequence"]) for e in events.button("FlicButtonEvent")] == [(A, [SHORT])]
         clock.advance(0.125)
-        assert len(events.of("FlicButtonEvent")) == 1
+        assert len(events.button("FlicButtonEvent")) == 1
         clock.advance(0.125)
-        assert [(e["btn_addr"], e["sequence"]) for e in events.of("FlicButtonEvent")] == [(A, [SHORT]),
+        assert [(e["btn_addr"], e["sequence"]) for e in events.button("FlicButtonEvent")] == [(A, [SHORT]),
                                                                                         (B, [LONG])]
     finally:
         backend.close()
