@@ -8,10 +8,11 @@ need a socket goes through :func:`call`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from argon2 import PasswordHasher
 
 from pihub.auth import Auth
 from pihub.web.app import make_app
+from pihub.web.server import WebServer
 
 #: A cheap argon2 (the real one costs 19 MiB and ~30 ms per hash).
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -255,3 +257,15 @@ def rig(make_hub: Callable[..., Any], tmp_path: Path) -> Rig:
 def url_path(*segments: str) -> str:
     """Segments joined with ``/``, each percent-encoded."""
     return "/".join(quote(s, safe="") for s in segments)
+
+
+@contextlib.contextmanager
+def serving(app: Any, **kw: Any) -> Iterator[WebServer]:
+    """``app`` on the real WSGI server on a free loopback port (4 workers unless ``threads``
+    says otherwise), stopped on exit."""
+    server = WebServer(app, **{"host": "127.0.0.1", "port": 0, "threads": 4, **kw})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from http_support import Rig, assert_error, assert_security_headers, build_rig
+from http_support import Rig, assert_error, assert_security_headers, build_rig, serving
 from pihub_testing import need_tool, wait_for
 
 from pihub.backends.camera import jpeg_size
@@ -34,12 +34,8 @@ def served(make_hub: Any, tmp_path: Path) -> Iterator[tuple[Rig, WebServer]]:
     for tool in ("ffmpeg", "ffprobe"):
         need_tool(shutil.which(tool) is not None, f"{tool} is not installed (apt-get install ffmpeg)")
     rig = build_rig(make_hub, tmp_path, yaml=CAMERA_YAML)
-    server = WebServer(rig.app, host="127.0.0.1", port=0, threads=4)
-    server.start()
-    try:
+    with serving(rig.app) as server:
         yield rig, server
-    finally:
-        server.stop()
 
 
 def _parts(resp: http.client.HTTPResponse, n: int) -> list[tuple[float, dict[str, str], bytes]]:

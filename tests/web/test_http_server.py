@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http_support import PASSWORD, SECURITY, Rig, build_rig
+from http_support import PASSWORD, SECURITY, Rig, build_rig, serving
 from pihub_testing import need_tool
 
 from pihub.web.server import WebServer, make_ssl_context
@@ -28,12 +28,8 @@ def rig(make_hub, tmp_path: Path) -> Rig:
 
 @pytest.fixture
 def served(rig: Rig) -> Iterator[tuple[Rig, WebServer]]:
-    server = WebServer(rig.app, host="127.0.0.1", port=0, threads=4)
-    server.start()
-    try:
+    with serving(rig.app) as server:
         yield rig, server
-    finally:
-        server.stop()
 
 
 def _get(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
