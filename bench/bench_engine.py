@@ -27,9 +27,12 @@ on num0) and the C matcher finds the candidate rule through its hash index on pi
 * ``engine.latency``: one event every ~1 ms from a Python producer thread; the time from
   the event's ``ts_ns`` (``time.monotonic_ns()`` when it was built, just before
   ``publish``) to the moment the action runs, read with ``time.monotonic_ns()`` (the
-  same clock). 2000 samples after 100 warm-up events. Two paths, each with the hook run
-  inline on the dispatcher thread and on a worker of the pool:
+  same clock). 2000 samples after 100 warm-up events. Two floors, then two paths, each
+  with the hook run inline on the dispatcher thread and on a worker of the pool:
 
+  - ``no_handoff`` / ``no_handoff_busy`` (floors, no goal): the same work with no thread
+    hand-off: the producer thread pops its own event and runs ``Dispatcher.process``;
+    it sleeps between events, or spins on the clock so the CPU stays warm;
   - ``dispatcher_inline`` / ``dispatcher``: Bus -> Dispatcher with the 1000 hooks ->
     ``fire`` callback, inline (every hook passed as ``inline``) / through the WorkerPool;
   - ``hub_action`` / ``hub_action_pool``: a ``Hub`` from a YAML config whose hook's
@@ -292,33 +295,45 @@ def bench_dispatch(ctx: Context) -> Iterator[dict[str, Any]]:
 
 # ------------------------------------------------------------------ edge -> action latency
 
-def _paced_publish(publish: Any, make_event: Any, count: int, period_s: float, dl: Deadline) -> int:
-    """Publish ``count`` events, one every ``period_s`` (absolute schedule). Returns how many."""
+def _paced_publish(publish: Any, make_event: Any, count: int, period_s: float, dl: Deadline, *,
+                   busy: bool = False) -> int:
+    """Publish ``count`` events, one every ``period_s`` (absolute schedule). Returns how many.
+
+    Between events the thread sleeps, or with ``busy`` spins on the clock (the CPU never
+    idles, so its caches stay warm: the same work measured hot).
+    """
     sent = 0
     next_t = time.monotonic()
     while sent < count and not dl.expired():
         next_t += period_s
         if publish(make_event(sent)):
             sent += 1
+        if busy:
+            while time.monotonic() < next_t:
+                pass
+            continue
         pause = next_t - time.monotonic()
         if pause > 0:
             time.sleep(pause)
     return sent
 
 
-def _latency_rows(ctx: Context, path: str, lat_ns: list[int], warm: int, extra_note: str,
-                  **extra: Any) -> Iterator[dict]:
+def _latency_rows(ctx: Context, path: str, lat_ns: list[int], warm: int, extra_note: str, *,
+                  floor: bool = False, **extra: Any) -> Iterator[dict]:
+    """The p50 and p99 rows of one path; a ``floor`` (not a pihub path) has no goal and no peer."""
     samples = sorted(x / 1000.0 for x in lat_ns[warm:])
     if len(samples) < 10:
         raise RuntimeError(f"latency ({path}): only {len(samples)} samples")
-    common = {"n": len(samples), "better": "lower", **extra,
-              "peer_note": "Platypush has no in-process figure to match; its run-bench.sh webhook -> hook -> "
-                           "action and custom event -> YAML hook p50 (HTTP included) are in the "
-                           "peer_platypush.daemon rows"}
+    common = {"n": len(samples), "better": "lower", **extra}
+    if not floor:
+        common["peer_note"] = ("Platypush has no in-process figure to match; its run-bench.sh webhook -> hook -> "
+                               "action and custom event -> YAML hook p50 (HTTP included) are in the "
+                               "peer_platypush.daemon rows")
     note = (f"{extra_note}; one event every ~1 ms from a Python thread, {len(samples)} samples after {warm} "
             "warm-up; latency = time.monotonic_ns() in the action - event.ts_ns (set when the event is built, "
             "just before publish)")
-    yield result("engine.latency", f"{path}_p50_us", percentile(samples, 50), "us", goal=GOAL_LATENCY_P50_US,
+    yield result("engine.latency", f"{path}_p50_us", percentile(samples, 50), "us",
+                 goal=None if floor else GOAL_LATENCY_P50_US,
                  note=note, **common)
     yield result("engine.latency", f"{path}_p99_us", percentile(samples, 99), "us", note=note,
                  max_us=samples[-1], **common)
@@ -419,6 +434,60 @@ def _dispatcher_latency(ctx: Context, inline: bool) -> Iterator[dict[str, Any]]:
                              "to_dispatcher_* = edge -> an event listener on the dispatcher thread (before "
                              "matching)",
                              to_dispatcher_p50_us=percentile(wake, 50), to_dispatcher_p99_us=percentile(wake, 99))
+
+
+def _no_handoff_latency(ctx: Context, busy: bool) -> Iterator[dict[str, Any]]:
+    """Edge -> fire callback with no thread hand-off at all: the producer thread itself pops
+    its event and runs ``Dispatcher.process`` (1000 hooks, inline, one listener), as
+    ``dispatcher_inline`` does on the dispatcher thread. Not a path pihub takes (the
+    dispatcher is the only consumer); the floor a hand-off design is measured against.
+    """
+    from pihub.bus import Bus
+    from pihub.engine.dispatcher import Dispatcher, WorkerPool
+    from pihub.engine.rules import Matcher
+    from pihub.events import Event
+
+    warm, count = 100, ctx.scale(2000, 200) + 100
+    bus = Bus(capacity=4096, max_producers=8)
+    hooks = make_hooks(1000)
+    matcher = Matcher(hooks)
+    pool = WorkerPool(workers=1)  # never used: every hook is inline; the dispatcher needs one
+    lat: list[int] = []
+
+    def fire(hook: Any, event: Any, captures: Any) -> None:
+        lat.append(time.monotonic_ns() - event.ts_ns)
+
+    disp = Dispatcher(bus, matcher, fire, pool, batch_size=BATCH, inline=hooks)
+    disp.add_listener(lambda event: None)  # dispatcher_inline's path calls one listener too
+    prod = bus.producer("bench")
+
+    def publish_and_process(event: Any) -> bool:
+        ok = prod.publish(event)
+        disp.process(bus.pop(BATCH, timeout=0))
+        return ok
+
+    try:
+        dl = Deadline(count * 0.002 + 30)
+        _paced_publish(publish_and_process, lambda i: Event.of("GPIOEvent", pin=17, value=1), count, 0.001, dl,
+                       busy=busy)
+    finally:
+        matcher.close()
+        bus.close()
+    path = "no_handoff_busy" if busy else "no_handoff"
+    if len(lat) != count:
+        raise RuntimeError(f"latency ({path}): {len(lat)} of {count} events reached the action")
+    pause = ("the thread spins on the clock between events (caches stay warm)" if busy else
+             "the thread sleeps between events, as a producer does")
+    yield from _latency_rows(ctx, path, lat, warm,
+                             "no thread hand-off (not a pihub path: the floor): the producer thread publishes, "
+                             "pops its own event and runs Dispatcher.process (Matcher, 1000 GPIO hooks, inline, "
+                             f"one listener) -> fire callback; {pause}", floor=True)
+
+
+def bench_latency_floor(ctx: Context) -> Iterator[dict[str, Any]]:
+    """The dispatcher's work with no hand-off: paced with sleeps as a producer is, then hot."""
+    yield from _no_handoff_latency(ctx, busy=False)
+    yield from _no_handoff_latency(ctx, busy=True)
 
 
 def bench_latency_dispatcher(ctx: Context) -> Iterator[dict[str, Any]]:
@@ -536,4 +605,5 @@ def bench_latency_hub(ctx: Context) -> Iterator[dict[str, Any]]:
     yield from _hub_latency(ctx, "mark_pool")
 
 
-BENCHES = [bench_match, bench_dispatch, bench_latency_baseline, bench_latency_dispatcher, bench_latency_hub]
+BENCHES = [bench_match, bench_dispatch, bench_latency_baseline, bench_latency_floor, bench_latency_dispatcher,
+           bench_latency_hub]
