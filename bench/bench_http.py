@@ -670,18 +670,25 @@ def bench_idle_attack(ctx: Context) -> Iterator[dict[str, Any]]:
     base = {"others_cpu_pct": round(others_cpu_pct(snap, cpu_snapshot()), 1)}
     attack_note = (f"{ATTACK_SILENT} silent sockets + {ATTACK_SLOW} sending a header line every "
                    f"{ATTACK_TRICKLE_S} s (never ending the request), from 127.0.0.2/.3, open during the round")
-    for pct in ("p50", "p99"):
-        for label, rows in (("calm", calm), ("attack", attacked)):
-            values = [r[pct] for r in rows if r.get(pct) is not None]
-            yield result("http.attack", f"execute_{pct}_ms_{label}", median(values),
-                         "ms", better="lower", runs=rounded(values), n=sum(r["n"] for r in rows),
-                         errors=sum(r["errors"] for r in rows),
-                         note=f"{len(rows)} rounds of {seq_n} sequential POST /execute variable.get on one "
-                              "keep-alive connection, alternating without and with the attack ("
-                              + ("none" if label == "calm" else attack_note) + "); median of the rounds", **base)
+    yield from _calm_and_loaded_rows("http.attack", "attack", calm, attacked, attack_note, seq_n, base)
     for label in ("calm", "attack"):
         yield result("http.attack", f"rss_mib_{label}", median(rss[label]), "MiB", better="lower",
                      runs=rounded(rss[label]), note="VmRSS of `pihub run` after the round", **base)
+
+
+def _calm_and_loaded_rows(bench: str, load: str, calm: list[dict[str, Any]], loaded: list[dict[str, Any]],
+                          load_note: str, seq_n: int, base: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The ``execute_{p50,p99}_ms_{calm,<load>}`` rows of rounds run alternately without and
+    with a load (``seq_round`` results: p50, p99, n, errors), medians of the rounds."""
+    for pct in ("p50", "p99"):
+        for label, rows in (("calm", calm), (load, loaded)):
+            values = [r[pct] for r in rows if r.get(pct) is not None]
+            yield result(bench, f"execute_{pct}_ms_{label}", median(values),
+                         "ms", better="lower", runs=rounded(values), n=sum(r["n"] for r in rows),
+                         errors=sum(r["errors"] for r in rows),
+                         note=f"{len(rows)} rounds of {seq_n} sequential POST /execute variable.get on one "
+                              f"keep-alive connection, alternating without and with the {load} ("
+                              + ("none" if label == "calm" else load_note) + "); median of the rounds", **base)
 
 
 #: The login flood of issue 8: wrong passwords (for the bench user and an unknown one,
@@ -786,15 +793,7 @@ def bench_login_flood(ctx: Context) -> Iterator[dict[str, Any]]:
                   f"{flood_s:.1f} s: {logins.get('401', 0)} checked by argon2 (401), {logins.get('429', 0)} "
                   "refused before any password work (429: the hub-wide budget of 50 failures per 5 min, or "
                   "the one-at-a-time check's line full)")
-    for pct in ("p50", "p99"):
-        for label, rows in (("calm", calm), ("flood", flooded)):
-            values = [r[pct] for r in rows if r.get(pct) is not None]
-            yield result("http.login_flood", f"execute_{pct}_ms_{label}", median(values),
-                         "ms", better="lower", runs=rounded(values), n=sum(r["n"] for r in rows),
-                         errors=sum(r["errors"] for r in rows),
-                         note=f"{len(rows)} rounds of {seq_n} sequential POST /execute variable.get on one "
-                              "keep-alive connection, alternating without and with the flood ("
-                              + ("none" if label == "calm" else flood_note) + "); median of the rounds", **base)
+    yield from _calm_and_loaded_rows("http.login_flood", "flood", calm, flooded, flood_note, seq_n, base)
     for label in ("calm", "flood"):
         yield result("http.login_flood", f"rss_mib_{label}", median(rss[label]), "MiB", better="lower",
                      runs=rounded(rss[label]), rss_at_start_mib=rss_start, max_mib=max(rss[label]),
