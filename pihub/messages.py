@@ -12,9 +12,10 @@ never JSON-decoded (``"123"`` stays a string); a null output still becomes
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from pihub.errors import MessageError
 from pihub.events import CATALOGUE, Event, new_event_id
@@ -129,6 +130,36 @@ class Encoder(json.JSONEncoder):
         return str(o)
 
 
+def _finite_or_none(text: str) -> float | None:
+    """JSON float hook: ``1e999`` and friends become None rather than infinity."""
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _no_constant(_name: str) -> None:
+    """JSON constant hook: ``NaN``/``Infinity`` (not JSON, but Python accepts them) -> None."""
+
+
+#: Reads JSON from the outside (MQTT payloads, serial lines) with every number finite:
+#: ``NaN``, ``Infinity`` and floats beyond a double's range (``1e999``), which Python's
+#: reader accepts, read as None.
+FINITE_JSON: Final = json.JSONDecoder(parse_float=_finite_or_none, parse_constant=_no_constant)
+
+
 def dumps(obj: Any) -> str:
-    """Serialise with :class:`Encoder`, compact."""
-    return json.dumps(obj, cls=Encoder, separators=(",", ":"))
+    """Serialise with :class:`Encoder`, compact, as strict JSON.
+
+    A NaN or infinite float, anywhere (a sensor's reading, an MQTT payload, an action's
+    output), is written as ``null``, as JavaScript's ``JSON.stringify`` does: ``NaN`` and
+    ``Infinity`` are not JSON, and a browser's ``JSON.parse`` refuses the whole message.
+
+    Raises:
+        ValueError: ``obj`` contains itself.
+    """
+    try:
+        return json.dumps(obj, cls=Encoder, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        # rare: encode once more with the constants allowed, then read them back as null
+        # (the Encoder may have turned objects into values that hold them)
+        loose = FINITE_JSON.decode(json.dumps(obj, cls=Encoder, separators=(",", ":")))
+        return json.dumps(loose, separators=(",", ":"), allow_nan=False)

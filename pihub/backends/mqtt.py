@@ -139,7 +139,7 @@ from pihub.clock import Clock
 from pihub.config.schema import Field, Schema, dict_of, show
 from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event, new_event_id
-from pihub.messages import Response, dumps
+from pihub.messages import FINITE_JSON, Response, dumps
 from pihub.plugin import action
 
 if TYPE_CHECKING:
@@ -279,13 +279,17 @@ def _request_id(payload: bytes | bytearray) -> str | None:
 
 
 def decode_payload(payload: bytes | bytearray) -> Any:
-    """An MQTT payload as an event's ``msg``: JSON when it is JSON, else text, else ``0x`` hex."""
+    """An MQTT payload as an event's ``msg``: JSON when it is JSON, else text, else ``0x`` hex.
+
+    ``NaN``, ``Infinity`` and numbers beyond a double's range (``1e999``), which Python's
+    JSON reader accepts but JSON has not, read as None, as a serial sensor's line does.
+    """
     try:
         text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError:
         return "0x" + bytes(payload).hex()
     try:
-        return json.loads(text)
+        return FINITE_JSON.decode(text)
     except (ValueError, RecursionError):
         return text
 
@@ -821,10 +825,12 @@ class MqttBackend(RequestChannel):
 
     def _on_command(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         """HA switched a GPIO output: ``ON``/``OFF`` on its command topic -> gpio.write on a worker."""
+        if self._oversized(msg):
+            return
         name = msg.topic.split("/")[-2]
         ent = self._entities.get(("gpio", name))
-        payload = bytes(msg.payload[:8]).decode("ascii", "replace").strip().upper()
-        if ent is None or ent.command_topic != msg.topic or payload not in ("ON", "OFF"):
+        payload = bytes(msg.payload)  # exactly what the switch's config announces: ON or OFF
+        if ent is None or ent.command_topic != msg.topic or payload not in (b"ON", b"OFF"):
             with self._lock:
                 self._counts["refused"] += 1
             self.log.debug("ignored a command on %s: no such switch, or not ON/OFF", msg.topic)
@@ -833,7 +839,7 @@ class MqttBackend(RequestChannel):
             with self._lock:
                 self._counts["busy"] += 1
             return
-        self._queue.put(functools.partial(self._command, ent, payload == "ON"))
+        self._queue.put(functools.partial(self._command, ent, payload == b"ON"))
 
     def _command(self, ent: Entity, on: bool) -> None:
         """Run HA's command through the hub's gate (trusted: the broker's ACL decides who may

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 from pihub.errors import MalformedLine
+from pihub.messages import FINITE_JSON
 
 __all__ = ["PARSERS", "JsonLineParser", "KeyValueParser", "LineParser", "Reading"]
 
@@ -212,19 +213,6 @@ class LineParser:
         raise NotImplementedError
 
 
-def _finite_or_none(text: str) -> float | None:
-    """JSON float hook: ``1e999`` and friends become None rather than infinity."""
-    value = float(text)
-    return value if math.isfinite(value) else None
-
-
-def _no_constant(_name: str) -> None:
-    """JSON constant hook: ``NaN``/``Infinity`` (not JSON, but Python accepts them) -> None."""
-
-
-_DECODER: Final = json.JSONDecoder(parse_float=_finite_or_none, parse_constant=_no_constant)
-
-
 class JsonLineParser(LineParser):
     """One JSON object per line, as Arduino sketches print them (``Serial.println``).
 
@@ -258,7 +246,7 @@ class JsonLineParser(LineParser):
     def _decode(text: str) -> Any:
         """``json.loads`` with the class's number rules; errors become :class:`MalformedLine`."""
         try:
-            return _DECODER.decode(text)
+            return FINITE_JSON.decode(text)
         except json.JSONDecodeError as e:
             raise MalformedLine(f"invalid json at column {e.colno} ({e.msg.lower()}): {_quote(text)}") from None
         except RecursionError:

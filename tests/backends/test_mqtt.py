@@ -134,8 +134,9 @@ def test_oversized_and_deeply_nested_messages_do_not_break_the_reader(broker, ba
     assert wait_for(lambda: _connected(b))
     _pub(broker, "test/hostile", b"x" * 1001)
     _pub(broker, "test/hostile", b"[" * 999)  # not JSON that decodes: kept as text
+    _pub(broker, "test/hostile", b'{"v": NaN, "w": [Infinity, -Infinity], "x": 1e999}')  # Python reads it; JSON not
     _pub(broker, "test/hostile", b"end")
-    assert [e["msg"] for _, e in rec.wait_count(2)] == ["[" * 999, "end"]
+    assert [e["msg"] for _, e in rec.wait_count(3)] == ["[" * 999, {"v": None, "w": [None, None], "x": None}, "end"]
     assert b.broker_status()["oversized"] == 1
 
 
@@ -383,7 +384,11 @@ def test_home_assistant_discovery_announces_entities_and_switches_the_pin(broker
     _pub(broker, "pihub/hall/gpio/door/set", b"ON")
     _pub(broker, "pihub/hall/gpio/ghost/set", b"ON")
     _pub(broker, "pihub/hall/gpio/lamp/set", b"MAYBE")
-    assert wait_for(lambda: hall.backends["mqtt"].broker_status()["refused"] == 3)
+    _pub(broker, "pihub/hall/gpio/lamp/set", b"ON      junk")  # ON/OFF exactly, as the switch announces
+    _pub(broker, "pihub/hall/gpio/lamp/set", b"on")
+    assert wait_for(lambda: hall.backends["mqtt"].broker_status()["refused"] == 5)
+    _pub(broker, "pihub/hall/gpio/lamp/set", b"ON" + b" " * 300_000)  # over max_payload: not even read as ON
+    assert wait_for(lambda: hall.backends["mqtt"].broker_status()["oversized"] == 1)
     assert _run(hall, "gpio.read", pin="lamp").output["value"] == 0
     _pub(broker, "pihub/hall/gpio/lamp/set", b"ON")  # as Home Assistant does
     assert rec.wait(lambda: rec.of("MQTTMessageEvent", topic="pihub/hall/gpio/lamp/state", msg="ON"))
