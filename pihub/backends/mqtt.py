@@ -27,13 +27,22 @@ Config (section ``mqtt``; Platypush's ``backend.mqtt`` is read under this name):
       timeout: 30                  # s mqtt.execute waits for a response
       rpc_workers: 2               # threads running requests that arrived by MQTT
       rpc_queue: 16                # requests waiting at most; more are refused ("busy")
-      max_payload: 262144          # bytes; longer messages are dropped and counted
+      max_payload: 262144          # bytes; longer messages are dropped (below)
+      protocol: "5"                # MQTT version: "5", or "3.1.1" for a broker without 5
       discovery: false             # Home Assistant MQTT discovery (below)
       discovery_prefix: homeassistant
       state_prefix: pihub          # entities' state/command topics and the availability topic
       connect_timeout: 5           # s for the TCP connect and TLS handshake
       reconnect_interval: 1        # s before the first reconnect; doubles per failed attempt...
       max_reconnect_interval: 30   # ...up to this
+
+Size bound: over MQTT 5 (the default; Mosquitto has it since 1.6) pihub asks the broker for
+packets of at most ``max_payload`` + 96 KiB (MQTT 5's Maximum Packet Size: room for the
+longest topic), so the broker drops a longer message instead of sending it, and one
+client publishing 100 MB cannot make pihub read 100 MB; a message just over
+``max_payload`` that still reaches pihub is dropped and counted (``oversized``). Over
+MQTT 3.1.1 there is no such field: every message is read whole, then dropped and counted
+when too long, so bound it at the broker (Mosquitto's ``message_size_limit``).
 
 Events: a message on a subscribed topic is ``MQTTMessageEvent{host, port, topic, msg}``
 (Platypush's ``platypush.message.event.mqtt.MQTTMessageEvent`` is its alias). ``msg`` is
@@ -155,6 +164,10 @@ _REFUSAL_LOG_INTERVAL: Final = 60.0  # s between two log lines about refused req
 _MAX_ID: Final = 128  # characters of a request id (it becomes a topic level)
 _MAX_TARGETS: Final = 64  # devices mqtt.execute keeps a response subscription for
 _LOOP_TIMEOUT: Final = 1.0  # s paho's select waits; publish/close wake it earlier
+#: bytes of an MQTT PUBLISH besides its payload: fixed header (5), the longest topic
+#: (2 + 65535), packet id (2), and room for the broker's properties (32 KiB): 96 KiB
+_PACKET_OVERHEAD: Final = 5 + 2 + 65535 + 2 + 32768
+_MQTT_MAX_PACKET: Final = 268435460  # 256 MiB + the 5-byte fixed header: MQTT's own limit
 _MAX_ENTITIES: Final = 512  # HA entities announced at most (sensor keys, buttons, readers come from events)
 
 
@@ -227,6 +240,8 @@ _SCHEMA: Final = Schema({
     "rpc_workers": Field(int, 2, min=1, max=16, doc="threads running requests that arrived by MQTT"),
     "rpc_queue": Field(int, 16, min=1, max=1024, doc="requests waiting at most; more are refused as busy"),
     "max_payload": Field(int, 262144, min=1, max=268435455, doc="bytes; longer incoming messages are dropped"),
+    "protocol": Field(str, "5", choices=("5", "3.1.1"),
+                      doc="MQTT version; 5 lets the broker drop messages over max_payload unsent"),
     "connect_timeout": Field(float, 5.0, min=0.1, max=120.0, doc="seconds for the TCP connect and TLS handshake"),
     "reconnect_interval": Field(float, 1.0, min=0.01, max=3600.0,
                                 doc="seconds before the first reconnect; doubles per failed attempt"),
@@ -463,7 +478,11 @@ class MqttBackend(RequestChannel):
 
         v = self.config
         self._client_id = v["client_id"] or f"pihub-{self.device_id or new_event_id()[:12]}"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id, clean_session=True)
+        if v["protocol"] == "5":
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id, clean_session=True,
+                                 protocol=mqtt.MQTTv311)
         client.connect_timeout = v["connect_timeout"]
         if v["username"] is not None:
             client.username_pw_set(v["username"], v["password"])
@@ -577,7 +596,11 @@ class MqttBackend(RequestChannel):
         import paho.mqtt.client as mqtt
 
         try:
-            client.connect(self.host, self.port, keepalive=self.config["keepalive"])
+            if self.config["protocol"] == "5":
+                client.connect(self.host, self.port, keepalive=self.config["keepalive"], clean_start=True,
+                               properties=self._connect_properties())
+            else:
+                client.connect(self.host, self.port, keepalive=self.config["keepalive"])
         except OSError as e:
             with self._lock:
                 self._counts["connect_failures"] += 1
@@ -591,6 +614,16 @@ class MqttBackend(RequestChannel):
         with contextlib.suppress(Exception):
             client.disconnect()
             client.loop(0.1)  # send the DISCONNECT
+
+    def _connect_properties(self) -> Any:
+        """MQTT 5 CONNECT properties: the Maximum Packet Size this client accepts (see the
+        module docstring), so the broker drops a longer message rather than send it."""
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
+        props.MaximumPacketSize = min(self.config["max_payload"] + _PACKET_OVERHEAD, _MQTT_MAX_PACKET)
+        return props
 
     def _on_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:

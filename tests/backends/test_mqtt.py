@@ -140,6 +140,20 @@ def test_oversized_and_deeply_nested_messages_do_not_break_the_reader(broker, ba
     assert b.broker_status()["oversized"] == 1
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_huge_message_is_not_read_whole_over_mqtt_5(broker, backends, protocol):
+    rec = EventRecorder()
+    b = _open(backends, {"port": broker.port, "username": "kitchen", "password": USERS["kitchen"],
+                         "topics": ["test/huge"], "max_payload": 1000, "protocol": protocol}, rec)
+    assert wait_for(lambda: _connected(b))
+    _pub(broker, "test/huge", b"x" * 2_000_000)
+    _pub(broker, "test/huge", b"x" * 1001)  # over max_payload, under the packet size asked for
+    _pub(broker, "test/huge", b"end")
+    assert [e["msg"] for _, e in rec.wait_count(1)] == ["end"]
+    # over MQTT 5 the broker never sent the 2 MB one (Maximum Packet Size); 3.1.1 read it, then dropped it
+    assert wait_for(lambda: b.broker_status()["oversized"] == (1 if protocol == "5" else 2))
+
+
 def test_publish_sends_json_and_retains(broker, backends):
     b = _open(backends, {"port": broker.port, "username": "kitchen", "password": USERS["kitchen"]})
     assert wait_for(lambda: _connected(b))
