@@ -21,7 +21,11 @@ read from it (so no list can be named), logged (rate-limited) and dropped.
 
 The reader blocks in ``BLPOP`` for at most ``poll_timeout`` seconds at a time (the
 longest :meth:`close` waits), so an idle channel makes one round trip per
-``poll_timeout``. A value over ``max_message_bytes`` is refused. Redis down or gone:
+``poll_timeout``. A value over ``max_message_bytes`` is refused, but only after ``BLPOP``
+has read it whole (Redis cannot pop and check a size in one blocking call): on a Redis that
+other clients can write to, bound what one command may carry with the server's
+``proto-max-bulk-len`` (e.g. ``proto-max-bulk-len 1mb`` in ``redis.conf``, the least it
+takes; the default lets one client push 512 MB). Redis down or gone:
 the status is ``degraded`` with the reason, and the reader reconnects with a back-off
 on :attr:`clock` (``retry_interval`` doubling up to ``max_retry_interval``); it is
 ``running`` again once a command succeeds.
