@@ -12,7 +12,11 @@ Readings
     A number (``21.5``), a mapping of names to values (``{"temperature": 21.5,
     "humidity": 40}``) or a list (``[0.1, 0.2]``, compared per index). Values that are
     not numbers (strings, bools, nested data) are compared with ``!=`` and never cross
-    thresholds. ``bool`` is not a number here (``True`` is not ``1.0`` for a sensor).
+    thresholds. ``bool`` is not a number here (``True`` is not ``1.0`` for a sensor),
+    nor is an int beyond the float range (more than ~309 digits, which a JSON or
+    key=value line can carry): it is compared with ``!=`` too. Only finite numbers cross
+    thresholds: NaN and the infinities never do (they still take part in the change
+    test, below). No value makes :meth:`SensorState.update` raise.
 
 Change test, against the last *reported* reading (``SensorState.last``)
     * nothing reported yet -> a change;
@@ -82,11 +86,21 @@ Thresholds
     A list of keys, or ``{key: true|false}`` (the legacy form). When set, mapping
     readings keep only those keys before anything else happens; a reading left empty is
     ignored (no event, no reference change). Numbers and lists are not filtered.
+
+At most ``max_keys`` distinct keys (default :data:`MAX_KEYS`)
+    The reference keeps every key ever reported, so line noise sending a new key per
+    line would grow it (and ``status``) without bound. Once a sensor knows ``max_keys``
+    keys, the new keys of a mapping reading are dropped after ``enabled_sensors`` and
+    before the change test (known keys keep updating; a reading left empty is ignored),
+    counted in ``dropped_keys`` (:meth:`SensorState.describe`) and logged at most once
+    per :data:`DROP_LOG_INTERVAL_S` of reading time (``ts_ns``) with the count so far.
+    :meth:`SensorState.reset` forgets the keys, not the count.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -96,7 +110,16 @@ from pihub.config.schema import Field
 from pihub.errors import ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event
 
-__all__ = ["SENSOR_FIELDS", "Band", "SensorState", "parse_enabled", "parse_thresholds", "parse_tolerance"]
+__all__ = ["DROP_LOG_INTERVAL_S", "MAX_KEYS", "SENSOR_FIELDS", "Band", "SensorState", "parse_enabled",
+           "parse_thresholds", "parse_tolerance"]
+
+log = logging.getLogger(__name__)
+
+#: Distinct keys a sensor keeps by default (see "At most max_keys distinct keys" above);
+#: a real device has a handful, line noise has any number.
+MAX_KEYS: Final = 256
+#: Seconds of reading time (``ts_ns``) between two log lines about dropped keys.
+DROP_LOG_INTERVAL_S: Final = 60.0
 
 Reading = float | int | dict[Any, Any] | list[Any]
 
@@ -142,9 +165,31 @@ def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _fits_float(value: object) -> TypeGuard[int | float]:
+    """A number that converts to a float (NaN and the infinities included; an int beyond
+    ~1.8e308 is not): the change test compares these by tolerance."""
+    if isinstance(value, float):
+        return True
+    if not _is_number(value):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _is_finite(value: object) -> TypeGuard[int | float]:
+    """A number with a finite float value: only these cross thresholds."""
+    return _fits_float(value) and math.isfinite(value)
+
+
 def _number(value: object, path: tuple[Hashable, ...]) -> float:
     if not _is_number(value):
         raise ConfigProblem(path, f"must be a number, not {value!r}")
+    if isinstance(value, int) and not _fits_float(value):
+        raise ConfigProblem(path, f"must be a number within the float range (about ±1.8e308), "
+                                  f"not an int of {value.bit_length()} bits")
     out = float(value)
     if math.isnan(out):
         raise ConfigProblem(path, "must be a number, not NaN")
@@ -271,13 +316,15 @@ def _value_changed(old: Any, new: Any, tolerance: float) -> bool:
     """The per-value change test (see the module docstring)."""
     if old is _MISSING:
         return True
-    if _is_number(old) and _is_number(new):
+    if _fits_float(old) and _fits_float(new):
         if old == new:  # also inf == inf, where the difference below is NaN
             return False
-        if math.isnan(old) or math.isnan(new):
-            return not (math.isnan(old) and math.isnan(new))
+        old_nan = isinstance(old, float) and math.isnan(old)  # ints are never NaN
+        new_nan = isinstance(new, float) and math.isnan(new)
+        if old_nan or new_nan:
+            return not (old_nan and new_nan)
         return abs(new - old) > tolerance
-    if isinstance(old, bool) != isinstance(new, bool) or _is_number(old) != _is_number(new):
+    if isinstance(old, bool) != isinstance(new, bool) or _fits_float(old) != _fits_float(new):
         return True
     try:
         return bool(old != new)
@@ -296,18 +343,21 @@ class SensorState:
         thresholds: see :func:`parse_thresholds`.
         tolerance: see :func:`parse_tolerance`.
         enabled_sensors: see :func:`parse_enabled`.
+        max_keys: the most distinct keys kept from mapping readings (an int >= 1); new
+            keys beyond it are dropped and counted (see the module docstring).
 
     Raises:
         ConfigProblems: a malformed option (a ``ValueError``), every problem listed.
 
     Attributes:
         last: the last *reported* reading (for mappings: every key ever reported, each
-            with its latest reported value); None before the first.
+            with its latest reported value, at most ``max_keys``); None before the first.
         source: as given.
+        dropped_keys: how many keys of readings were dropped over ``max_keys`` so far.
     """
 
     def __init__(self, source: str, *, thresholds: Any = None, tolerance: Any = 0.0,
-                 enabled_sensors: Any = None) -> None:
+                 enabled_sensors: Any = None, max_keys: int = MAX_KEYS) -> None:
         problems: list[ConfigProblem] = []
         self.all_band: Band | None = None
         self.bands: dict[Hashable, Band] = {}
@@ -326,11 +376,16 @@ class SensorState:
             self.enabled = parse_enabled(enabled_sensors)
         except ConfigProblems as e:
             problems += e.problems
+        if not isinstance(max_keys, int) or isinstance(max_keys, bool) or max_keys < 1:
+            problems.append(ConfigProblem(("max_keys",), f"must be a whole number of at least 1, not {max_keys!r}"))
         if problems:
             raise ConfigProblems(problems)
         self.source = source
+        self.max_keys = max_keys
         self.last: Reading | None = None
+        self.dropped_keys = 0
         self._sides: dict[Hashable, Side] = {}
+        self._drop_logged_ns: int | None = None
 
     @classmethod
     def from_config(cls, source: str, values: Mapping[str, Any]) -> SensorState:
@@ -351,14 +406,16 @@ class SensorState:
             by the threshold events, in key order.
         """
         data = self.filter(reading)
-        if isinstance(data, dict) and not data:
-            return []
+        if isinstance(data, dict):
+            self._drop_new_keys(data, ts_ns)
+            if not data:
+                return []
         if not self.changed(data):
             return []
         events = [Event(_CHANGE, {"data": _copy(data), "source": self.source}, ts_ns, self.source)]
         for key, value in self._items(data):
             band = self.all_band if key is _SCALAR else self.bands.get(key, self.all_band)
-            if band is None or not _is_number(value) or math.isnan(value):
+            if band is None or not _is_finite(value):
                 continue
             side = self._sides.get(key)
             if value > band.high and side != "above":
@@ -416,9 +473,11 @@ class SensorState:
         self._sides.clear()
 
     def describe(self) -> dict[str, Any]:
-        """For status actions: the last reported reading and the trigger states."""
+        """For status actions: the last reported reading, the trigger states and
+        ``dropped_keys`` (keys dropped over ``max_keys`` so far)."""
         return {"last": _copy(self.last),
-                "sides": {("value" if k is _SCALAR else k): v for k, v in self._sides.items()}}
+                "sides": {("value" if k is _SCALAR else k): v for k, v in self._sides.items()},
+                "dropped_keys": self.dropped_keys}
 
     # ------------------------------------------------------------------ internals
     @staticmethod
@@ -428,6 +487,26 @@ class SensorState:
         if isinstance(data, list):
             return list(enumerate(data))
         return [(_SCALAR, data)]
+
+    def _drop_new_keys(self, data: dict[Any, Any], ts_ns: int) -> None:
+        """Remove from ``data`` (in place) its new keys beyond ``max_keys``; count and log them."""
+        known = self.last if isinstance(self.last, dict) else {}
+        room = self.max_keys - len(known)
+        if len(data) <= room:
+            return
+        new = [k for k in data if k not in known]
+        if len(new) <= room:
+            return
+        dropped = new[max(room, 0):]
+        for key in dropped:
+            del data[key]
+        self.dropped_keys += len(dropped)
+        if self._drop_logged_ns is None or ts_ns - self._drop_logged_ns >= DROP_LOG_INTERVAL_S * 1e9:
+            self._drop_logged_ns = ts_ns
+            more = f" and {len(dropped) - 1} more" if len(dropped) > 1 else ""
+            log.warning("sensor %r: new key %r%s dropped: a sensor keeps at most max_keys = %d distinct "
+                        "keys (%d keys dropped so far)", self.source, dropped[0], more, self.max_keys,
+                        self.dropped_keys)
 
     def _remember(self, data: Reading) -> None:
         if isinstance(data, dict) and isinstance(self.last, dict):

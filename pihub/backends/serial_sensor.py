@@ -66,10 +66,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
-from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, emit_counted
+from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, LogLimiter, emit_counted
 from pihub.backends.sensor import SENSOR_FIELDS, SensorState
 from pihub.clock import Clock
 from pihub.config.schema import Field, Schema
@@ -113,36 +113,6 @@ _SCHEMA_FIELDS: dict[str, Field] = {
     "poll_interval": Field(float, None, aliases=("poll_seconds",),
                            deprecated="readings are processed as the device sends them; remove it"),
 }
-
-
-class _LogLimiter:
-    """At most ``burst`` log lines per ``window`` seconds; counts what it holds back."""
-
-    def __init__(self, burst: int, window: float, clock: Callable[[], float]) -> None:
-        """Create the limiter; ``window`` in seconds of ``clock``."""
-        self.burst = burst
-        self.window = window
-        self._clock = clock
-        self._start = -float("inf")
-        self._count = 0
-        self._held = 0
-
-    def allow(self) -> tuple[bool, int]:
-        """Ask to log one line.
-
-        Returns:
-            ``(allowed, held back since the last allowed line)``; when not allowed, the
-            line is counted and the count is reported with the next allowed one.
-        """
-        now = self._clock()
-        if now - self._start >= self.window:
-            self._start, self._count = now, 0
-        if self._count < self.burst:
-            self._count += 1
-            held, self._held = self._held, 0
-            return True, held
-        self._held += 1
-        return False, 0
 
 
 def _encode_command(data: Any, *, newline: bool, binary: bool = False) -> bytes:
@@ -238,7 +208,7 @@ class SerialSensorBackend(Backend):
         self.on_connect = on_connect
         self.sensor = sensor
         self.parser: LineParser = PARSERS[self.format](values["max_line"], on_error=self._bad_line)
-        self._limiter = _LogLimiter(_LOG_BURST, _LOG_WINDOW, self.clock.now)
+        self._limiter = LogLimiter(_LOG_BURST, _LOG_WINDOW, self.clock.now)
         # Lock order: _write_lock, then _port_lock. The reader takes _write_lock only to
         # close a port or write on_connect lines, never around a read.
         self._write_lock = threading.Lock()

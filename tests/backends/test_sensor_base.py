@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pihub.backends.sensor import SENSOR_FIELDS, Band, SensorState
+from pihub.backends.sensor import DROP_LOG_INTERVAL_S, MAX_KEYS, SENSOR_FIELDS, Band, SensorState
 from pihub.config.schema import Schema
 from pihub.errors import ConfigProblems
 
@@ -164,6 +165,46 @@ def test_infinities():
     assert len(s.update(0.0)) == 1
 
 
+BIG = 10 ** 400  # a JSON or key=value line parses it to an int that no float can hold
+
+
+def test_an_int_beyond_the_float_range_is_compared_as_a_non_number():
+    s = SensorState("t", thresholds=0, tolerance=0.5)
+    assert kinds(s.update({"a": 1.0})) == [("Change", {"a": 1.0}), ("AboveThreshold", {"a": 1.0})]
+    assert kinds(s.update({"a": -BIG})) == [("Change", {"a": -BIG})]   # never crosses: no Below
+    assert s.update({"a": -BIG}) == []
+    assert kinds(s.update({"a": -BIG + 1})) == [("Change", {"a": -BIG + 1})]   # != , not the tolerance
+    assert kinds(s.update({"a": -1.0})) == [("Change", {"a": -1.0}), ("BelowThreshold", {"a": -1.0})]
+    assert s.last == {"a": -1.0}
+
+
+@pytest.mark.parametrize("value", [BIG, -BIG, math.inf, -math.inf, math.nan],
+                         ids=["big", "-big", "inf", "-inf", "nan"])
+def test_values_that_are_not_finite_floats_never_raise_nor_cross(value):
+    for first in (None, 1, 1.5, math.inf, math.nan, BIG, "x"):
+        s = SensorState("t", thresholds=[5, 10], tolerance=0.1)
+        if first is not None:
+            s.update(first)
+            s.update({"k": first})
+            s.update([first])
+        for reading in (value, {"k": value}, [value, 7.0]):
+            assert [e.type.name for e in s.update(reading)] == ["SensorDataChangeEvent"]
+            assert s.update(reading) == []
+    assert kinds(s.update(20)) == [("Change", 20), ("AboveThreshold", 20)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(), st.integers(), st.integers(min_value=2 ** 1024 - 4, max_value=2 ** 1030),
+                          st.booleans(), st.text(max_size=3), st.none()), min_size=1, max_size=30))
+def test_update_never_raises_on_hostile_values(values):
+    s = SensorState("t", thresholds=[0, 1], tolerance={"a": 0.5})
+    for i, v in enumerate(values):
+        s.update({"a": v, "b": -v if isinstance(v, int) else v}, ts_ns=i)
+        s.update([v])
+        if isinstance(v, (int, float)):
+            s.update(v)
+
+
 # ---------------------------------------------------------------------- events
 
 def test_events_shape_source_and_timestamp():
@@ -289,7 +330,62 @@ def test_reset_forgets_reference_and_sides():
 def test_describe():
     s = SensorState("t", thresholds=0)
     s.update({"a": 1})
-    assert s.describe() == {"last": {"a": 1}, "sides": {"a": "above"}}
+    assert s.describe() == {"last": {"a": 1}, "sides": {"a": "above"}, "dropped_keys": 0}
+
+
+# ---------------------------------------------------------------------- max_keys
+
+def test_line_noise_of_new_keys_is_bounded_counted_and_known_keys_still_update(caplog):
+    caplog.set_level(logging.WARNING, logger="pihub.backends.sensor")
+    s = SensorState("serial", thresholds={"temp": 25})
+    s.update({"temp": 20.0, "hum": 40})
+    for i in range(20_000):
+        s.update({f"k{i}": 1})
+    assert len(s.last) == MAX_KEYS == 256
+    assert s.dropped_keys == 20_000 - (MAX_KEYS - 2)
+    assert s.describe()["dropped_keys"] == s.dropped_keys
+    assert len(str(s.describe())) < 10_000
+    assert kinds(s.update({"temp": 30.0, "k0": 2, "noise": 1})) == [
+        ("Change", {"temp": 30.0, "k0": 2}), ("AboveThreshold", {"temp": 30.0})]
+    assert s.last["temp"] == 30.0 and s.last["k0"] == 2 and "noise" not in s.last
+    assert s.update({"noise": 1}) == []   # nothing but dropped keys: no event
+    assert s.dropped_keys == 20_000 - (MAX_KEYS - 2) + 2
+
+
+def test_dropped_keys_are_logged_once_per_interval_of_reading_time(caplog):
+    caplog.set_level(logging.WARNING, logger="pihub.backends.sensor")
+    s = SensorState("serial", max_keys=2)
+    interval_ns = int(DROP_LOG_INTERVAL_S * 1e9)
+    s.update({"a": 1, "b": 1, "c": 1, "d": 1}, ts_ns=0)
+    for i in range(100):
+        s.update({f"x{i}": 1}, ts_ns=i)
+    s.update({"late": 1}, ts_ns=interval_ns)
+    logged = [r.getMessage() for r in caplog.records if r.name == "pihub.backends.sensor"]
+    assert logged == [
+        "sensor 'serial': new key 'c' and 1 more dropped: a sensor keeps at most max_keys = 2 distinct keys "
+        "(2 keys dropped so far)",
+        "sensor 'serial': new key 'late' dropped: a sensor keeps at most max_keys = 2 distinct keys "
+        "(103 keys dropped so far)",
+    ]
+    assert s.last == {"a": 1, "b": 1}
+
+
+def test_max_keys_counts_the_keys_of_the_reference_only():
+    s = SensorState("t", max_keys=3)
+    s.update(5.0)                                   # a number reference: no keys yet
+    assert kinds(s.update({"a": 1, "b": 2, "c": 3, "d": 4})) == [("Change", {"a": 1, "b": 2, "c": 3})]
+    s.update([1, 2, 3, 4, 5])                       # lists are not keyed: not bounded by max_keys
+    assert s.last == [1, 2, 3, 4, 5] and s.dropped_keys == 1
+    s.reset()                                       # forgets the keys, not the count
+    assert kinds(s.update({"x": 1, "y": 1, "z": 1, "w": 1})) == [("Change", {"x": 1, "y": 1, "z": 1})]
+    assert s.dropped_keys == 2
+
+
+@pytest.mark.parametrize("max_keys", [0, -1, True, 2.5, "256"])
+def test_a_bad_max_keys_is_a_config_error(max_keys):
+    with pytest.raises(ConfigProblems) as e:
+        SensorState("t", max_keys=max_keys)
+    assert str(e.value) == f"max_keys: must be a whole number of at least 1, not {max_keys!r}"
 
 
 # ---------------------------------------------------------------------- config
@@ -313,6 +409,8 @@ def test_schema_refuses_a_negative_tolerance():
     ({"thresholds": {"a": "x"}}, "thresholds.a: must be a number, not 'x'"),
     ({"thresholds": "x"}, "thresholds: must be a number, [low, high] or {key: number or [low, high]}, not 'x'"),
     ({"tolerance": {"a": -1}}, "tolerance.a: must be at least 0, not -1"),
+    ({"thresholds": [0, 10 ** 400]},
+     "thresholds[1]: must be a number within the float range (about ±1.8e308), not an int of 1329 bits"),
     ({"enabled_sensors": 3}, "enabled_sensors: must be a list of keys or {key: true/false}, not 3"),
 ])
 def test_bad_options_are_config_errors(kwargs, message):

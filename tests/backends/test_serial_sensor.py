@@ -17,7 +17,7 @@ import pytest
 from pihub_testing import HW_MOCKS, EventRecorder, load_hw_mock, wait_for
 
 from pihub.backends.base import BackendStatus
-from pihub.backends.serial_sensor import SerialSensorBackend, _encode_command, _LogLimiter, _open_error
+from pihub.backends.serial_sensor import SerialSensorBackend, _encode_command, _open_error
 from pihub.clock import Clock, ManualClock
 from pihub.errors import ActionError, BackendUnavailable
 from pihub.events import Event
@@ -378,17 +378,6 @@ def test_bad_lines_are_logged_at_most_five_per_minute(sim, open_backend, caplog)
     assert logged()[-1].endswith("'worse' (15 more bad lines not logged)")
 
 
-def test_log_limiter_window():
-    now = [0.0]
-    limiter = _LogLimiter(2, 10.0, lambda: now[0])
-    assert [limiter.allow() for _ in range(4)] == [(True, 0), (True, 0), (False, 0), (False, 0)]
-    now[0] = 9.9
-    assert limiter.allow() == (False, 0)
-    now[0] = 10.0
-    assert limiter.allow() == (True, 3)
-    assert limiter.allow() == (True, 0)
-
-
 def test_a_bug_in_handling_a_reading_does_not_end_the_reader(sim, open_backend, caplog):
     caplog.set_level(logging.ERROR, logger="pihub.backends.serial")
     backend, rec = open_backend(device=sim.path)
@@ -416,6 +405,33 @@ def test_an_overlong_line_is_dropped_and_counted(sim, open_backend):
     assert rec.wait(lambda: backend.device_status()["overflows"] == 1)
     seen = backend.device_status()["readings"]
     assert rec.wait(lambda: backend.device_status()["readings"] > seen)
+
+
+def test_an_int_beyond_the_float_range_does_not_reset_the_connection(sim, open_backend):
+    backend, rec = open_backend(device=sim.path, thresholds={"count": 5})
+    assert connected(rec)
+    big = 10 ** 400
+    sim.send_line(b'{"count": ' + str(big).encode() + b"}\n")
+    assert rec.wait(lambda: rec.of("SensorDataChangeEvent", data={"count": big}))
+    seen = backend.device_status()["readings"]
+    assert rec.wait(lambda: backend.device_status()["readings"] >= seen + 3)  # later readings still come
+    status = backend.device_status()
+    assert status["connected"] is True and status["connects"] == 1 and status["disconnects"] == 0
+    assert rec.of("SerialDeviceEvent", connected=False) == []
+    assert rec.of("SensorDataAboveThresholdEvent") == []  # no float holds it: it never crosses
+    assert backend.status == BackendStatus.RUNNING
+
+
+def test_line_noise_of_new_keys_is_bounded_in_the_status(sim, open_backend):
+    backend, rec = open_backend(device=sim.path)
+    assert rec.wait(lambda: rec.of("SensorDataChangeEvent"))  # the simulator's 3 keys are known
+    sim.send_line(b"".join(b'{"k%d": 1}\n' % i for i in range(400)))
+    assert rec.wait(lambda: backend.device_status()["sensor"]["dropped_keys"] == 400 + 3 - 256)
+    sim.set(temperature=-40.0)
+    assert rec.wait(lambda: backend.device_status()["sensor"]["last"]["temperature"] == -40.0)  # known keys update
+    status = backend.device_status()
+    assert len(status["sensor"]["last"]) == 256
+    assert status["sensor"]["dropped_keys"] == 400 + 3 - 256 and status["connected"] is True
 
 
 # ---------------------------------------------------------------------------- write
