@@ -11,7 +11,8 @@ Config (section ``flic``; Platypush's ``backend.button.flic`` and ``flic`` keys 
       btn_timeout: 0.5             # s after the last release that ends a press sequence
       latency_mode: normal         # flicd's latency mode: normal (100 ms) | low (17.5 ms) | high (275 ms)
       max_queued_age: 10.0         # s; older queued clicks (made while out of range) are dropped
-      connect_timeout: 5.0         # s for the TCP connect and for flicd's answer to GetInfo
+      connect_timeout: 5.0         # s for the TCP connect, then for flicd's answer to GetInfo
+                                   # (a deadline: other packets do not extend it)
       reconnect_interval: 1.0      # s before the first reconnect; doubles per failed attempt...
       max_reconnect_interval: 30.0 # ...up to this
 
@@ -40,7 +41,14 @@ flicd has not paired; its channel stays open so it pairs when put in public mode
 action ``flic.status`` and ``GET /status`` (once open) show them. While flicd is
 unreachable the backend is ``degraded`` with the reason, and the reader reconnects with
 back-off (``reconnect_interval`` doubling up to ``max_reconnect_interval``, waited on the
-clock); once flicd answers it recreates the channels and is ``running`` again.
+clock); once flicd answers it recreates the channels and is ``running`` again. A peer that
+accepts the connection but does not answer GetInfo within ``connect_timeout`` of it
+(silent, or sending anything else) is treated the same way.
+
+At most :data:`MAX_BUTTONS` buttons per backend (configured or verified): further
+buttons flicd announces (in GetInfo or ``EvtNewVerifiedButton``) are ignored, counted
+(``ignored_buttons`` in the status) and logged, rate-limited, so a hostile or broken
+flicd cannot grow the button table, its channels and the panel without bound.
 
 The client is pihub's own (this module's :class:`FrameReader` and the decoder tables),
 not the SDK's ``fliclib.py`` (PyPI ``pyflic``), chosen by measurement (see pyproject.toml):
@@ -66,14 +74,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, Literal
 
-from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
+from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, LogLimiter
 from pihub.clock import Clock, Timer
 from pihub.config.schema import Field, Schema, show
 from pihub.errors import ConfigProblem, ConfigProblems, ProtocolError
 from pihub.events import CATALOGUE, Event
 from pihub.plugin import action
 
-__all__ = ["CLICK_KINDS", "FlicBackend", "FrameReader", "PressSequence", "ProtocolError"]
+__all__ = ["CLICK_KINDS", "MAX_BUTTONS", "FlicBackend", "FrameReader", "PressSequence", "ProtocolError"]
 
 ButtonStatus = Literal["connected", "disconnected", "not verified"]
 SHORT: Final = "ShortPressEvent"
@@ -82,6 +90,11 @@ LONG: Final = "LongPressEvent"
 _ADDR_RE: Final = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 LATENCY_MODES: Final = {"normal": 0, "low": 1, "high": 2}
 _AUTO_DISCONNECT_NEVER: Final = 511  # flicd: the button stays connected
+#: the most buttons one backend keeps (a record, a channel and a panel entity each); a
+#: Bluetooth controller holds far fewer connected buttons, so more is a broken or hostile flicd
+MAX_BUTTONS: Final = 128
+_IGNORED_LOG_BURST: Final = 3  # ignored-button lines logged per window...
+_IGNORED_LOG_WINDOW: Final = 60.0  # ...of this many seconds of the clock; the rest are counted
 
 # ---------------------------------------------------------------------- the wire protocol
 # Commands (client -> flicd): opcode and body layout.
@@ -335,7 +348,8 @@ _SCHEMA: Final = Schema({
     "max_queued_age": Field(float, 10.0, min=0.0, max=86400.0,
                             doc="seconds; queued clicks (made out of range) older than this are dropped"),
     "connect_timeout": Field(float, 5.0, min=0.1, max=120.0,
-                             doc="seconds for the TCP connect and for flicd's answer to GetInfo"),
+                             doc="seconds for the TCP connect, then (a deadline from it) for flicd's "
+                                 "answer to GetInfo"),
     "reconnect_interval": Field(float, 1.0, min=0.01, max=3600.0,
                                 doc="seconds before the first reconnect; doubles per failed attempt"),
     "max_reconnect_interval": Field(float, 30.0, min=0.01, max=3600.0,
@@ -370,6 +384,8 @@ class FlicBackend(Backend):
                 errors.append(ConfigProblem(("buttons", i), f"button {addr.lower()} is listed twice"))
             else:
                 buttons.append(addr.lower())
+        if len(values["buttons"]) > MAX_BUTTONS:
+            errors.append(ConfigProblem(("buttons",), f"at most {MAX_BUTTONS} buttons, not {len(values['buttons'])}"))
         if values["max_reconnect_interval"] < values["reconnect_interval"]:
             errors.append(ConfigProblem(("max_reconnect_interval",), (
                 f"must be at least reconnect_interval ({values['reconnect_interval']:g} s), "
@@ -402,7 +418,9 @@ class FlicBackend(Backend):
         self._thread: BackendThread | None = None
         self._opened = False
         self._counts = {"connects": 0, "connect_failures": 0, "connection_losses": 0, "protocol_errors": 0,
-                        "ignored_packets": 0, "sequences": 0, "clicks": 0, "dropped_queued": 0, "dropped_events": 0}
+                        "ignored_packets": 0, "ignored_buttons": 0, "sequences": 0, "clicks": 0, "dropped_queued": 0,
+                        "dropped_events": 0}
+        self._ignored_log = LogLimiter(_IGNORED_LOG_BURST, _IGNORED_LOG_WINDOW, self.clock.now)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self, emit: Emit) -> None:
@@ -436,12 +454,14 @@ class FlicBackend(Backend):
 
     def describe_status(self) -> dict[str, Any]:
         """The base status, plus once open ``flicd`` (connecting, connected, unreachable,
-        stopped) and ``buttons`` (address -> connected, disconnected or not verified)."""
+        stopped), ``buttons`` (address -> connected, disconnected or not verified) and
+        ``ignored_buttons`` (announced by flicd beyond :data:`MAX_BUTTONS`)."""
         out = super().describe_status()
         if self._opened:
             with self._lock:
                 out["flicd"] = self._flicd
                 out["buttons"] = {a: b.status for a, b in self._buttons.items()}
+                out["ignored_buttons"] = self._counts["ignored_buttons"]
         return out
 
     # ------------------------------------------------------------------ reader thread
@@ -492,16 +512,25 @@ class FlicBackend(Backend):
             self._sock = sock
             self._channels.clear()
             self._next_conn_id = 1
+        # a deadline, not a per-recv timeout: a peer sending anything but the answer (unknown
+        # opcodes every half second) must not keep the backend connecting for ever
+        deadline = self.clock.now() + self.connect_timeout
+        no_answer = (f"{self.server}:{self.port} accepted the connection but did not answer GetInfo "
+                     f"within {self.connect_timeout:g} s (is it flicd?)")
         try:
             sock.sendall(command(CMD_GET_INFO))
             reader = FrameReader()
             buf = bytearray(_RECV_CHUNK)
             while not stopping.is_set():
+                if not handshake[0]:
+                    left = deadline - self.clock.now()
+                    if left <= 0:
+                        raise _Lost(no_answer)
+                    sock.settimeout(left)
                 try:
                     n = sock.recv_into(buf)
                 except TimeoutError:
-                    raise _Lost(f"{self.server}:{self.port} accepted the connection but did not answer GetInfo "
-                                f"within {self.connect_timeout:g} s (is it flicd?)") from None
+                    raise _Lost(no_answer) from None
                 except OSError as e:
                     if stopping.is_set():
                         return
@@ -561,12 +590,21 @@ class FlicBackend(Backend):
         if len(body) < size + 6 * nb:
             raise ProtocolError(f"EvtGetInfoResponse lists {nb} verified buttons in {len(body) - size} bytes")
         verified = {addr_from_wire(body[size + 6 * i:size + 6 * i + 6]) for i in range(nb)}
+        ignored: list[str] = []
         with self._lock:
             self._flicd = "connected"
             self._counts["connects"] += 1
             targets = list(self.configured) if self.configured else sorted(verified)
+            if not self.configured:
+                known = [a for a in targets if a in self._buttons]
+                room = max(MAX_BUTTONS - len(self._buttons), 0)
+                new = [a for a in targets if a not in self._buttons]
+                targets, ignored = known + new[:room], new[room:]
+                self._counts["ignored_buttons"] += len(ignored)
             for addr in targets:
                 self._add_button(addr).verified = addr in verified
+        if ignored:
+            self._log_ignored(ignored[0], len(ignored))
         self.log.info("connected to flicd at %s:%s (controller %s, %d verified buttons)", self.server, self.port,
                       _CONTROLLER_STATES[controller] if controller < len(_CONTROLLER_STATES) else controller, nb)
         if self._reported_down:
@@ -584,10 +622,15 @@ class FlicBackend(Backend):
             button = self._buttons.get(addr)
             if button is None and self.configured:
                 return
-            if button is None:
+            if button is None and len(self._buttons) >= MAX_BUTTONS:
+                self._counts["ignored_buttons"] += 1
+            else:
                 button = self._add_button(addr)
-            button.verified = True
-            has_channel = button.conn_id is not None
+                button.verified = True
+                has_channel = button.conn_id is not None
+        if button is None:
+            self._log_ignored(addr, 1)
+            return
         self.log.info("flicd verified a new button %s", addr)
         if has_channel:
             if button.status == "not verified":
@@ -595,6 +638,17 @@ class FlicBackend(Backend):
         else:
             self._set_status(button, "disconnected")
             self._open_channel(sock, button)
+
+    def _log_ignored(self, addr: str, count: int) -> None:
+        """Log buttons ignored for :data:`MAX_BUTTONS` (``addr`` the first of ``count``), rate-limited."""
+        allowed, held = self._ignored_log.allow()
+        if allowed:
+            with self._lock:
+                total = self._counts["ignored_buttons"]
+            more = f" and {count - 1} more" if count > 1 else ""
+            unlogged = f"; {held} such lines not logged" if held else ""
+            self.log.warning("flicd announced button %s%s beyond the %d buttons pihub keeps: ignored "
+                             "(%d ignored so far%s)", addr, more, MAX_BUTTONS, total, unlogged)
 
     def _open_channel(self, sock: socket.socket, button: _Button) -> None:
         with self._lock:
@@ -739,7 +793,8 @@ class FlicBackend(Backend):
             stopped), ``error`` (why unreachable), ``buttons`` ({address: connected,
             disconnected or not verified}), ``in_progress`` ({address: the presses of a
             sequence not ended yet}), and the counters ``connects``, ``connect_failures``,
-            ``connection_losses``, ``protocol_errors``, ``ignored_packets``, ``sequences``
+            ``connection_losses``, ``protocol_errors``, ``ignored_packets``, ``ignored_buttons``
+            (announced beyond :data:`MAX_BUTTONS`), ``sequences``
             (ended), ``clicks``, ``dropped_queued``, ``dropped_events``.
         """
         with self._lock:

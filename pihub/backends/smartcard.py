@@ -24,6 +24,10 @@ not answer ``FF CA 00 00 00`` with ``90 00``, e.g. a contact card, or with
 ``read_uid: false``). A card whose ATR is not in ``atr`` fires nothing, neither when it
 comes nor when it goes. Removed fires only for a card that fired Detected.
 
+The events carry the full ATR and UID (hooks match on them); the log (the journal) shows
+them only as :func:`mask_card_number` does for the panel and MQTT (``…E5 F6``), and never
+the raw answer to ``FF CA`` (its data is the UID): a UID is what a cloned key card needs.
+
 How it works: one thread (``pihub-smartcard``) holds a PC/SC context (pyscard's
 ``smartcard.scard``, i.e. libpcsclite talking to ``pcscd``) and blocks in
 ``SCardGetStatusChange`` on every reader plus the ``\\\\?PnP?\\Notification`` pseudo-reader,
@@ -424,14 +428,15 @@ class SmartCardBackend(Backend):
             with self._state_lock:
                 self._ignored[reader] = atr
             self._counts["ignored_cards"] += 1
-            self.log.info("card %s in %s is not in the atr list: ignored", _hex(atr), reader)
+            self.log.info("card %s in %s is not in the atr list: ignored", mask_card_number(atr), reader)
             return
         uid = self._read_uid(reader) if self.read_uid else None
         card = _Card(atr, uid, count)
         with self._state_lock:
             self._cards[reader] = card
         self._counts["detected"] += 1
-        self.log.info("card %s (uid %s) detected in %s", _hex(atr), _hex(uid) if uid else None, reader)
+        self.log.info("card %s (uid %s) detected in %s", mask_card_number(atr),
+                      mask_card_number(uid) if uid else None, reader)
         self._publish(_DETECTED, reader, card)
 
     def _card_removed(self, reader: str, card: _Card) -> None:
@@ -439,7 +444,7 @@ class SmartCardBackend(Backend):
             if self._cards.get(reader) is card:
                 del self._cards[reader]
         self._counts["removed"] += 1
-        self.log.info("card %s removed from %s", _hex(card.atr), reader)
+        self.log.info("card %s removed from %s", mask_card_number(card.atr), reader)
         self._publish(_REMOVED, reader, card)
 
     def _readers_changed(self, readers: list[str]) -> None:
@@ -481,7 +486,10 @@ class SmartCardBackend(Backend):
         if hr != SCARD_S_SUCCESS or len(response) < 3 or response[-2:] != [0x90, 0x00]:
             if hr != SCARD_S_SUCCESS:
                 self._counts["uid_failures"] += 1
-            self.log.debug("no uid from %s: %s", reader, self._error(hr) if hr else _hex(bytes(response)))
+            # the status word only: the data before it may be the UID
+            self.log.debug("no uid from %s: %s", reader, self._error(hr) if hr else
+                           f"the card answered {_hex(bytes(response[-2:]))} after {max(len(response) - 2, 0)} "
+                           "data bytes (not logged)")
             return None
         return bytes(response[:-2])
 

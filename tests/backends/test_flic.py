@@ -8,6 +8,7 @@ itself (0.3 s long press, 0.5 s sequence end, per button) is tested on a ManualC
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import signal
@@ -24,7 +25,16 @@ import pytest
 from pihub_testing import HW_MOCKS, EventRecorder, load_hw_mock, wait_for
 
 from pihub.backends.base import BackendStatus
-from pihub.backends.flic import LONG, SHORT, FlicBackend, FrameReader, PressSequence, decode
+from pihub.backends.flic import (
+    _IGNORED_LOG_BURST,
+    LONG,
+    MAX_BUTTONS,
+    SHORT,
+    FlicBackend,
+    FrameReader,
+    PressSequence,
+    decode,
+)
 from pihub.clock import ManualClock
 from pihub.errors import ConfigProblems, ProtocolError
 
@@ -278,6 +288,100 @@ def test_random_garbage_never_kills_the_reader(flicd, open_backend):
     assert events.wait_button("FlicButtonEvent", A)[0]["sequence"] == [SHORT]
 
 
+class Chatterer:
+    """A peer that accepts connections, never answers GetInfo, and sends an unknown opcode
+    every 10 ms on each: it is not flicd, but it never falls silent either."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._chatter, args=(conn,), daemon=True).start()
+
+    def _chatter(self, conn: socket.socket) -> None:
+        with conn:
+            while not self._stop.wait(0.01):  # the peer's pace, not a synchronisation
+                try:
+                    conn.sendall(_frame(bytes([200])))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        self.server.close()
+
+
+def test_a_peer_chattering_without_answering_get_info_degrades_at_the_deadline_and_reconnects():
+    clock = ManualClock()
+    peer = Chatterer()
+    backend = FlicBackend({"port": peer.port, "connect_timeout": 5.0, "reconnect_interval": 1.0}, clock=clock)
+    backend.open(lambda e: True)
+    try:
+        ignored = lambda: backend.flicd_status()["ignored_packets"]  # noqa: E731
+        assert wait_for(lambda: ignored() >= 3)
+        clock.advance(4.75)  # binary fractions: the deadline is met exactly below
+        n = ignored()
+        assert wait_for(lambda: ignored() >= n + 3)  # packets keep coming; none extends the deadline
+        assert backend.status == BackendStatus.RUNNING and backend.flicd_status()["flicd"] == "connecting"
+        clock.advance(0.25)
+        assert wait_for(lambda: backend.status == BackendStatus.DEGRADED)
+        assert f"127.0.0.1:{peer.port}" in backend.error
+        assert "did not answer GetInfo within 5 s" in backend.error
+        assert backend.flicd_status()["flicd"] == "unreachable" and peer.accepted == 1
+        assert wait_for(lambda: clock.waiters == 1)  # the back-off, as after any failure
+        clock.advance(1.0)
+        assert wait_for(lambda: peer.accepted == 2)
+    finally:
+        backend.close()
+        peer.close()
+
+
+def test_new_verified_buttons_beyond_max_buttons_are_ignored_counted_and_logged_rate_limited(
+        flicd, open_backend, caplog):
+    backend, _ = open_backend({})  # every verified button: A and B
+    extra = 2 * MAX_BUTTONS
+    flicd.send_raw(b"".join(_frame(bytes([8]) + i.to_bytes(6, "little")) for i in range(1, extra + 1)))
+    ignored = extra - (MAX_BUTTONS - 2)
+    assert wait_for(lambda: backend.flicd_status()["ignored_buttons"] == ignored)
+    status = backend.describe_status()
+    assert len(status["buttons"]) == MAX_BUTTONS and status["ignored_buttons"] == ignored
+    assert status["buttons"][A] == "connected" and status["buttons"][B] == "connected"
+    assert len(backend.describe_entities()) == MAX_BUTTONS
+    # a channel to each kept button, none to the ignored ones
+    assert wait_for(lambda: sum(op == 3 for op, _ in flicd.commands) == MAX_BUTTONS)
+    logged = [r for r in caplog.records if "beyond the" in r.getMessage()]
+    assert len(logged) == _IGNORED_LOG_BURST
+    assert f"{MAX_BUTTONS} buttons pihub keeps: ignored (1 ignored so far)" in logged[0].getMessage()
+    assert backend.status == BackendStatus.RUNNING
+
+
+def test_a_get_info_listing_more_than_max_buttons_keeps_the_first_max_buttons():
+    addrs = [f"80:e4:da:70:{i // 256:02x}:{i % 256:02x}" for i in range(MAX_BUTTONS + 5)]
+    with fake.FakeFlicd(addrs) as d:
+        backend = FlicBackend({"port": d.port})
+        backend.open(lambda e: True)
+        try:
+            assert wait_for(lambda: backend.flicd_status()["ignored_buttons"] == 5)
+            assert sorted(backend.describe_status()["buttons"]) == addrs[:MAX_BUTTONS]
+            d.drop_clients()  # on reconnect the kept buttons stay, the others are counted again
+            assert wait_for(lambda: backend.flicd_status()["ignored_buttons"] == 10)
+            assert sorted(backend.describe_status()["buttons"]) == addrs[:MAX_BUTTONS]
+        finally:
+            backend.close()
+
+
 def test_queued_presses_skip_sequences_and_old_queued_clicks_are_dropped(flicd, open_backend):
     backend, events = open_backend({"buttons": [A], "max_queued_age": 5}, wait_connected=(A,))
     for click_type, queued, age in [(0, 1, 3), (1, 1, 3), (3, 1, 3), (4, 1, 60)]:
@@ -495,6 +599,8 @@ def test_a_get_info_listing_more_buttons_than_it_carries_is_a_protocol_error(fli
     ({"reconnect_interval": 5, "max_reconnect_interval": 2}, "max_reconnect_interval",
      "must be at least reconnect_interval (5 s), not 2"),
     ({"server": " "}, "server", "must be a host name or address, not an empty string"),
+    ({"buttons": [f"80:e4:da:70:{i // 256:02x}:{i % 256:02x}" for i in range(MAX_BUTTONS + 1)]}, "buttons",
+     f"at most {MAX_BUTTONS} buttons, not {MAX_BUTTONS + 1}"),
 ])
 def test_bad_config_names_the_key_and_the_value(config, path, message):
     with pytest.raises(ConfigProblems) as e:

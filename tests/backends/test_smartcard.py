@@ -3,6 +3,7 @@ and through a fake PC/SC layer for what vpcd cannot do (plug a reader in, time a
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -82,6 +83,36 @@ def test_insert_fires_detected_with_the_configured_atr_and_uid_then_remove_fires
     card.remove()
     assert rec.wait_count(2) == [detected, ("SmartCardRemovedEvent", {"atr": ATR, "reader": READER, "uid": UID})]
     assert backend.device_status()["cards"] == {}
+
+
+def test_the_log_shows_the_card_masked_while_the_event_carries_it_in_full(card, opened, caplog):
+    caplog.set_level(logging.DEBUG, logger="pihub.backends.smartcard")
+    backend, rec = opened()
+    assert wait_for(lambda: backend.device_status()["readers"], 10)
+    card.insert()
+    assert rec.wait_count(1) == [("SmartCardDetectedEvent", {"atr": ATR, "reader": READER, "uid": UID})]
+    card.remove()
+    rec.wait_count(2)
+    text = caplog.text
+    assert f"card …00 6A (uid …E5 F6) detected in {READER}" in text
+    assert f"card …00 6A removed from {READER}" in text
+    parts = UID.split()
+    for sep in (" ", "", ":"):  # no 3 bytes of the UID in a row, in any spelling; not the whole ATR
+        assert sep.join(ATR.split()) not in text.upper()
+        for i in range(len(parts) - 2):
+            assert sep.join(parts[i:i + 3]) not in text.upper(), text
+
+
+def test_an_uid_answer_with_a_bad_status_word_is_logged_without_its_data(fake, caplog):
+    scard, _clock, open_ = fake
+    caplog.set_level(logging.DEBUG, logger="pihub.backends.smartcard")
+    uid = [0x04, 0xA1, 0xB2, 0xC3, 0xD4, 0xE5, 0xF6]
+    scard.SCardTransmit = lambda card, protocol, apdu: (0, [*uid, 0x62, 0x82])  # data, then a warning
+    scard.readers = {"R": [0, bytes.fromhex("3B8F8001")]}
+    _backend, rec = open_()
+    assert rec.wait_count(1) == [("SmartCardDetectedEvent", {"atr": "3B 8F 80 01", "reader": "R", "uid": None})]
+    assert "no uid from R: the card answered 62 82 after 7 data bytes (not logged)" in caplog.text
+    assert "C3 D4" not in caplog.text.upper() and "C3D4" not in caplog.text.upper()
 
 
 def test_a_card_present_at_start_is_detected_and_one_without_uid_gives_null(card, opened):
