@@ -395,12 +395,14 @@ class Access:
             return None
 
     # ---------------------------------------------------------------- checks
-    def require(self, view: RequestView, scope: str) -> Caller:
+    def require(self, view: RequestView, scope: str, *, changes_state: bool = False) -> Caller:
         """Authenticate ``view`` and check ``scope`` and, for cookie sessions, CSRF.
 
         Args:
             view: the request.
             scope: ``read``, ``control`` or ``admin``.
+            changes_state: the route acts whatever the method (a webhook's ``GET`` runs
+                hooks): CSRF is checked for a ``GET`` too.
 
         Returns:
             The caller.
@@ -410,7 +412,7 @@ class Access:
         """
         caller = self.authenticate(self.credential(view), view)
         if caller.source == SESSION_COOKIE_SOURCE:
-            self.check_csrf(caller, view)
+            self.check_csrf(caller, view, changes_state=changes_state)
         if not caller.principal.allows(scope):
             self.check_scope(caller, scope)
         return caller
@@ -426,14 +428,15 @@ class Access:
             raise Refused(403, "INSUFFICIENT_SCOPE", f"this credential lacks the {scope!r} scope",
                           f"INSUFFICIENT_SCOPE: {scope} scope required")
 
-    def check_csrf(self, caller: Caller, view: RequestView) -> None:
+    def check_csrf(self, caller: Caller, view: RequestView, *, changes_state: bool = False) -> None:
         """Refuse a state-changing cookie-session request without its CSRF token, or from
-        an untrusted ``Origin``.
+        an untrusted ``Origin``: any method but the safe ones, or any at all with
+        ``changes_state``.
 
         Raises:
             Refused: 403 ``INVALID_CSRF``.
         """
-        if caller.source != SESSION_COOKIE_SOURCE or view.method in SAFE_METHODS:
+        if caller.source != SESSION_COOKIE_SOURCE or (view.method in SAFE_METHODS and not changes_state):
             return
         sent = view.header("x-csrf-token")
         if not caller.csrf or not csrf_ok(caller.csrf, sent.strip() if sent else None):

@@ -300,15 +300,16 @@ class WebContext:
         except Refused as e:
             raise self._refused(e, environ) from None
 
-    def require(self, scope: str) -> Caller:
-        """Authenticate the current request and check ``scope`` and CSRF (:meth:`Access.require`).
+    def require(self, scope: str, *, changes_state: bool = False) -> Caller:
+        """Authenticate the current request and check ``scope`` and CSRF (:meth:`Access.require`;
+        ``changes_state``: CSRF for a ``GET`` too).
 
         Raises:
             bottle.HTTPResponse: the policy's refusal (401, 403, 412, 429).
         """
         environ = bottle.request.environ
         try:
-            return self.access.require(wsgi_view(environ), scope)
+            return self.access.require(wsgi_view(environ), scope, changes_state=changes_state)
         except Refused as e:
             raise self._refused(e, environ) from None
 

@@ -143,7 +143,7 @@ class Webhooks:
         if not public:
             presented, used_query_token = self._hook_token(environ, rule)
             if not presented:
-                caller = ctx.require("control")
+                caller = ctx.require("control", changes_state=True)  # a GET runs hooks too
                 used_query_token = caller.source == QUERY
         drop = set(_ALWAYS_REDACTED)
         if not public:

@@ -246,6 +246,9 @@ class TestSessions:
         wrong = {**cookie, "X-CSRF-Token": "x" + csrf}
         assert_error(rig.call("POST", "/execute", json_body=EXEC, headers=wrong), 403, "INVALID_CSRF")
         assert_error(rig.call("POST", "/hook/ping", json_body={"n": 1}, headers=cookie), 403, "INVALID_CSRF")
+        # a webhook's GET runs hooks as its POST does (an <img src=/hook/...> on a same-site page)
+        assert_error(rig.call("GET", "/hook/text", headers=cookie), 403, "INVALID_CSRF")
+        assert rig.call("GET", "/hook/text", headers={**cookie, "X-CSRF-Token": csrf}).status == 200
         ok = rig.call("POST", "/execute", json_body=EXEC, headers={**cookie, "X-CSRF-Token": csrf})
         assert ok.status == 200 and ok.json()["response"]["errors"] == []
 
