@@ -565,15 +565,19 @@ class Hub:
         A request whose ``target`` names another device goes there through the ``mqtt``
         backend when one is configured (``mqtt.execute``: that device's token from
         ``mqtt.peer_tokens``, or this daemon's broker user trusted there), and the answer
-        is that device's response.
+        is that device's response; without an ``mqtt`` backend it is refused (an error
+        Response), never run here.
         """
         if isinstance(request, str):
             request = Request(action=request, args=args if args is not None else {})
-        if request.target and request.target != self.device_id and "mqtt" in self.backends:
+        if not request.target or request.target == self.device_id:
+            resp = self.registry.execute(request.action, request.args)
+        elif "mqtt" in self.backends:
             resp = self.registry.execute("mqtt.execute", {"target": request.target, "action": request.action,
                                                           "args": request.args})
-        else:
-            resp = self.registry.execute(request.action, request.args)
+        else:  # never run here what was meant for another device (Platypush does)
+            resp = Response(errors=[f"target {request.target!r} is not this device ({self.device_id!r}), and no "
+                                    "mqtt backend is configured to reach it"])
         resp.id = request.id
         resp.target = request.origin
         resp.origin = self.device_id

@@ -8,6 +8,7 @@ from pihub_testing import finishes, wait_for
 from pihub.backends.base import Backend, BackendStatus
 from pihub.errors import BackendUnavailable, ConfigError
 from pihub.events import Event
+from pihub.messages import Request
 
 RIG = """
 mock:
@@ -147,6 +148,15 @@ def test_procedure_call_from_execute(make_hub):
     assert hub.execute("procedure.double", {"x": 21}).output == 42
     r = hub.execute("procedure.doubel", {"x": 1})
     assert r.errors and "did you mean 'double'" in r.errors[0]
+
+
+def test_a_request_for_another_device_never_runs_here(make_hub):
+    hub = make_hub("device_id: kitchen\nmock: {}\n")
+    r = hub.execute(Request(action="mock.set", args={"name": "lamp", "value": True}, target="hall"))
+    assert r.errors == ["target 'hall' is not this device ('kitchen'), and no mqtt backend is configured to reach it"]
+    assert hub.execute("mock.get", {"name": "lamp"}).output is None  # not run here
+    mine = hub.execute(Request(action="mock.set", args={"name": "lamp", "value": True}, target="kitchen"))
+    assert mine.errors == [] and hub.execute("mock.get", {"name": "lamp"}).output is True
 
 
 def test_webhook_replies_with_the_hooks_result(make_hub):
