@@ -12,7 +12,8 @@ Config (section ``flic``; Platypush's ``backend.button.flic`` and ``flic`` keys 
       latency_mode: normal         # flicd's latency mode: normal (100 ms) | low (17.5 ms) | high (275 ms)
       max_queued_age: 10.0         # s; older queued clicks (made while out of range) are dropped
       connect_timeout: 5.0         # s for the TCP connect, then for flicd's answer to GetInfo
-                                   # (a deadline: other packets do not extend it)
+                                   # (a deadline: other packets do not extend it), and for the
+                                   # rest of any packet once it has begun
       reconnect_interval: 1.0      # s before the first reconnect; doubles per failed attempt...
       max_reconnect_interval: 30.0 # ...up to this
 
@@ -349,7 +350,7 @@ _SCHEMA: Final = Schema({
                             doc="seconds; queued clicks (made out of range) older than this are dropped"),
     "connect_timeout": Field(float, 5.0, min=0.1, max=120.0,
                              doc="seconds for the TCP connect, then (a deadline from it) for flicd's "
-                                 "answer to GetInfo"),
+                                 "answer to GetInfo, and for the rest of a packet once begun"),
     "reconnect_interval": Field(float, 1.0, min=0.01, max=3600.0,
                                 doc="seconds before the first reconnect; doubles per failed attempt"),
     "max_reconnect_interval": Field(float, 30.0, min=0.01, max=3600.0,
@@ -521,15 +522,25 @@ class FlicBackend(Backend):
             sock.sendall(command(CMD_GET_INFO))
             reader = FrameReader()
             buf = bytearray(_RECV_CHUNK)
+            timeout: float | None = self.connect_timeout
             while not stopping.is_set():
                 if not handshake[0]:
                     left = deadline - self.clock.now()
                     if left <= 0:
                         raise _Lost(no_answer)
+                    timeout = left
                     sock.settimeout(left)
+                elif (self.connect_timeout if reader.pending else None) != timeout:
+                    # flicd speaks only when buttons do, so an idle socket waits for ever; but
+                    # once a packet has begun, its rest follows at once (a stalled peer is lost)
+                    timeout = self.connect_timeout if reader.pending else None
+                    sock.settimeout(timeout)
                 try:
                     n = sock.recv_into(buf)
                 except TimeoutError:
+                    if handshake[0]:
+                        raise _Lost(f"flicd at {self.server}:{self.port} sent {reader.pending} bytes of a packet, "
+                                    f"then nothing for {self.connect_timeout:g} s") from None
                     raise _Lost(no_answer) from None
                 except OSError as e:
                     if stopping.is_set():
@@ -540,7 +551,6 @@ class FlicBackend(Backend):
                 for op, body in reader.feed(bytes(buf[:n])):
                     if self._packet(sock, op, body) and not handshake[0]:
                         handshake[0] = True
-                        sock.settimeout(None)  # from now on flicd speaks only when buttons do
         finally:
             with self._lock:
                 self._sock = None

@@ -348,6 +348,18 @@ def test_a_peer_chattering_without_answering_get_info_degrades_at_the_deadline_a
         peer.close()
 
 
+def test_a_packet_begun_and_never_finished_after_the_handshake_is_a_lost_connection(flicd, open_backend, caplog):
+    backend, events = open_backend({"connect_timeout": 0.3})
+    before = backend.flicd_status()["connects"]
+    flicd.send_raw(b"\xff\xff\x0c")  # announces 65535 bytes, sends one, then nothing
+    assert wait_for(lambda: backend.flicd_status()["connects"] > before)  # lost, then connected again
+    assert any(f"127.0.0.1:{flicd.port} sent 3 bytes of a packet, then nothing for 0.3 s" in r.getMessage()
+               for r in caplog.records)
+    assert wait_for(lambda: backend.describe_status()["buttons"].get(A) == "connected")
+    flicd.press(A, "short")
+    assert events.wait_button("FlicButtonEvent", A)[0]["sequence"] == [SHORT]
+
+
 def test_new_verified_buttons_beyond_max_buttons_are_ignored_counted_and_logged_rate_limited(
         flicd, open_backend, caplog):
     backend, _ = open_backend({})  # every verified button: A and B
