@@ -16,7 +16,8 @@ is the condition's type or a subtype of it, and every attribute condition holds:
                          Platypush; an event value that ``float()`` rejects (None, ``'abc'``,
                          a list) does not match. The operand is checked when the hook compiles.
   ``$eq $ne``            plain ``==`` / ``!=``
-  ``$regex``             ``re.search`` on str event values only; compiled when the hook compiles
+  ``$regex``             ``re.search`` on str event values only, over at most their first
+                         :data:`MAX_SUBJECT` characters; compiled when the hook compiles
   ====================  =====================================================================
 
   Otherwise the dict is a *nested partial match*: the event value must be a dict holding
@@ -39,12 +40,37 @@ keys; an empty phrase condition only matches an empty phrase; phrase matching an
 subsequences apply to top-level attributes only; there are no scores (selection is
 :func:`pihub.engine.hooks.select`); and ``${name}`` captures keep the case of ``name``.
 
-Matching never raises for any event value.
+**Regular expressions run on the dispatcher thread**, and Python's ``re`` has no timeout, so:
+
+* a pattern (``$regex`` or phrase word) that nests an unbounded repeat (``*``, ``+``,
+  ``{n,}``) inside another unbounded repeat -- ``(a+)+``, ``(a*b?)*`` -- is refused when the
+  hook compiles: on a near miss (``'a' * 30 + 'b'``) it backtracks in exponential time. The
+  same pattern with a possessive outer repeat (``(a+)++``) or an atomic body
+  (``((?>a+))+``) never backtracks into the body and is accepted. Other slow shapes
+  (overlapping alternatives like ``(a|a)*``, long chains ``a*a*a*b``) are not detected; the
+  subject cap below bounds them;
+* a ``$regex`` sees at most the first :data:`MAX_SUBJECT` characters of the event value
+  (so ``$`` also matches at that cut), and a phrase condition splits at most the first
+  :data:`MAX_SUBJECT` characters of the phrase into words (the exact-equality check still
+  compares the whole phrase).
+
+Matching never raises for any event value: a value whose ``==``, ``float()`` or hashing
+raises does not match. Failure texts (:attr:`Match.failed`) are built only when
+:meth:`Condition.match` reports one, never on the dispatcher's batch path
+(:meth:`AttrCondition.check` returns a :class:`Why` to call), and show values through a
+bounded repr that cannot raise.
 """
 
 from __future__ import annotations
 
 import re
+
+# Python 3.11+ (formerly sre_constants/sre_parse, now deprecated): the parser behind
+# re.compile and its opcodes. Private modules without typeshed stubs, hence the ignores.
+import re._constants as _rc  # type: ignore[import-not-found]
+import re._parser as _re_parser  # type: ignore[import-not-found]
+import reprlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,11 +92,68 @@ _CAPTURE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 #: Characters that make a phrase word a regular expression rather than a literal word.
 _REGEX_CHARS = frozenset("\\.^$*+?{}[]|()")
 
+#: Characters of an event str that a ``$regex`` searches, and of a phrase that is split into
+#: words: regular expressions run on the dispatcher thread and Python's ``re`` cannot be
+#: interrupted, so the subject is bounded.
+MAX_SUBJECT = 4096
+
+
+class _ShortRepr(reprlib.Repr):
+    """A repr that descends at most 3 levels and elides long strings, numbers and containers;
+    an object whose own repr raises shows as ``<TypeName>``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxlong = self.maxother = 100
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = self.maxarray = 8
+        self.maxdict = 6
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            text = repr(x)
+        except Exception:
+            return f"<{type(x).__name__}>"
+        return text if len(text) <= self.maxother else text[: self.maxother - 3] + "..."
+
+
+_REPR = _ShortRepr()
+
 
 def _show(value: Any, limit: int = 48) -> str:
-    """A short repr for failure texts: at most ``limit`` characters."""
-    text = repr(value)
+    """A short repr for failure texts: at most ``limit`` characters. Never raises.
+
+    Bounded in work too (:mod:`reprlib`): a value nested 100 000 deep or a 10 MB string costs
+    no more than a small one. A value whose repr raises shows as ``<TypeName>``.
+    """
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a repr that raises (or an int too long for str()) must not fail a match
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Why:
+    """Why a condition failed, as text built only when called: ``where: template`` with each
+    value shown by :func:`_show` in the template's ``{}`` slots.
+
+    Matching on the dispatcher only asks *whether* a condition failed; showing event values
+    costs time (and for hostile values, used to raise), so nothing is rendered until someone
+    asks (:meth:`Condition.match`, replay and traces).
+    """
+
+    __slots__ = ("template", "values", "where")
+
+    def __init__(self, where: str, template: str, *values: Any) -> None:
+        self.where = where
+        self.template = template
+        self.values = values
+
+    def __call__(self) -> str:
+        return f"{self.where}: " + self.template.format(*map(_show, self.values))
+
+    def __repr__(self) -> str:
+        return f"Why({self()!r})"
 
 
 def _join(where: str, key: Any) -> str:
@@ -85,11 +168,11 @@ class EqualTest:
 
     expected: Any
 
-    def fail(self, value: Any, where: str) -> str | None:
-        """Check ``value``; None when it matches, else the failure text naming ``where``."""
+    def fail(self, value: Any, where: str) -> Why | None:
+        """Check ``value``; None when it matches, else why not (naming ``where``)."""
         if value == self.expected:
             return None
-        return f"{where}: {_show(value)} != {_show(self.expected)}"
+        return Why(where, "{} != {}", value, self.expected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +199,8 @@ class Operator:
         if op == "$ne":
             return bool(value != self.operand)
         if op == "$regex":
-            return isinstance(value, str) and self.regex is not None and self.regex.search(value) is not None
+            return (isinstance(value, str) and self.regex is not None
+                    and self.regex.search(value, 0, MAX_SUBJECT) is not None)
         try:
             x = float(value)
         except (TypeError, ValueError, OverflowError):
@@ -131,22 +215,27 @@ class Operator:
             return x < n
         return x <= n
 
-    def describe_failure(self, value: Any, where: str) -> str:
-        """The failure text for ``value`` at ``where`` (assumes :meth:`holds` was False)."""
+    def describe_failure(self, value: Any, where: str) -> Why:
+        """Why ``value`` at ``where`` fails (assumes :meth:`holds` was False)."""
         if self.op == "$eq":
-            return f"{where}: {_show(value)} != {_show(self.operand)}"
+            return Why(where, "{} != {}", value, self.operand)
         if self.op == "$ne":
-            return f"{where}: {_show(value)} == {_show(self.operand)} ($ne)"
+            return Why(where, "{} == {} ($ne)", value, self.operand)
         if self.op == "$regex":
             if not isinstance(value, str):
-                return f"{where}: {_show(value)} is not a string ($regex {_show(self.operand)})"
-            return f"{where}: {_show(value)} does not match $regex {_show(self.operand)}"
+                return Why(where, "{} is not a string ($regex {})", value, self.operand)
+            if len(value) > MAX_SUBJECT:
+                return Why(where, f"{{}} does not match $regex {{}} in its first {MAX_SUBJECT} characters",
+                           value, self.operand)
+            return Why(where, "{} does not match $regex {}", value, self.operand)
         sym = OPERATORS[self.op]
         try:
             float(value)
-        except (TypeError, ValueError, OverflowError):
-            return f"{where}: {_show(value)} is not a number ({sym} {_show(self.operand)})"
-        return f"{where}: {_show(value)} is not {sym} {_show(self.operand)}"
+        except OverflowError:
+            return Why(where, f"{{}} is beyond the float range, so not comparable ({sym} {{}})", value, self.operand)
+        except (TypeError, ValueError):
+            return Why(where, f"{{}} is not a number ({sym} {{}})", value, self.operand)
+        return Why(where, f"{{}} is not {sym} {{}}", value, self.operand)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +244,8 @@ class RelationalTest:
 
     ops: tuple[Operator, ...]
 
-    def fail(self, value: Any, where: str) -> str | None:
-        """Check ``value``; None when every operator holds, else the first failure text."""
+    def fail(self, value: Any, where: str) -> Why | None:
+        """Check ``value``; None when every operator holds, else why the first one fails."""
         for op in self.ops:
             if not op.holds(value):
                 return op.describe_failure(value, where)
@@ -169,14 +258,14 @@ class NestedTest:
 
     items: tuple[tuple[Any, Test], ...]
 
-    def fail(self, value: Any, where: str) -> str | None:
-        """Check ``value``; None when it matches, else the first failure text."""
+    def fail(self, value: Any, where: str) -> Why | None:
+        """Check ``value``; None when it matches, else why the first failed key fails."""
         if not isinstance(value, dict):
-            return f"{where}: {_show(value)} is not a dict"
+            return Why(where, "{} is not a dict", value)
         for key, test in self.items:
             sub = _join(where, key)
             if key not in value:
-                return f"{sub}: missing"
+                return Why(sub, "missing")
             failed = test.fail(value[key], sub)
             if failed is not None:
                 return failed
@@ -231,7 +320,8 @@ class PhraseTest:
 
     The phrase matches when every condition word is consumed (optional words left over at
     the end of the phrase are fine); trailing event words are ignored. Captured text is
-    lower-case, words joined by single spaces.
+    lower-case, words joined by single spaces. Only the first :data:`MAX_SUBJECT` characters
+    of a longer phrase are split into words (the last of them may be cut).
 
     Attributes:
         text: the condition string as written.
@@ -248,7 +338,7 @@ class PhraseTest:
         cw = self.words
         if not cw:
             return None
-        ev = phrase.lower().split()
+        ev = phrase[:MAX_SUBJECT].lower().split()
         nev, ncw = len(ev), len(cw)
         caps: dict[str, str] = {}
         i = j = 0
@@ -315,30 +405,40 @@ class AttrCondition:
             return "sequence"
         return "generic"
 
-    def check(self, etype: EventType, args: Mapping[str, Any]) -> tuple[str | None, dict[str, str] | None]:
-        """Check this condition against the args of an event of type ``etype``.
+    def check(self, etype: EventType, args: Mapping[str, Any]) -> tuple[Why | None, dict[str, str] | None]:
+        """Check this condition against the args of an event of type ``etype``. Never raises.
 
         Returns:
-            ``(failed, captures)``: ``failed`` is None when the condition holds, else the
-            failure text; ``captures`` are the phrase captures (None when there are none).
+            ``(failed, captures)``: ``failed`` is None when the condition holds, else a
+            :class:`Why` (call it for the text); ``captures`` are the phrase captures (None
+            when there are none). A value whose comparison raises fails.
         """
         name = self.name
+        try:
+            return self._check(etype, args)
+        except Exception as e:  # a hostile value (raising __eq__/__float__/__hash__, nesting too deep)
+            kind = type(e).__name__.replace("{", "{{").replace("}", "}}")
+            return Why(name, f"{{}} cannot be tested: comparing it raised {kind}", args.get(name)), None
+
+    def _check(self, etype: EventType, args: Mapping[str, Any]) -> tuple[Why | None, dict[str, str] | None]:
+        """:meth:`check` without the guard against values whose comparisons raise."""
+        name = self.name
         if name not in args:
-            return f"{name}: missing", None
+            return Why(name, "missing"), None
         value = args[name]
         if self.phrase is not None and isinstance(value, str) and etype.is_a(SPEECH):
             caps = self.phrase.match(value)
             if caps is None:
-                return f"{name}: {_show(value)} does not match {_show(self.phrase.text)} word by word", None
+                return Why(name, "{} does not match {} word by word", value, self.phrase.text), None
             return None, caps or None
         if self.sequence is not None and etype.is_a(FLIC):
             if not isinstance(value, list):
-                return f"{name}: {_show(value)} is not a list", None
+                return Why(name, "{} is not a list", value), None
             it = iter(value)
             # A greedy scan of one shared iterator is exactly the in-order subsequence test.
             if all(any(press == got for got in it) for press in self.sequence):
                 return None, None
-            return f"{name}: {_show(value)} does not contain {_show(list(self.sequence))} in order", None
+            return Why(name, "{} does not contain {} in order", value, list(self.sequence)), None
         return self.test.fail(value, name), None
 
 
@@ -386,7 +486,7 @@ class Condition:
         for ac in self.attrs:
             failed, caps = ac.check(etype, event.args)
             if failed is not None:
-                return Match(False, {}, failed)
+                return Match(False, {}, failed())
             if caps:
                 captures.update(caps)
         return Match(True, captures)
@@ -512,8 +612,14 @@ def _compile_relational(value: dict[Any, Any], where: tuple[str | int, ...],
                 at, f"unknown operator {op!r}, allowed: {', '.join(OPERATORS)}{did_you_mean(op, OPERATORS, n=1)}"))
             continue
         if op in NUMERIC_OPERATORS:
-            number = _to_number(operand)
-            if number is None:
+            try:
+                number = float(operand)  # as Platypush casts operands: {$gt: "4"} works
+            except OverflowError:  # an int with more than ~308 digits
+                problems.append(ConfigProblem(
+                    at, f"operand {_show(operand)} is out of range: {op} compares as a float, "
+                        f"so the operand must lie within ±{sys.float_info.max:.6g}"))
+                continue
+            except (TypeError, ValueError):
                 problems.append(ConfigProblem(at, f"operand must be a number, not {_show(operand)}"))
                 continue
             ops.append(Operator(op, operand, number=number))
@@ -522,9 +628,14 @@ def _compile_relational(value: dict[Any, Any], where: tuple[str | int, ...],
                 problems.append(ConfigProblem(at, f"pattern must be a string, not {_show(operand)}"))
                 continue
             try:
-                ops.append(Operator(op, operand, regex=re.compile(operand)))
+                pattern = re.compile(operand)
             except re.error as e:
-                problems.append(ConfigProblem(at, f"invalid regular expression {operand!r}: {e}"))
+                problems.append(ConfigProblem(at, f"invalid regular expression {_show(operand, 200)}: {e}"))
+                continue
+            if _nests_unbounded_repeats(operand):
+                problems.append(ConfigProblem(at, f"$regex {_show(operand, 200)} {_BACKTRACKS}"))
+                continue
+            ops.append(Operator(op, operand, regex=pattern))
         else:
             ops.append(Operator(op, operand))
     if len(problems) != n_before:
@@ -532,12 +643,51 @@ def _compile_relational(value: dict[Any, Any], where: tuple[str | int, ...],
     return RelationalTest(tuple(ops))
 
 
-def _to_number(operand: Any) -> float | None:
-    """``float(operand)`` as Platypush casts operands, or None when that fails (None included)."""
-    try:
-        return float(operand)
-    except (TypeError, ValueError, OverflowError):
-        return None
+#: The end of the problem for a pattern refused by :func:`_nests_unbounded_repeats`.
+_BACKTRACKS = (
+    "nests an unbounded repeat (*, +, {n,}) inside another, like (a+)+: on a near miss such as "
+    "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaab' it backtracks in exponential time, and regular expressions "
+    "run on the dispatcher thread; make the outer repeat possessive ((a+)++, (a+)*+, (a+){1,}+) "
+    "or its body an atomic group (((?>a+))+), which never backtrack")
+
+_REPEATS = frozenset({_rc.MAX_REPEAT, _rc.MIN_REPEAT})
+#: Constructs that never backtrack into their body once it matched: an outer repeat does
+#: not multiply the ways their body can split its text.
+_NO_BACKTRACK = frozenset({_rc.POSSESSIVE_REPEAT, _rc.ATOMIC_GROUP, _rc.ASSERT, _rc.ASSERT_NOT})
+
+
+def _nests_unbounded_repeats(pattern: str) -> bool:
+    """True if ``pattern`` (a valid regular expression) repeats, without bound, something that
+    holds an unbounded repeat itself: ``(a+)+``, ``(x|y*)*``, ``(?:a*b?){2,}``.
+
+    That is the classic shape of catastrophic backtracking. Possessive repeats, atomic
+    groups and lookarounds reset the nesting (they do not backtrack into their body), but
+    their body is checked on its own. The walk is over :mod:`re._parser`'s parse tree
+    (Python 3.11+), the same parse ``re.compile`` makes, rather than over the pattern text.
+    """
+    def walk(items: Any, inside: bool) -> bool:
+        for op, av in items:
+            if op in _REPEATS:
+                unbounded = av[1] == _rc.MAXREPEAT
+                if (unbounded and inside) or walk(av[2], inside or unbounded):
+                    return True
+            elif op in _NO_BACKTRACK:
+                # ATOMIC_GROUP: p; POSSESSIVE_REPEAT: (min, max, p); ASSERT(_NOT): (dir, p)
+                body = av if op is _rc.ATOMIC_GROUP else av[-1]
+                if walk(body, False):
+                    return True
+            elif op is _rc.SUBPATTERN:
+                if walk(av[3], inside):  # (group, add_flags, del_flags, p)
+                    return True
+            elif op is _rc.BRANCH:
+                if any(walk(alt, inside) for alt in av[1]):
+                    return True
+            elif op is _rc.GROUPREF_EXISTS:  # (group, yes, no or None)
+                if walk(av[1], inside) or (av[2] is not None and walk(av[2], inside)):
+                    return True
+        return False
+
+    return walk(_re_parser.parse(pattern), False)
 
 
 def _compile_phrase(text: str, where: tuple[str | int, ...],
@@ -579,6 +729,9 @@ def _compile_phrase(text: str, where: tuple[str | int, ...],
                 where, f"phrase word {raw!r} is not a valid regular expression ({e}); "
                        f"escape it with backslashes to match it literally"))
             continue
+        if _nests_unbounded_repeats(word):
+            problems.append(ConfigProblem(where, f"phrase word {raw!r} {_BACKTRACKS}"))
+            continue
         words.append(PhraseWord(word, regex=pattern, optional=pattern.fullmatch("") is not None))
     if len(problems) != n_before:
         return None
@@ -586,6 +739,6 @@ def _compile_phrase(text: str, where: tuple[str | int, ...],
 
 
 __all__ = [
-    "AttrCondition", "Condition", "EqualTest", "Match", "NestedTest", "Operator", "PhraseTest",
-    "PhraseWord", "RelationalTest", "Test", "compile_condition",
+    "MAX_SUBJECT", "AttrCondition", "Condition", "EqualTest", "Match", "NestedTest", "Operator", "PhraseTest",
+    "PhraseWord", "RelationalTest", "Test", "Why", "compile_condition",
 ]

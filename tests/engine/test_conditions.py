@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pihub.engine.conditions import Condition, Match, compile_condition
+from pihub.engine.conditions import MAX_SUBJECT, Condition, Match, compile_condition
 from pihub.errors import ConfigProblems
 from pihub.events import CATALOGUE, Event
 
@@ -220,10 +220,51 @@ class TestRelational:
         [(path, msg)] = problems({"topic": {"$regex": "a(b"}})
         assert path == ("if", "topic", "$regex") and "'a(b'" in msg
 
-    @pytest.mark.parametrize("operand", ["abc", None, [1], {"x": 1}, 10**400])
+    @pytest.mark.parametrize("operand", ["abc", None, [1], {"x": 1}])
     def test_non_numeric_operand_is_a_config_problem(self, operand: Any) -> None:
         [(path, msg)] = problems({"value": {"$lte": operand}})
         assert path == ("if", "value", "$lte") and "must be a number" in msg
+
+    @pytest.mark.parametrize("operand", [10**400, -(10**400)])
+    def test_an_int_beyond_the_float_range_is_out_of_range_not_non_numeric(self, operand: int) -> None:
+        [(path, msg)] = problems({"v": {"$gt": operand}})
+        assert path == ("if", "v", "$gt")
+        assert "must be a number" not in msg
+        assert "out of range" in msg and "1.79769e+308" in msg
+        shown = msg.split()[1]  # "operand <value> is out of range ..."
+        assert shown.startswith(str(operand)[:20]) and shown.endswith("...") and len(shown) <= 48
+
+    def test_an_event_int_beyond_the_float_range_fails_saying_so(self) -> None:
+        m = cond(v={"$gt": 1}).match(ev("CustomEvent", v=10**400))
+        assert not m.ok and m.failed is not None
+        assert m.failed.startswith("v: 1000") and "beyond the float range" in m.failed
+
+    @pytest.mark.parametrize("pattern", ["^(a+)+$", "(a*)*", "(x|y*)+", "(?:a*b?){2,}", "((a+)b?)*?"])
+    def test_nested_unbounded_repeats_are_refused(self, pattern: str) -> None:
+        [(path, msg)] = problems({"text": {"$regex": pattern}})
+        assert path == ("if", "text", "$regex")
+        assert repr(pattern) in msg and "exponential" in msg
+        assert "(a+)++" in msg and "(?>" in msg  # the fix
+
+    @pytest.mark.parametrize("pattern", ["^(a+)++$", "^((?>a+))+$", "^(?>a+)+$"])
+    def test_possessive_and_atomic_forms_are_accepted_and_match(self, pattern: str) -> None:
+        c = cond(text={"$regex": pattern})
+        assert c.match(ev("CustomEvent", text="aaaa")).ok
+        near_miss = c.match(ev("CustomEvent", text="a" * 40 + "b"))  # linear: no exponential backtracking
+        assert not near_miss.ok
+
+    @pytest.mark.parametrize(("pattern", "text"), [
+        (r"^home/(\w+)/temp$", "home/kitchen/temp"), (r"\d{1,3}(\.\d{1,3}){3}", "ip 10.0.0.1"),
+        ("a+b+c*", "xaabbb"), ("(ab)+", "abab"), ("(a+){2,5}", "aaa"),
+    ])
+    def test_ordinary_patterns_still_compile_and_match(self, pattern: str, text: str) -> None:
+        assert cond(text={"$regex": pattern}).match(ev("CustomEvent", text=text)).ok
+
+    def test_regex_looks_at_the_first_max_subject_characters(self) -> None:
+        c = cond(text={"$regex": "needle"})
+        assert c.match(ev("CustomEvent", text="x" * (MAX_SUBJECT - 6) + "needle")).ok
+        m = c.match(ev("CustomEvent", text="x" * MAX_SUBJECT + "needle"))
+        assert not m.ok and m.failed is not None and f"in its first {MAX_SUBJECT} characters" in m.failed
 
     def test_mixing_operators_and_keys_is_a_config_problem(self) -> None:
         [(path, msg)] = problems({"data": {"$gt": 1, "temperature": 2}})
@@ -314,6 +355,16 @@ class TestPhrase:
         [(path, msg)] = problems({"type": "SpeechRecognizedEvent", "phrase": "turn [on"})
         assert path == ("if", "phrase") and "'[on'" in msg
 
+    def test_a_word_nesting_unbounded_repeats_is_refused(self) -> None:
+        [(path, msg)] = problems({"type": "SpeechRecognizedEvent", "phrase": "turn (on+)+ lights"})
+        assert path == ("if", "phrase") and "'(on+)+'" in msg and "exponential" in msg
+        assert say("turn (on+)++ lights", "turn onnn lights").ok
+
+    def test_only_the_first_max_subject_characters_are_split_into_words(self) -> None:
+        padding = "x " * (MAX_SUBJECT // 2)
+        assert say("turn ${what} on", "turn lamp on " + padding).ok
+        assert not say("turn ${what} on", "turn " + padding + "lamp on").ok
+
     def test_malformed_word_checked_for_hooks_that_can_see_speech(self) -> None:
         assert problems({"phrase": "a[b"})  # type Event includes SpeechRecognizedEvent
         assert cond(type="CustomEvent", subtype="a[b").match(ev("CustomEvent", subtype="a[b")).ok
@@ -387,3 +438,69 @@ def test_matching_never_raises(block: dict[str, Any], value: Any) -> None:
         m = c.match(ev(t, value=value, sequence=value, phrase=value))
         assert isinstance(m.ok, bool)
         assert (m.failed is None) == m.ok
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    cur = root
+    for _ in range(depth):
+        cur["a"] = {}
+        cur = cur["a"]
+    return root
+
+
+class Hostile:
+    """Every operation matching might use raises."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hash")
+
+    def __float__(self) -> float:
+        raise RuntimeError("float")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+
+@pytest.mark.parametrize("value", [_nested(100_000), Hostile(), 10**5000, "x" * 10_000_000],
+                         ids=["nested-100000", "hostile", "int-5000-digits", "str-10MB"])
+@pytest.mark.parametrize("block", [
+    {"v": {"$gt": 1}}, {"v": 5}, {"v": {"$ne": 5}}, {"v": {"a": {"b": 1}}}, {"v": [1, [2]]},
+    {"v": {"$regex": "^x+y$"}}, {"type": "SpeechRecognizedEvent", "v": "turn ${what} on"},
+    {"type": "FlicButtonEvent", "v": 1, "sequence": ["a"]},
+])
+def test_hostile_values_never_raise_and_the_failure_text_is_short(block: dict[str, Any], value: Any) -> None:
+    c = compile_condition(block, ())
+    for t in ("CustomEvent", "SpeechRecognizedEvent", "FlicButtonEvent"):
+        event = ev(t, v=value, sequence=value)
+        for ac in c.attrs:
+            ac.check(event.type, event.args)  # the batch path: no text is built, nothing raises
+        m = c.match(event)
+        assert (m.failed is None) == m.ok
+        if m.failed is not None:
+            assert len(m.failed) < 120
+
+
+def test_a_value_whose_comparison_raises_does_not_match_and_says_why() -> None:
+    m = cond(v=5).match(ev("CustomEvent", v=Hostile()))
+    assert m == Match(False, {}, "v: <Hostile> cannot be tested: comparing it raised RuntimeError")
+
+
+def test_failure_texts_are_built_only_when_asked_for() -> None:
+    shown: list[int] = []
+
+    class Counted:
+        def __repr__(self) -> str:
+            shown.append(1)
+            return "Counted()"
+
+    c = cond(v=5)
+    [ac] = c.attrs
+    event = ev("CustomEvent", v=Counted())
+    why, _ = ac.check(event.type, event.args)
+    assert why is not None and shown == []  # the batch path asks only whether it failed
+    assert why() == "v: Counted() != 5" and shown == [1]
+    assert c.match(event).failed == "v: Counted() != 5"

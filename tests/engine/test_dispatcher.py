@@ -486,3 +486,51 @@ def test_latency_histogram_counts_each_latency_in_the_first_bucket_whose_bound_h
     assert by_bound[float("inf")] == 2
     assert sum(hist.counts) == hist.n == 7
     assert hist.total_us == pytest.approx(0 + 10 + 10.5 + 25 + 250000 + 250000.1 + 1e12)
+
+
+class _Hostile:
+    """A value every comparison and repr of which raises."""
+
+    def __eq__(self, other):
+        raise RuntimeError("eq")
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __float__(self):
+        raise RuntimeError("float")
+
+    def __repr__(self):
+        raise RuntimeError("repr")
+
+
+def test_a_hostile_event_value_does_not_cost_its_batch_the_other_hooks(bus, caplog):
+    """An arg nested 100 000 deep or one whose ==/repr raise fails its own conditions only:
+    the events around it in the same batch still fire their hooks."""
+    deep: dict = {}
+    cur = deep
+    for _ in range(100_000):
+        cur["a"] = {}
+        cur = cur["a"]
+    hooks = [
+        _hook("nested", {"type": "CustomEvent", "d": {"a": {"b": 1}}}, 0),
+        _hook("num", {"type": "CustomEvent", "d": {"$gt": 1}}, 1),
+        _hook("eq", {"type": "CustomEvent", "w": 5}, 2),
+        _hook("alive", {"type": "CustomEvent", "alive": 1}, 3),
+    ]
+    fired = []
+    pool = WorkerPool(1, 100)
+    pool.start()
+    m = Matcher(hooks)
+    d = Dispatcher(bus, m, lambda h, e, c: fired.append(h.name), pool)
+    p = bus.producer("t")
+    events = [Event.of("CustomEvent", alive=1), Event.of("CustomEvent", d=deep), Event.of("CustomEvent", w=_Hostile()),
+              Event.of("CustomEvent", d={"a": {"b": 1}}), Event.of("CustomEvent", w=5), Event.of("CustomEvent", alive=1)]
+    assert all(p.publish(e) for e in events)  # published before start: one batch
+    with caplog.at_level(logging.ERROR, logger="pihub.dispatcher"):
+        d.start()
+        d.stop()
+    pool.stop()
+    m.close()
+    assert fired == ["alive", "nested", "eq", "alive"]
+    assert d.stats.events == 6
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
