@@ -251,7 +251,7 @@ class Hub:
             self._build_backends(problems)
         self.procedures: dict[str, Procedure] = {}
         self._build_procedures(problems)
-        self.runner = Runner(self._execute_step, self._spawn)
+        self.runner = Runner(self._execute_step, self._spawn, clock=self.clock)
         self.registry.set_procedure_caller(self.call_procedure)
         self.hooks: list[Hook] = self._build_hooks(problems)
         self._check_actions(problems)

@@ -62,10 +62,17 @@ Calls: ``Runner.call`` checks args against the declared params: a missing param 
 None (Platypush records params but does not enforce them), an extra arg is passed as a
 name too, positional (list) args fill the params in order and may not outnumber them. A
 ``return`` ends only the procedure it is in; the caller continues with the callee's
-value as ``output``. Nested calls deeper than ``max_call_depth`` (default 32, counted per
-thread) fail instead of exhausting the stack. Async procedures are submitted to the
+value as ``output``. Nested calls deeper than ``max_call_depth`` (default 32) fail
+instead of exhausting the stack. The depth follows the call chain, not the thread: an
+async procedure or a ``fork`` iteration runs one level below the run that started it, so
+a procedure that starts itself asynchronously stops at the same limit, with the same
+error, instead of filling the worker pool forever. Async procedures are submitted to the
 worker pool and answer at once with a null output (``{"success": true}`` on the wire);
-their errors, and those of fork iterations, are logged.
+their errors, and those of fork iterations, are logged as warnings, rate-limited per
+procedure or fork step: in each :data:`BACKGROUND_LOG_INTERVAL_S` window, only runs whose
+first error differs from those already logged, at most :data:`BACKGROUND_LOG_BURST` of
+them (so the depth limit still shows after "could not start: worker queue full"); the
+first line of the next window says how many failed runs were not logged.
 
 Errors of a hook's own steps (a failing ``${...}``, a bad loop value) end the hook's run
 and are in its Response; :meth:`Runner.run_hook` logs them with the hook's name.
@@ -87,6 +94,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pihub.clock import SYSTEM, Clock
 from pihub.engine.expr import Expr, Template, compile_expr, compile_template
 from pihub.engine.hooks import Hook
 from pihub.errors import ConfigProblem, ConfigProblems, ExpressionError, did_you_mean, format_path
@@ -94,8 +102,9 @@ from pihub.events import Event
 from pihub.messages import Response
 
 __all__ = [
-    "DEFAULT_MAX_CALL_DEPTH", "DEFAULT_MAX_WHILE_ITERATIONS", "ActionStep", "Executor", "IfStep",
-    "Jump", "LoopStep", "Procedure", "ReturnStep", "Runner", "SetStep", "Spawn", "Steps", "WhileStep",
+    "BACKGROUND_LOG_BURST", "BACKGROUND_LOG_INTERVAL_S", "DEFAULT_MAX_CALL_DEPTH",
+    "DEFAULT_MAX_WHILE_ITERATIONS", "ActionStep", "Executor", "IfStep", "Jump", "LoopStep", "Procedure",
+    "ReturnStep", "Runner", "SetStep", "Spawn", "Steps", "WhileStep",
     "compile_procedure", "compile_steps", "hook_context", "parse_procedure_key", "procedure_name",
 ]
 
@@ -103,8 +112,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_WHILE_ITERATIONS = 10_000
 DEFAULT_MAX_CALL_DEPTH = 32
+#: The window, in seconds, of the rate limit on logged failures of background runs (async
+#: procedures, fork iterations): per procedure or fork step, at most
+#: :data:`BACKGROUND_LOG_BURST` runs, each with a different first error, are logged per window.
+BACKGROUND_LOG_INTERVAL_S = 10.0
+BACKGROUND_LOG_BURST = 3
 
 # Module-wide rather than per Runner: a nested call may go through another Runner instance.
+# A pool task sets it from the depth of the run that submitted it (see Runner._background).
 _DEPTH = threading.local()
 
 class Executor(Protocol):
@@ -635,6 +650,18 @@ class _Frame:
         self.result: Any = None
 
 
+class _LogWindow:
+    """One rate-limit window of :meth:`Runner._log_background`: when it started (clock
+    seconds), the first errors logged in it, and the failed runs it did not log."""
+
+    __slots__ = ("logged", "start", "unlogged")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.logged: set[str] = set()
+        self.unlogged = 0
+
+
 class Runner:
     """Runs compiled steps and procedures. Holds no per-run state: share one per hub.
 
@@ -646,18 +673,24 @@ class Runner:
             iterations and async procedures (the runner never starts a thread).
         max_while_iterations: rounds one ``while`` step may run before the run ends with an
             error (a guard against loops that never end).
-        max_call_depth: nested runs allowed per thread (counted across all runners).
+        max_call_depth: nested runs allowed in one call chain (counted across all runners and
+            across async and ``fork`` hand-offs to the pool).
+        clock: the time the rate limit of background error logs runs on (the system clock
+            when None).
     """
 
     def __init__(self, executor: Executor, spawn: Spawn, *,
                  max_while_iterations: int = DEFAULT_MAX_WHILE_ITERATIONS,
-                 max_call_depth: int = DEFAULT_MAX_CALL_DEPTH) -> None:
+                 max_call_depth: int = DEFAULT_MAX_CALL_DEPTH, clock: Clock | None = None) -> None:
         if max_while_iterations < 1:
             raise ValueError(f"max_while_iterations must be >= 1, not {max_while_iterations}")
         self._execute = executor
         self._spawn = spawn
         self.max_while_iterations = max_while_iterations
         self.max_call_depth = max_call_depth
+        self._clock = SYSTEM if clock is None else clock
+        self._log_lock = threading.Lock()
+        self._log_windows: dict[str, _LogWindow] = {}  # label -> its rate-limit window
         self._handlers: dict[type, Callable[[Any, _Frame], _Signal | None]] = {
             ActionStep: self._action, IfStep: self._if, LoopStep: self._loop, WhileStep: self._while,
             SetStep: self._set, ReturnStep: self._return, Jump: self._jump,
@@ -740,7 +773,8 @@ class Runner:
         scope.update(args)
         label = f"procedure {procedure.name!r}"
         if procedure.is_async:
-            task = functools.partial(self._background, procedure.steps, scope, label, context)
+            depth = getattr(_DEPTH, "depth", 0)
+            task = functools.partial(self._background, procedure.steps, scope, label, context, depth)
             try:
                 self._spawn(task)
             except Exception as e:  # a full or stopped pool is reported to the caller
@@ -767,11 +801,36 @@ class Runner:
         return Response(output=frame.result if frame.returned else frame.last_output, errors=frame.errors)
 
     def _background(self, steps: Steps, scope: dict[str, Any], label: str,
-                    inherited: Mapping[str, Any]) -> None:
-        """A pool task: run, and log the errors nobody is waiting for."""
-        response = self._run_sync(steps, scope, label, inherited)
-        for err in response.errors:
-            log.warning("%s", err)
+                    inherited: Mapping[str, Any], depth: int) -> None:
+        """A pool task: run at call depth ``depth`` (the submitting run's), and log the errors
+        nobody is waiting for (rate-limited per ``label``)."""
+        saved = getattr(_DEPTH, "depth", 0)  # an inline spawn runs inside its submitter
+        _DEPTH.depth = depth
+        try:
+            response = self._run_sync(steps, scope, label, inherited)
+        finally:
+            _DEPTH.depth = saved
+        if response.errors:
+            self._log_background(label, response.errors)
+
+    def _log_background(self, label: str, errors: list[str]) -> None:
+        """Log the errors of one background run of ``label``, rate-limited (see the module
+        docstring): a self-starting procedure fails thousands of times a second."""
+        now = self._clock.now()
+        with self._log_lock:
+            window = self._log_windows.get(label)
+            missed = 0
+            if window is None or now - window.start >= BACKGROUND_LOG_INTERVAL_S:
+                missed = window.unlogged if window is not None else 0
+                window = self._log_windows[label] = _LogWindow(now)
+            first = errors[0]
+            if first in window.logged or len(window.logged) >= BACKGROUND_LOG_BURST:
+                window.unlogged += 1
+                return
+            window.logged.add(first)
+        more = (f" ({missed} more failed runs of {label} were not logged in its previous"
+                f" {BACKGROUND_LOG_INTERVAL_S:.0f} s window)") if missed else ""
+        log.warning("%s%s", "; ".join(errors), more)
 
     # ---- steps
 
@@ -881,10 +940,11 @@ class Runner:
 
     def _fork(self, step: LoopStep, items: list[Any], frame: _Frame) -> None:
         """Submit one pool task per item, each over its own snapshot of the scope."""
+        depth = getattr(_DEPTH, "depth", 0)
         for item in items:
             snapshot = dict(frame.scope)
             self._assign(step.names, item, snapshot, step.where)
-            task = functools.partial(self._background, step.body, snapshot, step.where, frame.inherited)
+            task = functools.partial(self._background, step.body, snapshot, step.where, frame.inherited, depth)
             try:
                 self._spawn(task)
             except Exception as e:  # a full pool loses this iteration, and says so

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
+from pihub.clock import ManualClock
 from pihub.engine.conditions import compile_condition
 from pihub.engine.hooks import Hook
 from pihub.engine.procedures import (
+    BACKGROUND_LOG_BURST,
+    BACKGROUND_LOG_INTERVAL_S,
     ActionStep,
     IfStep,
     LoopStep,
@@ -651,12 +654,12 @@ def test_steps_must_be_a_list() -> None:
 class ProcedureTable:
     """An executor that runs ``procedure.X`` through one runner, as the hub does."""
 
-    def __init__(self, raw: dict[str, tuple[tuple[str, ...], list[Any], bool]]) -> None:
+    def __init__(self, raw: dict[str, tuple[tuple[str, ...], list[Any], bool]], **options: Any) -> None:
         self.procs = {name: Procedure(name, params, compile_steps(body), is_async)
                       for name, (params, body, is_async) in raw.items()}
         self.recorded: list[tuple[str, Any]] = []
         self.spawned = DeferredSpawn()
-        self.runner = Runner(self, self.spawned)
+        self.runner = Runner(self, self.spawned, **options)
 
     def __call__(self, action: str, args: Any, context: Mapping[str, Any], target: str = "") -> Response:
         if action.startswith("procedure."):
@@ -754,3 +757,92 @@ def test_a_steps_target_reaches_the_executor(ex: FakeExecutor, runner: Runner) -
                            {"action": "gpio.off", "args": {"pin": 4}}])
     assert runner.run(steps, {}).errors == []
     assert ex.targets == ["kitchen-pi", ""]
+
+
+# --------------------------------------------------------------------------------------------
+# call depth across pool hand-offs, and the rate limit of background error logs
+
+
+def run_pool(spawn: DeferredSpawn, limit: int = 10_000) -> int:
+    """Run queued tasks (FIFO, like the worker pool) until none is left; the number run.
+    Fails if more than ``limit`` would run: the tasks keep submitting themselves."""
+    ran = 0
+    while spawn.tasks:
+        assert ran < limit, f"still {len(spawn.tasks)} tasks queued after {limit}: unbounded"
+        spawn.tasks.pop(0)()
+        ran += 1
+    return ran
+
+
+def test_an_async_procedure_starting_itself_twice_stops_at_the_call_depth_limit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    table = ProcedureTable({"q": ((), [{"action": "var.q"}, {"action": "procedure.q"}, {"action": "procedure.q"}],
+                                  True)}, max_call_depth=5, clock=ManualClock())
+    with caplog.at_level(logging.WARNING, "pihub.engine.procedures"):
+        assert table.fire([{"action": "procedure.async.q"}], Event.of("CustomEvent", go=2)).errors == []
+        ran = run_pool(table.spawned)
+    # the hook's steps are level 1, as for a sync call; q runs at levels 2..5 (1 + 2 + 4 + 8),
+    # then the 16 runs it starts from level 5 are refused
+    assert len(table.recorded) == 15 and ran == 15 + 16
+    [record] = caplog.records  # one warning for 16 failures: the rest are counted, not logged
+    assert "procedure 'q': nested procedure calls exceed the limit of 5" in record.getMessage()
+
+
+@pytest.mark.parametrize("body", [
+    [{"action": "procedure.f"}],
+    [{"fork i in ${[1]}": [{"action": "procedure.f"}]}],
+], ids=["async", "fork"])
+def test_every_pool_hand_off_counts_one_level(body: list[Any]) -> None:
+    table = ProcedureTable({"f": ((), [{"action": "var.f"}, *body], True)}, max_call_depth=7)
+    table.runner.call(table.procs["f"])
+    run_pool(table.spawned)
+    assert 1 <= len(table.recorded) <= 7  # before: endless
+
+
+def test_a_pool_task_run_inline_restores_its_submitters_depth(ex: FakeExecutor) -> None:
+    runner = Runner(ex, inline_spawn, max_call_depth=3)
+    bg = Procedure("bg", (), compile_steps([echo(1)]), is_async=True)
+    ex.handlers["procedure.bg"] = lambda args, ctx: runner.call(bg, args)
+    resp = run(runner, [{"action": "procedure.bg"}] * 5 + [{"fork x in ${range(3)}": [echo(2)]}])
+    assert resp.errors == [] and len(ex.args_of("shell.echo")) == 8
+
+
+def test_background_errors_are_logged_at_most_once_per_interval_per_procedure(
+        ex: FakeExecutor, caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock()
+    spawn = DeferredSpawn()
+    runner = Runner(ex, spawn, clock=clock)
+    bad = Procedure("bad", (), compile_steps(["return ${1 / 0}"]), is_async=True)
+    other = Procedure("other", (), compile_steps(["return ${nope}"]), is_async=True)
+    with caplog.at_level(logging.WARNING, "pihub.engine.procedures"):
+        for _ in range(1000):
+            runner.call(bad)
+        runner.call(other)
+        run_pool(spawn)
+        first, second = (r.getMessage() for r in caplog.records)
+        assert first.startswith("procedure 'bad': ") and "division by zero" in first
+        assert second.startswith("procedure 'other': ")  # its own budget
+        clock.advance(BACKGROUND_LOG_INTERVAL_S - 0.5)
+        runner.call(bad)
+        run_pool(spawn)
+        assert len(caplog.records) == 2
+        clock.advance(0.5)
+        runner.call(bad)
+        run_pool(spawn)
+    assert len(caplog.records) == 3
+    assert caplog.records[2].getMessage() == (
+        f"{first} (1000 more failed runs of procedure 'bad' were not logged in its previous 10 s window)")
+
+
+def test_different_failures_of_one_procedure_are_logged_up_to_a_burst_per_interval(
+        ex: FakeExecutor, caplog: pytest.LogCaptureFixture) -> None:
+    spawn = DeferredSpawn()
+    runner = Runner(ex, spawn, clock=ManualClock())
+    p = Procedure("p", ("x",), compile_steps([{"for i in ${x}": []}]), is_async=True)
+    with caplog.at_level(logging.WARNING, "pihub.engine.procedures"):
+        for x in (1, 1, 2, 1, 3, 4, 5):  # each x gives a different error text
+            runner.call(p, {"x": x})
+        run_pool(spawn)
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == BACKGROUND_LOG_BURST == 3
+    assert ["value 1 " in logged[0], "value 2 " in logged[1], "value 3 " in logged[2]] == [True] * 3
