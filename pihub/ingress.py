@@ -40,6 +40,7 @@ from typing import Any, Final, Protocol
 from pihub.clock import SYSTEM, Clock
 from pihub.errors import MessageError
 from pihub.events import Event
+from pihub.logs import LogLimiter
 from pihub.messages import Request, Response, parse
 from pihub.web.access import TOKEN, Access, Credential, Refused, RequestView
 
@@ -75,7 +76,7 @@ class RequestGate:
         # tokens only: no sessions, no passwords (argon2 per message would be a DoS lever)
         self._access = Access(auth, session_cookie=None, accept_passwords=False, registration_hint=False)
         self._lock = threading.Lock()
-        self._refused: dict[str, tuple[float, int]] = {}  # channel -> (last log time, refusals since)
+        self._refusal_logs: dict[str, LogLimiter] = {}  # per channel (a fixed few: tcp, redis...)
 
     def handle(self, message: bytes | str | Mapping[str, Any], *, channel: str, peer: str = "",
                token: str | None = None, trusted: bool = False,
@@ -146,13 +147,11 @@ class RequestGate:
                         origin=self.hub.device_id).to_dict()
 
     def _log_refusal(self, channel: str, peer: str, why: str) -> None:
-        now = self.clock.now()
         with self._lock:
-            last, count = self._refused.get(channel, (float("-inf"), 0))
-            count += 1
-            if now - last < REFUSAL_LOG_INTERVAL_S:
-                self._refused[channel] = (last, count)
-                return
-            self._refused[channel] = (now, 0)
-        log.warning("%s: refused a message from %s: %s (%d refused in the last %.0f s)",
-                    channel, peer or "unknown", why, count, REFUSAL_LOG_INTERVAL_S)
+            limiter = self._refusal_logs.get(channel)
+            if limiter is None:
+                limiter = self._refusal_logs[channel] = LogLimiter(1, REFUSAL_LOG_INTERVAL_S, self.clock.now)
+            allowed, held = limiter.allow()
+        if allowed:
+            log.warning("%s: refused a message from %s: %s (%d refused in the last %.0f s)",
+                        channel, peer or "unknown", why, held + 1, REFUSAL_LOG_INTERVAL_S)

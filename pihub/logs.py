@@ -37,10 +37,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
-__all__ = ["LEVELS", "JournalFormatter", "get_logger", "journal_connected", "parse_level", "setup_logging",
+__all__ = ["LEVELS", "JournalFormatter", "LogLimiter", "get_logger", "journal_connected", "parse_level", "setup_logging",
            "syslog_priority"]
 
 #: Accepted level names (case-insensitive), most to least severe.
@@ -205,3 +205,38 @@ def setup_logging(level: str = "INFO", *, stream: TextIO | None = None, fmt: str
     pihub_logger.setLevel(levelno)
     logging.captureWarnings(True)
     return pihub_logger
+
+
+class LogLimiter:
+    """At most ``burst`` log lines per ``window`` seconds; counts what it holds back.
+
+    For warnings about hostile or broken input and overload (noise, floods, drops), which
+    must be visible but must not flood the journal. Not thread-safe: one per logging
+    thread, or called under the caller's lock.
+    """
+
+    def __init__(self, burst: int, window: float, clock: Callable[[], float]) -> None:
+        """Create the limiter; ``window`` in seconds of ``clock``."""
+        self.burst = burst
+        self.window = window
+        self._clock = clock
+        self._start = -float("inf")
+        self._count = 0
+        self._held = 0
+
+    def allow(self) -> tuple[bool, int]:
+        """Ask to log one line.
+
+        Returns:
+            ``(allowed, held back since the last allowed line)``; when not allowed, the
+            line is counted and the count is reported with the next allowed one.
+        """
+        now = self._clock()
+        if now - self._start >= self.window:
+            self._start, self._count = now, 0
+        if self._count < self.burst:
+            self._count += 1
+            held, self._held = self._held, 0
+            return True, held
+        self._held += 1
+        return False, 0

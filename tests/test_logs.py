@@ -17,7 +17,7 @@ from typing import TextIO
 
 import pytest
 
-from pihub.logs import LEVELS, get_logger, setup_logging, syslog_priority
+from pihub.logs import LEVELS, LogLimiter, get_logger, setup_logging, syslog_priority
 
 PLAIN_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (?P<level>[A-Z]+) (?P<name>[\w.]+): (?P<msg>.*)$")
 
@@ -231,3 +231,14 @@ def test_component_loggers_live_under_pihub() -> None:
     (logging.ERROR, 3), (logging.CRITICAL, 2), (60, 2), (5, 7)])
 def test_syslog_priority_bands(levelno: int, priority: int) -> None:
     assert syslog_priority(levelno) == priority
+
+
+def test_log_limiter_window():
+    now = [0.0]
+    limiter = LogLimiter(2, 10.0, lambda: now[0])
+    assert [limiter.allow() for _ in range(4)] == [(True, 0), (True, 0), (False, 0), (False, 0)]
+    now[0] = 9.9
+    assert limiter.allow() == (False, 0)
+    now[0] = 10.0
+    assert limiter.allow() == (True, 3)
+    assert limiter.allow() == (True, 0)

@@ -84,40 +84,6 @@ StatusListener = Callable[["Backend"], None]
 _STATUS_LOCK = threading.RLock()
 
 
-class LogLimiter:
-    """At most ``burst`` log lines per ``window`` seconds; counts what it holds back.
-
-    For a backend's warnings about hostile or broken input (noise, floods), which must
-    be visible but must not flood the journal. Not thread-safe: one per logging thread.
-    """
-
-    def __init__(self, burst: int, window: float, clock: Callable[[], float]) -> None:
-        """Create the limiter; ``window`` in seconds of ``clock``."""
-        self.burst = burst
-        self.window = window
-        self._clock = clock
-        self._start = -float("inf")
-        self._count = 0
-        self._held = 0
-
-    def allow(self) -> tuple[bool, int]:
-        """Ask to log one line.
-
-        Returns:
-            ``(allowed, held back since the last allowed line)``; when not allowed, the
-            line is counted and the count is reported with the next allowed one.
-        """
-        now = self._clock()
-        if now - self._start >= self.window:
-            self._start, self._count = now, 0
-        if self._count < self.burst:
-            self._count += 1
-            held, self._held = self._held, 0
-            return True, held
-        self._held += 1
-        return False, 0
-
-
 class BackendStatus(enum.StrEnum):
     """Where a backend is in its lifecycle.
 

@@ -75,11 +75,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, Literal
 
-from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, LogLimiter
+from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.clock import Clock, Timer
 from pihub.config.schema import Field, Schema, show
 from pihub.errors import ConfigProblem, ConfigProblems, ProtocolError
 from pihub.events import CATALOGUE, Event
+from pihub.logs import LogLimiter
 from pihub.plugin import action
 
 __all__ = ["CLICK_KINDS", "MAX_BUTTONS", "FlicBackend", "FrameReader", "PressSequence", "ProtocolError"]

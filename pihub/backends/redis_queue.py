@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 from pihub.backends.base import BackendStatus, BackendThread, Emit, RequestChannel
 from pihub.config.schema import Field, Schema
 from pihub.errors import BackendUnavailable, ConfigProblem, ConfigProblems
+from pihub.logs import LogLimiter
 from pihub.messages import dumps
 
 CONFIG_SCHEMA = Schema({
@@ -97,7 +98,7 @@ class RedisQueueBackend(RequestChannel):
         self._emit: Emit | None = None
         self._lock = threading.Lock()
         self._counts = {"requests": 0, "events": 0, "refused_unaddressed": 0, "oversized": 0, "reconnects": 0}
-        self._last_drop_log = float("-inf")
+        self._drop_log = LogLimiter(1, 10.0, self.clock.now)
 
     @property
     def where(self) -> str:
@@ -201,9 +202,7 @@ class RedisQueueBackend(RequestChannel):
     def _log_drop(self, why: str) -> None:
         """Log a dropped message, at most once per 10 s of :attr:`clock` (a flood of junk
         must not flood the journal; ``counts`` in the status has every one)."""
-        now = self.clock.now()
-        if now - self._last_drop_log >= 10.0:
-            self._last_drop_log = now
+        if self._drop_log.allow()[0]:
             self.log.warning("%s: %s (counts so far: %s)", self.config["queue"], why, self._counts)
 
     def _one(self, client: Any, raw: bytes) -> None:

@@ -69,12 +69,13 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
-from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, LogLimiter, emit_counted
+from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, emit_counted
 from pihub.backends.sensor import SENSOR_FIELDS, SensorState
 from pihub.clock import Clock
 from pihub.config.schema import Field, Schema
 from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event
+from pihub.logs import LogLimiter
 from pihub.parsers.line import DEFAULT_MAX_LINE, MIN_MAX_LINE, PARSERS, LineParser, Reading
 from pihub.plugin import action
 

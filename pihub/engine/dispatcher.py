@@ -52,6 +52,7 @@ from pihub.clock import SYSTEM, Clock
 from pihub.engine.hooks import Hook, select
 from pihub.engine.procedures import ActionStep, IfStep, ReturnStep, SetStep, Steps
 from pihub.events import CATALOGUE, Event, Reply
+from pihub.logs import LogLimiter
 from pihub.messages import Response
 
 log = logging.getLogger("pihub.dispatcher")
@@ -295,8 +296,8 @@ class Dispatcher:
         self._producer = bus.producer("dispatcher", shared=False)
         self._dropped_seen: dict[str, int] = {}
         self._overflow_type = CATALOGUE.get("BusOverflowEvent")
-        self._last_drop_log = float("-inf")  # the first drop is logged, whatever the clock reads
-        self._last_overrun_log = float("-inf")
+        self._drop_log = LogLimiter(1, 5.0, self._now)  # the first is logged, whatever the clock reads
+        self._overrun_log = LogLimiter(1, 5.0, self._now)
         # events published with a Reply that this thread has not decided yet; only while
         # one is pending does process() look at the events no hook matched
         self._replies: set[Reply] = set()
@@ -456,17 +457,13 @@ class Dispatcher:
                     reply.resolve(None)
 
     def _log_overrun(self, hook: Hook, took: float, spent: float) -> None:
-        now = self._now()
-        if now - self._last_overrun_log >= 5.0:
-            self._last_overrun_log = now
+        if self._overrun_log.allow()[0]:
             log.warning("inline hook %r ran %.3f ms, taking its batch's inline hooks to %.3f ms, over the"
                         " %.3f ms budget: the rest of the batch goes to the worker pool (%d overruns so far)",
                         hook.name, took * 1e3, spent * 1e3, self.inline_budget * 1e3, self.stats.inline_overruns)
 
     def _log_hook_drop(self, hook: Hook) -> None:
-        now = self._now()
-        if now - self._last_drop_log >= 5.0:
-            self._last_drop_log = now
+        if self._drop_log.allow()[0]:
             log.warning("worker queue full (%d jobs): hook %r dropped (%d dropped so far)",
                         self.pool.queue_size, hook.name, self.stats.hooks_dropped)
 

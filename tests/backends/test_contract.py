@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pihub_testing import load_hw_mock, need_pcsc_stack, need_tool
 
-from pihub.backends.base import Backend, BackendStatus, LogLimiter, RequestChannel, emit_counted
+from pihub.backends.base import Backend, BackendStatus, RequestChannel, emit_counted
 from pihub.clock import ManualClock
 from pihub.hub import backend_classes
 from pihub.messages import parse
@@ -357,14 +357,3 @@ def test_emit_counted_counts_taken_and_dropped_events_and_does_nothing_before_op
     assert emit_counted(None, event, counts) is False  # not open: not counted either way
     assert taken == [event]
     assert counts == {"events": 1, "dropped_events": 1}
-
-
-def test_log_limiter_window():
-    now = [0.0]
-    limiter = LogLimiter(2, 10.0, lambda: now[0])
-    assert [limiter.allow() for _ in range(4)] == [(True, 0), (True, 0), (False, 0), (False, 0)]
-    now[0] = 9.9
-    assert limiter.allow() == (False, 0)
-    now[0] = 10.0
-    assert limiter.allow() == (True, 3)
-    assert limiter.allow() == (True, 0)
