@@ -82,6 +82,17 @@ ring, ``{"type":"gap","from":a,"to":b}`` comes first: a..b are lost. A ``since``
 the server's last seq comes from an earlier run (numbering starts at 1 with each
 server; ``epoch`` in the auth answer tells runs apart) and is read as 0.
 
+Connection limits, as on the HTTP port and with its defaults (:mod:`pihub.web.server`'s
+``MAX_CONNECTIONS``, 256, and ``MAX_CONNECTIONS_PER_ADDRESS``, 64): every open TCP
+connection counts, authenticated or still in its handshake or auth deadline. One past a
+limit is closed as soon as it is accepted, before a byte is read or a task is made, and
+counted in ``stats["connections_refused"]``; the warning about it is rate-limited. A
+connection already open is never closed for the limits. Without them a flood of silent
+sockets, each held for the handshake and auth deadlines, took every file descriptor of
+the process (HTTP's accept too). With TLS the connection is counted once its TLS
+handshake is done (asyncio hands it over only then); that handshake is bounded by
+:data:`HANDSHAKE_TIMEOUT_S`.
+
 Requests run on a small thread pool of this server's own, so socket clients cannot
 starve the hub's hook workers: at most :data:`MAX_IN_FLIGHT` per connection and
 :data:`MAX_PENDING` in all; beyond, an error response with the request's id comes back
@@ -109,11 +120,12 @@ import re
 import secrets
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -123,6 +135,7 @@ from websockets.http11 import Response as HTTPResponse
 
 from pihub.errors import MessageError
 from pihub.events import Event, new_event_id
+from pihub.logs import LogLimiter
 from pihub.messages import Request, Response, dumps, parse
 from pihub.web import WebHub, access
 from pihub.web.access import (
@@ -139,6 +152,7 @@ from pihub.web.access import (
     RequestView,
     origin_allowed,
 )
+from pihub.web.server import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 
 __all__ = ["AuthLike", "LiveServer", "PrincipalLike", "REFUSED_CREDENTIALS", "REFUSED_QUERY_TOKEN",
            "REFUSED_SESSION", "REFUSED_TIMEOUT", "origin_allowed", "plan_replay"]
@@ -201,6 +215,9 @@ MAX_PENDING = 64
 SESSION_RECHECK_S = 5.0
 #: Threads running socket requests.
 REQUEST_WORKERS = 4
+#: Warnings about refused connections: at most this many per window (seconds).
+_REFUSED_LOG_BURST = 5
+_REFUSED_LOG_WINDOW_S = 60.0
 #: Ring entries a pump copies out per lock acquisition.
 _FETCH = 64
 
@@ -268,6 +285,34 @@ class _Client:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
+class _CountedConnection(ServerConnection):
+    """websockets' connection, admitted against :class:`LiveServer`'s connection limits.
+
+    ``connection_made`` is asyncio's first call for an accepted socket: a connection past
+    a limit is aborted there, before websockets starts its handshake task. Its place is
+    given back in ``connection_lost`` (asyncio calls it once). :meth:`LiveServer._main`
+    makes a subclass with ``live`` set.
+    """
+
+    live: LiveServer
+    _address: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        address = _transport_peer(transport)
+        if not self.live._admit(address):
+            cast(asyncio.Transport, transport).abort()
+            return
+        self._address = address
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        address, self._address = self._address, None
+        if address is None:
+            return  # refused in connection_made: websockets never saw it
+        self.live._release(address)
+        super().connection_lost(exc)
+
+
 class LiveServer:
     """The websocket server on its own thread and event loop.
 
@@ -293,13 +338,17 @@ class LiveServer:
         session_recheck: seconds between re-checks of session sockets.
         allow_query_token: accept an API token as ``?token=`` on the URL (it ends up in
             proxy logs and browser history); off, such a URL is refused.
+        max_connections: open TCP connections at most (authenticated or not); more are
+            closed as soon as they are accepted.
+        max_per_address: open TCP connections at most from one client address.
 
     Attributes:
         port: the bound port (the real one after :meth:`start` with port 0).
         epoch: random per server object; sent in the auth answer so that a client can
             tell that sequence numbers restarted.
         stats: counters for ``/metrics``, written on the server thread only:
-            ``connections`` (accepted handshakes), ``auth_failures``, ``origin_rejected``,
+            ``connections`` (accepted handshakes), ``connections_refused`` (closed at
+            accept by ``max_connections`` or ``max_per_address``), ``auth_failures``, ``origin_rejected``,
             ``closed_slow``, ``closed_revoked``, ``closed_session_ended``, ``frames_sent``, ``requests``,
             ``requests_rejected``.
 
@@ -327,7 +376,12 @@ class LiveServer:
         max_in_flight: int = MAX_IN_FLIGHT,
         session_recheck: float = SESSION_RECHECK_S,
         allow_query_token: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
     ) -> None:
+        for name, value in (("max_connections", max_connections), ("max_per_address", max_per_address)):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, not {value!r}")
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, not {queue_size}")
         if replay < 0:
@@ -349,6 +403,7 @@ class LiveServer:
         self.max_in_flight = max_in_flight
         self.session_recheck = session_recheck
         self.allow_query_token = allow_query_token
+        self.max_connections, self.max_per_address = max_connections, max_per_address
         #: who a handshake is and what it may open (the HTTP app's policy, with this
         #: server's settings); its own ports are completed once the port is bound.
         self.access = Access(auth, allow_query_token=allow_query_token, allowed_origins=self.allowed_origins,
@@ -377,13 +432,17 @@ class LiveServer:
         self._clients: set[_Client] = set()
         self._stream: set[_Client] = set()
         self._conns: set[ServerConnection] = set()
+        # open TCP connections, in all and by address (the limits; loop thread only)
+        self._open = 0
+        self._by_address: dict[str, int] = {}
+        self._refused_log = LogLimiter(_REFUSED_LOG_BURST, _REFUSED_LOG_WINDOW_S, time.monotonic)
         self._bg: set[asyncio.Task[None]] = set()
         self._pending = 0
         self._stop_grace = 5.0
         self._request_workers = request_workers
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.stats: dict[str, int] = {
-            "connections": 0, "auth_failures": 0, "origin_rejected": 0, "closed_slow": 0,
+            "connections": 0, "connections_refused": 0, "auth_failures": 0, "origin_rejected": 0, "closed_slow": 0,
             "closed_revoked": 0, "closed_session_ended": 0, "frames_sent": 0, "requests": 0,
             "requests_rejected": 0,
         }
@@ -405,6 +464,8 @@ class LiveServer:
         self._clients.clear()
         self._stream.clear()
         self._conns.clear()
+        self._open = 0
+        self._by_address.clear()
         self._pending = 0
         with self._lock:
             self._streaming = 0
@@ -447,6 +508,10 @@ class LiveServer:
     def client_count(self) -> int:
         """Authenticated connections open now, on both endpoints."""
         return len(self._clients)
+
+    def connection_count(self) -> int:
+        """TCP connections open now and counted in the limits, authenticated or not."""
+        return self._open
 
     @property
     def last_seq(self) -> int:
@@ -491,6 +556,7 @@ class LiveServer:
             close_timeout=CLOSE_GRACE_S,
             max_size=self.max_frame,
             logger=WS_LOGGER,
+            create_connection=type("_LiveConnection", (_CountedConnection,), {"live": self}),
         )
         self._server = server
         self.port = server.sockets[0].getsockname()[1]
@@ -736,6 +802,31 @@ class LiveServer:
             pass
 
     # ---------------------------------------------------------- connections
+    def _admit(self, address: str) -> bool:
+        """Count a new connection from ``address`` in the limits; False when one is reached
+        (the caller closes it; it is counted and logged here)."""
+        per_address = self._by_address.get(address, 0)
+        if self._open < self.max_connections and per_address < self.max_per_address:
+            self._open += 1
+            self._by_address[address] = per_address + 1
+            return True
+        self.stats["connections_refused"] += 1
+        allowed, held = self._refused_log.allow()
+        if allowed:
+            log.warning("websocket connection from %s refused: %d open, %d from it (limits: %d in all, "
+                        "%d per address)%s", address, self._open, per_address, self.max_connections,
+                        self.max_per_address, f"; {held} more refused since the last warning" if held else "")
+        return False
+
+    def _release(self, address: str) -> None:
+        """Give back the place of a closed connection from ``address``."""
+        self._open -= 1
+        left = self._by_address.get(address, 1) - 1
+        if left > 0:
+            self._by_address[address] = left
+        else:
+            self._by_address.pop(address, None)
+
     def _check_handshake(self, conn: ServerConnection, request: HTTPRequest) -> HTTPResponse | None:
         """websockets' ``process_request``: 404 for other paths, 403 for a foreign Origin."""
         path = urlsplit(request.path).path
@@ -1028,6 +1119,15 @@ def _decode(raw: str | bytes) -> dict[str, Any] | str:
     if not isinstance(msg, dict):
         return f"message must be a JSON object, not {type(msg).__name__}"
     return msg
+
+
+def _transport_peer(transport: asyncio.BaseTransport) -> str:
+    """The client address of a transport, as the limits count it ("?" when unknown)."""
+    peer = transport.get_extra_info("peername")
+    try:
+        return str(peer[0])
+    except (TypeError, IndexError):
+        return "?"
 
 
 def _peer(ws: ServerConnection) -> str:

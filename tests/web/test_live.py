@@ -865,6 +865,83 @@ def test_oversized_frame_is_closed_1009(make_live: MakeLive, open_ws: OpenWs) ->
     assert until_closed(early, 5.0)[0::2] == (1009, [])
 
 
+def _silent_socket(port: int, source: str, stack: contextlib.ExitStack) -> socket.socket:
+    """A TCP connection from ``source`` to the websocket port that never sends a byte."""
+    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    sock.settimeout(5)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True when the server has closed ``sock`` (EOF or reset; waits at most its timeout)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_connection_flood_is_refused_per_address_and_in_all(
+    make_live: MakeLive, open_ws: OpenWs, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pihub.web.live")
+    server = make_live(max_connections=6, max_per_address=3)
+    legit = open_ws(server)  # from 127.0.0.1, established before the flood
+    login(legit)
+    with contextlib.ExitStack() as stack:
+        admitted: list[socket.socket] = []
+        refused: list[socket.socket] = []
+
+        def flood(source: str, n: int) -> None:
+            for _ in range(n):
+                before = server.connection_count(), server.stats["connections_refused"]
+                sock = _silent_socket(server.port, source, stack)
+                # one at a time: each is admitted or refused before the next arrives
+                assert wait_for(lambda b=before: (server.connection_count(),
+                                                  server.stats["connections_refused"]) != b)
+                (admitted if server.connection_count() > before[0] else refused).append(sock)
+
+        flood("127.0.0.1", 12)  # the per-address limit: 2 beside the legitimate client
+        assert (len(admitted), len(refused)) == (2, 10)
+        assert server.stats["connections_refused"] == 10
+        flood("127.0.0.2", 3)  # another address has its own 3, up to 6 in all
+        assert (len(admitted), len(refused)) == (5, 10)
+        flood("127.0.0.3", 2)  # the limit in all
+        assert (len(admitted), len(refused)) == (5, 12)
+        assert server.connection_count() == 6
+        assert all(_closed_by_server(s) for s in refused)
+        # the established client is kept and still streams
+        server.listener(gpio(1))
+        assert recv_json(legit)["seq"] == 1
+        assert server.client_count() == 1
+        # warned, rate-limited: fewer lines than refusals
+        warnings = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert 1 <= len(warnings) <= live_mod._REFUSED_LOG_BURST < 12
+    # the flood's sockets are closed: their places come back, a new client gets in and gets events
+    assert wait_for(lambda: server.connection_count() == 1)
+    late = open_ws(server)
+    login(late, "tok-other")
+    server.listener(gpio(2))
+    assert recv_json(late)["seq"] == 2
+    assert recv_json(legit)["seq"] == 2
+    assert server.stats["connections_refused"] == 12
+
+
+def test_connection_limits_default_to_the_http_ports_and_must_be_positive(
+    hub: FakeHub, auth: FakeAuth,
+) -> None:
+    from pihub.web import server as http_server
+
+    live = LiveServer(hub, auth, port=0)
+    assert (live.max_connections, live.max_per_address) == (
+        http_server.MAX_CONNECTIONS, http_server.MAX_CONNECTIONS_PER_ADDRESS)
+    with pytest.raises(ValueError, match="max_per_address must be positive, not 0"):
+        LiveServer(hub, auth, port=0, max_per_address=0)
+    with pytest.raises(ValueError, match="max_connections must be positive, not -1"):
+        LiveServer(hub, auth, port=0, max_connections=-1)
+
+
 def test_stop_closes_clients_going_away(make_live: MakeLive, open_ws: OpenWs) -> None:
     server = make_live()
     ws = open_ws(server)
