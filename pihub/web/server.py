@@ -51,7 +51,20 @@ Limits set here: listen backlog 64; at most 256 open connections, 64 from one ad
 arrive whole within 10 s of its first byte (else 408 and close); 128 kept-alive
 connections (counting those waiting for a request); request headers at most 32 KiB; two
 different ``Content-Length`` headers are a 400 at once. Request *bodies* are limited by
-the app (``http.max_body``), which answers 413 in JSON; a limit here would answer in HTML.
+the app (``http.max_body``), which answers 413 in JSON.
+
+A chunked body is read and de-chunked here, in the selector thread, never by a worker:
+cheroot's own chunked reader reads a chunk-size line with no length limit and a whole
+chunk at once, from the socket, with no deadline (an endless size line held a worker and
+grew memory by ~5 MB/s per socket). The worker gets the de-chunked body (at most
+``max_body + 1`` bytes: one more lets the app see it is too large, and the connection
+then closes). Refused at once with a JSON 400 and closed, before any worker: a
+``Content-Length`` that is not 1 to 18 digits, a chunk-size line longer than
+:data:`MAX_CHUNK_LINE` bytes, a chunk size that is not hexadecimal (16 digits at most), a
+chunk not followed by CRLF, and more than :data:`MAX_CHUNK_FRAMING` bytes of chunk
+framing. When ``accept`` fails for want of file descriptors, accepting pauses for a
+growing interval and the error is logged at most once every 10 s, with a count of the
+failures held back.
 
 TLS: TLS 1.2 or newer (:func:`make_ssl_context`); client certificates are required when
 ``ssl_cafile`` or ``ssl_capath`` (a hash-named CA directory) is set. The handshake runs on
@@ -62,6 +75,8 @@ and sends nothing stalls every new client for 10 s.
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
 import re
@@ -75,6 +90,9 @@ from typing import Any
 from cheroot import connections, wsgi
 from cheroot import server as cheroot_server
 from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from pihub.logs import LogLimiter
+from pihub.web.context import HSTS_HEADER, SECURITY_HEADERS, error_bytes
 
 log = logging.getLogger("pihub.web.server")
 
@@ -96,6 +114,16 @@ MAX_CONNECTIONS = 256
 MAX_CONNECTIONS_PER_ADDRESS = 64
 #: Body bytes buffered before a worker is taken, when the app does not say its ``max_body``.
 DEFAULT_BODY_BUFFER = 64 * 1024
+#: Longest chunk-size line of a chunked body (hex size and extensions), in bytes.
+MAX_CHUNK_LINE = 4 * 1024
+#: Bytes of chunked framing (size lines, extensions, CRLFs, trailers) past ``max_body``.
+MAX_CHUNK_FRAMING = 64 * 1024
+#: Longest ``Content-Length`` value, in digits (10**18 bytes is more than any body).
+MAX_LENGTH_DIGITS = 18
+#: Seconds of the first and of the longest pause after ``accept`` failed for lack of fds.
+ACCEPT_PAUSE_FIRST, ACCEPT_PAUSE_MAX = 0.01, 0.5
+#: Seconds between two logged ``accept`` failures (those in between are counted).
+ACCEPT_LOG_WINDOW = 10.0
 
 
 def make_ssl_context(cert: str, key: str, cafile: str | None = None,
@@ -173,9 +201,33 @@ class _HeaderReader(cheroot_server.HeaderReader):
 
 
 class _Request(cheroot_server.HTTPRequest):
-    """cheroot's request, with :class:`_HeaderReader`."""
+    """cheroot's request, with :class:`_HeaderReader`, reading a chunked body from memory."""
 
     header_reader = _HeaderReader()
+    conn: _Connection
+
+    def respond(self) -> None:
+        """cheroot's ``respond``, with the body :class:`_Arrival` de-chunked as ``wsgi.input``.
+
+        cheroot would read the chunks from the socket, unbounded and without a deadline.
+        """
+        if not self.chunked_read:
+            super().respond()
+            return
+        body, cut = self.conn.chunked_body, self.conn.body_cut
+        self.conn.chunked_body = None
+        if body is None:  # cheroot saw a chunked body where the arrival did not
+            self.close_connection = True
+            self.simple_response("400 Bad Request", "unsupported Transfer-Encoding header")
+            return
+        # the stream past a cut body is not a request: close after answering
+        self.close_connection = self.close_connection or cut
+        self.rfile = io.BytesIO(body)
+        self.server.gateway(self).respond()
+        if self.ready:
+            self.ensure_headers_sent()
+        if self.chunked_write:
+            self.conn.wfile.write(b"0\r\n\r\n")
 
 
 class _Arrival:
@@ -183,10 +235,14 @@ class _Arrival:
 
     Complete means: the head (request line and headers, up to the blank line) and the
     body, when its size is known and at most ``body_limit`` bytes: ``Content-Length``
-    bytes, or a chunked body up to its last chunk. A request whose body is larger, whose
-    framing is malformed or whose head passes :data:`MAX_HEADER_BYTES` also counts as
-    complete: the worker refuses it from the bytes already here, without waiting.
-    Scanning is incremental, so a client sending one byte at a time costs O(size).
+    bytes, or a chunked body up to its last chunk and trailers. A request with a larger
+    ``Content-Length``, two different ones, or whose head is malformed or passes
+    :data:`MAX_HEADER_BYTES` also counts as complete: the worker refuses it from the head
+    alone, without reading a body. A chunked body is de-chunked into :attr:`body` as it
+    arrives; past ``body_limit`` bytes it is complete with ``body_limit + 1`` of them
+    (:attr:`body_end` then -1). Bad framing sets :attr:`refusal` (the request is complete
+    and must be refused here). Scanning is incremental, so a client sending one byte at a
+    time costs O(size).
     """
 
     def __init__(self, body_limit: int) -> None:
@@ -197,8 +253,15 @@ class _Arrival:
         #: The client sent ``Expect: 100-continue`` and its body is still missing.
         self.expects_continue = False
         self.complete = False
+        #: ``(status, message)`` to answer at once and close, for bad framing; else None.
+        self.refusal: tuple[int, str] | None = None
+        #: The de-chunked body of a chunked request (None for any other).
+        self.body: bytearray | None = None
+        #: Offset in :attr:`buf` where the head ends.
+        self.body_start = -1
+        #: Offset in :attr:`buf` where a chunked message ends; -1 while unknown or when cut.
+        self.body_end = -1
         self._searched = 0
-        self._body_start = -1
         self._need = -1
         self._chunk_at = -1
 
@@ -211,9 +274,13 @@ class _Arrival:
             self.complete = self._check()
         return self.complete
 
+    def _refuse(self, status: int, message: str) -> bool:
+        self.refusal = (status, message)
+        return True
+
     def _check(self) -> bool:
         buf = self.buf
-        if self._body_start < 0:
+        if self.body_start < 0:
             # cheroot skips one empty line before a request line, as RFC 9112 allows
             start = 2 if buf.startswith(b"\r\n") else 0
             first_lf = buf.find(b"\n", start)
@@ -223,7 +290,7 @@ class _Arrival:
             self._searched = len(buf)
             if end < 0:
                 return len(buf) - start > MAX_HEADER_BYTES
-            self._body_start = end + 4
+            self.body_start = end + 4
             if self._read_framing(bytes(buf[start:end])):
                 return True
         if self._need >= 0:
@@ -242,35 +309,66 @@ class _Arrival:
                 chunked = chunked or b"chunked" in value.lower()
             elif name == b"expect":
                 self.expects_continue = value.lower() == b"100-continue"
+        for value in lengths:
+            # cheroot's int() would take "+1_0" and raise past 4300 digits: only plain digits
+            if not (value.isdigit() and len(value) <= MAX_LENGTH_DIGITS):
+                return self._refuse(400, f"Content-Length must be 1 to {MAX_LENGTH_DIGITS} digits "
+                                         f"(got {len(value)} bytes that are not)")
         if chunked:  # as cheroot: chunked wins over Content-Length
-            self._chunk_at = self._body_start
+            self._chunk_at = self.body_start
+            self.body = bytearray()
             return False
         if not lengths:
-            self._need = self._body_start
+            self._need = self.body_start
             return True
         value = lengths.pop()
-        if lengths or not value.isdigit() or int(value) > self.body_limit:
+        if lengths or int(value) > self.body_limit:
             return True
-        self._need = self._body_start + int(value)
+        self._need = self.body_start + int(value)
         return len(self.buf) >= self._need
 
     def _chunks_done(self) -> bool:
-        buf = self.buf
-        too_big = len(buf) - self._body_start > self.body_limit
+        buf, body = self.buf, self.body
+        assert body is not None
         while True:
-            eol = buf.find(b"\r\n", self._chunk_at)
+            at = self._chunk_at
+            eol = buf.find(b"\r\n", at, at + MAX_CHUNK_LINE + 2)
             if eol < 0:
-                return too_big
-            try:
-                size = int(bytes(buf[self._chunk_at:eol]).split(b";")[0].strip(), 16)
-            except ValueError:
+                if len(buf) - at >= MAX_CHUNK_LINE + 2:
+                    return self._refuse(400, f"a chunk-size line is longer than {MAX_CHUNK_LINE} bytes")
+                return self._too_much_framing()
+            size_text = bytes(buf[at:eol]).split(b";", 1)[0].strip(b" \t")
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                return self._refuse(400, "a chunk size is not a hexadecimal number of 1 to 16 digits")
+            size, data_at = int(size_text, 16), eol + 2
+            if size == 0:
+                end = buf.find(b"\r\n\r\n", eol)
+                if end < 0:
+                    return self._too_much_framing()
+                self.body_end = end + 4
                 return True
-            if size <= 0:
-                return size < 0 or buf.find(b"\r\n\r\n", eol) >= 0 or too_big
-            after = eol + 2 + size + 2
-            if after > len(buf):
-                return too_big
-            self._chunk_at = after
+            if len(body) + min(size, len(buf) - data_at) > self.body_limit:
+                # one byte more than the limit is enough for the app to answer 413
+                body += buf[data_at:data_at + self.body_limit + 1 - len(body)]
+                return True
+            if len(buf) < data_at + size + 2:
+                return self._too_much_framing()
+            if buf[data_at + size:data_at + size + 2] != b"\r\n":
+                return self._refuse(400, "a chunk's data is not followed by CRLF")
+            body += buf[data_at:data_at + size]
+            self._chunk_at = data_at + size + 2
+
+    def _too_much_framing(self) -> bool:
+        """Refuse a chunked body whose framing passes :data:`MAX_CHUNK_FRAMING`; else False."""
+        if len(self.buf) - self.body_start > self.body_limit + MAX_CHUNK_FRAMING:
+            return self._refuse(400, f"the chunked body has more than {MAX_CHUNK_FRAMING} bytes of framing "
+                                     "(chunk sizes, extensions, trailers)")
+        return False
+
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+#: ``accept`` errors that mean the process or system is out of something a retry needs.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class _Connection(cheroot_server.HTTPConnection):
@@ -281,6 +379,10 @@ class _Connection(cheroot_server.HTTPConnection):
     admitted = False
     #: The request being received while no worker holds the connection.
     arrival: _Arrival | None = None
+    #: The de-chunked body of the request a worker is about to serve, if chunked.
+    chunked_body: bytes | None = None
+    #: :attr:`chunked_body` was cut at ``max_body + 1`` bytes.
+    body_cut = False
 
     def close(self) -> None:
         """Close the socket and give back the connection's place in the limits."""
@@ -293,9 +395,17 @@ class _Connection(cheroot_server.HTTPConnection):
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_TIMED_OUT_BODY = b'{"code":408,"error":"REQUEST_TIMEOUT","message":"the request did not arrive in time"}'
-_TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
-              b"Content-Length: " + str(len(_TIMED_OUT_BODY)).encode() + b"\r\n\r\n" + _TIMED_OUT_BODY)
+
+
+def _error_response(status: int, message: str, sock: socket.socket) -> bytes:
+    """A whole ``Connection: close`` JSON error response, with the app's security headers."""
+    line, body = error_bytes(status, message)
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+               ("Connection", "close"), *SECURITY_HEADERS]
+    if isinstance(sock, ssl.SSLSocket):
+        headers.append(HSTS_HEADER)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return f"HTTP/1.1 {line}\r\n{head}\r\n".encode("latin-1") + body
 
 
 class _ConnectionManager(connections.ConnectionManager):
@@ -324,6 +434,38 @@ class _ConnectionManager(connections.ConnectionManager):
         self._by_address: dict[str, int] = {}
         #: Connections closed at accept because a limit was reached.
         self.refused = 0
+        #: ``accept`` calls that failed for want of file descriptors (or kernel memory).
+        self.accept_failures = 0
+        self._accept_pause = 0.0
+        self._accept_log = LogLimiter(1, ACCEPT_LOG_WINDOW, time.monotonic)
+
+    # -- accepting
+    def _from_server_socket(self, server_socket: socket.socket) -> _Connection | None:
+        """cheroot's accept, pausing while it fails for want of file descriptors.
+
+        cheroot lets such an error out of its loop, which logs it and selects again at
+        once: the pending connection is still there, so the thread spun, logging a
+        traceback per try (81,594 lines in 11 s).
+        """
+        try:
+            conn: _Connection | None = super()._from_server_socket(server_socket)  # type: ignore[misc]  # cheroot: not in its stub
+        except OSError as e:
+            if e.errno not in _OUT_OF_RESOURCES:
+                raise
+            self.accept_failures += 1
+            self._accept_pause = min(ACCEPT_PAUSE_MAX, max(ACCEPT_PAUSE_FIRST, self._accept_pause * 2))
+            allowed, held = self._accept_log.allow()
+            if allowed:
+                log.error("cannot accept HTTP connections: %s; pausing accepts up to %.1f s at a time%s",
+                          os.strerror(e.errno), ACCEPT_PAUSE_MAX,
+                          f" ({held} more failed accepts since the last report)" if held else "")
+            # Not synchronisation: a retry pause. Nothing will be freed by trying again
+            # at once, and this thread is the only one that accepts; connections already
+            # open lose at most ACCEPT_PAUSE_MAX of their arrival time.
+            time.sleep(self._accept_pause)
+            return None
+        self._accept_pause = 0.0
+        return conn
 
     # -- limits
     def _admit(self, conn: _Connection) -> bool:
@@ -414,6 +556,12 @@ class _ConnectionManager(connections.ConnectionManager):
             log.debug("connection from %s dropped while receiving: %s", _peer(sock), e)
             conn.close()
             return
+        if arrival.refusal is not None:
+            status, message = arrival.refusal
+            log.debug("request from %s refused: %s", _peer(sock), message)
+            _send_quietly(sock, _error_response(status, message, sock))
+            conn.close()
+            return
         if arrival.complete:
             self._dispatch(conn)
             return
@@ -431,7 +579,15 @@ class _ConnectionManager(connections.ConnectionManager):
     def _dispatch(self, conn: _Connection) -> None:
         arrival, rfile = conn.arrival, conn.rfile
         conn.arrival = None
-        if arrival is not None:
+        conn.chunked_body, conn.body_cut = None, False
+        if arrival is not None and arrival.body is not None and arrival.complete:
+            # the worker reads the head from rfile, the body from chunked_body, and
+            # then what follows the body (a pipelined request), unless the body was cut
+            buf = arrival.buf
+            rest = buf[arrival.body_end:] if arrival.body_end >= 0 else b""
+            rfile._read_buf, rfile._read_pos = bytes(buf[:arrival.body_start] + rest), 0
+            conn.chunked_body, conn.body_cut = bytes(arrival.body), arrival.body_end < 0
+        elif arrival is not None:
             rfile._read_buf, rfile._read_pos = bytes(arrival.buf), 0
         try:
             conn.socket.settimeout(self.server.timeout)
@@ -458,7 +614,8 @@ class _ConnectionManager(connections.ConnectionManager):
             if started:
                 log.debug("request from %s not complete after %.1f s: closed", _peer(conn.socket),
                           self.server.request_timeout)
-                _send_quietly(conn.socket, _TIMED_OUT)
+                _send_quietly(conn.socket, _error_response(408, "the request did not arrive in time",
+                                                           conn.socket))
             conn.close()
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
+import logging
 import shutil
 import socket
 import ssl
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cheroot import connections
 from http_support import PASSWORD, SECURITY, Rig, build_rig, serving
 from pihub_testing import need_tool
 
@@ -192,6 +195,152 @@ class TestPlain:
     def test_bad_arguments(self, rig: Rig, kw: dict) -> None:
         with pytest.raises(ValueError):
             WebServer(rig.app, port=0, **kw)
+
+
+# ------------------------------------------------------------- hostile framing
+def _send_raw(port: int, data: bytes) -> tuple[http.client.HTTPResponse, bytes]:
+    """Send ``data``, read one response; the 5 s timeout fails the test if none comes."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused while still sending: the answer is already on its way
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return resp, resp.read()
+    finally:
+        sock.close()
+
+
+def _read_responses(sock: socket.socket, n: int) -> list[tuple[int, bytes]]:
+    """``(status, body)`` of the next ``n`` responses on ``sock``, read through one buffer
+    (an ``HTTPResponse`` per response would each buffer ahead and swallow the next)."""
+    stream = sock.makefile("rb")
+    out = []
+    for _ in range(n):
+        status = int(stream.readline().split()[1])
+        length = 0
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        out.append((status, stream.read(length)))
+    return out
+
+
+def _livez_ok(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    return _get(conn, "GET", "/livez")[0].status == 200
+
+
+CHUNKED_LOGIN = (b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+class TestHostileFraming:
+    def test_an_endless_chunk_size_line_is_400_before_any_worker(self, rig: Rig) -> None:
+        # one worker: were the request handed to it, /livez could not be answered
+        with serving(rig.app, threads=1) as server:
+            socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+            try:
+                for sock in socks:
+                    sock.sendall(CHUNKED_LOGIN + b"1" * 65537)
+                for sock in socks:
+                    resp = http.client.HTTPResponse(sock)
+                    resp.begin()
+                    body = json.loads(resp.read())
+                    assert resp.status == 400 and "chunk-size line" in body["message"]
+                    assert resp.will_close
+                    _assert_security(resp)
+            finally:
+                for sock in socks:
+                    sock.close()
+            assert _livez_ok(server.port)
+
+    def test_a_chunk_size_line_trickling_in_gets_408(self, rig: Rig) -> None:
+        with serving(rig.app, threads=1, request_timeout=0.5) as server:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(CHUNKED_LOGIN + b"1" * 100)
+                resp = http.client.HTTPResponse(sock)
+                resp.begin()
+                assert resp.status == 408 and json.loads(resp.read())["error"] == "REQUEST_TIMEOUT"
+            assert _livez_ok(server.port)
+
+    def test_a_huge_chunk_is_413_from_what_arrived_and_the_worker_reads_no_more(self, served) -> None:
+        rig, server = served
+        # declares 4 GiB, sends max_body + 1 bytes and then nothing: were the worker reading
+        # the chunk from the socket, no answer would come before the client's timeout
+        resp, body = _send_raw(server.port, CHUNKED_LOGIN + b"FFFFFFFF\r\n" + b"x" * 70_000)
+        assert resp.status == 413 and json.loads(body)["error"] == "PAYLOAD_TOO_LARGE"
+        assert resp.will_close
+        assert _livez_ok(server.port)
+
+    @pytest.mark.parametrize("chunks, words", [
+        (b"zz\r\nab\r\n0\r\n\r\n", "hexadecimal"),
+        (b"-2\r\nab\r\n0\r\n\r\n", "hexadecimal"),
+        (b"1_0\r\n" + b"a" * 16 + b"\r\n0\r\n\r\n", "hexadecimal"),
+        (b"1" * 17 + b"\r\n", "hexadecimal"),
+        (b"2\r\nabcd\r\n0\r\n\r\n", "CRLF"),
+        (b"1;" + b"e" * 5000 + b"\r\n", "chunk-size line"),
+    ])
+    def test_bad_chunk_framing_is_400(self, served, chunks: bytes, words: str) -> None:
+        rig, server = served
+        resp, body = _send_raw(server.port, CHUNKED_LOGIN + chunks)
+        assert resp.status == 400 and words in json.loads(body)["message"]
+        assert _livez_ok(server.port)
+
+    def test_endless_chunk_framing_is_400(self, served) -> None:
+        rig, server = served
+        # each chunk is one byte and a long extension: little body, unbounded framing
+        chunk = b"1;" + b"e" * 4000 + b"\r\nx\r\n"
+        resp, body = _send_raw(server.port, CHUNKED_LOGIN + chunk * 200)
+        assert resp.status == 400 and "framing" in json.loads(body)["message"]
+
+    def test_chunked_with_extensions_and_trailers_then_a_pipelined_request(self, served) -> None:
+        rig, server = served
+        head = "".join(f"{k}: {v}\r\n" for k, v in rig.as_("control").items()).encode()
+        body = json.dumps({"a": 1}).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"POST /hook/nobody HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + head + b"Transfer-Encoding: chunked\r\n\r\n"
+                         + b"3;name=value\r\n" + body[:3] + b"\r\n"
+                         + f"{len(body) - 3:x}\r\n".encode() + body[3:] + b"\r\n"
+                         + b"0\r\nX-Trailer: yes\r\n\r\n"
+                         + b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            (first, hooked), (second, livez) = _read_responses(sock, 2)
+            assert first == 200 and json.loads(hooked)["data"] == {"a": 1}
+            assert second == 200 and json.loads(livez) == {"status": "ok"}
+
+    @pytest.mark.parametrize("value", ["9" * 5000, "9" * 19, "1_0", "+5", "0x10"])
+    def test_a_content_length_that_is_not_plain_digits_is_400_naming_it(self, served, value: str) -> None:
+        rig, server = served
+        resp, body = _send_raw(server.port, b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                               b"application/json\r\nContent-Length: " + value.encode() + b"\r\n\r\n{}")
+        message = json.loads(body)["message"]
+        assert resp.status == 400 and "Content-Length" in message and value not in message
+        assert _livez_ok(server.port)
+
+
+class TestOutOfDescriptors:
+    def test_accept_failing_with_emfile_is_paced_and_logged_once(
+            self, served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        rig, server = served
+        real = connections.ConnectionManager._from_server_socket
+        failures = {"left": 6}
+
+        def accept(manager: connections.ConnectionManager, sock: socket.socket) -> object:
+            if failures["left"] > 0:  # the connection stays pending, as with a real EMFILE
+                failures["left"] -= 1
+                raise OSError(errno.EMFILE, "Too many open files")
+            return real(manager, sock)
+
+        monkeypatch.setattr(connections.ConnectionManager, "_from_server_socket", accept)
+        with caplog.at_level(logging.DEBUG, logger="pihub.web.server"):
+            assert _livez_ok(server.port)  # served once accept works again
+        assert failures["left"] == 0
+        errors = [r for r in caplog.records if r.name == "pihub.web.server" and r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "accept" in errors[0].getMessage() and errors[0].exc_info is None
 
 
 # --------------------------------------------------------------------------- TLS
