@@ -49,6 +49,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, TypeGuard
@@ -219,6 +220,34 @@ def _is_index(part: object) -> TypeGuard[int]:
 def _short_tag(tag: str) -> str:
     """``tag:yaml.org,2002:int`` -> ``!!int``, as the user wrote it."""
     return "!!" + tag[len(_YAML):] if tag.startswith(_YAML) else tag
+
+
+#: What each explicit scalar tag accepts, for the message of a value it refuses.
+_SCALAR_FORMS: Final = {
+    "!!int": (f"an integer of at most {sys.get_int_max_str_digits() or 'any number of'} digits:"
+              " decimal, 0x hex, 0o octal or 0b binary"),
+    "!!float": "a number such as 1.5, -2e3, .inf or .nan",
+    "!!bool": "true or false",
+    "!!null": "null, ~ or nothing",
+    "!!timestamp": "a date such as 2024-05-01 or a time such as 2024-05-01T12:00:00Z",
+}
+
+#: Longest scalar a problem message shows whole; a longer one is shown as head...tail.
+_SHOWN_CHARS: Final = 40
+
+
+def _show_scalar(text: str) -> str:
+    """``text`` quoted for a message; past :data:`_SHOWN_CHARS` as head...tail with its length.
+
+    ``'100000000000000000000000000000...0000000000' (5001 digits)``: a 5,000-digit number
+    must not become a 5,000-character message.
+    """
+    if len(text) <= _SHOWN_CHARS:
+        return repr(text)
+    head, tail = text[:_SHOWN_CHARS * 3 // 4], text[-(_SHOWN_CHARS // 4):]
+    digits = text.lstrip("+-").replace("_", "")
+    size = f"{len(digits)} digits" if digits.isdigit() else f"{len(text)} characters"
+    return f"{(head + '...' + tail)!r} ({size})"
 
 
 def _kind(node: Node) -> str:
@@ -411,9 +440,12 @@ def _make_loader(base: type) -> type:
             """Construct a plain scalar with SafeConstructor's own constructor."""
             try:
                 return self.yaml_constructors[node.tag](self, node)
-            except (yaml.YAMLError, ValueError, TypeError, AttributeError):
-                # explicit tags such as ``!!int abc`` fail inside SafeConstructor
-                self._problem(node, path, f"{node.value!r} is not a valid {_short_tag(node.tag)}")
+            except (yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError):
+                # explicit tags such as ``!!int abc`` (``!!bool maybe``: KeyError) fail inside
+                # SafeConstructor, and so does an int past Python's digit limit for int(str)
+                tag = _short_tag(node.tag)
+                self._problem(node, path, f"{_show_scalar(node.value)} is not a valid {tag}"
+                                          f" (allowed: {_SCALAR_FORMS.get(tag, 'a plain value')})")
                 return None
 
         def _mapping(self, node: MappingNode, path: tuple[Hashable, ...]) -> dict[Any, Any]:

@@ -24,14 +24,25 @@ What an expression may use:
 Not allowed: imports, lambdas, ``:=``, ``await``/``yield``, names starting with ``__``,
 any other attribute, calls to anything else.
 
-Resource limits (per evaluation; exceeding one raises :class:`ExpressionError`):
-``range()`` length :data:`MAX_RANGE`; the size of one sequence built by ``*``, ``+``,
-``join``, ``replace``, padding methods or unpacking :data:`MAX_SEQUENCE`; the total of
-items and characters built :data:`MAX_ALLOC`; comprehension iterations
-:data:`MAX_ITERATIONS`; integer results of ``*``, ``**`` and ``<<``
-:data:`MAX_INT_BITS` bits; format widths and precisions :data:`MAX_FORMAT_WIDTH`.
+Resource limits (per evaluation; exceeding one raises :class:`ExpressionError` naming the
+operation and the limit): ``range()`` length :data:`MAX_RANGE`; the size of one value
+built :data:`MAX_SEQUENCE` items or characters, and the total of items and characters
+built :data:`MAX_ALLOC`; comprehension iterations :data:`MAX_ITERATIONS`; integer results
+of ``*``, ``**`` and ``<<`` :data:`MAX_INT_BITS` bits; format widths and precisions
+:data:`MAX_FORMAT_WIDTH`. Every operation that builds a value is charged: ``*``, ``+``,
+slices, unpacking, displays' ``*``/``**``, the text methods (``upper``, ``split``,
+``encode``... charged the owner's length, ``join``/``replace``/padding their result),
+``copy`` and the set operations, ``list()``/``tuple()``/``set()``/``dict()``/``sorted()``,
+lazy results, and the text of ``str()``, f-strings, ``%`` and template embedding. The
+charge is taken *before* the value is built wherever its size is known from the operands;
+an iterator is copied one item at a time and refused once past the limit. Text written
+from a container (``str([...])``, ``f'{x}'``, ``'%s' % x``, JSON in a template) repeats a
+shared item at each place (``[[[0] * 1000] * 1000] * 300`` is 3,300 items in memory but
+900 M characters as text), so its size is estimated first by a walk that visits each
+container once and stops at the limit, and the text actually written is charged after.
 The source is at most :data:`MAX_SOURCE_CHARS` characters and :data:`MAX_DEPTH` nodes
-deep, which also bounds the evaluator's recursion (there are no user functions).
+deep, which also bounds the evaluator's recursion (there are no user functions). The
+text of a template string (all its parts) is at most :data:`MAX_SEQUENCE` characters.
 
 Templates (:func:`compile_template`), the type-preserving rule:
 
@@ -52,7 +63,11 @@ Templates (:func:`compile_template`), the type-preserving rule:
 Results that are lazy iterables (``range``, ``zip``, ``enumerate``, ``reversed``, dict
 views, generator expressions) are turned into lists, as Platypush turned ranges into lists.
 
-Secrets (:class:`~pihub.config.yamlsrc.Secret`, from ``!env``/``!file``), one rule: inside
+A Secret (:class:`~pihub.config.yamlsrc.Secret`, from ``!env``/``!file``) where a template
+or an expression is expected is literal text: it is never parsed for ``${...}``, so its
+value can neither be expanded nor shown in a syntax error.
+
+Secrets inside expressions, one rule: inside
 an expression or template a Secret is its **real text**, on every path, because the value
 goes to an action that needs it (a token in a URL or a header). ``${s}``, ``"a ${s} b"``,
 ``${f'{s}'}`` (any ``!s``/``!r``/``!a`` conversion and format spec), ``${str(s)}``,
@@ -72,12 +87,23 @@ import ast
 import dataclasses
 import datetime as _dt
 import functools
+import itertools
 import json
 import operator
 import re
 import types
 from collections import ChainMap
-from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    Sized,
+    ValuesView,
+)
 from typing import Any
 
 from pihub.config.yamlsrc import Secret
@@ -125,18 +151,37 @@ class _Budget:
         if self.iterations < 0:
             raise _Fail(f"comprehensions ran more than {MAX_ITERATIONS} iterations")
 
-    def charge(self, size: int) -> None:
-        """Count ``size`` items or characters about to be built.
+    def check(self, size: int, what: str = "", *, estimate: bool = False) -> None:
+        """Refuse, before it is built, a value of ``size`` items or characters that could not be charged.
+
+        Args:
+            size: the value's size, or an estimate of it.
+            what: the operation building it (``"str()"``, ``"list.copy()"``), for the message.
+            estimate: ``size`` is a lower bound (the message says "at least").
+
+        Raises:
+            _Fail: when ``size`` exceeds :data:`MAX_SEQUENCE` or what is left of :data:`MAX_ALLOC`.
+        """
+        doing = f"{what}: " if what else ""
+        if size > MAX_SEQUENCE:
+            raise _Fail(f"{doing}result of {'at least ' if estimate else ''}{size} items or characters exceeds the limit of {MAX_SEQUENCE}")
+        if size > self.alloc:
+            raise _Fail(f"{doing}expression built more than {MAX_ALLOC} items or characters in total")
+
+    def charge(self, size: int, what: str = "") -> None:
+        """Count ``size`` items or characters about to be built (see :meth:`check`).
 
         Raises:
             _Fail: when one sequence exceeds :data:`MAX_SEQUENCE` or the evaluation's total
                 exceeds :data:`MAX_ALLOC`.
         """
-        if size > MAX_SEQUENCE:
-            raise _Fail(f"result of {size} items or characters exceeds the limit of {MAX_SEQUENCE}")
+        self.check(size, what)
         self.alloc -= size
-        if self.alloc < 0:
-            raise _Fail(f"expression built more than {MAX_ALLOC} items or characters in total")
+
+    @property
+    def room(self) -> int:
+        """The most items or characters one value may still have."""
+        return min(MAX_SEQUENCE, self.alloc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,27 +229,135 @@ _CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
 
 
 def _has_secret(value: Any) -> bool:
-    """True when ``value`` is a Secret or a list/tuple/set/dict holding one (at any depth)."""
-    if isinstance(value, Secret):
-        return True
-    kind = type(value)
-    if kind not in _CONTAINERS:
-        return False
-    if kind is dict:
-        return any(_has_secret(k) or _has_secret(v) for k, v in value.items())
-    return any(_has_secret(v) for v in value)
+    """True when ``value`` is a Secret or a list/tuple/set/dict holding one (at any depth).
+
+    Each container is looked at once, however often it is shared (``[[x] * 1000] * 1000``).
+    """
+    seen: set[int] = set()
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, Secret):
+            return True
+        kind = type(v)
+        if kind not in _CONTAINERS or id(v) in seen:
+            continue
+        seen.add(id(v))
+        if kind is dict:
+            todo.extend(v.keys())
+            todo.extend(v.values())
+        else:
+            todo.extend(v)
+    return False
 
 
-def _unsecret(value: Any) -> Any:
-    """``value`` with each Secret in it (at any depth of lists/tuples/sets/dicts) as a plain str."""
+def _unsecret(value: Any, done: dict[int, Any] | None = None) -> Any:
+    """``value`` with each Secret in it (at any depth of lists/tuples/sets/dicts) as a plain str.
+
+    A container shared inside ``value`` is converted once and stays shared in the result.
+    """
     if isinstance(value, Secret):
         return value.reveal()
     kind = type(value)
-    if kind is dict:
-        return {_unsecret(k): _unsecret(v) for k, v in value.items()}
-    if kind in _CONTAINERS:
-        return kind(_unsecret(v) for v in value)
-    return value
+    if kind not in _CONTAINERS:
+        return value
+    if done is None:
+        done = {}
+    out = done.get(id(value))
+    if out is None:
+        if kind is dict:
+            out = {_unsecret(k, done): _unsecret(v, done) for k, v in value.items()}
+        else:
+            out = kind(_unsecret(v, done) for v in value)
+        done[id(value)] = out
+    return out
+
+
+_SCALAR_TEXT = {bool: 4, type(None): 4, float: 3, complex: 2}  # fewest characters each type prints
+
+
+def _text_size(value: Any, limit: int) -> int:
+    """A lower bound of the characters ``str()``, ``repr()`` or JSON write for ``value``.
+
+    The text repeats a shared value at each place it appears, so it can be far larger than
+    the memory ``value`` takes (``[[[0] * 1000] * 1000] * 300`` is 3,300 items that print
+    as 900 M characters). Each container is walked once (its size is remembered), and a
+    container's walk stops once its count passes ``limit``, so the cost stays near
+    ``min(limit, distinct items)`` steps.
+
+    Returns:
+        The estimate; above ``limit`` when the text would be larger than ``limit``.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(v: Any) -> int:
+        kind = type(v)
+        if isinstance(v, str):
+            return len(v) + 2
+        if isinstance(v, int) and kind is not bool:
+            return max(v.bit_length() - 1, 0) * 3 // 10 + 1  # v >= 2**(bit_length-1): its digits, at least
+        fixed = _SCALAR_TEXT.get(kind)
+        if fixed is not None:
+            return fixed
+        if isinstance(v, (bytes, bytearray)):
+            return len(v) + 3
+        known = sizes.get(id(v))
+        if known is not None:
+            return known
+        sizes[id(v)] = 5  # while it is walked: a container inside itself prints as [...]
+        total = 0  # brackets and separators: 2 a list item (", "), 4 a dict item (", " and ": ")
+        if isinstance(v, Mapping):
+            for k, item in v.items():
+                total += size(k) + size(item) + 4
+                if total > limit:
+                    break
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            for item in v:
+                total += size(item) + 2
+                if total > limit:
+                    break
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            for f in dataclasses.fields(v):
+                total += len(f.name) + size(getattr(v, f.name)) + 3
+                if total > limit:
+                    break
+        else:  # a date, an Event...: values that print in bounded text
+            total = len(repr(v))
+        sizes[id(v)] = total
+        return total
+
+    return size(value)
+
+
+def _collect(values: Any, budget: _Budget, what: str) -> Any:
+    """``values`` charged as a new container of its items, before that container is built.
+
+    Returns:
+        ``values`` itself when it has a length (the caller builds from it), else a list of
+        at most :attr:`_Budget.room` items, taken one by one, so an endless or huge iterator
+        is refused after that many items rather than after all of them (at once when it
+        knows its length: ``reversed()``). That is up to :data:`MAX_SEQUENCE` new items,
+        e.g. ~90 MB of tuples for ``list(enumerate(xs))`` of a huge ``xs``.
+
+    Raises:
+        _Fail: naming ``what`` when the items exceed the limits.
+    """
+    if isinstance(values, Sized):
+        budget.charge(len(values), what)
+        return values
+    budget.check(operator.length_hint(values), what)  # reversed(), iter(list) know their length
+    out = list(itertools.islice(values, budget.room + 1))
+    budget.charge(len(out), what)
+    return out
+
+
+def _check_text(value: Any, budget: _Budget, what: str) -> None:
+    """Refuse to write ``value`` as text when its text would exceed the limits (see :func:`_text_size`)."""
+    if type(value) not in _PLAIN_TEXT and not isinstance(value, str):
+        budget.check(_text_size(value, budget.room), what, estimate=True)
+
+
+_PLAIN_TEXT = frozenset({int, float, bool, type(None), complex})
 
 
 def _taint(out: Any) -> Any:
@@ -240,8 +393,25 @@ _BUILTIN_IDS = frozenset(id(f) for f in BUILTINS.values())
 #: Builtins that iterate their arguments: a Secret among them is iterated as Secret characters.
 _ITERATING = frozenset(id(BUILTINS[n]) for n in (
     "min", "max", "sorted", "reversed", "any", "all", "list", "dict", "tuple", "set", "enumerate", "zip"))
-#: Builtins whose result is a new container: its size is charged to the budget.
-_SIZED_RESULTS = frozenset(id(BUILTINS[n]) for n in ("str", "list", "dict", "tuple", "set", "sorted"))
+#: Builtins that copy the items of their first argument into a new container, by id: their name.
+_COPYING = {id(BUILTINS[n]): n for n in ("list", "tuple", "set", "sorted", "dict")}
+
+
+def _precheck_builtin(fn: Any, args: list[Any], kwargs: dict[str, Any], budget: _Budget) -> list[Any]:
+    """Charge what a copying builtin will build, before it runs; returns the args to use.
+
+    ``str()`` of a container is only checked here (its size is estimated by
+    :func:`_text_size`); the call site charges the text it actually built.
+    """
+    name = _COPYING.get(id(fn))
+    if name is not None:
+        if args:
+            args = [_collect(args[0], budget, f"{name}()"), *args[1:]]
+        if kwargs:
+            budget.charge(len(kwargs), f"{name}()")
+    elif fn is _str and len(args) == 1:
+        _check_text(args[0], budget, "str()")
+    return args
 
 # --------------------------------------------------------------------------------------------
 # whitelisted attributes
@@ -337,27 +507,73 @@ def _seq_len(value: Any) -> int | None:
     return len(value) if isinstance(value, (str, bytes, list, tuple)) else None
 
 
+#: Methods of str/bytes that only look at the text (their result is a bool, int or index).
+_TEXT_QUERIES = frozenset({
+    "startswith", "endswith", "count", "index", "rindex", "find", "rfind", "isdigit", "isalpha",
+    "isalnum", "isnumeric", "isdecimal", "isspace", "islower", "isupper", "istitle",
+})
+#: str/bytes methods whose result :func:`_precheck_method` charges in full before the call.
+_TEXT_PRECHARGED = _PADDING | {"join", "replace"}
+_SET_GROWING = frozenset({"union", "symmetric_difference"})
+
+
+def _method_name(fn: Any) -> str:
+    """``str.upper()``-style name of a bound method, for messages."""
+    return f"{type(fn.__self__).__name__}.{fn.__name__}()"
+
+
 def _precheck_method(fn: Any, args: list[Any], budget: _Budget) -> list[Any]:
-    """Bound the result of the methods that can build large strings; returns the args to use."""
+    """Charge, before the call, what a method that builds a value will build; returns the args to use.
+
+    Text methods are charged the owner's length (their result is at most a small multiple
+    of it; :func:`_charge_method_result` charges any excess), except ``join``, ``replace``
+    and padding, charged their exact or largest result. ``copy`` and the set operations are
+    charged the items they copy.
+    """
     name = fn.__name__
     owner = fn.__self__
+    what = _method_name(fn)
     if not isinstance(owner, (str, bytes)):
+        if name == "copy" and isinstance(owner, Sized):
+            budget.charge(len(owner), what)
+        elif name in _SET_GROWING:
+            budget.charge(len(owner) + sum(len(a) for a in args if isinstance(a, Sized)), what)
+        elif name in ("intersection", "difference"):
+            budget.charge(len(owner), what)
+        return args
+    if name in _TEXT_QUERIES:
         return args
     if name == "join" and args:
-        items = list(args[0])
+        items = list(_collect(args[0], budget, what))
         total = sum(len(x) for x in items if isinstance(x, (str, bytes)))
         total += len(owner) * max(len(items) - 1, 0)
-        budget.charge(total)
+        budget.charge(total, what)
         return [items, *args[1:]]
     if name == "replace" and len(args) >= 2 and isinstance(args[0], type(owner)):
         old, new = args[0], args[1]
+        grows = 0
         if isinstance(new, type(owner)) and len(new) > len(old):
             # old is of owner's type (checked above), a link mypy cannot follow through type(owner)
             n = owner.count(old) if old else len(owner) + 1  # type: ignore[arg-type]
-            budget.charge(len(owner) + n * (len(new) - len(old)))
+            grows = n * (len(new) - len(old))
+        budget.charge(len(owner) + grows, what)
     elif name in _PADDING and args and isinstance(args[0], int):
-        budget.charge(max(args[0], len(owner)))
+        budget.charge(max(args[0], len(owner)), what)
+    else:
+        budget.charge(len(owner), what)
     return args
+
+
+def _charge_method_result(fn: Any, out: Any, budget: _Budget) -> None:
+    """Charge what a text method built beyond its precharge (an encoding's wider bytes, split's items)."""
+    owner = fn.__self__
+    if not isinstance(owner, (str, bytes)) or fn.__name__ in _TEXT_QUERIES or fn.__name__ in _TEXT_PRECHARGED:
+        return
+    if isinstance(out, (str, bytes)):
+        if len(out) > len(owner):
+            budget.charge(len(out) - len(owner), _method_name(fn))
+    elif isinstance(out, (list, tuple)):
+        budget.charge(len(out), _method_name(fn))
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,7 +619,7 @@ def _add(a: Any, b: Any, budget: _Budget) -> Any:
     return _taint(out) if isinstance(a, Secret) or isinstance(b, Secret) else out
 
 
-_PERCENT_DIRECTIVE = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_PERCENT_DIRECTIVE = re.compile(r"%(?:\(([^)]*)\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _SPEC_NUMBER = re.compile(r"\d+")
 
 
@@ -411,12 +627,23 @@ def _mod(a: Any, b: Any, budget: _Budget) -> Any:
     """``a % b``; for printf-style formatting, widths are limited and ``*`` refused."""
     if isinstance(a, (str, bytes)):
         text = a if isinstance(a, str) else a.decode("latin-1")
+        # the text is at least the format plus its widths plus each value written (a mapping's
+        # value once per '%(key)s' naming it), estimated before any of it is written
+        room = budget.room
+        size = len(a) + (0 if isinstance(b, Mapping) else _text_size(b, room))
         for m in _PERCENT_DIRECTIVE.finditer(text):
-            for num in m.groups():
+            key, *nums = m.groups()
+            for num in nums:
                 if num == "*":
                     raise _Fail("'*' widths are not allowed in %-formatting")
                 if num and int(num) > MAX_FORMAT_WIDTH:
                     raise _Fail(f"%-format width {num} exceeds the limit of {MAX_FORMAT_WIDTH}")
+                size += int(num) if num else 0
+            if isinstance(b, Mapping):
+                size += _text_size(b.get(key) if key is not None else b, room)
+            if size > room:
+                break
+        budget.check(size, "%-formatting", estimate=True)
         secret = isinstance(a, str) and (_has_secret(a) or _has_secret(b))
         out = _unsecret(a) % _unsecret(b) if secret else a % b
         budget.charge(len(out))
@@ -474,9 +701,7 @@ def _materialize(value: Any, budget: _Budget) -> Any:
     if type(value) in _EAGER_TYPES:  # the common case, without the slower ABC checks
         return value
     if isinstance(value, (range, KeysView, ValuesView, ItemsView, Iterator)):
-        out = list(value)
-        budget.charge(len(out))
-        return out
+        return list(_collect(value, budget, "result"))
     return value
 
 
@@ -722,11 +947,15 @@ class _Compiler:
                 # a str method on a Secret, or given one (join, replace...), builds secret text
                 secret = isinstance(fn.__self__, str) and (
                     isinstance(fn.__self__, Secret) or any(_has_secret(a) for a in args))
-            elif id(fn) in _ITERATING and any(isinstance(a, Secret) for a in args):
-                args = [_secret_chars(a) for a in args]
+            else:
+                if id(fn) in _ITERATING and any(isinstance(a, Secret) for a in args):
+                    args = [_secret_chars(a) for a in args]
+                args = _precheck_builtin(fn, args, kwargs, budget)
             out = fn(*args, **kwargs)
-            if id(fn) in _SIZED_RESULTS:
-                budget.charge(len(out))
+            if isinstance(fn, _METHOD_TYPES):
+                _charge_method_result(fn, out, budget)
+            elif fn is _str:
+                budget.charge(len(out), "str()")
             return _taint(out) if secret else out
 
         return call
@@ -739,6 +968,7 @@ class _Compiler:
 
         def formatted(names: Names, budget: _Budget) -> str:
             v = value(names, budget)
+            _check_text(v, budget, "f-string")
             secret = _has_secret(v)
             if secret:
                 v = _unsecret(v)  # the real text, whatever the conversion and spec
@@ -886,9 +1116,28 @@ class Expr:
             ExpressionError: naming the expression and the problem (undefined name with a
                 suggestion, limit exceeded, a failing operation...).
         """
+        return self._evaluate(names, _materialize)
+
+    def text(self, names: Names) -> str:
+        """Evaluate over ``names`` and write the value into text, as a template embeds it.
+
+        The text is charged to the evaluation's budget, so a value that would write more
+        than the limits allow is refused before it is written.
+
+        Returns:
+            The value as text (see :func:`_embed`); a Secret when it holds one.
+
+        Raises:
+            ExpressionError: as :meth:`value`, and for a value JSON cannot write.
+        """
+        text: str = self._evaluate(names, _embed)
+        return text
+
+    def _evaluate(self, names: Names, finish: Callable[[Any, _Budget], Any]) -> Any:
+        """Evaluate, pass the value and the budget to ``finish``; every failure an ExpressionError."""
         budget = _Budget()
         try:
-            return _materialize(self._fn(names, budget), budget)
+            return finish(self._fn(names, budget), budget)
         except _Fail as e:
             raise ExpressionError(f"expression {self.source!r}: {e}") from None
         except ExpressionError:
@@ -980,6 +1229,12 @@ def compile_expr(text: str) -> Expr:
     Raises:
         ExpressionError: for invalid or disallowed syntax, or text outside the ``${...}``.
     """
+    if isinstance(text, Secret):  # literal text, never parsed: a constant
+
+        def secret(names: Names, budget: _Budget) -> Any:
+            return text
+
+        return Expr(text, secret)
     s = text.strip()
     if s.startswith("${"):
         end = _find_close(s, 2)
@@ -998,27 +1253,29 @@ def compile_expr(text: str) -> Expr:
 Render = Callable[[Names], Any]
 
 
-def _embed(value: Any) -> str:
+def _embed(value: Any, budget: _Budget) -> str:
     """How a value is written into surrounding text: JSON for list/tuple/dict, else ``str``.
 
-    A Secret, or a container holding one, gives its real text as a Secret.
+    A Secret, or a container holding one, gives its real text as a Secret. The text is
+    checked against ``budget`` before it is written and charged after.
+
+    Raises:
+        _Fail: for text over the limits, or a value JSON cannot write.
     """
+    value = _materialize(value, budget)
     if isinstance(value, str):
         return value
+    _check_text(value, budget, "writing the value into the template")
     if isinstance(value, (list, tuple, dict)):
-        text = json.dumps(value, cls=Encoder)  # a Secret is a str: JSON holds its real text
-        return Secret(text) if _has_secret(value) else text
-    return _str(value)
-
-
-def _embed_value(expr: Expr, names: Names) -> str:
-    """``expr``'s value written into text; a value JSON cannot write is an ExpressionError."""
-    value = expr.value(names)
-    try:
-        return _embed(value)
-    except (TypeError, ValueError) as e:  # a dict with tuple keys, a circular list...
-        raise ExpressionError(f"expression {expr.source!r}: its {type(value).__name__} value cannot be"
-                              f" written into text ({e})") from None
+        try:
+            text = json.dumps(value, cls=Encoder)  # a Secret is a str: JSON holds its real text
+        except (TypeError, ValueError) as e:  # a dict with tuple keys, a circular list...
+            raise _Fail(f"its {type(value).__name__} value cannot be written into text ({e})") from None
+        out = Secret(text) if _has_secret(value) else text
+    else:
+        out = _str(value)
+    budget.charge(len(out), "writing the value into the template")
+    return out
 
 
 def _copy_plain(value: Any) -> Any:
@@ -1100,7 +1357,7 @@ def _compile_node(value: Any, path: tuple[str | int, ...],
                   errors: list[tuple[tuple[str | int, ...], ExpressionError]] | None) -> Compiled:
     """Compile one value; returns its renderer and, when it holds no expression, its value."""
     if isinstance(value, str):
-        if "${" not in value:
+        if "${" not in value or isinstance(value, Secret):  # a secret is literal text, never parsed
             return _const(value), value
         try:
             parts = _parse_string(value)
@@ -1163,7 +1420,12 @@ def _interpolation(parts: list[str | Expr]) -> Render:
     """A renderer joining literal text and embedded values into one string."""
 
     def interpolate(names: Names) -> str:
-        texts = [p if isinstance(p, str) else _embed_value(p, names) for p in parts]
+        texts = [p if isinstance(p, str) else p.text(names) for p in parts]
+        size = sum(map(len, texts))
+        if size > MAX_SEQUENCE:
+            first = next(p for p in parts if isinstance(p, Expr))
+            raise ExpressionError(f"template with ${{{first.source}}}...: its text of {size} characters"
+                                  f" exceeds the limit of {MAX_SEQUENCE}")
         out = "".join(texts)
         return Secret(out) if any(isinstance(t, Secret) for t in texts) else out
 
@@ -1191,10 +1453,11 @@ def compile_template(value: Any, *,
 def has_templates(value: Any) -> bool:
     """True if any string inside ``value`` (dict values, list items) contains ``${``.
 
-    Escaped ``\\${`` counts too: such a value still needs :func:`compile_template`.
+    Escaped ``\\${`` counts too: such a value still needs :func:`compile_template`. A
+    Secret never counts: its text is literal.
     """
     if isinstance(value, str):
-        return "${" in value
+        return "${" in value and not isinstance(value, Secret)
     if isinstance(value, dict):
         return any(has_templates(v) for v in value.values())
     if isinstance(value, list):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from pihub.config.yamlsrc import (
 )
 
 BOTH = pytest.mark.parametrize("pure", [False, True], ids=["default-loader", "pure-loader"])
+#: Python's int-from-text digit limit (4300 unless PYTHONINTMAXSTRDIGITS says otherwise)
+LIMIT = sys.get_int_max_str_digits()
 
 
 def parse(text: str, file: str = "/cfg/c.yaml", *, env: dict[str, str] | None = None, pure: bool = False):
@@ -172,9 +175,25 @@ def test_standard_tags_other_than_plain_values_are_refused() -> None:
     ]
 
 
-def test_bad_explicit_scalar_is_a_problem() -> None:
-    doc = parse("n: !!int abc\n")
-    assert messages(doc) == ["/cfg/c.yaml:1:4: n: 'abc' is not a valid !!int"]
+def test_bad_explicit_scalar_is_a_problem_that_says_what_is_allowed() -> None:
+    doc = parse("n: !!int abc\nb: !!bool maybe\n")
+    assert messages(doc) == [
+        f"/cfg/c.yaml:1:4: n: 'abc' is not a valid !!int (allowed: an integer of at most {LIMIT} digits:"
+        " decimal, 0x hex, 0o octal or 0b binary)",
+        "/cfg/c.yaml:2:4: b: 'maybe' is not a valid !!bool (allowed: true or false)",
+    ]
+
+
+@BOTH
+def test_an_integer_past_the_digit_limit_is_a_short_problem(pure: bool) -> None:
+    # valid YAML, but Python's int() refuses more than LIMIT digits (quadratic-time conversion)
+    digits = "1" + "0" * LIMIT
+    doc = parse(f"v: {digits}\nw: -{'7' * LIMIT}\n", pure=pure)
+    [problem] = doc.problems
+    assert str(problem) == (f"/cfg/c.yaml:1:4: v: '100000000000000000000000000000...0000000000' ({LIMIT + 1} digits)"
+                            f" is not a valid !!int (allowed: an integer of at most {LIMIT} digits: decimal,"
+                            " 0x hex, 0o octal or 0b binary)")
+    assert doc.value == {"v": None, "w": -int("7" * LIMIT)}
 
 
 @BOTH

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import tracemalloc
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +17,7 @@ from hypothesis import strategies as st
 from pihub.engine import expr as expr_mod
 from pihub.engine.expr import compile_expr, compile_template, has_templates
 from pihub.errors import ExpressionError
+from pihub.messages import Encoder
 
 
 def value(text: str, **names: Any) -> Any:
@@ -198,6 +203,102 @@ def test_resource_limits_end_with_an_expression_error(text: str, problem: str) -
     with pytest.raises(ExpressionError) as info:
         e.value({"x": 1})
     assert problem in str(info.value)
+
+
+@contextlib.contextmanager
+def peak_memory(limit: int) -> Iterator[None]:
+    """Fail when the block's allocations peak above ``limit`` bytes (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        yield
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"peak {peak} bytes"
+
+
+SHARED = [[[0] * 1000] * 1000] * 300  # 3,300 items in memory, 900 M characters as text
+
+
+@pytest.mark.parametrize(("text", "names", "operation", "peak_mib"), [
+    ("len([l.copy() for l in [[0] * 1000000] for _ in range(200)])", {}, "list.copy()", 40),
+    # a dict or set entry takes ~50 bytes, so the items MAX_ALLOC allows take ~100 MB
+    ("[d.copy() for _ in range(100)]", {"d": dict.fromkeys(range(100_000))}, "dict.copy()", 160),
+    ("[t.union(t) for _ in range(100)]", {"t": set(range(100_000))}, "set.union()", 160),
+    ("len(str([[[0] * 1000] * 1000] * 300))", {}, "str()", 40),
+    ("str(x)", {"x": SHARED}, "str()", 40),
+    ("f'{x}'", {"x": SHARED}, "f-string", 40),
+    ("f'{x!r:>5}'", {"x": SHARED}, "f-string", 40),
+    ("'%s' % (x,)", {"x": SHARED}, "%-formatting", 40),
+    ("'%(a)s' % {'a': x}", {"x": SHARED}, "%-formatting", 40),
+    ("('%(a)s' * 1000) % {'a': s}", {"s": "x" * 10_000}, "%-formatting", 40),
+    ("[s.upper() for _ in range(100)]", {"s": "a" * 100_000}, "str.upper()", 40),
+    ("[s.strip('x') for _ in range(100)]", {"s": "x" + "a" * 100_000}, "str.strip()", 40),
+    ("[s.replace('a', '') for _ in range(100)]", {"s": "ab" * 50_000}, "str.replace()", 40),
+    ("[s.split(',') for _ in range(100)]", {"s": "a," * 50_000}, "str.split()", 40),
+    ("[s.encode() for _ in range(100)]", {"s": "a" * 100_000}, "str.encode()", 40),
+    ("[b.hex() for _ in range(100)]", {"b": b"a" * 100_000}, "bytes.hex()", 40),
+    # an iterator of unknown length is copied item by item up to the limit: 1 M tuples here
+    ("list(enumerate(xs))", {"xs": [0] * 3_000_000}, "list()", 128),
+    ("sorted(xs)", {"xs": [0] * 1_500_000}, "sorted()", 40),
+    ("[tuple(xs) for _ in range(3)]", {"xs": [0] * 900_000}, "tuple()", 40),
+    ("set(reversed(xs))", {"xs": [0] * 1_500_000}, "set()", 40),
+    ("reversed(xs)", {"xs": [0] * 1_500_000}, "result", 40),
+])
+def test_every_operation_that_builds_a_value_is_charged_before_it_builds(
+        text: str, names: dict[str, Any], operation: str, peak_mib: int) -> None:
+    # the attack's expressions reached 1.55 GB, or 49 s and 883 MB before being refused
+    with peak_memory(peak_mib << 20), pytest.raises(ExpressionError) as info:
+        compile_expr(text).value(names)
+    message = str(info.value)
+    assert f"{operation}: " in message
+    assert f"limit of {expr_mod.MAX_SEQUENCE}" in message or f"more than {expr_mod.MAX_ALLOC}" in message
+
+
+def test_a_shared_container_embedded_in_a_template_is_refused_before_it_is_written() -> None:
+    # the attack's template wrote 60 M characters without an error
+    with peak_memory(40 << 20), pytest.raises(ExpressionError, match=(
+            r"expression '\[\[\[0\]\*1000\]\*1000\]\*20': writing the value into the template:"
+            r" result of at least \d+ items or characters exceeds the limit of 1000000")):
+        render("a ${[[[0]*1000]*1000]*20} b")
+    with pytest.raises(ExpressionError, match="writing the value into the template"):
+        render("a ${x} b", x=({1, 2}, SHARED))
+
+
+def test_a_template_string_is_one_bounded_text() -> None:
+    half = "x" * (expr_mod.MAX_SEQUENCE // 2 + 1)
+    with pytest.raises(ExpressionError, match=r"template with \$\{s\}\.\.\.: its text of 1000002 characters"
+                                              r" exceeds the limit of 1000000"):
+        render("${s}${s}", s=half)
+    assert render("${s}${t}", s=half, t="y") == half + "y"
+
+
+def test_text_of_containers_still_works_below_the_limits() -> None:
+    rows = [[0] * 10] * 10
+    assert value("str(x)", x=rows) == str(rows)
+    assert value("f'{x}|{x!r}'", x=rows) == f"{rows}|{rows!r}"
+    assert value("'%s/%(k)s' % {'k': 1}") == "{'k': 1}/1"
+    assert value("'%s-%s' % (x, y)", x=[1], y={"a": (2,)}) == "[1]-{'a': (2,)}"
+    assert render("a ${x} b", x=rows) == f"a {json.dumps(rows)} b"
+    assert value("s.encode('utf-16')", s="ab") == "ab".encode("utf-16")
+    assert value("[d.copy(), t.union([3]), sorted(t), s.split('-')]", d={"a": 1}, t={1, 2}, s="a-b") == [
+        {"a": 1}, {1, 2, 3}, [1, 2], ["a", "b"]]
+    nested = [[["x" * 100] * 100] * 100] * 10  # 10 M characters as text: refused, but 1,000 items is fine
+    assert value("len(str(x[0][0]))", x=nested) == len(str(nested[0][0]))
+
+
+_JSON_LIKE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5) | st.binary(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner) | st.dictionaries(st.text(max_size=3), inner,
+                                                                                   max_size=3),
+    max_leaves=20)
+
+
+@given(_JSON_LIKE)
+def test_text_size_is_a_lower_bound_of_str_and_json(v: Any) -> None:
+    size = expr_mod._text_size([v], 10**9)  # in a list: a str is written as its repr
+    assert size <= len(str([v]))
+    assert size <= len(json.dumps([v], cls=Encoder))
 
 
 def test_large_but_allowed_values_still_work() -> None:
@@ -479,3 +580,32 @@ def test_a_template_embedding_a_secret_in_an_error_shows_stars() -> None:
 def test_a_value_json_cannot_write_into_text_is_an_expression_error() -> None:
     with pytest.raises(ExpressionError, match=r"expression '\{\(1, 2\): 3\}': its dict value cannot be written"):
         compile_template("a ${ {(1, 2): 3} } b").render({})
+
+
+@pytest.mark.parametrize(("real", "names"), [
+    ("Qw${leakedSecretPart}rt", {}),  # was: an error naming 'leakedSecretPart'
+    ("pa${go}ss", {"go": 2}),  # was: silently 'pa2ss'
+    ("Zx9${x", {}),  # was: a config error showing the text and the position
+    ("a\\${b}", {}),
+])
+def test_a_secret_is_literal_text_never_a_template(real: str, names: dict[str, Any]) -> None:
+    from pihub.config.yamlsrc import Secret
+
+    errors: list[Any] = []
+    tpl = compile_template({"args": {"msg": Secret(real)}, "list": [Secret(real)]}, errors=errors)
+    assert errors == [] and tpl.is_constant
+    out = tpl.render(names)
+    assert _is_secret_text(out["args"]["msg"], real) and _is_secret_text(out["list"][0], real)
+    assert _is_secret_text(compile_template(Secret(real)).render(names), real)
+    assert not has_templates(Secret(real)) and not has_templates({"k": [Secret(real)]})
+    assert _is_secret_text(compile_expr(Secret(real)).value(names), real)
+    assert "***" in repr(compile_expr(Secret(real))) and real not in repr(compile_expr(Secret(real)))
+
+
+def test_a_secret_from_the_config_is_not_expanded() -> None:
+    from pihub.config.yamlsrc import parse_document
+
+    doc = parse_document("msg: !env PW\nplain: 'pa${go}ss'\n", "/cfg/c.yaml", environ={"PW": "pa${go}ss"})
+    assert doc.problems == []
+    out = compile_template(doc.value).render({"go": 2})
+    assert _is_secret_text(out["msg"], "pa${go}ss") and out["plain"] == "pa2ss"
