@@ -40,9 +40,10 @@ a thread pool: new dependencies, slower per request, and no deadline for a reque
 trickles in). Chosen: cheroot, with :class:`_ConnectionManager` in place of its own. It
 receives each whole request (head, and a body up to ``max_body``) without blocking in
 cheroot's selector thread, TLS handshake included, and only then queues it for a worker.
-Waiting costs a file descriptor, never a thread. Measured with ``bench/bench_http.py``
-(``http.attack``: a real ``pihub run``, 3 rounds of 1,000 sequential ``/execute``,
-alternating; 64 silent sockets and 8 sending a header line every 0.5 s, open during the
+Waiting for a request costs a file descriptor, never a thread (a client slow to *read*
+its responses is bounded by the two write-side limits below). Measured with
+``bench/bench_http.py`` (``http.attack``: a real ``pihub run``, 3 rounds of 1,000
+sequential ``/execute``, alternating; 64 silent sockets and 8 sending a header line every 0.5 s, open during the
 round): p50 0.51 ms without and 0.51 ms with the attack, p99 1.0-3.4 ms both ways (a
 shared, busy VM), RSS 38.3 vs 38.5 MiB; cheroot's own manager: no answer at all.
 
@@ -52,6 +53,24 @@ arrive whole within 10 s of its first byte (else 408 and close); 128 kept-alive
 connections (counting those waiting for a request); request headers at most 32 KiB; two
 different ``Content-Length`` headers are a 400 at once. Request *bodies* are limited by
 the app (``http.max_body``), which answers 413 in JSON.
+
+The write side has two bounds (a slow *reader* attack: 12 sockets from one address, each
+pipelining 300 requests for ``/openapi.json`` and reading nothing, held all 8 workers in
+``send`` and delayed ``/livez`` by up to 16.6 s). **Workers per address**: at most
+``max(1, threads // 2)`` requests from one client address are with workers at a time; a
+further complete request from it is *parked* (in arrival order, costing no thread) and
+handed to a worker when one of that address's workers is done with its connection. A
+parked request waits at most :data:`PARKED_TIMEOUT` s (then a 503 and close); a parked
+client that closes or resets is closed within half a second (the selector's expiry pass).
+So one address, however it behaves, leaves the other half of the workers to everyone
+else; its own further requests (a phone sharing a NAT address with the attacker) wait
+behind its earlier ones. **Write deadline**: a worker waits at most :data:`WRITE_TIMEOUT`
+s for the client to take one response: the head and the first body chunk the app hands
+over share the deadline (for most routes that is the whole response), and each further
+chunk (a file sent in 64 KiB pieces, a frame of the MJPEG stream) gets its own, so a
+stream or a large download over a slow link still works while a client that reads a byte
+now and then is closed (logged at debug) and its worker freed. The socket's own timeout
+(10 s per ``send``) still applies within that.
 
 A chunked body is read and de-chunked here, in the selector thread, never by a worker:
 cheroot's own chunked reader reads a chunk-size line with no length limit and a whole
@@ -75,11 +94,13 @@ and sends nothing stalls every new client for 10 s.
 
 from __future__ import annotations
 
+import collections
 import errno
 import io
 import logging
 import os
 import re
+import select
 import selectors
 import socket
 import ssl
@@ -89,6 +110,7 @@ from typing import Any
 
 from cheroot import connections, wsgi
 from cheroot import server as cheroot_server
+from cheroot.makefile import MakeFile, StreamWriter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from pihub.logs import LogLimiter
@@ -120,6 +142,10 @@ MAX_CHUNK_LINE = 4 * 1024
 MAX_CHUNK_FRAMING = 64 * 1024
 #: Longest ``Content-Length`` value, in digits (10**18 bytes is more than any body).
 MAX_LENGTH_DIGITS = 18
+#: Seconds a worker waits for the client to take one response (see the module docstring).
+WRITE_TIMEOUT = 30
+#: Seconds a complete request may stay parked behind its address's busy workers.
+PARKED_TIMEOUT = 30
 #: Seconds of the first and of the longest pause after ``accept`` failed for lack of fds.
 ACCEPT_PAUSE_FIRST, ACCEPT_PAUSE_MAX = 0.01, 0.5
 #: Seconds between two logged ``accept`` failures (those in between are counted).
@@ -205,6 +231,19 @@ class _Request(cheroot_server.HTTPRequest):
 
     header_reader = _HeaderReader()
     conn: _Connection
+    #: A body chunk was written: each further one gets its own write deadline.
+    _wrote_chunk = False
+
+    def write(self, chunk: bytes) -> None:
+        """Write one body chunk the app handed over (cheroot's), under the write deadline.
+
+        The head and the first chunk share the response's deadline; each further chunk
+        restarts it (:class:`_ResponseIO`).
+        """
+        if self._wrote_chunk:
+            self.conn.response_io.deadline = None
+        self._wrote_chunk = True
+        super().write(chunk)
 
     def respond(self) -> None:
         """cheroot's ``respond``, with the body :class:`_Arrival` de-chunked as ``wsgi.input``.
@@ -369,6 +408,65 @@ class _Arrival:
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 #: ``accept`` errors that mean the process or system is out of something a retry needs.
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: poll() events that mean the peer of a parked connection is gone (RDHUP: Linux only).
+_HANG_UP = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
+
+
+class _ResponseIO(socket.SocketIO):
+    """The socket as a worker writes a response: every send ends by the response's deadline.
+
+    cheroot sends with the socket's timeout per call (10 s), so a client that took a byte
+    every few seconds held a worker for as long as it liked. The first write of a response
+    sets :attr:`deadline` to ``server.write_timeout`` s ahead (:class:`_Connection` clears
+    it for each request, :class:`_Request` for each further body chunk); a send is given
+    only the time left, and past the deadline the write fails with ``ETIMEDOUT``, which
+    cheroot takes as a client gone: it closes the connection without logging.
+
+    The fast path costs a monotonic clock read and no system call: the socket's timeout
+    is lowered (one ``ioctl``) only when less time than it is left.
+    """
+
+    def __init__(self, sock: socket.socket, server: _Server) -> None:
+        super().__init__(sock, "wb")
+        self._socket, self._server = sock, server
+        #: :func:`time.monotonic` by which the current response must be written; None
+        #: until its first write.
+        self.deadline: float | None = None
+
+    def write(self, b: Any) -> int | None:
+        """Send what the socket takes of ``b`` by the deadline; the count sent.
+
+        Raises:
+            TimeoutError: (``errno.ETIMEDOUT``) the deadline passed, or the socket's own
+                timeout did, before the client took anything.
+        """
+        now = time.monotonic()
+        deadline = self.deadline
+        if deadline is None:
+            self.deadline = deadline = now + self._server.write_timeout
+        sock = self._socket
+        try:
+            left = deadline - now
+            if left <= 0:
+                raise TimeoutError
+            timeout = sock.gettimeout()
+            if timeout is None or left < timeout:
+                sock.settimeout(left)
+            return super().write(b)
+        except TimeoutError:
+            log.debug("response to %s not taken within %s: closed", _peer(sock),
+                      f"{self._server.write_timeout} s" if time.monotonic() >= deadline
+                      else f"the socket timeout ({sock.gettimeout()} s)")
+            raise TimeoutError(errno.ETIMEDOUT, "the client did not take the response in time") from None
+
+
+class _ResponseWriter(StreamWriter):
+    """cheroot's buffered socket writer, over a :class:`_ResponseIO`."""
+
+    def __init__(self, raw: _ResponseIO, bufsize: int) -> None:
+        # StreamWriter's own __init__ builds a plain SocketIO: skip to its base's
+        super(StreamWriter, self).__init__(raw, bufsize)
+        self.bytes_written = 0
 
 
 class _Connection(cheroot_server.HTTPConnection):
@@ -383,10 +481,27 @@ class _Connection(cheroot_server.HTTPConnection):
     chunked_body: bytes | None = None
     #: :attr:`chunked_body` was cut at ``max_body + 1`` bytes.
     body_cut = False
+    #: A worker has (or is about to get) this connection: counted in its address's workers.
+    working = False
+    #: :func:`time.monotonic` when it was parked behind its address's workers; else None.
+    parked_at: float | None = None
+
+    def __init__(self, server: _Server, sock: socket.socket, makefile: Any = MakeFile) -> None:
+        super().__init__(server, sock, makefile)
+        #: What the worker writes through, under its deadline (cheroot's writer buffers over it).
+        self.response_io = _ResponseIO(sock, server)
+        self.wfile = _ResponseWriter(self.response_io, self.wbufsize)
+
+    def communicate(self) -> bool:
+        """Serve one request (cheroot's), its response under a fresh write deadline."""
+        self.response_io.deadline = None
+        return bool(super().communicate())  # type: ignore[no-untyped-call]  # cheroot: untyped
 
     def close(self) -> None:
         """Close the socket and give back the connection's place in the limits."""
         try:
+            # unsent bytes of a response cut at its deadline are dropped, not flushed at GC
+            self.response_io.close()
             super().close()
         finally:
             manager = getattr(self.server, "_connections", None)
@@ -422,6 +537,14 @@ class _ConnectionManager(connections.ConnectionManager):
     ``timeout`` (idle); a request that started arriving must be complete within
     ``request_timeout`` seconds of its first byte, else it gets a 408 and is closed.
     TLS handshakes run here too, non-blocking, so a silent TLS client costs nothing either.
+
+    Workers per address: a complete request goes to a worker only while fewer than
+    ``server.max_workers_per_address`` connections of its address are with workers;
+    otherwise it is parked (its connection in a per-address queue, out of the selector)
+    and handed over, oldest first, when a worker is done with a connection of that
+    address (:meth:`put`, or the connection's close). A parked request older than
+    :data:`PARKED_TIMEOUT` gets a 503 and is closed, and so is a parked client seen
+    gone (hang-up, reset) by the expiry pass.
     """
 
     # cheroot's private _ThreadsafeSelector, set by its __init__; its stub has no _selector
@@ -432,6 +555,10 @@ class _ConnectionManager(connections.ConnectionManager):
         self._limits_lock = threading.Lock()
         self._open = 0
         self._by_address: dict[str, int] = {}
+        #: address -> its connections with workers (or queued for one); no entry for 0.
+        self._working: dict[str, int] = {}
+        #: address -> its parked connections, oldest first; no entry when none.
+        self._parked: dict[str, collections.deque[_Connection]] = {}
         #: Connections closed at accept because a limit was reached.
         self.refused = 0
         #: ``accept`` calls that failed for want of file descriptors (or kernel memory).
@@ -487,7 +614,11 @@ class _ConnectionManager(connections.ConnectionManager):
         return admitted
 
     def release(self, conn: _Connection) -> None:
-        """Give back a closed connection's place in the limits (once)."""
+        """Give back a closed connection's place in the limits, its worker or parking place (once)."""
+        if conn.working:
+            self._worker_done(conn)
+        elif conn.parked_at is not None:
+            self._unpark(conn)
         with self._limits_lock:
             if not conn.admitted:
                 return
@@ -505,9 +636,110 @@ class _ConnectionManager(connections.ConnectionManager):
         """Connections admitted and not yet closed."""
         return self._open
 
+    def workers_by_address(self) -> dict[str, tuple[int, int]]:
+        """address -> (connections with workers, parked connections), for addresses with any."""
+        with self._limits_lock:
+            return {a: (self._working.get(a, 0), len(self._parked.get(a, ())))
+                    for a in self._working.keys() | self._parked.keys()}
+
+    # -- workers per address
+    def _to_worker(self, conn: _Connection) -> None:
+        """Queue ``conn`` (its request complete) for a worker, or park it behind its address's."""
+        address = conn.remote_addr or ""
+        with self._limits_lock:
+            working = self._working.get(address, 0)
+            if working >= self.server.max_workers_per_address:
+                conn.parked_at = time.monotonic()
+                self._parked.setdefault(address, collections.deque()).append(conn)
+                return
+            self._working[address] = working + 1
+            conn.working = True
+        self.server.dispatch(conn)
+
+    def _worker_done(self, conn: _Connection) -> None:
+        """A worker is done with ``conn``: its place goes to its address's oldest parked one."""
+        address = conn.remote_addr or ""
+        with self._limits_lock:
+            if not conn.working:
+                return
+            conn.working = False
+            parked = self._parked.get(address)
+            if parked:
+                follower = parked.popleft()
+                if not parked:
+                    del self._parked[address]
+                follower.parked_at, follower.working = None, True
+            else:
+                follower = None
+                left = self._working.get(address, 1) - 1
+                if left > 0:
+                    self._working[address] = left
+                else:
+                    self._working.pop(address, None)
+        if follower is not None:
+            self.server.dispatch(follower)
+
+    def _unpark(self, conn: _Connection) -> bool:
+        """Take ``conn`` out of its address's parked queue; False if it was not there."""
+        address = conn.remote_addr or ""
+        with self._limits_lock:
+            if conn.parked_at is None:
+                return False
+            conn.parked_at = None
+            parked = self._parked.get(address)
+            if parked is not None:
+                parked.remove(conn)
+                if not parked:
+                    del self._parked[address]
+            return True
+
+    def _expire_parked(self) -> None:
+        """Close parked connections whose client is gone, and 503 those parked too long."""
+        with self._limits_lock:
+            parked = [conn for queue in self._parked.values() for conn in queue]
+        if not parked:
+            return
+        poller = select.poll()
+        by_fd: dict[int, _Connection] = {}
+        gone: set[_Connection] = set()
+        for conn in parked:
+            try:
+                fd = conn.socket.fileno()
+            except (OSError, ValueError):
+                fd = -1
+            if fd < 0:
+                gone.add(conn)
+            else:
+                by_fd[fd] = conn
+                poller.register(fd, _HANG_UP)
+        # a half-close counts as gone, as a read of end-of-stream would
+        gone.update(by_fd[fd] for fd, _ in poller.poll(0))
+        now = time.monotonic()
+        for conn in parked:
+            parked_at = conn.parked_at
+            late = conn not in gone and parked_at is not None and now - parked_at > PARKED_TIMEOUT
+            if (late or conn in gone) and self._unpark(conn):
+                if late:
+                    log.debug("request from %s parked longer than %s s behind its address's workers: 503",
+                              _peer(conn.socket), PARKED_TIMEOUT)
+                    _send_quietly(conn.socket, _error_response(
+                        503, "too many requests from this address are being served; try again later",
+                        conn.socket))
+                conn.close()
+
+    def close(self) -> None:
+        """Close every connection in the selector (cheroot's) and every parked one."""
+        with self._limits_lock:
+            parked = [conn for queue in self._parked.values() for conn in queue]
+        for conn in parked:
+            if self._unpark(conn):
+                conn.close()
+        super().close()
+
     # -- receiving
     def put(self, conn: _Connection) -> None:
         """Take back a connection after a kept-alive response (called by a worker)."""
+        self._worker_done(conn)
         conn.last_used = time.time()
         rfile = conn.rfile
         # cheroot's reader is _pyio's BufferedReader: bytes of a pipelined next request
@@ -594,7 +826,7 @@ class _ConnectionManager(connections.ConnectionManager):
         except OSError:
             conn.close()
             return
-        self.server.dispatch(conn)
+        self._to_worker(conn)
 
     def _expire(self, threshold: float) -> None:
         """Close idle connections older than ``threshold`` (a time.time()) and late requests."""
@@ -617,6 +849,8 @@ class _ConnectionManager(connections.ConnectionManager):
                 _send_quietly(conn.socket, _error_response(408, "the request did not arrive in time",
                                                            conn.socket))
             conn.close()
+        if self._parked:
+            self._expire_parked()
 
 
 def _send_quietly(sock: socket.socket, data: bytes) -> None:
@@ -631,7 +865,8 @@ class _Server(wsgi.Server):
     """cheroot's server with :class:`_ConnectionManager`, logging its diagnostics.
 
     Attributes set by :class:`WebServer`: ``body_limit`` (bytes of body received before a
-    worker is taken), ``request_timeout`` (s), ``max_connections``, ``max_per_address``.
+    worker is taken), ``request_timeout`` (s), ``write_timeout`` (s), ``max_connections``,
+    ``max_per_address``, ``max_workers_per_address``.
     """
 
     ConnectionClass = _Connection
@@ -639,8 +874,10 @@ class _Server(wsgi.Server):
     _connections: _ConnectionManager
     body_limit = DEFAULT_BODY_BUFFER
     request_timeout: float = REQUEST_TIMEOUT
+    write_timeout: float = WRITE_TIMEOUT
     max_connections = MAX_CONNECTIONS
     max_per_address = MAX_CONNECTIONS_PER_ADDRESS
+    max_workers_per_address = 1
 
     def prepare(self) -> None:
         """Bind and listen (cheroot), then put :class:`_ConnectionManager` in place."""
@@ -735,13 +972,16 @@ class WebServer:
         app: the WSGI application.
         host: address to bind (``127.0.0.1`` unless the config says otherwise).
         port: TCP port; 0 picks a free one (read :attr:`port` after :meth:`start`).
-        threads: worker threads, i.e. requests served at the same time.
+        threads: worker threads, i.e. requests served at the same time; one client
+            address gets at most ``max(1, threads // 2)`` of them at a time.
         ssl_cert: PEM certificate file; with ``ssl_key``, serve HTTPS only.
         ssl_key: PEM private key file.
         ssl_cafile: PEM CA bundle to require and verify client certificates.
         ssl_capath: directory of hash-named PEM CA certificates, as ``ssl_cafile``.
         idle_timeout: seconds a connection may stay silent (new, or between requests).
         request_timeout: seconds a request may take to arrive from its first byte.
+        write_timeout: seconds a worker waits for the client to take one response (the
+            head and first body chunk; each further chunk gets as long again).
         max_connections: open connections at most; more are closed at accept.
         max_per_address: open connections at most from one client address.
 
@@ -757,6 +997,7 @@ class WebServer:
                  ssl_cert: str | None = None, ssl_key: str | None = None,
                  ssl_cafile: str | None = None, ssl_capath: str | None = None,
                  idle_timeout: float = SOCKET_TIMEOUT, request_timeout: float = REQUEST_TIMEOUT,
+                 write_timeout: float = WRITE_TIMEOUT,
                  max_connections: int = MAX_CONNECTIONS,
                  max_per_address: int = MAX_CONNECTIONS_PER_ADDRESS) -> None:
         if bool(ssl_cert) != bool(ssl_key):
@@ -768,10 +1009,12 @@ class WebServer:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, not {threads}")
         for name, value in (("idle_timeout", idle_timeout), ("request_timeout", request_timeout),
+                            ("write_timeout", write_timeout),
                             ("max_connections", max_connections), ("max_per_address", max_per_address)):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, not {value!r}")
         self.idle_timeout, self.request_timeout = idle_timeout, request_timeout
+        self.write_timeout = write_timeout
         self.max_connections, self.max_per_address = max_connections, max_per_address
         self.app = app
         self.host = host
@@ -800,6 +1043,13 @@ class WebServer:
         manager = getattr(server, "_connections", None) if server is not None else None
         return manager.open_connections if isinstance(manager, _ConnectionManager) else 0
 
+    def workers_by_address(self) -> dict[str, tuple[int, int]]:
+        """Client address -> (its connections with workers, its parked ones), for each
+        address with any; empty when stopped."""
+        server = self._server
+        manager = getattr(server, "_connections", None) if server is not None else None
+        return manager.workers_by_address() if isinstance(manager, _ConnectionManager) else {}
+
     @property
     def url(self) -> str:
         """``http[s]://host:port`` of the running server."""
@@ -827,8 +1077,9 @@ class WebServer:
                          shutdown_timeout=5)
         max_body = getattr(self.app, "max_body", None)
         server.body_limit = max_body if isinstance(max_body, int) and max_body >= 0 else DEFAULT_BODY_BUFFER
-        server.request_timeout = self.request_timeout
+        server.request_timeout, server.write_timeout = self.request_timeout, self.write_timeout
         server.max_connections, server.max_per_address = self.max_connections, self.max_per_address
+        server.max_workers_per_address = max(1, self.threads // 2)
         server.keep_alive_conn_limit = KEEPALIVE_LIMIT
         server.max_request_header_size = MAX_HEADER_BYTES
         server.max_request_body_size = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.client
 import json
@@ -13,12 +14,14 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cheroot import connections
 from http_support import PASSWORD, SECURITY, Rig, build_rig, serving
-from pihub_testing import need_tool
+from pihub_testing import need_tool, wait_for
 
+from pihub.web import server as web_server
 from pihub.web.server import WebServer, make_ssl_context
 
 EXEC = json.dumps({"type": "request", "action": "variable.get", "args": {"name": "x"}}).encode()
@@ -341,6 +344,158 @@ class TestOutOfDescriptors:
         assert failures["left"] == 0
         errors = [r for r in caplog.records if r.name == "pihub.web.server" and r.levelno >= logging.ERROR]
         assert len(errors) == 1 and "accept" in errors[0].getMessage() and errors[0].exc_info is None
+
+
+# ------------------------------------------------------------------ slow readers
+#: A response larger than the socket buffers (the send buffer grows to 4 MiB): a client
+#: that reads next to nothing blocks the worker writing it.
+BIG = b"x" * (8 << 20)
+ATTACKER, OTHER = "127.0.0.1", "127.0.0.2"
+
+
+def _stream_app(pause: float) -> Any:
+    """A WSGI app: ``/big`` (:data:`BIG`), ``/small``, and ``/stream``: five chunks, ``pause``
+    seconds apart (paced by the app, as the camera paces MJPEG frames), no Content-Length."""
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(5):
+            if i:
+                threading.Event().wait(pause)
+            yield b"chunk %d;" % i
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ["PATH_INFO"]
+        if path == "/stream":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return chunks()
+        body = BIG if path == "/big" else b"small"
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def _from(source: str, port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+
+
+def _never_reader(port: int, source: str = ATTACKER) -> socket.socket:
+    """A socket that pipelines 5 requests for :data:`BIG` and never reads a byte."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.settimeout(5)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 5)
+    return sock
+
+
+def _small(sock: socket.socket) -> int:
+    """Send ``GET /small`` on ``sock``; the status of the answer (5 s socket timeout)."""
+    sock.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+    [(status, body)] = _read_responses(sock, 1)
+    assert status != 200 or body == b"small"
+    return status
+
+
+@pytest.fixture
+def attackers() -> Iterator[list[socket.socket]]:
+    socks: list[socket.socket] = []
+    yield socks
+    for sock in socks:
+        sock.close()
+
+
+class TestSlowReaders:
+    # idle_timeout=60: only pihub's own bounds may free a worker blocked on a never-reader
+    def test_an_address_that_never_reads_leaves_workers_for_others(self, attackers) -> None:
+        with serving(_stream_app(0), threads=4, idle_timeout=60) as server:  # 2 workers per address
+            attackers.extend(_never_reader(server.port) for _ in range(6))
+            assert wait_for(lambda: server.workers_by_address().get(ATTACKER) == (2, 4)), \
+                server.workers_by_address()
+            with _from(OTHER, server.port) as other:
+                assert _small(other) == 200
+                assert _small(other) == 200  # kept alive, served again
+            # served while the attacker's two workers were still blocked in send
+            assert server.workers_by_address()[ATTACKER] == (2, 4)
+            with _from(ATTACKER, server.port) as same:
+                same.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert wait_for(lambda: server.workers_by_address().get(ATTACKER) == (2, 5))
+                for sock in attackers:  # unread data: a reset, which frees the blocked workers
+                    sock.close()
+                [(status, body)] = _read_responses(same, 1)  # parked last, served in turn
+                assert (status, body) == (200, b"small")
+            assert wait_for(lambda: server.workers_by_address() == {} and server.open_connections == 0), \
+                (server.workers_by_address(), server.open_connections)
+
+    def test_a_parked_client_that_closes_is_released(self, attackers) -> None:
+        with serving(_stream_app(0), threads=2, idle_timeout=60) as server:  # 1 worker per address
+            attackers.append(_never_reader(server.port))
+            assert wait_for(lambda: server.workers_by_address().get(ATTACKER) == (1, 0))
+            parked = _from(ATTACKER, server.port)
+            parked.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert wait_for(lambda: server.workers_by_address().get(ATTACKER) == (1, 1))
+            assert server.open_connections == 2
+            parked.close()
+            # released while the worker is still held by the never-reader
+            assert wait_for(lambda: server.workers_by_address().get(ATTACKER) == (1, 0)
+                            and server.open_connections == 1), server.workers_by_address()
+            attackers.pop().close()
+            assert wait_for(lambda: server.workers_by_address() == {} and server.open_connections == 0)
+
+    def test_a_request_parked_too_long_gets_503(self, attackers, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(web_server, "PARKED_TIMEOUT", 0.2)
+        with serving(_stream_app(0), threads=2, idle_timeout=60) as server:
+            attackers.append(_never_reader(server.port))
+            assert wait_for(lambda: server.workers_by_address().get(ATTACKER) == (1, 0))
+            with _from(ATTACKER, server.port) as parked:
+                assert _small(parked) == 503
+                assert parked.recv(1) == b""  # and closed
+            assert server.workers_by_address() == {ATTACKER: (1, 0)}
+            attackers.pop().close()
+            assert wait_for(lambda: server.workers_by_address() == {} and server.open_connections == 0)
+
+    def test_a_client_reading_a_byte_at_a_time_is_cut_at_the_write_deadline(
+            self, caplog: pytest.LogCaptureFixture) -> None:
+        with serving(_stream_app(0), threads=1, idle_timeout=60, write_timeout=0.5) as server:
+            slow = socket.socket()
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            slow.settimeout(5)
+            slow.connect(("127.0.0.1", server.port))
+            got = bytearray()
+            done = threading.Event()
+
+            def read_slowly() -> None:  # the client's pace, not synchronisation
+                with contextlib.suppress(OSError):
+                    while not done.wait(0.2) and (byte := slow.recv(1)):
+                        got.extend(byte)
+
+            reader = threading.Thread(target=read_slowly, name="test-slow-reader", daemon=True)
+            with caplog.at_level(logging.DEBUG, logger="pihub.web.server"):
+                slow.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                reader.start()
+                try:
+                    # the only worker is freed while the client still reads: another is served
+                    with _from(OTHER, server.port) as other:
+                        assert _small(other) == 200
+                    assert wait_for(lambda: server.open_connections == 0, timeout=10)
+                    assert 0 < len(got) < len(BIG)
+                finally:
+                    done.set()
+                    reader.join(5)
+                    slow.close()
+            assert any("not taken within 0.5 s" in r.getMessage() for r in caplog.records
+                       if r.name == "pihub.web.server" and r.levelno == logging.DEBUG)
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    def test_a_stream_may_outlast_the_write_deadline_chunk_by_chunk(self) -> None:
+        # each chunk is taken at once; the whole stream takes 4 pauses, past the deadline
+        with serving(_stream_app(0.15), threads=1, write_timeout=0.3) as server:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            resp, body = _get(conn, "GET", "/stream")
+            assert resp.status == 200 and body == b"".join(b"chunk %d;" % i for i in range(5))
+            resp, body = _get(conn, "GET", "/big")  # the connection is still kept alive
+            assert resp.status == 200 and body == BIG
 
 
 # --------------------------------------------------------------------------- TLS
