@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from pihub_testing import EventRecorder, wait_for
+from pihub_testing import EventRecorder, finishes, wait_for
 
 from pihub.backends.base import BackendStatus
 from pihub.backends.rss import RssBackend, parse_feed
@@ -33,6 +33,7 @@ class FeedServer:
         self.status = 200
         self.requests: list[dict[str, str]] = []
         self.send_length = True
+        self.missing = 0  # bytes announced by Content-Length but never sent
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -50,7 +51,7 @@ class FeedServer:
                 self.send_header("Content-Type", "application/rss+xml")
                 self.send_header("ETag", etag)
                 if outer.send_length:
-                    self.send_header("Content-Length", str(len(outer.body)))
+                    self.send_header("Content-Length", str(len(outer.body) + outer.missing))
                 self.end_headers()
                 self.wfile.write(outer.body)
 
@@ -93,6 +94,55 @@ def run(clock):
     yield start
     for b in opened:
         b.close()
+
+
+class TrickleServer:
+    """Answers 200 with ``Content-Length: 100000`` and then one byte every 20 ms, for ever (in
+    the headers when ``in_headers``), until the client goes away or the server closes."""
+
+    def __init__(self, in_headers: bool) -> None:
+        self.in_headers = in_headers
+        self.got_request = threading.Event()
+        self.client_gone = threading.Event()
+        self._closing = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.got_request.set()
+                try:
+                    if in_headers:
+                        self.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+                    else:
+                        self.send_response(200)
+                        self.send_header("Content-Length", "100000")
+                        self.end_headers()
+                    while not outer._closing.wait(0.02):  # the pace of the trickle, not a synchronisation
+                        self.wfile.write(b"a" if in_headers else b" ")
+                        self.wfile.flush()
+                except OSError:
+                    outer.client_gone.set()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/slow.xml"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self._closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(params=[False, True], ids=["body", "headers"])
+def trickle(request) -> Iterator[TrickleServer]:
+    s = TrickleServer(in_headers=request.param)
+    yield s
+    s.close()
 
 
 def _polled(server: FeedServer, n: int, backend: RssBackend, polls: int | None = None) -> None:
@@ -171,6 +221,8 @@ def test_a_restart_sends_the_stored_etag(run, server, clock, tmp_path):
     (200, b"/etc/passwd", "not well-formed XML ("),  # parsed as a document, never opened as a path
     (200, b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]><rss>&b;</rss>',
      "the document declares XML entities (refused: no feed needs them)"),
+    (200, '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">]><rss>&a;</rss>'.encode("utf-16"),
+     "the document declares XML entities (refused: no feed needs them)"),
 ])
 def test_a_broken_feed_degrades_with_the_reason_and_recovers(run, server, clock, status, body, reason):
     server.status, server.body = status, body
@@ -182,6 +234,35 @@ def test_a_broken_feed_degrades_with_the_reason_and_recovers(run, server, clock,
     clock.advance(60)
     assert wait_for(lambda: backend.status == BackendStatus.RUNNING)
     assert _titles(rec) == ["first"]
+
+
+def test_a_trickling_feed_ends_at_the_timeout_and_the_others_are_polled(run, server, trickle):
+    backend, rec = run({"feeds": [trickle.url + "?token=s3cret", server.url], "timeout": 0.5})
+    assert wait_for(lambda: backend.feed_status()["feeds"][1]["polls"] == 1 and backend.status ==
+                    BackendStatus.DEGRADED), backend.feed_status()
+    reason = "no answer within 0.5 s" if trickle.in_headers else "the download took more than timeout (0.5 s;"
+    assert backend.error.startswith(f"feed {trickle.url}: {reason}")  # the query (a token) is not shown
+    assert _titles(rec) == ["first"]  # the other feed was polled after it
+    assert backend.feed_status()["feeds"][1]["ok"] is True
+    assert trickle.client_gone.wait(5)  # the trickling connection was dropped
+    finishes(backend.close, what="close()")
+
+
+def test_close_cuts_a_poll_in_flight(run, trickle):
+    backend, _ = run({"feeds": [trickle.url], "timeout": 300})
+    assert trickle.got_request.wait(5)
+    finishes(backend.close, what="close() during a 300 s download")  # would wait for the timeout
+    assert trickle.client_gone.wait(5)
+    assert backend.status == BackendStatus.STOPPED
+
+
+def test_a_body_cut_short_is_refused(run, server):
+    server.missing = 10  # Content-Length announces 10 bytes more than are sent before the close
+    backend, rec = run({"feeds": [server.url]})
+    assert wait_for(lambda: backend.status == BackendStatus.DEGRADED)
+    assert backend.error.startswith(f"feed {server.url}: the connection closed 10 bytes before the end of the "
+                                    f"document ({len(server.body)} bytes read)")
+    assert rec.events == []
 
 
 @pytest.mark.parametrize("send_length", [True, False])
@@ -226,6 +307,42 @@ def test_the_poll_action_polls_now_and_names_unknown_feeds(run, server):
     assert _titles(rec) == ["first", "second"]
     with pytest.raises(ActionError, match=r"no feed 'http://nope/x' is configured \(feeds: http://127"):
         backend.poll("http://user:pw@nope/x?k=v")
+
+
+_ENTITY_DOC: str = ('<?xml version="1.0" encoding="{enc}"?><!DOCTYPE rss [<!ENTITY e "{big}">]><rss version="2.0">'
+                    '<channel><title>t</title><item><guid>1</guid><description>{refs}</description></item>'
+                    '</channel></rss>')
+
+
+@pytest.mark.parametrize(("encoding", "doc"), [
+    ("UTF-16", lambda d: b"\xff\xfe" + d.encode("utf-16-le")),  # the byte search saw no b"<!ENTITY" here
+    ("UTF-16", lambda d: b"\xfe\xff" + d.encode("utf-16-be")),
+    ("UTF-8", lambda d: d.encode()),
+    ("UTF-8", lambda d: d.replace("<!ENTITY e", '<!ENTITY % p "x"><!ENTITY e').encode()),  # a parameter entity
+    ("UTF-16", lambda d: d.encode("utf-16-le")),  # no BOM: expat reads the encoding from "<\0?\0"
+], ids=["utf16-le", "utf16-be", "utf8", "utf8-parameter", "utf16-le-no-bom"])
+def test_entity_declarations_are_refused_in_any_encoding(encoding, doc):
+    body = doc(_ENTITY_DOC.format(enc=encoding, big="A" * 30000, refs="&e;" * 60))
+    with pytest.raises(FeedError) as e:
+        parse_feed(body)
+    assert str(e.value) == "the document declares XML entities (refused: no feed needs them)"
+
+
+@pytest.mark.parametrize("encode", [lambda d: d.encode("utf-16"), lambda d: b"\xfe\xff" + d.encode("utf-16-be")],
+                         ids=["utf16-le", "utf16-be"])
+def test_a_utf16_feed_without_a_dtd_is_read(encode):
+    doc = rss([("1", "\u00e9t\u00e9 \u2603")]).decode().replace('<?xml version="1.0"?>',
+                                                                   '<?xml version="1.0" encoding="UTF-16"?>')
+    title, entries = parse_feed(encode(doc.replace("&nbsp;", "&#160;")))
+    assert title == "Pi news" and [(e["id"], e["title"]) for e in entries] == [("1", "\u00e9t\u00e9 \u2603")]
+
+
+def test_an_rss091_external_doctype_is_read():
+    body = (b'<?xml version="1.0"?><!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN" '
+            b'"http://my.netscape.com/publish/formats/rss-0.91.dtd"><rss version="0.91"><channel><title>Old</title>'
+            b'<item><title>x</title><link>http://o/1</link></item></channel></rss>')
+    assert parse_feed(body) == ("Old", [{"id": None, "url": "http://o/1", "title": "x", "published": None,
+                                         "summary": None, "content": None, "author": None, "tags": []}])
 
 
 def test_atom_and_rss1_are_read_and_entries_without_ids_are_keyed():
