@@ -80,7 +80,8 @@ class RequestGate:
 
     def handle(self, message: bytes | str | Mapping[str, Any], *, channel: str, peer: str = "",
                token: str | None = None, trusted: bool = False,
-               emit: Callable[[Event], bool] | None = None) -> dict[str, Any] | None:
+               emit: Callable[[Event], bool] | None = None,
+               on_accepted: Callable[[], object] | None = None) -> dict[str, Any] | None:
         """Run one message; the response envelope to send back, or None (an event published).
 
         Args:
@@ -94,6 +95,9 @@ class RequestGate:
                 ``trusted_users``, whose names the broker's ACL enforces); the other steps
                 are the same.
             emit: where an event goes (the channel's ``emit``); None: the hub's publish.
+            on_accepted: called once the sender passed step 2 (a valid token with the
+                ``control`` scope, or ``trusted``), whatever becomes of the message then:
+                how a channel learns that a connection has authenticated.
         """
         if isinstance(message, (bytes, bytearray)):
             try:
@@ -119,6 +123,8 @@ class RequestGate:
         except Refused as e:
             self._log_refusal(channel, peer, e.message)
             return self._error(msg_id, channel, f"{e.name}: {e.message}")
+        if on_accepted is not None:
+            on_accepted()
         body = {k: v for k, v in decoded.items() if k != "token"}
         try:
             parsed = parse(body, default_origin=channel)

@@ -213,7 +213,7 @@ class Backend(Plugin):
 
 #: What a request channel hands each message it receives (the hub's
 #: :meth:`pihub.ingress.RequestGate.handle`): ``handle(message, channel=, peer=, token=,
-#: emit=)`` returns the response envelope to send back, or None (an event was emitted).
+#: emit=, on_accepted=)`` returns the response envelope to send back, or None (an event was emitted).
 HandleRequest = Callable[..., "dict[str, Any] | None"]
 
 
@@ -238,15 +238,19 @@ class RequestChannel(Backend):
         self.device_id = device_id
 
     def handle_request(self, message: bytes | str | Mapping[str, Any], *, emit: Emit, peer: str = "",
-                       token: str | None = None) -> dict[str, Any] | None:
+                       token: str | None = None,
+                       on_accepted: Callable[[], object] | None = None) -> dict[str, Any] | None:
         """Run one message through the gate; the response envelope, or None for an event.
+
+        ``on_accepted()`` is called when the gate accepted the sender's token (with the
+        ``control`` scope), whatever becomes of the message then.
 
         Raises:
             RuntimeError: no gate was bound (the backend runs outside a hub).
         """
         if self._handle is None:
             raise RuntimeError(f"the {self.name} backend has no request gate: it must run in a hub")
-        return self._handle(message, channel=self.name, peer=peer, token=token, emit=emit)
+        return self._handle(message, channel=self.name, peer=peer, token=token, emit=emit, on_accepted=on_accepted)
 
 
 class BackendThread(threading.Thread):

@@ -15,11 +15,27 @@ the last message, answered, and the connection closed. Parsing, tokens, scopes a
 
 Bounds, each with its reason sent back before the connection closes: at most
 ``max_connections`` clients at once (one thread each: a request runs on its connection's
-thread, like an HTTP worker); a message is at most ``max_message_bytes`` and must
-arrive within ``message_timeout`` seconds of its first byte (a trickling client cannot
-hold a slot for ever); a connection with no message for ``idle_timeout`` seconds is
-closed. Those three are socket deadlines, in real seconds (the kernel's timeouts), not
-rules on :attr:`clock`. Bound to the loopback unless ``bind_address`` says otherwise: TCP carries the
+thread, like an HTTP worker), and at most half of them (:func:`per_address_limit`, at
+least 1) from one client address, so one host cannot take every slot; a message is at
+most ``max_message_bytes`` and must arrive within ``message_timeout`` seconds of its
+first byte (a trickling client cannot hold a slot for ever); a connection with no
+message for ``idle_timeout`` seconds is closed without a word. A blank line is not a
+message: it is skipped, and does not restart ``idle_timeout`` (else ``\n`` now and then
+would hold a slot for ever). Until the gate has accepted a token of one of its messages
+(a valid one with the ``control`` scope: the gate says so through ``on_accepted``), a
+connection is also held to ``message_timeout`` from the moment it connected: past it,
+it is closed with ``INVALID_CREDENTIALS: no valid token within ...`` (Platypush's
+clients send their message at once; the websocket server's ``auth_timeout`` is the same
+rule). So a client without a token holds a slot at most ``message_timeout`` seconds
+(10 by default, as HTTP's silent connections). Those deadlines are socket deadlines, in
+real seconds (the kernel's timeouts), not rules on :attr:`clock`.
+
+A connection past a limit is refused as soon as it is accepted (its reason is sent, then
+it is closed), counted in the status's ``connections_refused``, and logged as a warning at
+most :data:`REFUSED_LOG_BURST` times per :data:`REFUSED_LOG_WINDOW_S` seconds (with the
+number held back since the last one), as the websocket server does.
+
+Bound to the loopback unless ``bind_address`` says otherwise: TCP carries the
 token in clear, so beyond one host use HTTPS or MQTT over TLS.
 
 Differences from Platypush, on purpose: nothing runs without a valid token (the peer's
@@ -38,8 +54,16 @@ from typing import Any, ClassVar
 
 from pihub.backends.base import BackendStatus, BackendThread, Emit, RequestChannel
 from pihub.config.schema import Field, Schema
+from pihub.logs import LogLimiter
 from pihub.messages import Response, dumps
 
+#: Warnings about refused connections: at most this many per window (seconds, real time).
+REFUSED_LOG_BURST = 5
+REFUSED_LOG_WINDOW_S = 60.0
+
+#: How the request gate (:mod:`pihub.ingress`) begins the error of a message it refused
+#: for its token (the error names HTTP answers with): such a message does not
+#: authenticate its connection.
 CONFIG_SCHEMA = Schema({
     "bind_address": Field(str, "127.0.0.1", doc="address to listen on (0.0.0.0: every interface)"),
     "port": Field(int, 3333, min=0, max=65535, doc="TCP port (0: any free port, shown in the status)"),
@@ -52,6 +76,11 @@ CONFIG_SCHEMA = Schema({
     "idle_timeout": Field(float, 300.0, min=0.1, max=86400.0,
                           doc="seconds a connection may stay without sending a message"),
 }, doc="Requests over TCP: one JSON envelope per line, answered line by line.")
+
+
+def per_address_limit(max_connections: int) -> int:
+    """Connections at most from one client address: half of ``max_connections``, at least 1."""
+    return max(1, max_connections // 2)
 
 
 class _ConnectionClosed(Exception):
@@ -72,6 +101,9 @@ class TcpBackend(RequestChannel):
         self._acceptor: BackendThread | None = None
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
+        self._by_address: dict[str, int] = {}  # open connections per client address
+        self.refused = 0  # connections refused at accept (limits), since open
+        self._refused_log = LogLimiter(REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, time.monotonic)
         self.address: tuple[str, int] | None = None
         self._emit: Emit | None = None
 
@@ -118,13 +150,15 @@ class TcpBackend(RequestChannel):
         self.status = BackendStatus.STOPPED
 
     def describe_status(self) -> dict[str, Any]:
-        """The base status, plus while listening ``address`` (``host:port``) and
-        ``connections`` (clients connected now)."""
+        """The base status, plus while listening ``address`` (``host:port``),
+        ``connections`` (clients connected now) and ``connections_refused`` (refused at
+        accept for ``max_connections`` or the per-address limit, since the backend opened)."""
         status = super().describe_status()
         if self._listener is not None and self.address is not None:
             status["address"] = f"{self.address[0]}:{self.address[1]}"
             with self._lock:
                 status["connections"] = len(self._connections)
+                status["connections_refused"] = self.refused
         return status
 
     # ------------------------------------------------------------------ accepting
@@ -149,18 +183,32 @@ class TcpBackend(RequestChannel):
             self.log.warning("accept failed: %s", e)
             return
         conn.setblocking(True)
-        peer = f"{addr[0]}:{addr[1]}"
+        address, peer = str(addr[0]), f"{addr[0]}:{addr[1]}"
+        limit, per_limit = self.config["max_connections"], per_address_limit(self.config["max_connections"])
         with self._lock:
-            full = len(self._connections) >= self.config["max_connections"]
-            if not full:
-                thread = threading.Thread(target=self._serve, args=(conn, peer), name=f"pihub-tcp-{peer}",
-                                          daemon=True)
+            open_now, from_it = len(self._connections), self._by_address.get(address, 0)
+            admitted = open_now < limit and from_it < per_limit
+            if admitted:
+                thread = threading.Thread(target=self._serve, args=(conn, peer, address),
+                                          name=f"pihub-tcp-{peer}", daemon=True)
                 self._connections[conn] = thread
-        if full:
-            self._refuse(conn, f"too many connections (max_connections: {self.config['max_connections']}); "
-                               "try again later")
+                self._by_address[address] = from_it + 1
+            else:
+                self.refused += 1
+        if admitted:
+            thread.start()
             return
-        thread.start()
+        allowed, held = self._refused_log.allow()  # the acceptor thread's alone
+        if allowed:
+            self.log.warning("tcp connection from %s refused: %d open, %d from it (limits: %d in all, "
+                             "%d per address)%s", address, open_now, from_it, limit, per_limit,
+                             f"; {held} more refused since the last warning" if held else "")
+        if open_now >= limit:
+            why = f"too many connections (max_connections: {limit}); try again later"
+        else:
+            why = (f"too many connections from {address} ({per_limit} per address: half of "
+                   f"max_connections); try again later")
+        self._refuse(conn, why)
 
     def _refuse(self, conn: socket.socket, why: str) -> None:
         try:
@@ -172,17 +220,24 @@ class TcpBackend(RequestChannel):
             conn.close()
 
     # ------------------------------------------------------------------ one connection
-    def _serve(self, conn: socket.socket, peer: str) -> None:
+    def _serve(self, conn: socket.socket, peer: str, address: str) -> None:
         buf = bytearray()
+        idle_timeout = self.config["idle_timeout"]
+        connected = time.monotonic()
+        idle_deadline = connected + idle_timeout
+        auth_deadline = connected + self.config["message_timeout"]  # until the gate accepts a token
+        accepted: list[bool] = []  # the gate took a token of this connection (on_accepted)
         try:
             while not self._stopping.is_set():
-                message, last = self._read_message(conn, buf)
+                message, last = self._read_message(conn, buf, idle_deadline, None if accepted else auth_deadline)
                 if message is None:
                     return
-                if message.strip():
+                if message.strip():  # a blank line is skipped, and is no activity
                     assert self._emit is not None
-                    reply = self.handle_request(bytes(message), emit=self._emit, peer=peer)
+                    reply = self.handle_request(bytes(message), emit=self._emit, peer=peer,
+                                                on_accepted=lambda: accepted.append(True))
                     conn.sendall(self._line({} if reply is None else reply))
+                    idle_deadline = time.monotonic() + idle_timeout
                 if last:
                     return
         except _ConnectionClosed:
@@ -192,12 +247,22 @@ class TcpBackend(RequestChannel):
         finally:
             with self._lock:
                 self._connections.pop(conn, None)
+                left = self._by_address.pop(address, 1) - 1
+                if left > 0:
+                    self._by_address[address] = left
             conn.close()
 
-    def _read_message(self, conn: socket.socket, buf: bytearray) -> tuple[bytearray | None, bool]:
+    def _read_message(self, conn: socket.socket, buf: bytearray, idle_deadline: float,
+                      auth_deadline: float | None) -> tuple[bytearray | None, bool]:
         """The next line (without ``\\n``) and whether the client half-closed after it;
-        ``(None, True)`` at a clean end of input."""
+        ``(None, True)`` at a clean end of input.
+
+        ``idle_deadline`` (when no message has begun) and ``auth_deadline`` (None once the
+        connection is authenticated) are :func:`time.monotonic` instants; past one, the
+        connection is closed (:class:`_ConnectionClosed`).
+        """
         limit = self.config["max_message_bytes"]
+        message_timeout = self.config["message_timeout"]
         started: float | None = time.monotonic() if buf else None
         while True:
             nl = buf.find(b"\n")
@@ -208,20 +273,25 @@ class TcpBackend(RequestChannel):
             if len(buf) > limit:
                 self._fail(conn, f"message over the {limit}-byte limit (max_message_bytes); closing")
             now = time.monotonic()
+            if auth_deadline is not None and now >= auth_deadline:
+                self._fail(conn, f"INVALID_CREDENTIALS: no valid token within {message_timeout} s of "
+                                 "connecting (message_timeout); closing")
             if started is None:
-                timeout = self.config["idle_timeout"]
+                if now >= idle_deadline:
+                    raise _ConnectionClosed  # idle: close without a word
+                deadline = idle_deadline
             else:
-                timeout = started + self.config["message_timeout"] - now
-                if timeout <= 0:
-                    self._fail(conn, f"message not complete within {self.config['message_timeout']} s "
+                deadline = started + message_timeout
+                if now >= deadline:
+                    self._fail(conn, f"message not complete within {message_timeout} s "
                                      "(message_timeout); closing")
-            conn.settimeout(timeout)
+            if auth_deadline is not None:
+                deadline = min(deadline, auth_deadline)
+            conn.settimeout(deadline - now)
             try:
                 chunk = conn.recv(65536)
             except TimeoutError:
-                if started is None:
-                    raise _ConnectionClosed from None  # idle: close without a word
-                continue  # the message deadline is checked above
+                continue  # the deadlines are checked above
             if not chunk:  # half-closed: what is left is the last message
                 if buf:
                     line = bytearray(buf)

@@ -214,9 +214,11 @@ def _contract_rig(request: pytest.FixtureRequest) -> Iterator[None]:
 BACKENDS = sorted(backend_classes())
 
 
-def _contract_gate(message, *, channel, emit, peer="", token=None, trusted=False):
-    """Stands in for the hub's request gate (pihub.ingress): emits a posted event (and, as
-    the gate does for an event, returns None: nothing to answer)."""
+def _contract_gate(message, *, channel, emit, peer="", token=None, trusted=False, on_accepted=None):
+    """Stands in for the hub's request gate (pihub.ingress): accepts the sender, emits a
+    posted event (and, as the gate does for an event, returns None: nothing to answer)."""
+    if on_accepted is not None:
+        on_accepted()
     event = parse(message)
     event.source = channel
     emit(event)

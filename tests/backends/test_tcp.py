@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from pihub_testing import finishes, wait_for
 
+from pihub.backends import tcp as tcp_module
+
 ENV_TOKEN = "ph_tcp_test_env_token_0123456789abcdefghijklmnop"
 
 CONFIG = """
@@ -37,9 +39,10 @@ def tcp_hub(make_hub: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Ca
 class Client:
     """A line-oriented TCP client of the channel."""
 
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: Any, source: str | None = None) -> None:
         host, port = hub.backends["tcp"].address
-        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock = socket.create_connection((host, port), timeout=10,
+                                             source_address=None if source is None else (source, 0))
         self.buf = b""
 
     def send(self, obj: Any, token: str | None = ENV_TOKEN) -> None:
@@ -69,11 +72,11 @@ class Client:
 
 
 @pytest.fixture
-def connect() -> Iterator[Callable[[Any], Client]]:
+def connect() -> Iterator[Callable[..., Client]]:
     clients: list[Client] = []
 
-    def make(hub: Any) -> Client:
-        c = Client(hub)
+    def make(hub: Any, source: str | None = None) -> Client:
+        c = Client(hub, source)
         clients.append(c)
         return c
 
@@ -200,6 +203,8 @@ def test_an_oversized_message_is_refused_and_the_connection_closed(tcp_hub, conn
 def test_a_trickling_message_is_cut_off_at_the_message_timeout(tcp_hub, connect):
     hub = tcp_hub(", message_timeout: 0.3")
     c = connect(hub)
+    c.send(req("variable.get", name="x"))  # authenticated: only the message's own deadline is left
+    assert errors(c.recv()) == []
     c.sock.sendall(b'{"type": "req')
     assert "not complete within 0.3 s" in errors(c.recv())[0]
     assert c.closed()
@@ -214,18 +219,172 @@ def test_an_idle_connection_is_closed(tcp_hub, connect):
 
 def test_connections_beyond_the_limit_are_refused_with_the_reason(tcp_hub, connect):
     hub = tcp_hub(", max_connections: 2")
-    a, b = connect(hub), connect(hub)
+    a, b = connect(hub, "127.0.0.1"), connect(hub, "127.0.0.2")  # one per address is within its limit
     assert wait_for(lambda: hub.backends["tcp"].describe_status()["connections"] == 2, 5)
-    third = connect(hub)
+    third = connect(hub, "127.0.0.3")
     assert "too many connections (max_connections: 2)" in errors(third.recv())[0]
     assert third.closed()
     a.send(req("variable.get", name="x"))
     assert errors(a.recv()) == []
     b.close()
     assert wait_for(lambda: hub.backends["tcp"].describe_status()["connections"] == 1, 5)
-    d = connect(hub)
+    d = connect(hub, "127.0.0.2")
     d.send(req("variable.get", name="x"))
     assert errors(d.recv()) == []
+
+
+def keep_sending_until_closed(c: Client, payload: bytes, received: list[bytes] | None = None) -> Callable[[], bool]:
+    """A ``wait_for`` predicate: send ``payload`` (if any), read what comes back for a moment;
+    True once the server has closed the connection."""
+    c.sock.settimeout(0.02)
+
+    def step() -> bool:
+        try:
+            if payload:
+                c.sock.sendall(payload)
+            data = c.sock.recv(65536)
+        except TimeoutError:
+            return False
+        except OSError:  # reset or broken pipe: the server closed it
+            return True
+        if received is not None:
+            received.append(data)
+        return data == b""
+
+    return step
+
+
+def test_blank_lines_do_not_keep_a_connection_open_past_the_idle_timeout(tcp_hub, connect):
+    hub = tcp_hub(", idle_timeout: 0.3")
+    c = connect(hub)
+    c.send(req("variable.get", name="x"))  # authenticated: only idle_timeout can close it now
+    assert errors(c.recv()) == []
+    received: list[bytes] = []
+    assert wait_for(keep_sending_until_closed(c, b"\n \r\n", received), 10)
+    assert b"".join(received) == b""  # blank lines are not answered, and idling out is silent
+    assert wait_for(lambda: hub.backends["tcp"].describe_status()["connections"] == 0, 5)
+
+
+def _read_only_token(hub: Any) -> str:
+    hub.auth.add_user("reader", "a long enough password", scope="read")
+    return hub.auth.create_token("reader", scopes=["read"])[0]
+
+
+@pytest.mark.parametrize("attack", [
+    "silent", "half a message", "blank lines", "no token", "a wrong token", "a read-only token", "not JSON",
+    "the token in a list", "the token in UTF-16",
+])
+def test_a_connection_without_a_valid_token_is_closed_at_the_message_timeout(tcp_hub, connect, attack):
+    hub = tcp_hub(", message_timeout: 0.3, idle_timeout: 60")
+    get = req("variable.get", name="x")
+    payload, once = {
+        "silent": (b"", False),
+        "half a message": (b'{"type": "request", ', True),
+        "blank lines": (b"\n", False),
+        "no token": (json.dumps(get).encode() + b"\n", False),
+        "a wrong token": (json.dumps({**get, "token": "ph_wrong_" + "0" * 40}).encode() + b"\n", False),
+        "a read-only token": (json.dumps({**get, "token": _read_only_token(hub)}).encode() + b"\n", False),
+        "not JSON": (b"hello\n", False),
+        "the token in a list": (json.dumps([{**get, "token": ENV_TOKEN}]).encode() + b"\n", False),
+        "the token in UTF-16": (json.dumps({**get, "token": ENV_TOKEN}).encode("utf-16") + b"\n", False),
+    }[attack]
+    c = connect(hub)
+    if once:
+        c.sock.sendall(payload)
+    received: list[bytes] = []
+    assert wait_for(keep_sending_until_closed(c, b"" if once else payload, received), 10)
+    if not payload or once:  # nothing unread at the server, so its reason arrives before the close
+        text = b"".join(received).decode()
+        assert "INVALID_CREDENTIALS: no valid token within 0.3 s of connecting (message_timeout)" in text
+    assert wait_for(lambda: hub.backends["tcp"].describe_status()["connections"] == 0, 5)
+
+
+@pytest.mark.parametrize("first", ["request", "event"])
+def test_a_valid_token_lifts_the_deadline(tcp_hub, connect, first):
+    hub = tcp_hub(", message_timeout: 0.3, idle_timeout: 60")
+    legit = connect(hub, "127.0.0.2")
+    if first == "request":
+        legit.send(req("variable.set", k="v"))
+        assert errors(legit.recv()) == []
+    else:
+        legit.send({"type": "event", "args": {"type": "CustomEvent", "subtype": "tcp", "value": "v"}})
+        assert legit.recv() == {}
+    later = connect(hub)  # connected after legit's token: its deadline passes after legit's would have
+    assert "no valid token within 0.3 s" in errors(later.recv())[0]
+    assert later.closed()
+    legit.send(req("variable.get", name="x"), token=None)  # a refused message does not undo it
+    assert errors(legit.recv())[0].startswith("INVALID_CREDENTIALS")
+    legit.send(req("variable.get", name="k"))
+    assert errors(legit.recv()) == []
+
+
+def test_one_address_cannot_take_every_slot(tcp_hub, connect):
+    hub = tcp_hub(", max_connections: 5")  # 2 per address
+    tcp = hub.backends["tcp"]
+    hogs = [connect(hub, "127.0.0.1") for _ in range(2)]
+    assert wait_for(lambda: tcp.describe_status()["connections"] == 2, 5)
+    third = connect(hub, "127.0.0.1")
+    assert "too many connections from 127.0.0.1 (2 per address" in errors(third.recv())[0]
+    assert third.closed()
+    other = connect(hub, "127.0.0.2")
+    other.send(req("variable.get", name="x"))
+    assert errors(other.recv()) == []
+    hogs[0].close()
+    assert wait_for(lambda: tcp.describe_status()["connections"] == 2, 5)
+    again = connect(hub, "127.0.0.1")
+    again.send(req("variable.get", name="x"))
+    assert errors(again.recv()) == []
+
+
+def test_blank_line_slot_holders_leave_room_for_real_clients_and_are_closed(tcp_hub, connect):
+    # the reported attack: 4 tokenless sockets sending "\n" now and then, max_connections 4
+    hub = tcp_hub(", max_connections: 4, message_timeout: 0.3, idle_timeout: 60")
+    tcp = hub.backends["tcp"]
+    attackers = [connect(hub, "127.0.0.1") for _ in range(4)]
+    for a in attackers:
+        a.sock.sendall(b"\n")
+    assert wait_for(lambda: tcp.describe_status()["connections_refused"] == 2, 5)
+    legit = connect(hub, "127.0.0.2")
+    legit.send(req("variable.get", name="x"))
+    assert errors(legit.recv()) == []
+    for a in attackers:
+        assert wait_for(keep_sending_until_closed(a, b"\n"), 10)
+    local = connect(hub, "127.0.0.1")  # the attacker's address may connect again once they are gone
+    local.send(req("variable.get", name="x"))
+    assert errors(local.recv()) == []
+
+
+def test_refused_connections_are_counted_and_logged_rate_limited(tcp_hub, connect, caplog):
+    hub = tcp_hub(", max_connections: 1")
+    tcp = hub.backends["tcp"]
+    connect(hub)
+    assert wait_for(lambda: tcp.describe_status()["connections"] == 1, 5)
+    with caplog.at_level(logging.WARNING, logger="pihub.backends.tcp"):
+        for _ in range(3 * tcp_module.REFUSED_LOG_BURST):
+            refused = connect(hub)
+            assert "too many connections (max_connections: 1)" in errors(refused.recv())[0]
+            refused.close()
+    assert tcp.describe_status()["connections_refused"] == 3 * tcp_module.REFUSED_LOG_BURST
+    warnings = [r.getMessage() for r in caplog.records if "tcp connection from 127.0.0.1 refused" in r.getMessage()]
+    assert len(warnings) == tcp_module.REFUSED_LOG_BURST
+    assert "1 open, 1 from it (limits: 1 in all, 1 per address)" in warnings[0]
+
+
+def test_a_refusal_warning_says_how_many_were_held_back(tcp_hub, connect, caplog, monkeypatch):
+    monkeypatch.setattr(tcp_module, "REFUSED_LOG_BURST", 1)
+    monkeypatch.setattr(tcp_module, "REFUSED_LOG_WINDOW_S", 0.2)
+    hub = tcp_hub(", max_connections: 1")
+    connect(hub)
+    assert wait_for(lambda: hub.backends["tcp"].describe_status()["connections"] == 1, 5)
+
+    def refuse_one() -> bool:
+        refused = connect(hub)
+        refused.recv()
+        refused.close()
+        return "more refused since the last warning" in caplog.text
+
+    with caplog.at_level(logging.WARNING, logger="pihub.backends.tcp"):
+        assert wait_for(refuse_one, 10, interval=0.01)
 
 
 def test_a_port_in_use_fails_the_backend_with_the_address_and_the_hub_runs(make_hub, monkeypatch):
