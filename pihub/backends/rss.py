@@ -558,6 +558,8 @@ class RssBackend(Backend):
                 if feed.due <= now:
                     self._poll(feed, stopping)
                     feed.due = self.clock.now() + feed.interval
+            if stopping.is_set():  # a poll cut by close() is no problem of its feed
+                return
             reason = "; ".join(f"feed {f.shown}: {f.problem}" for f in self.feeds if f.problem) or None
             if reason != self._reported:  # report changes only (what the feeds say, not a status poll)
                 self._reported = reason
@@ -586,6 +588,8 @@ class RssBackend(Backend):
             self._record(feed, title, entries, etag, modified, stopping)
             feed.problem = None
         except FeedError as e:
+            if stopping.is_set():  # cut by close(): whatever it failed with says nothing of the feed
+                return
             if feed.problem != str(e):
                 self.log.warning("feed %s: %s", feed.shown, e)
             feed.problem = str(e)
