@@ -77,13 +77,21 @@ cheroot's own chunked reader reads a chunk-size line with no length limit and a 
 chunk at once, from the socket, with no deadline (an endless size line held a worker and
 grew memory by ~5 MB/s per socket). The worker gets the de-chunked body (at most
 ``max_body + 1`` bytes: one more lets the app see it is too large, and the connection
-then closes). Refused at once with a JSON 400 and closed, before any worker: a
-``Content-Length`` that is not 1 to 18 digits, a chunk-size line longer than
-:data:`MAX_CHUNK_LINE` bytes, a chunk size that is not hexadecimal (16 digits at most), a
-chunk not followed by CRLF, and more than :data:`MAX_CHUNK_FRAMING` bytes of chunk
-framing. When ``accept`` fails for want of file descriptors, accepting pauses for a
-growing interval and the error is logged at most once every 10 s, with a count of the
-failures held back.
+then closes). A body framed by ``Content-Length`` (at most ``max_body``) is received
+here too, and the worker reads both kinds from memory, never from the socket. Refused at
+once with a JSON 400 and closed, before any worker: a ``Content-Length`` that is not 1 to
+18 digits, a chunk-size line longer than :data:`MAX_CHUNK_LINE` bytes, a chunk size that
+is not hexadecimal (16 digits at most), a chunk not followed by CRLF, more than
+:data:`MAX_CHUNK_FRAMING` bytes of chunk framing, and any framing cheroot could read
+otherwise than the arrival (RFC 9112, 6.1 and 5.2): ``Transfer-Encoding`` with
+``Content-Length`` (an HTTP/1.0 request with both, ``0`` CRLF CRLF as its chunked body,
+went to a worker that cheroot then had read the ``Content-Length`` bytes from the socket,
+no login needed: two such sockets kept ``/livez`` unanswered for 70 s with 2 workers),
+``Transfer-Encoding`` in a request that is not HTTP/1.1, any coding but a single
+``chunked``, and a folded header line. The worker checks that cheroot framed the request
+as the arrival did, and refuses it (400) if not. When ``accept`` fails for want of file
+descriptors, accepting pauses for a growing interval and the error is logged at most once
+every 10 s, with a count of the failures held back.
 
 TLS: TLS 1.2 or newer (:func:`make_ssl_context`); client certificates are required when
 ``ssl_cafile`` or ``ssl_capath`` (a hash-named CA directory) is set. The handshake runs on
@@ -246,18 +254,32 @@ class _Request(cheroot_server.HTTPRequest):
         super().write(chunk)
 
     def respond(self) -> None:
-        """cheroot's ``respond``, with the body :class:`_Arrival` de-chunked as ``wsgi.input``.
+        """cheroot's ``respond``, with the body :class:`_Arrival` received as ``wsgi.input``.
 
-        cheroot would read the chunks from the socket, unbounded and without a deadline.
+        cheroot would read the body from the socket: chunks unbounded and without a
+        deadline, ``Content-Length`` bytes with only the per-read timeout. Here the
+        worker reads from memory the body the arrival received, after checking that
+        cheroot frames the request as the arrival did (chunked, or that many bytes); a
+        disagreement (a bug: the arrival refuses what could cause one) is a 400 and
+        close, the socket unread. Only a request whose body the arrival did not take in
+        (a ``Content-Length`` past ``body_limit``: the app answers 413 from the head) is
+        left to cheroot, unless cheroot sees it chunked.
         """
-        if not self.chunked_read:
+        conn = self.conn
+        body, chunked, cut = conn.arrived_body, conn.arrived_chunked, conn.body_cut
+        conn.arrived_body = None
+        if body is None and not self.chunked_read:
             super().respond()
             return
-        body, cut = self.conn.chunked_body, self.conn.body_cut
-        self.conn.chunked_body = None
-        if body is None:  # cheroot saw a chunked body where the arrival did not
-            self.close_connection = True
-            self.simple_response("400 Bad Request", "unsupported Transfer-Encoding header")
+        length = None if self.chunked_read else int(self.inheaders.get(b"Content-Length", 0))
+        if body is None or chunked != self.chunked_read or (not chunked and length != len(body)):
+            log.error("request from %s: cheroot frames its body as %s, the arrival as %s; refused",
+                      _peer(conn.socket), "chunked" if length is None else f"{length} bytes",
+                      "not received" if body is None else "chunked" if chunked else f"{len(body)} bytes")
+            self.close_connection = self.sent_headers = True
+            conn.wfile.write(_error_response(400, "the request's body framing is ambiguous (Transfer-"
+                                                  "Encoding or Content-Length); send one, and in "
+                                                  "HTTP/1.1 for chunked", conn.socket))
             return
         # the stream past a cut body is not a request: close after answering
         self.close_connection = self.close_connection or cut
@@ -300,6 +322,10 @@ class _Arrival:
         self.body_start = -1
         #: Offset in :attr:`buf` where a chunked message ends; -1 while unknown or when cut.
         self.body_end = -1
+        #: Body bytes to receive after the head when it is framed by ``Content-Length`` (0
+        #: with neither that nor Transfer-Encoding) and taken in here; -1 otherwise, or
+        #: while the head is incomplete.
+        self.length = -1
         self._searched = 0
         self._need = -1
         self._chunk_at = -1
@@ -337,15 +363,26 @@ class _Arrival:
         return self._chunks_done()
 
     def _read_framing(self, head: bytes) -> bool:
-        """Find the body's framing in the head; True when nothing more need be read."""
-        lengths, chunked = set(), False
-        for line in head.split(b"\r\n")[1:]:
+        """Find the body's framing in the head; True when nothing more need be read.
+
+        Framing that cheroot could read otherwise than here is refused (see
+        :func:`_ambiguous_framing`); what is accepted, cheroot frames the same way, and
+        :meth:`_Request.respond` checks that it did.
+        """
+        lines = head.split(b"\r\n")
+        lengths, codings = set(), []
+        for line in lines[1:]:
+            if line[:1] in (b" ", b"\t"):
+                # cheroot appends a folded line to the header above (a Transfer-Encoding
+                # could gain a coding this scan never saw): RFC 9112, 5.2 allows a 400
+                return self._refuse(400, "a header line starts with a space or tab (obsolete line "
+                                         "folding); send each header on one line")
             name, _, value = line.partition(b":")
             name, value = name.strip().lower(), value.strip()
             if name == b"content-length":
                 lengths.add(value)
             elif name == b"transfer-encoding":
-                chunked = chunked or b"chunked" in value.lower()
+                codings.append(value)
             elif name == b"expect":
                 self.expects_continue = value.lower() == b"100-continue"
         for value in lengths:
@@ -353,17 +390,21 @@ class _Arrival:
             if not (value.isdigit() and len(value) <= MAX_LENGTH_DIGITS):
                 return self._refuse(400, f"Content-Length must be 1 to {MAX_LENGTH_DIGITS} digits "
                                          f"(got {len(value)} bytes that are not)")
-        if chunked:  # as cheroot: chunked wins over Content-Length
+        if codings:
+            problem = _ambiguous_framing(lines[0], b", ".join(codings), bool(lengths))
+            if problem:
+                return self._refuse(400, problem)
             self._chunk_at = self.body_start
             self.body = bytearray()
             return False
         if not lengths:
-            self._need = self.body_start
+            self.length, self._need = 0, self.body_start
             return True
         value = lengths.pop()
         if lengths or int(value) > self.body_limit:
             return True
-        self._need = self.body_start + int(value)
+        self.length = int(value)
+        self._need = self.body_start + self.length
         return len(self.buf) >= self._need
 
     def _chunks_done(self) -> bool:
@@ -406,6 +447,43 @@ class _Arrival:
 
 
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+#: Longest Transfer-Encoding value quoted back in a refusal, in characters.
+_QUOTED_CODINGS = 64
+
+
+def _ambiguous_framing(request_line: bytes, transfer_encoding: bytes, has_length: bool) -> str | None:
+    """Why a request with a ``Transfer-Encoding`` header cannot be framed safely; None if it can.
+
+    The only one accepted is an HTTP/1.1 request with ``Transfer-Encoding: chunked`` (once,
+    alone) and no ``Content-Length`` (RFC 9112, 6.1 and 6.3): with both headers, or in
+    HTTP/1.0 (where cheroot ignores Transfer-Encoding and reads ``Content-Length`` bytes
+    from the socket), a server and the proxies before it can each see a different body
+    end, which is request smuggling; other codings pihub does not decode.
+
+    Args:
+        request_line: the request line, without its CRLF.
+        transfer_encoding: the ``Transfer-Encoding`` values, repeated headers joined by ``, ``.
+        has_length: the request also has a ``Content-Length`` header.
+    """
+    # cheroot's own reading of the version and of the codings, so that both agree
+    parts = request_line.strip().split(b" ", 2)
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        version = parts[2][:16].decode("latin-1") if len(parts) == 3 else "none"
+        return (f"Transfer-Encoding is only allowed in HTTP/1.1 requests (this one is {version!r}); "
+                "send the body with Content-Length")
+    if has_length:
+        return ("a request must not have both Transfer-Encoding and Content-Length (its body "
+                "would have two lengths); send one of them")
+    codings = [c.strip().lower() for c in transfer_encoding.split(b",") if c.strip()]
+    if codings != [b"chunked"]:
+        quoted = transfer_encoding.decode("latin-1")
+        if len(quoted) > _QUOTED_CODINGS:
+            quoted = quoted[:_QUOTED_CODINGS] + "..."
+        return (f"Transfer-Encoding {quoted!r} is not supported: pihub takes only 'chunked', "
+                "once and alone (the last coding must be chunked, and other codings are not decoded)")
+    return None
+
+
 #: ``accept`` errors that mean the process or system is out of something a retry needs.
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: poll() events that mean the peer of a parked connection is gone (RDHUP: Linux only).
@@ -477,9 +555,12 @@ class _Connection(cheroot_server.HTTPConnection):
     admitted = False
     #: The request being received while no worker holds the connection.
     arrival: _Arrival | None = None
-    #: The de-chunked body of the request a worker is about to serve, if chunked.
-    chunked_body: bytes | None = None
-    #: :attr:`chunked_body` was cut at ``max_body + 1`` bytes.
+    #: The body the arrival received for the request a worker is about to serve
+    #: (de-chunked if chunked); None when it took in none (the head alone decides).
+    arrived_body: bytes | None = None
+    #: :attr:`arrived_body` came chunked (else it is the ``Content-Length`` bytes).
+    arrived_chunked = False
+    #: :attr:`arrived_body` was cut at ``max_body + 1`` bytes (chunked only).
     body_cut = False
     #: A worker has (or is about to get) this connection: counted in its address's workers.
     working = False
@@ -811,14 +892,20 @@ class _ConnectionManager(connections.ConnectionManager):
     def _dispatch(self, conn: _Connection) -> None:
         arrival, rfile = conn.arrival, conn.rfile
         conn.arrival = None
-        conn.chunked_body, conn.body_cut = None, False
+        conn.arrived_body, conn.arrived_chunked, conn.body_cut = None, False, False
         if arrival is not None and arrival.body is not None and arrival.complete:
-            # the worker reads the head from rfile, the body from chunked_body, and
+            # the worker reads the head from rfile, the body from arrived_body, and
             # then what follows the body (a pipelined request), unless the body was cut
             buf = arrival.buf
             rest = buf[arrival.body_end:] if arrival.body_end >= 0 else b""
             rfile._read_buf, rfile._read_pos = bytes(buf[:arrival.body_start] + rest), 0
-            conn.chunked_body, conn.body_cut = bytes(arrival.body), arrival.body_end < 0
+            conn.arrived_body, conn.body_cut = bytes(arrival.body), arrival.body_end < 0
+            conn.arrived_chunked = True
+        elif arrival is not None and arrival.length >= 0:
+            # framed by Content-Length (or bodiless) and all there: the same split
+            buf, end = arrival.buf, arrival.body_start + arrival.length
+            rfile._read_buf, rfile._read_pos = bytes(buf[:arrival.body_start] + buf[end:]), 0
+            conn.arrived_body = bytes(buf[arrival.body_start:end])
         elif arrival is not None:
             rfile._read_buf, rfile._read_pos = bytes(arrival.buf), 0
         try:

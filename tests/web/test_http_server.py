@@ -324,6 +324,82 @@ class TestHostileFraming:
         assert resp.status == 400 and "Content-Length" in message and value not in message
         assert _livez_ok(server.port)
 
+    # RFC 9112, 6.1 and 6.3: framing cheroot could read otherwise than the arrival. Each
+    # sends ``0`` CRLF CRLF (a whole chunked body) but declares 60000 bytes or codings the
+    # arrival does not decode: a worker that took it would block reading the socket.
+    @pytest.mark.parametrize("version, framing, words", [
+        (b"HTTP/1.0", b"Transfer-Encoding: chunked\r\nContent-Length: 60000\r\n", "only allowed in HTTP/1.1"),
+        (b"HTTP/1.0", b"Transfer-Encoding: chunked\r\n", "only allowed in HTTP/1.1"),
+        (b"HTTP/1.1", b"Transfer-Encoding: chunked\r\nContent-Length: 60000\r\n", "both"),
+        (b"HTTP/1.1", b"Content-Length: 60000\r\nTransfer-Encoding: chunked\r\n", "both"),
+        (b"HTTP/1.1", b"Transfer-Encoding: gzip, chunked\r\n", "'gzip, chunked' is not supported"),
+        (b"HTTP/1.1", b"Transfer-Encoding: chunked, gzip\r\n", "last coding must be chunked"),
+        (b"HTTP/1.1", b"Transfer-Encoding: chunked, chunked\r\n", "only 'chunked', once"),
+        (b"HTTP/1.1", b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "only 'chunked', once"),
+        (b"HTTP/1.1", b"Transfer-Encoding: xchunked\r\n", "'xchunked' is not supported"),
+        (b"HTTP/1.1", b"Transfer-Encoding: chunked\r\n gzip\r\n", "folding"),
+        (b"HTTP/1.1", b"X-Pad: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 60000\r\n", "folding"),
+    ])
+    def test_ambiguous_framing_is_400_before_any_worker(
+            self, rig: Rig, version: bytes, framing: bytes, words: str) -> None:
+        # one worker: were a request handed to it, /livez could not be answered
+        with serving(rig.app, threads=1) as server:
+            socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+            try:
+                for sock in socks:
+                    sock.sendall(b"POST /login " + version + b"\r\nHost: x\r\nContent-Type: "
+                                 b"application/json\r\n" + framing + b"\r\n0\r\n\r\n")
+                for sock in socks:
+                    resp = http.client.HTTPResponse(sock)
+                    resp.begin()
+                    body = json.loads(resp.read())
+                    assert resp.status == 400 and words in body["message"], body
+                    assert resp.will_close
+                    _assert_security(resp)
+                assert server.workers_by_address() == {}  # refused in the arrival
+                assert _livez_ok(server.port)  # the attackers' sockets still open
+            finally:
+                for sock in socks:
+                    sock.close()
+
+    def test_http_1_0_with_content_length_is_served(self, served) -> None:
+        rig, server = served
+        head = "".join(f"{k}: {v}\r\n" for k, v in rig.as_("control").items()).encode()
+        resp, body = _send_raw(server.port, b"POST /execute HTTP/1.0\r\nHost: x\r\nContent-Type: "
+                               b"application/json\r\n" + head
+                               + f"Content-Length: {len(EXEC)}\r\n\r\n".encode() + EXEC)
+        assert resp.status == 200 and json.loads(body)["response"]["errors"] == []
+
+    def test_a_content_length_body_then_a_pipelined_request(self, served) -> None:
+        rig, server = served
+        head = "".join(f"{k}: {v}\r\n" for k, v in rig.as_("control").items()).encode()
+        body = json.dumps({"a": 1}).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"POST /hook/nobody HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                         + b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            (first, hooked), (second, livez) = _read_responses(sock, 2)
+            assert first == 200 and json.loads(hooked)["data"] == {"a": 1}
+            assert second == 200 and json.loads(livez) == {"status": "ok"}
+
+    def test_a_worker_refuses_framing_cheroot_reads_otherwise_without_reading_the_socket(
+            self, rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        # an arrival that let ambiguous framing through (a regression): the HTTP/1.0
+        # request is de-chunked there, while cheroot frames it by its Content-Length
+        monkeypatch.setattr(web_server, "_ambiguous_framing", lambda *a: None)
+        with serving(rig.app, threads=1) as server:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(b"POST /login HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Transfer-Encoding: chunked\r\nContent-Length: 60000\r\n\r\n0\r\n\r\n")
+                resp = http.client.HTTPResponse(sock)
+                resp.begin()  # the 5 s timeout fails the test if the worker reads on
+                assert resp.status == 400 and "framing" in json.loads(resp.read())["message"]
+                assert resp.will_close
+                _assert_security(resp)
+                assert _livez_ok(server.port)
+        assert any("frames its body as 60000 bytes, the arrival as chunked" in r.getMessage()
+                   and r.levelno == logging.ERROR for r in caplog.records)
+
 
 class TestOutOfDescriptors:
     def test_accept_failing_with_emfile_is_paced_and_logged_once(
