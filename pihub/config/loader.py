@@ -518,7 +518,12 @@ class _Loader:
         if value is None:
             return
         if not isinstance(value, dict):
-            self.at(doc, (), f"a config file must be a mapping of section names, not {show(value)}")
+            # the kind only, never the content: an included file that is no config (a token
+            # file, a .env) must not be echoed into the log
+            kind = ("a list" if isinstance(value, list) else "text" if isinstance(value, str)
+                    else "a boolean" if isinstance(value, bool) else "a number" if isinstance(value, (int, float))
+                    else type(value).__name__)
+            self.at(doc, (), f"a config file must be a mapping of section names, not {kind} (is it a config file?)")
             return
         for key, item in value.items():
             if key == "include":

@@ -935,7 +935,17 @@ def test_environment_values_become_strings(tmp_path: Path) -> None:
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     cfg = write(tmp_path, "c.yaml", "- a\n- b\n")
-    assert errors_of(cfg) == [f"{cfg}:1:1: a config file must be a mapping of section names, not a list"]
+    assert errors_of(cfg) == [f"{cfg}:1:1: a config file must be a mapping of section names, not a list"
+                              " (is it a config file?)"]
+
+
+def test_an_included_file_that_is_no_config_is_not_echoed(tmp_path: Path) -> None:
+    write(tmp_path, "token.txt", "ghp_SECRETTOKEN1234567890\n")
+    cfg = write(tmp_path, "c.yaml", "include: token.txt\n")
+    errors = errors_of(cfg)
+    assert errors == [f"{tmp_path / 'token.txt'}:1:1: a config file must be a mapping of section names, not text"
+                      " (is it a config file?)"]
+    assert "SECRET" not in "".join(errors)
 
 
 def test_section_names_must_be_strings(tmp_path: Path) -> None:
