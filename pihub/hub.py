@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -738,13 +738,23 @@ class Hub:
             latency=LatencySnapshot(tuple(lat.bounds), tuple(lat.counts), lat.total_us, lat.n),
             pool=PoolStats(pool.workers, pool.pending, pool.submitted, pool.completed, pool.failed,
                            pool.rejected),
-            websocket_clients=self._web_clients_or_zero())
+            websocket_clients=self._web_clients_or_zero(),
+            connections_refused=self._connections_refused())
 
     def _web_clients_or_zero(self) -> int:
         try:
             return int(self.web_clients())
         except Exception:  # a websocket server in the middle of stopping
             return 0
+
+    def _connections_refused(self) -> dict[str, int]:
+        """Connections closed at accept by a limit, per server (those that run)."""
+        out: dict[str, int] = {}
+        if self.web is not None:
+            out["http"] = int(self.web.refused_connections)
+        if self.live is not None:
+            out["websocket"] = int(self.live.stats.get("connections_refused", 0))
+        return out
 
     def status(self) -> dict[str, Any]:
         """The JSON-able state of the daemon (``GET /status``, read scope).
@@ -756,7 +766,8 @@ class Hub:
         the reason), ``bus`` (``published``, ``dropped``, ``depth`` in all, and per
         ``producers``), ``hooks`` (``defined``, ``fired``, ``dropped``), ``dispatcher``
         (``events``, ``batches``, ``overflow_reports``), ``pool``, ``procedures`` (names)
-        and ``websocket_clients``.
+        ``websocket_clients`` and ``connections_refused`` (per server, ``http`` and
+        ``websocket``: connections closed at accept because a limit was reached).
         """
         m = self.metrics()
         started_at = self._started_at
@@ -782,6 +793,7 @@ class Hub:
                      "failed": m.pool.failed, "rejected": m.pool.rejected},
             "procedures": sorted(self.procedures),
             "websocket_clients": m.websocket_clients,
+            "connections_refused": dict(m.connections_refused),
         }
 
 
@@ -826,6 +838,8 @@ class HubMetrics:
         latency: the dispatch latency histogram.
         pool: the worker pool's counters.
         websocket_clients: authenticated websocket connections open now.
+        connections_refused: connections closed at accept by a limit, per server
+            (``http``, ``websocket``; a server that does not run is absent).
     """
 
     device_id: str
@@ -835,3 +849,4 @@ class HubMetrics:
     latency: LatencySnapshot
     pool: PoolStats
     websocket_clients: int
+    connections_refused: Mapping[str, int] = field(default_factory=dict)

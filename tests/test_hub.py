@@ -391,6 +391,25 @@ def test_metrics_is_a_typed_snapshot(make_hub):
     assert hub.metrics().bus["backend:mock"].published == 2  # a stopped hub still reports its run
 
 
+def test_connections_refused_at_accept_are_in_metrics_and_status(make_hub):
+    import socket
+
+    from pihub.web.server import MAX_CONNECTIONS_PER_ADDRESS
+
+    hub = make_hub("http: {port: 0, websocket_port: 0}\nmock: {}\n")
+    assert hub.metrics().connections_refused == {"http": 0, "websocket": 0}
+    socks = []
+    try:
+        for port in (hub.web.port, hub.live.port):
+            socks += [socket.create_connection(("127.0.0.1", port), timeout=5)
+                      for _ in range(MAX_CONNECTIONS_PER_ADDRESS + 1)]  # one more than an address may open
+        assert wait_for(lambda: hub.metrics().connections_refused == {"http": 1, "websocket": 1})
+    finally:
+        for s in socks:
+            s.close()
+    assert hub.status()["connections_refused"] == {"http": 1, "websocket": 1}
+
+
 def test_status_reports_uptime_on_the_hubs_clock_and_every_backend(write_config, load_config):
     from pihub.clock import ManualClock
     from pihub.hub import Hub

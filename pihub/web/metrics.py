@@ -127,6 +127,8 @@ def render(m: Any, http_statuses: Mapping[int, int], webhooks: Mapping[str, int]
     out.add("pihub_webhooks_total", "counter", "/hook calls, by outcome",
             [({"outcome": k}, v) for k, v in sorted(webhooks.items())])
     out.add("pihub_websocket_clients", "gauge", "websocket clients connected", [({}, m.websocket_clients)])
+    out.add("pihub_connections_refused_total", "counter", "connections closed at accept by a limit, by server",
+            [({"server": k}, v) for k, v in sorted(m.connections_refused.items())])
     rss = _rss_bytes()
     if rss is not None:
         out.add("process_resident_memory_bytes", "gauge", "resident set size, in bytes", [({}, rss)])

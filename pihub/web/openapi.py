@@ -218,6 +218,9 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "pool": {"type": "object", "additionalProperties": {"type": "integer"}},
             "procedures": {"type": "array", "items": {"type": "string"}},
             "websocket_clients": {"type": "integer"},
+            "connections_refused": {"type": "object", "additionalProperties": {"type": "integer"},
+                                    "description": "per server (http, websocket): connections closed at "
+                                                   "accept because a limit was reached"},
         },
     },
 }

@@ -1130,6 +1130,13 @@ class WebServer:
         manager = getattr(server, "_connections", None) if server is not None else None
         return manager.open_connections if isinstance(manager, _ConnectionManager) else 0
 
+    @property
+    def refused_connections(self) -> int:
+        """Connections closed at accept because a limit was reached, since :meth:`start`."""
+        server = self._server
+        manager = getattr(server, "_connections", None) if server is not None else None
+        return manager.refused if isinstance(manager, _ConnectionManager) else 0
+
     def workers_by_address(self) -> dict[str, tuple[int, int]]:
         """Client address -> (its connections with workers, its parked ones), for each
         address with any; empty when stopped."""
