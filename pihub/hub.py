@@ -334,7 +334,7 @@ class Hub:
                 log.info("hook %s is disabled in the config", spec.name)
                 continue
             errs: list[ConfigProblem] = []
-            cond = _collect(errs, compile_condition, spec.if_, ("if",))
+            cond = _collect(errs, compile_condition, spec.if_, ("if",), spec.name)
             steps = _collect(errs, compile_steps, spec.then, ("then",))
             hook: Hook | None = (None if errs
                                  else _collect(errs, Hook, spec.name, cond, steps, spec.priority, order))
@@ -739,7 +739,8 @@ class Hub:
             pool=PoolStats(pool.workers, pool.pending, pool.submitted, pool.completed, pool.failed,
                            pool.rejected),
             websocket_clients=self._web_clients_or_zero(),
-            connections_refused=self._connections_refused())
+            connections_refused=self._connections_refused(),
+            regex_timeouts=_regex_timeouts())
 
     def _web_clients_or_zero(self) -> int:
         try:
@@ -764,7 +765,7 @@ class Hub:
         ``backends`` (each :meth:`Backend.describe_status <pihub.backends.base.Backend.describe_status>`:
         ``name``, ``status`` -- ``running``, ``degraded``, ``failed: ...`` -- and ``error``,
         the reason), ``bus`` (``published``, ``dropped``, ``depth`` in all, and per
-        ``producers``), ``hooks`` (``defined``, ``fired``, ``dropped``), ``dispatcher``
+        ``producers``), ``hooks`` (``defined``, ``fired``, ``dropped``, ``regex_timeouts``), ``dispatcher``
         (``events``, ``batches``, ``overflow_reports``), ``pool``, ``procedures`` (names)
         ``websocket_clients`` and ``connections_refused`` (per server, ``http`` and
         ``websocket``: connections closed at accept because a limit was reached).
@@ -785,7 +786,8 @@ class Hub:
                     "dropped": sum(s.dropped for s in m.bus.values()),
                     "depth": sum(s.depth for s in m.bus.values()),
                     "producers": producers},
-            "hooks": {"defined": len(self.hooks), "fired": st.hooks_fired, "dropped": st.hooks_dropped},
+            "hooks": {"defined": len(self.hooks), "fired": st.hooks_fired, "dropped": st.hooks_dropped,
+                      "regex_timeouts": m.regex_timeouts},
             "dispatcher": {"events": st.events, "batches": st.batches, "overflow_reports": st.overflow_reports,
                            "hooks_inline": st.hooks_inline, "inline_overruns": st.inline_overruns,
                            "inline_deferred": st.inline_deferred, "inline_failed": st.inline_failed},
@@ -795,6 +797,13 @@ class Hub:
             "websocket_clients": m.websocket_clients,
             "connections_refused": dict(m.connections_refused),
         }
+
+
+def _regex_timeouts() -> int:
+    """:data:`pihub.engine.conditions.REGEX_TIMEOUTS`' count (imported as the hooks' build does)."""
+    from pihub.engine.conditions import REGEX_TIMEOUTS
+
+    return REGEX_TIMEOUTS.count
 
 
 @dataclass(frozen=True, slots=True)
@@ -840,6 +849,8 @@ class HubMetrics:
         websocket_clients: authenticated websocket connections open now.
         connections_refused: connections closed at accept by a limit, per server
             (``http``, ``websocket``; a server that does not run is absent).
+        regex_timeouts: regular-expression matches of conditions given up after
+            :data:`pihub.engine.conditions.MATCH_TIMEOUT` (no match), in this process.
     """
 
     device_id: str
@@ -850,3 +861,4 @@ class HubMetrics:
     pool: PoolStats
     websocket_clients: int
     connections_refused: Mapping[str, int] = field(default_factory=dict)
+    regex_timeouts: int = 0

@@ -391,6 +391,21 @@ def test_metrics_is_a_typed_snapshot(make_hub):
     assert hub.metrics().bus["backend:mock"].published == 2  # a stopped hub still reports its run
 
 
+def test_regex_matches_given_up_are_in_metrics_and_status(make_hub):
+    from pihub.events import CATALOGUE, Event
+
+    hub = make_hub("""
+        event.hook.slow:
+          if: {type: CustomEvent, text: {$regex: "(.*a){7}$"}}
+          then: []
+    """)
+    before = hub.metrics().regex_timeouts
+    hub.publish(Event(CATALOGUE.get("CustomEvent"), {"text": "a" * 4000 + "b"}, 0, "test"))
+    assert hub.flush()
+    assert hub.metrics().regex_timeouts == before + 1
+    assert hub.status()["hooks"]["regex_timeouts"] == before + 1
+
+
 def test_connections_refused_at_accept_are_in_metrics_and_status(make_hub):
     import socket
 

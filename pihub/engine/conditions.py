@@ -16,8 +16,9 @@ is the condition's type or a subtype of it, and every attribute condition holds:
                          Platypush; an event value that ``float()`` rejects (None, ``'abc'``,
                          a list) does not match. The operand is checked when the hook compiles.
   ``$eq $ne``            plain ``==`` / ``!=``
-  ``$regex``             ``re.search`` on str event values only, over at most their first
-                         :data:`MAX_SUBJECT` characters; compiled when the hook compiles
+  ``$regex``             a search (Python ``re`` syntax) on str event values only, over at
+                         most their first :data:`MAX_SUBJECT` characters, for at most
+                         :data:`MATCH_TIMEOUT` seconds; compiled when the hook compiles
   ====================  =====================================================================
 
   Otherwise the dict is a *nested partial match*: the event value must be a dict holding
@@ -40,15 +41,25 @@ keys; an empty phrase condition only matches an empty phrase; phrase matching an
 subsequences apply to top-level attributes only; there are no scores (selection is
 :func:`pihub.engine.hooks.select`); and ``${name}`` captures keep the case of ``name``.
 
-**Regular expressions run on the dispatcher thread**, and Python's ``re`` has no timeout, so:
+**Regular expressions run on the dispatcher thread**, so they are bounded:
 
-* a pattern (``$regex`` or phrase word) that nests an unbounded repeat (``*``, ``+``,
-  ``{n,}``) inside another unbounded repeat -- ``(a+)+``, ``(a*b?)*`` -- is refused when the
-  hook compiles: on a near miss (``'a' * 30 + 'b'``) it backtracks in exponential time. The
-  same pattern with a possessive outer repeat (``(a+)++``) or an atomic body
-  (``((?>a+))+``) never backtracks into the body and is accepted. Other slow shapes
-  (overlapping alternatives like ``(a|a)*``, long chains ``a*a*a*b``) are not detected; the
-  subject cap below bounds them;
+* patterns are written in Python's ``re`` syntax (checked by ``re`` when the hook compiles)
+  and run by the `regex <https://pypi.org/project/regex/>`_ module (its ``V0`` mode, ``re``'s
+  semantics), imported only when a config has a regular expression: unlike ``re`` it gives
+  up on a match after a time bound and lets go of the GIL while it runs. A ``$regex`` search,
+  or all the regex words of one phrase match together, that has not finished after
+  :data:`MATCH_TIMEOUT` seconds does not match; it is counted (:data:`REGEX_TIMEOUTS`) and
+  logged, rate-limited, with the hook, the condition path and the pattern (never the event
+  text). No static check can find every slow pattern: overlapping alternatives
+  (``(a|aa)+$``), repeated wildcards (``(.*a){7}$``) and the like take exponential or high
+  polynomial time on some subjects, and the subject cap alone does not bound them (``re``
+  took 82 s on a 62-character value for ``(.*a){7}$``);
+* as an early, explanatory error, a pattern (``$regex`` or phrase word) that nests an
+  unbounded repeat (``*``, ``+``, ``{n,}``) inside another unbounded repeat -- ``(a+)+``,
+  ``(a*b?)*`` -- is refused when the hook compiles: on a near miss (``'a' * 30 + 'b'``) it
+  backtracks in exponential time. The same pattern with a possessive outer repeat
+  (``(a+)++``) or an atomic body (``((?>a+))+``) never backtracks into the body and is
+  accepted;
 * a ``$regex`` sees at most the first :data:`MAX_SUBJECT` characters of the event value
   (so ``$`` also matches at that cut), and a phrase condition splits at most the first
   :data:`MAX_SUBJECT` characters of the phrase into words (the exact-equality check still
@@ -63,6 +74,7 @@ bounded repr that cannot raise.
 
 from __future__ import annotations
 
+import logging
 import re
 
 # Python 3.11+ (formerly sre_constants/sre_parse, now deprecated): the parser behind
@@ -71,12 +83,21 @@ import re._constants as _rc  # type: ignore[import-not-found]
 import re._parser as _re_parser  # type: ignore[import-not-found]
 import reprlib
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pihub.errors import ConfigProblem, ConfigProblems, UnknownEventType, did_you_mean
 from pihub.events import CATALOGUE, Event, EventType
+from pihub.logs import LogLimiter
+
+if TYPE_CHECKING:
+    # imported at run time only by _regex(), when a config has a regular expression
+    from regex import Pattern as RegexPattern
+
+log = logging.getLogger(__name__)
 
 ROOT: EventType = CATALOGUE.get("Event")
 SPEECH: EventType = CATALOGUE.get("SpeechRecognizedEvent")
@@ -93,9 +114,56 @@ _CAPTURE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _REGEX_CHARS = frozenset("\\.^$*+?{}[]|()")
 
 #: Characters of an event str that a ``$regex`` searches, and of a phrase that is split into
-#: words: regular expressions run on the dispatcher thread and Python's ``re`` cannot be
-#: interrupted, so the subject is bounded.
+#: words: regular expressions run on the dispatcher thread, so the subject is bounded.
 MAX_SUBJECT = 4096
+
+#: Seconds one ``$regex`` search, or the regex words of one phrase match, may run before it
+#: is given up as no match. Ordinary patterns searched MAX_SUBJECT characters in 6-40 us on
+#: x86 (measured), so even a loaded Pi tens of times slower stays well under 10 ms, while a
+#: hostile pattern costs the dispatcher at most 10 ms per condition per event instead of
+#: minutes (with re, every thread waited behind its GIL-holding search).
+MATCH_TIMEOUT = 0.01
+
+
+class RegexTimeouts:
+    """Counts the regular-expression matches given up after :data:`MATCH_TIMEOUT` and logs
+    them, at most one warning per 5 s (with how many were held back). Thread-safe: the
+    dispatcher, replays and the API's traces all match conditions.
+
+    Attributes:
+        count: matches given up since start (monotonic).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        self._log = LogLimiter(1, 5.0, clock)
+
+    def gave_up(self, where: str, pattern: str, length: int) -> None:
+        """Count one match of ``pattern`` (at ``where``: hook and condition path) on a
+        ``length``-character subject given up, and log it unless rate-limited. The subject
+        itself is never logged: it is event data."""
+        with self._lock:
+            self.count += 1
+            count = self.count
+            allowed, held = self._log.allow()
+        if allowed:
+            log.warning("%s: regular expression %s gave up after %.0f ms on a %d-character value and did "
+                        "not match: it backtracks too much (rewrite it with possessive repeats or atomic "
+                        "groups); %d given up so far, %d warnings held back",
+                        where, _show(pattern, 200), MATCH_TIMEOUT * 1e3, length, count, held)
+
+
+#: The process's count of regular-expression matches given up (see :class:`RegexTimeouts`).
+REGEX_TIMEOUTS = RegexTimeouts()
+
+
+def _regex() -> Any:
+    """The ``regex`` module, imported on first use: the idle daemon's RSS is measured, and
+    most configs have no regular expression."""
+    import regex
+
+    return regex
 
 
 class _ShortRepr(reprlib.Repr):
@@ -183,13 +251,16 @@ class Operator:
         op: the operator, a key of :data:`OPERATORS`.
         operand: the operand as written in the config.
         number: ``float(operand)`` for the numeric operators, else None.
-        regex: the compiled pattern for ``$regex``, else None.
+        regex: the compiled pattern for ``$regex`` (a :mod:`regex` pattern), else None.
+        where: for ``$regex``, the hook and condition path the time-out warning names
+            (``hook 'h': if.text.$regex``); not part of equality.
     """
 
     op: str
     operand: Any
     number: float | None = None
-    regex: re.Pattern[str] | None = None
+    regex: RegexPattern[str] | None = None
+    where: str = field(default="", compare=False)
 
     def holds(self, value: Any) -> bool:
         """True if ``value`` satisfies this operator. Never raises."""
@@ -199,8 +270,15 @@ class Operator:
         if op == "$ne":
             return bool(value != self.operand)
         if op == "$regex":
-            return (isinstance(value, str) and self.regex is not None
-                    and self.regex.search(value, 0, MAX_SUBJECT) is not None)
+            if not isinstance(value, str) or self.regex is None:
+                return False
+            try:
+                # concurrent: the GIL is let go during the search (value is an immutable str)
+                return self.regex.search(value, 0, MAX_SUBJECT, concurrent=True,
+                                         timeout=MATCH_TIMEOUT) is not None
+            except TimeoutError:
+                REGEX_TIMEOUTS.gave_up(self.where, self.operand, min(len(value), MAX_SUBJECT))
+                return False
         try:
             x = float(value)
         except (TypeError, ValueError, OverflowError):
@@ -282,22 +360,52 @@ class PhraseWord:
     Attributes:
         text: the word, lower-cased (for a capture: the ``${name}`` token as written).
         capture: the capture name for a ``${name}`` word, else None.
-        regex: the compiled pattern when the word uses regular-expression syntax, else None
-            (a literal word, matched by equality only).
+        regex: the compiled pattern (a :mod:`regex` pattern) when the word uses
+            regular-expression syntax, else None (a literal word, matched by equality only).
         optional: the pattern also matches the empty string (``(the)?``): the word may be
             absent from the phrase.
     """
 
     text: str
     capture: str | None = None
-    regex: re.Pattern[str] | None = None
+    regex: RegexPattern[str] | None = None
     optional: bool = False
 
-    def hits(self, word: str) -> bool:
-        """True if this (non-capture) word matches the whole event word ``word``."""
+    def hits(self, word: str, budget: _Budget) -> bool:
+        """True if this (non-capture) word matches the whole event word ``word``.
+
+        Raises:
+            _GaveUp: the regular expression ran past what is left of ``budget`` (seconds,
+                reduced by the time this call took).
+        """
         if word == self.text:
             return True
-        return self.regex is not None and self.regex.fullmatch(word) is not None
+        if self.regex is None:
+            return False
+        if budget.left <= 0:
+            raise _GaveUp(self.text)
+        t0 = time.perf_counter()
+        try:
+            # concurrent: the GIL is let go during the match (word is an immutable str)
+            return self.regex.fullmatch(word, concurrent=True, timeout=budget.left) is not None
+        except TimeoutError:
+            raise _GaveUp(self.text) from None
+        finally:
+            budget.left -= time.perf_counter() - t0
+
+
+class _Budget:
+    """Seconds of regular-expression matching left to one phrase match."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+
+
+class _GaveUp(Exception):
+    """A phrase match's regex words used up :data:`MATCH_TIMEOUT`; ``args[0]`` is the word
+    whose match was cut."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,22 +431,39 @@ class PhraseTest:
     lower-case, words joined by single spaces. Only the first :data:`MAX_SUBJECT` characters
     of a longer phrase are split into words (the last of them may be cut).
 
+    The regex words of one match share :data:`MATCH_TIMEOUT` seconds of matching; past
+    that the phrase does not match (counted and logged by :data:`REGEX_TIMEOUTS`).
+
     Attributes:
         text: the condition string as written.
         words: the compiled condition words.
+        where: the hook and condition path the time-out warning names
+            (``hook 'h': if.phrase``); not part of equality.
     """
 
     text: str
     words: tuple[PhraseWord, ...]
+    where: str = field(default="", compare=False)
 
     def match(self, phrase: str) -> dict[str, str] | None:
         """The captures if ``phrase`` matches (possibly empty), else None. Never raises."""
         if phrase == self.text:
             return {}
-        cw = self.words
-        if not cw:
+        if not self.words:
             return None
-        ev = phrase[:MAX_SUBJECT].lower().split()
+        try:
+            return self._walk(phrase[:MAX_SUBJECT].lower().split(), _Budget(MATCH_TIMEOUT))
+        except _GaveUp as e:
+            REGEX_TIMEOUTS.gave_up(self.where, e.args[0], min(len(phrase), MAX_SUBJECT))
+            return None
+
+    def _walk(self, ev: list[str], budget: _Budget) -> dict[str, str] | None:
+        """:meth:`match` on the event words ``ev``.
+
+        Raises:
+            _GaveUp: the regex words used up ``budget``.
+        """
+        cw = self.words
         nev, ncw = len(ev), len(cw)
         caps: dict[str, str] = {}
         i = j = 0
@@ -354,7 +479,7 @@ class PhraseTest:
                 else:
                     nxt = cw[j + 1]
                     if nxt.capture is None:
-                        while i < nev and not nxt.hits(ev[i]):
+                        while i < nev and not nxt.hits(ev[i], budget):
                             i += 1
                 caps[w.capture] = " ".join(ev[start:i])
                 j += 1
@@ -362,7 +487,7 @@ class PhraseTest:
                 if not w.optional:
                     return None
                 j += 1
-            elif w.hits(ev[i]):
+            elif w.hits(ev[i], budget):
                 i += 1
                 j += 1
             elif w.optional:
@@ -493,12 +618,14 @@ class Condition:
 
 
 # ---------------------------------------------------------------------------- compile
-def compile_condition(if_block: object, path: tuple[str | int, ...]) -> Condition:
+def compile_condition(if_block: object, path: tuple[str | int, ...], hook: str | None = None) -> Condition:
     """Compile a hook's ``if:`` mapping.
 
     Args:
         if_block: ``{"type": "GPIOEvent", "pin": 17, ...}``; ``type`` is optional.
         path: where the block is in the config (``("if",)``); problem paths extend it.
+        hook: the hook's name, for the warning about a regular expression given up while
+            matching (which also names the condition's path).
 
     Returns:
         The compiled :class:`Condition`.
@@ -540,10 +667,10 @@ def compile_condition(if_block: object, path: tuple[str | int, ...]) -> Conditio
         if not isinstance(name, str):
             problems.append(ConfigProblem(where, f"attribute names must be strings, not {_show(name)}"))
             continue
-        test = _compile_test(value, where, problems)
+        test = _compile_test(value, where, problems, hook)
         phrase = None
         if may_be_speech and isinstance(value, str):
-            phrase = _compile_phrase(value, where, problems)
+            phrase = _compile_phrase(value, where, problems, hook)
         sequence = None
         if may_be_flic and name == "sequence":
             if isinstance(value, list):
@@ -559,13 +686,15 @@ def compile_condition(if_block: object, path: tuple[str | int, ...]) -> Conditio
     return Condition(etype, tuple(attrs))
 
 
-def _compile_test(value: Any, where: tuple[str | int, ...], problems: list[ConfigProblem]) -> Test | None:
+def _compile_test(value: Any, where: tuple[str | int, ...], problems: list[ConfigProblem],
+                  hook: str | None) -> Test | None:
     """Compile the generic test of one condition value.
 
     Args:
         value: the condition value (scalar, list, relational or nested mapping).
         where: its config path, for problems.
         problems: where problems are appended.
+        hook: the hook's name, or None (see :func:`compile_condition`).
 
     Returns:
         The test, or None when a problem was found.
@@ -573,11 +702,11 @@ def _compile_test(value: Any, where: tuple[str | int, ...], problems: list[Confi
     if not isinstance(value, dict):
         return EqualTest(value)
     if any(isinstance(k, str) and k.startswith("$") for k in value):
-        return _compile_relational(value, where, problems)
+        return _compile_relational(value, where, problems, hook)
     items: list[tuple[Any, Test]] = []
     ok = True
     for key, sub in value.items():
-        test = _compile_test(sub, where + (key,) if isinstance(key, str | int) else where, problems)
+        test = _compile_test(sub, where + (key,) if isinstance(key, str | int) else where, problems, hook)
         if test is None:
             ok = False
         else:
@@ -586,7 +715,7 @@ def _compile_test(value: Any, where: tuple[str | int, ...], problems: list[Confi
 
 
 def _compile_relational(value: dict[Any, Any], where: tuple[str | int, ...],
-                        problems: list[ConfigProblem]) -> RelationalTest | None:
+                        problems: list[ConfigProblem], hook: str | None) -> RelationalTest | None:
     """Compile a ``{$operator: operand}`` mapping.
 
     Args:
@@ -627,20 +756,41 @@ def _compile_relational(value: dict[Any, Any], where: tuple[str | int, ...],
             if not isinstance(operand, str):
                 problems.append(ConfigProblem(at, f"pattern must be a string, not {_show(operand)}"))
                 continue
-            try:
-                pattern = re.compile(operand)
-            except re.error as e:
-                problems.append(ConfigProblem(at, f"invalid regular expression {_show(operand, 200)}: {e}"))
+            pattern = _compile_regex(operand)
+            if isinstance(pattern, str):
+                problems.append(ConfigProblem(at, f"$regex {_show(operand, 200)} {pattern}"))
                 continue
-            if _nests_unbounded_repeats(operand):
-                problems.append(ConfigProblem(at, f"$regex {_show(operand, 200)} {_BACKTRACKS}"))
-                continue
-            ops.append(Operator(op, operand, regex=pattern))
+            ops.append(Operator(op, operand, regex=pattern, where=_label(hook, at)))
         else:
             ops.append(Operator(op, operand))
     if len(problems) != n_before:
         return None
     return RelationalTest(tuple(ops))
+
+
+def _compile_regex(pattern: str) -> RegexPattern[str] | str:
+    """Compile ``pattern`` for matching (``$regex`` or phrase word).
+
+    The syntax accepted is Python's ``re`` (Platypush's), checked by ``re`` itself; the
+    pattern is then compiled by :mod:`regex` in its ``re``-compatible ``V0`` mode, which can
+    bound a match in time (see :data:`MATCH_TIMEOUT`).
+
+    Returns:
+        The compiled pattern, or why it is refused (the end of a problem text): not valid
+        in ``re``'s syntax, or :data:`_BACKTRACKS`.
+    """
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        return f"is not a valid regular expression ({e})"
+    if _nests_unbounded_repeats(pattern):
+        return _BACKTRACKS
+    rx = _regex()
+    try:
+        compiled: RegexPattern[str] = rx.compile(pattern, rx.V0)
+    except rx.error as e:  # re accepts it but regex does not: refuse rather than match differently
+        return f"is not supported by the regular-expression engine ({e})"
+    return compiled
 
 
 #: The end of the problem for a pattern refused by :func:`_nests_unbounded_repeats`.
@@ -691,13 +841,14 @@ def _nests_unbounded_repeats(pattern: str) -> bool:
 
 
 def _compile_phrase(text: str, where: tuple[str | int, ...],
-                    problems: list[ConfigProblem]) -> PhraseTest | None:
+                    problems: list[ConfigProblem], hook: str | None) -> PhraseTest | None:
     """Compile a phrase condition word by word (see :class:`PhraseTest`).
 
     Args:
         text: the condition string.
         where: its config path, for problems.
         problems: where problems are appended (malformed regex word, partial or repeated capture).
+        hook: the hook's name, or None (see :func:`compile_condition`).
 
     Returns:
         The test, or None when a problem was found.
@@ -722,23 +873,26 @@ def _compile_phrase(text: str, where: tuple[str | int, ...],
         if _REGEX_CHARS.isdisjoint(word):
             words.append(PhraseWord(word))
             continue
-        try:
-            pattern = re.compile(word)
-        except re.error as e:
-            problems.append(ConfigProblem(
-                where, f"phrase word {raw!r} is not a valid regular expression ({e}); "
-                       f"escape it with backslashes to match it literally"))
+        pattern = _compile_regex(word)
+        if isinstance(pattern, str):
+            hint = "" if pattern is _BACKTRACKS else "; escape it with backslashes to match it literally"
+            problems.append(ConfigProblem(where, f"phrase word {raw!r} {pattern}{hint}"))
             continue
-        if _nests_unbounded_repeats(word):
-            problems.append(ConfigProblem(where, f"phrase word {raw!r} {_BACKTRACKS}"))
-            continue
+        # matching the empty string is instant, whatever the pattern: no time bound needed
         words.append(PhraseWord(word, regex=pattern, optional=pattern.fullmatch("") is not None))
     if len(problems) != n_before:
         return None
-    return PhraseTest(text, tuple(words))
+    return PhraseTest(text, tuple(words), _label(hook, where))
+
+
+def _label(hook: str | None, path: tuple[str | int, ...]) -> str:
+    """How the time-out warning names a condition: ``hook 'h': if.text.$regex``."""
+    at = ".".join(map(str, path))
+    return at if hook is None else f"hook {hook!r}: {at}"
 
 
 __all__ = [
-    "MAX_SUBJECT", "AttrCondition", "Condition", "EqualTest", "Match", "NestedTest", "Operator", "PhraseTest",
-    "PhraseWord", "RelationalTest", "Test", "Why", "compile_condition",
+    "MATCH_TIMEOUT", "MAX_SUBJECT", "REGEX_TIMEOUTS", "AttrCondition", "Condition", "EqualTest", "Match",
+    "NestedTest", "Operator", "PhraseTest", "PhraseWord", "RegexTimeouts", "RelationalTest", "Test", "Why",
+    "compile_condition",
 ]

@@ -100,6 +100,8 @@ def render(m: Any, http_statuses: Mapping[int, int], webhooks: Mapping[str, int]
     out.add("pihub_hooks_fired_total", "counter", "hook jobs queued", [({}, st.hooks_fired)])
     out.add("pihub_hooks_dropped_total", "counter", "hook jobs dropped (worker queue full)",
             [({}, st.hooks_dropped)])
+    out.add("pihub_regex_timeouts_total", "counter", "condition regex matches given up (time bound; no match)",
+            [({}, m.regex_timeouts)])
     out.add("pihub_bus_overflow_reports_total", "counter", "BusOverflowEvents published",
             [({}, st.overflow_reports)])
     out.add("pihub_hooks_inline_total", "counter", "hooks run on the dispatcher thread (non-blocking actions)",

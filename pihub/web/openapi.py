@@ -212,8 +212,9 @@ _SCHEMAS: Final[dict[str, Any]] = {
                                        for k in ("published", "dropped", "depth", "capacity")}}},
                 },
             },
-            "hooks": {"type": "object", "required": ["defined", "fired", "dropped"],
-                      "properties": {k: {"type": "integer"} for k in ("defined", "fired", "dropped")}},
+            "hooks": {"type": "object", "required": ["defined", "fired", "dropped", "regex_timeouts"],
+                      "properties": {k: {"type": "integer"}
+                                     for k in ("defined", "fired", "dropped", "regex_timeouts")}},
             "dispatcher": {"type": "object", "additionalProperties": {"type": "integer"}},
             "pool": {"type": "object", "additionalProperties": {"type": "integer"}},
             "procedures": {"type": "array", "items": {"type": "string"}},

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pihub_testing import finishes
 
-from pihub.engine.conditions import MAX_SUBJECT, Condition, Match, compile_condition
+from pihub.engine import conditions
+from pihub.engine.conditions import MAX_SUBJECT, Condition, Match, RegexTimeouts, compile_condition
 from pihub.errors import ConfigProblems
 from pihub.events import CATALOGUE, Event
 
@@ -504,3 +511,97 @@ def test_failure_texts_are_built_only_when_asked_for() -> None:
     assert why is not None and shown == []  # the batch path asks only whether it failed
     assert why() == "v: Counted() != 5" and shown == [1]
     assert c.match(event).failed == "v: Counted() != 5"
+
+
+# ------------------------------------------------------------------------- regex time bound
+#: Shapes the static nested-repeat check does not see, each with a subject on which a
+#: backtracking search runs for minutes or longer (Python's re held the dispatcher and the GIL
+#: 82 s on 62 characters for the first). The prefix stands for private event text.
+CATASTROPHIC = [
+    ("(.*a){7}$", "PRIVATE " + "a" * 4000 + "b"),
+    ("(a|a)*b", "PRIVATE " + "a" * 4000 + "cb"),
+    ("(a|aa)+$", "PRIVATE " + "a" * 4000 + "b"),
+    ("a*a*a*b", "PRIVATE " + "a" * 4000 + "cb"),
+]
+
+
+@pytest.fixture
+def timeouts(monkeypatch: pytest.MonkeyPatch) -> RegexTimeouts:
+    """A fresh counter in place of the process's, its log limiter on a clock that stands
+    still (one rate-limit window for the whole test)."""
+    fresh = RegexTimeouts(clock=lambda: 0.0)
+    monkeypatch.setattr(conditions, "REGEX_TIMEOUTS", fresh)
+    return fresh
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "pihub.engine.conditions" and r.levelno == logging.WARNING]
+
+
+class TestRegexTimeBound:
+    @pytest.mark.parametrize(("pattern", "text"), CATASTROPHIC)
+    def test_a_catastrophic_regex_gives_up_as_no_match_counted_and_logged_once(
+            self, pattern: str, text: str, timeouts: RegexTimeouts, caplog: pytest.LogCaptureFixture) -> None:
+        c = compile_condition({"type": "CustomEvent", "text": {"$regex": pattern}}, ("if",), "slow")
+        event = ev("CustomEvent", text=text)
+        caplog.set_level(logging.WARNING, logger="pihub.engine.conditions")
+        for _ in range(3):
+            m = finishes(lambda: c.match(event), timeout=10, what=f"$regex {pattern!r}")
+            assert not m.ok
+        assert timeouts.count == 3
+        [msg] = _warnings(caplog)  # rate-limited: one line for three
+        assert "hook 'slow': if.text.$regex" in msg and repr(pattern) in msg
+        assert "PRIVATE" not in msg and "aaaaaaaaaa" not in msg  # never the event text
+
+    def test_the_batch_path_gives_up_too(self, timeouts: RegexTimeouts) -> None:
+        pattern, text = CATASTROPHIC[0]
+        [ac] = compile_condition({"text": {"$regex": pattern}}, ("if",)).attrs
+        event = ev("CustomEvent", text=text)
+        failed, _ = finishes(lambda: ac.check(event.type, event.args), timeout=10)
+        assert failed is not None and timeouts.count == 1
+
+    def test_a_phrase_gives_up_once_for_all_its_slow_words(
+            self, timeouts: RegexTimeouts, caplog: pytest.LogCaptureFixture) -> None:
+        c = compile_condition({"type": "SpeechRecognizedEvent", "phrase": "turn (a|aa)+x on"}, ("if",), "voice")
+        phrase = "turn " + " ".join(["a" * 30 + "b"] * 100) + " on"  # 100 words, each slow to refuse
+        caplog.set_level(logging.WARNING, logger="pihub.engine.conditions")
+        m = finishes(lambda: c.match(ev("SpeechRecognizedEvent", phrase=phrase)), timeout=10)
+        assert not m.ok and timeouts.count == 1
+        [msg] = _warnings(caplog)
+        assert "hook 'voice': if.phrase" in msg and "'(a|aa)+x'" in msg and "aaaaaaaaaa" not in msg
+
+    def test_ordinary_regexes_match_and_are_not_counted(self, timeouts: RegexTimeouts) -> None:
+        assert cond(topic={"$regex": r"^home/(\w+)/temp$"}).match(ev("CustomEvent", topic="home/hall/temp")).ok
+        assert cond(text={"$regex": "b$"}).match(ev("CustomEvent", text="a" * 4000 + "b")).ok
+        assert say("turn (on|off) the lights?", "please turn off the light").ok
+        assert timeouts.count == 0
+
+    def test_the_syntax_is_pythons_re(self) -> None:
+        # regex alone accepts \p{..} classes and variable-width lookbehinds; pihub refuses them
+        for pattern in (r"\p{L}+", "(?<=a+)b"):
+            [(path, msg)] = problems({"text": {"$regex": pattern}})
+            assert path == ("if", "text", "$regex") and repr(pattern) in msg
+
+    def test_the_regex_module_is_imported_only_for_configs_with_regular_expressions(
+            self, write_config: Callable[[str], Path]) -> None:
+        plain = write_config("""\
+            event.hook.a:
+              if: {type: CustomEvent, n: {$gt: 1}, name: {$ne: x}}
+              then: [{action: logger.info, args: {msg: a}}]
+            event.hook.b:
+              if: {type: SpeechRecognizedEvent, phrase: "turn ${what} on"}
+              then: [{action: logger.info, args: {msg: b}}]
+            """, "plain.yaml")
+        with_regex = write_config("""\
+            event.hook.a:
+              if: {type: CustomEvent, topic: {$regex: "^home/"}}
+              then: [{action: logger.info, args: {msg: a}}]
+            """, "regex.yaml")
+        code = ("import sys\nfrom pihub import config\nfrom pihub.hub import Hub, known_sections\n"
+                "Hub(config.load(sys.argv[1], sections=known_sections()))\n"
+                "print('regex' in sys.modules)")
+        for path, imported in ((plain, "False"), (with_regex, "True")):
+            out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                                 timeout=60, check=True)
+            assert out.stdout.strip() == imported, (path.name, out.stderr[-2000:])

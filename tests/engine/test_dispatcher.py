@@ -11,8 +11,9 @@ from pihub_testing import wait_for
 
 from pihub.bus import Bus
 from pihub.clock import ManualClock
+from pihub.engine import conditions
 from pihub.engine.actions import ActionRegistry
-from pihub.engine.conditions import compile_condition
+from pihub.engine.conditions import RegexTimeouts, compile_condition
 from pihub.engine.dispatcher import Dispatcher, LatencyHistogram, WorkerPool, inline_hooks
 from pihub.engine.hooks import Hook
 from pihub.engine.procedures import compile_steps
@@ -131,6 +132,29 @@ def test_full_worker_queue_drops_and_counts(bus):
     m.close()
     assert d.stats.hooks_fired + d.stats.hooks_dropped == 5
     assert d.stats.hooks_dropped >= 3  # one running, at most one queued
+
+
+def test_a_catastrophic_regex_does_not_stall_the_dispatcher(bus, monkeypatch):
+    """(.*a){7}$ on one long value held the dispatcher (and, through the GIL, every thread)
+    for minutes: it now gives up as no match, and the next event's hook still fires."""
+    timeouts = RegexTimeouts(clock=lambda: 0.0)
+    monkeypatch.setattr(conditions, "REGEX_TIMEOUTS", timeouts)
+    fired = []
+    pool = WorkerPool(1, 10)
+    pool.start()
+    m = Matcher([_hook("slow", {"type": "CustomEvent", "text": {"$regex": "(.*a){7}$"}}, 0),
+                 _hook("after", {"type": "CustomEvent", "n": 1}, 1)])
+    d = Dispatcher(bus, m, lambda h, e, c: fired.append(h.name), pool)
+    d.start()
+    p = bus.producer("t")
+    for _ in range(3):
+        assert p.publish(Event.of("CustomEvent", text="a" * 4000 + "b"))
+    assert p.publish(Event.of("CustomEvent", n=1))
+    assert wait_for(lambda: fired == ["after"], timeout=10)
+    d.stop()
+    pool.stop()
+    m.close()
+    assert timeouts.count == 3 and d.stats.events == 4
 
 
 def test_overflow_is_reported_as_an_event(bus):
