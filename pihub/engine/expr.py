@@ -40,6 +40,16 @@ from a container (``str([...])``, ``f'{x}'``, ``'%s' % x``, JSON in a template) 
 shared item at each place (``[[[0] * 1000] * 1000] * 300`` is 3,300 items in memory but
 900 M characters as text), so its size is estimated first by a walk that visits each
 container once and stops at the limit, and the text actually written is charged after.
+CPU is bounded by :data:`MAX_OPERATIONS` touched items: each comprehension iteration,
+and every item a scan, comparison or hash visits (``min``/``max``/``sum``/``sorted``...,
+``in``, ``==`` and ordering of text and containers, ``count``/``find``/``index``, ``get``
+with a tuple key, the set operations), charged before it runs; a comparison walks shared
+containers like the text estimate does. A ``key=`` of ``sorted``/``min``/``max`` is called
+through the same charges. The set/dict operators ``|`` ``^`` (both operands' lengths) and
+``&`` ``-`` (the left one's) are charged as ``union``/``difference`` are. A template is
+rendered with **one** budget for all its expressions (a string, list or dict of them, at any
+depth), its lists and dicts charged their items, and a template string's length is checked
+after each part, so a template is bounded as one expression is.
 The source is at most :data:`MAX_SOURCE_CHARS` characters and :data:`MAX_DEPTH` nodes
 deep, which also bounds the evaluator's recursion (there are no user functions). The
 text of a template string (all its parts) is at most :data:`MAX_SEQUENCE` characters.
@@ -104,6 +114,7 @@ from collections.abc import (
     Sized,
     ValuesView,
 )
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from pihub.config.yamlsrc import Secret
@@ -112,7 +123,7 @@ from pihub.messages import Encoder
 
 __all__ = [
     "BUILTINS", "MAX_ALLOC", "MAX_DEPTH", "MAX_FORMAT_WIDTH", "MAX_INT_BITS", "MAX_ITERATIONS",
-    "MAX_RANGE", "MAX_SEQUENCE", "MAX_SOURCE_CHARS", "Expr", "Template", "compile_expr",
+    "MAX_OPERATIONS", "MAX_RANGE", "MAX_SEQUENCE", "MAX_SOURCE_CHARS", "Expr", "Template", "compile_expr",
     "compile_template", "has_templates",
 ]
 
@@ -122,6 +133,13 @@ MAX_RANGE = 100_000
 MAX_SEQUENCE = 1_000_000
 MAX_ALLOC = 2_000_000
 MAX_ITERATIONS = 100_000
+#: Items one evaluation (or one render of a template) may touch: each item a scan, a
+#: comparison or a hash visits, and each comprehension iteration. The C loops behind these
+#: take 5-40 ns an item on a 2020s x86 core (``max`` of a str ~12, ``sum`` ~5, ``max`` of
+#: zipped pairs ~40) and a Pi 4 core is about 5 times slower, so 10 M items is ~0.1-0.4 s
+#: here and ~0.5-2 s on a Pi at the very worst; a hook scanning a 1 MB text ten times, or
+#: a thousand-item list a thousand times, stays under it.
+MAX_OPERATIONS = 10_000_000
 MAX_INT_BITS = 10_000
 MAX_FORMAT_WIDTH = 1_000
 
@@ -133,23 +151,44 @@ class _Fail(Exception):
 
 
 class _Budget:
-    """What one evaluation may still spend: comprehension iterations and built items."""
+    """What one evaluation, or one render of a whole template, may still spend.
 
-    __slots__ = ("alloc", "iterations")
+    Comprehension iterations, built items (:data:`MAX_ALLOC`) and touched items
+    (:data:`MAX_OPERATIONS`). A template's renders share one budget across all their
+    expressions, so a template has the same total limits as one expression.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("alloc", "iterations", "ops", "whole")
+
+    def __init__(self, whole: str = "expression") -> None:
         self.iterations = MAX_ITERATIONS
         self.alloc = MAX_ALLOC
+        self.ops = MAX_OPERATIONS
+        self.whole = whole  # "expression" or "template": who the totals are for, in messages
 
     def iterate(self) -> None:
-        """Count one comprehension iteration.
+        """Count one comprehension iteration (also one touched item).
 
         Raises:
-            _Fail: past :data:`MAX_ITERATIONS`.
+            _Fail: past :data:`MAX_ITERATIONS` or :data:`MAX_OPERATIONS`.
         """
         self.iterations -= 1
+        self.ops -= 1
         if self.iterations < 0:
             raise _Fail(f"comprehensions ran more than {MAX_ITERATIONS} iterations")
+        if self.ops < 0:
+            self.scan(0, "comprehension")
+
+    def scan(self, size: int, what: str) -> None:
+        """Count ``size`` items that ``what`` is about to touch (compare, hash, sum...), before it does.
+
+        Raises:
+            _Fail: when the total touched exceeds :data:`MAX_OPERATIONS`.
+        """
+        self.ops -= size
+        if self.ops < 0:
+            raise _Fail(f"{what}: {self.whole} touched more than {MAX_OPERATIONS} items in total"
+                        " (scans, comparisons and iterations)")
 
     def check(self, size: int, what: str = "", *, estimate: bool = False) -> None:
         """Refuse, before it is built, a value of ``size`` items or characters that could not be charged.
@@ -166,7 +205,7 @@ class _Budget:
         if size > MAX_SEQUENCE:
             raise _Fail(f"{doing}result of {'at least ' if estimate else ''}{size} items or characters exceeds the limit of {MAX_SEQUENCE}")
         if size > self.alloc:
-            raise _Fail(f"{doing}expression built more than {MAX_ALLOC} items or characters in total")
+            raise _Fail(f"{doing}{self.whole} built more than {MAX_ALLOC} items or characters in total")
 
     def charge(self, size: int, what: str = "") -> None:
         """Count ``size`` items or characters about to be built (see :meth:`check`).
@@ -218,7 +257,7 @@ def _with_checked_key(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         key = kwargs.get("key")
-        if key is not None:
+        if key is not None and not isinstance(key, _ChargedKey):
             _check_callable(key)
         return fn(*args, **kwargs)
 
@@ -351,6 +390,58 @@ def _collect(values: Any, budget: _Budget, what: str) -> Any:
     return out
 
 
+#: Item types whose comparison or hash touches one item (str and bytes compare at memcmp speed).
+_FLAT_ITEMS = frozenset({int, float, bool, type(None), complex, str, bytes, Secret})
+
+
+def _work(value: Any, limit: int) -> int:
+    """An upper bound of the items comparing, hashing or scanning ``value`` touches.
+
+    A str or bytes is its length. A list/tuple/set/dict whose items (and keys) are all
+    scalars is its length (counted at C speed); one holding containers is walked like
+    :func:`_text_size`, a shared container counted at each place it appears (comparing
+    ``[[0] * 1000] * 1000`` with an equal copy touches 1 M items), each container walked
+    once and the walk stopped once past ``limit``.
+
+    Returns:
+        The bound; above ``limit`` when the work would be larger than ``limit``.
+    """
+    kind = type(value)
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if kind not in _CONTAINERS:
+        return len(value) if isinstance(value, Sized) else 1
+    if kind is dict:
+        if _FLAT_ITEMS.issuperset(map(type, value.values())) and _FLAT_ITEMS.issuperset(map(type, value)):
+            return 2 * len(value)
+    elif _FLAT_ITEMS.issuperset(map(type, value)):
+        return len(value)
+    sizes: dict[int, int] = {}
+
+    def size(v: Any) -> int:
+        kind = type(v)
+        if kind not in _CONTAINERS:
+            return 1
+        known = sizes.get(id(v))
+        if known is not None:
+            return known
+        sizes[id(v)] = 1  # while it is walked: a container inside itself
+        total = 1
+        for item in itertools.chain(v.keys(), v.values()) if kind is dict else v:
+            total += size(item)
+            if total > limit:
+                break
+        sizes[id(v)] = total
+        return total
+
+    return size(value)
+
+
+def _scan(value: Any, budget: _Budget, what: str) -> None:
+    """Charge the items ``what`` touches in ``value`` (see :func:`_work`), before it touches them."""
+    budget.scan(_work(value, max(budget.ops, 0) + 1), what)
+
+
 def _check_text(value: Any, budget: _Budget, what: str) -> None:
     """Refuse to write ``value`` as text when its text would exceed the limits (see :func:`_text_size`)."""
     if type(value) not in _PLAIN_TEXT and not isinstance(value, str):
@@ -395,14 +486,30 @@ _ITERATING = frozenset(id(BUILTINS[n]) for n in (
     "min", "max", "sorted", "reversed", "any", "all", "list", "dict", "tuple", "set", "enumerate", "zip"))
 #: Builtins that copy the items of their first argument into a new container, by id: their name.
 _COPYING = {id(BUILTINS[n]): n for n in ("list", "tuple", "set", "sorted", "dict")}
+#: Builtins that touch each item of their arguments, by id: (name, compare or hash them).
+#: A lazy argument (a generator, zip...) is not charged here: its items were charged as
+#: iterations or when it was made (``zip``/``enumerate``/``reversed`` of a sized value).
+_SCANNING = {id(BUILTINS[n]): (n, n in ("min", "max", "sorted", "set", "dict")) for n in (
+    "min", "max", "sum", "any", "all", "sorted", "list", "tuple", "set", "dict", "enumerate", "zip",
+    "reversed", "int", "float")}
 
 
 def _precheck_builtin(fn: Any, args: list[Any], kwargs: dict[str, Any], budget: _Budget) -> list[Any]:
-    """Charge what a copying builtin will build, before it runs; returns the args to use.
+    """Charge what a copying builtin will build and the items a scanning one touches, before it runs.
+
+    Returns the args to use.
 
     ``str()`` of a container is only checked here (its size is estimated by
     :func:`_text_size`); the call site charges the text it actually built.
     """
+    scanning = _SCANNING.get(id(fn))
+    if scanning is not None:
+        what, deep = scanning
+        for arg in args:
+            if deep:
+                _scan(arg, budget, f"{what}()")
+            elif isinstance(arg, Sized):
+                budget.scan(len(arg), f"{what}()")
     name = _COPYING.get(id(fn))
     if name is not None:
         if args:
@@ -412,6 +519,49 @@ def _precheck_builtin(fn: Any, args: list[Any], kwargs: dict[str, Any], budget: 
     elif fn is _str and len(args) == 1:
         _check_text(args[0], budget, "str()")
     return args
+
+
+class _ChargedKey:
+    """A ``key=`` of sorted/min/max, called for each item through :func:`_invoke` (so charged).
+
+    Without it ``sorted(xs, key='x'.center)`` would build one uncharged string per item.
+    """
+
+    __slots__ = ("budget", "fn")
+
+    def __init__(self, fn: Any, budget: _Budget) -> None:
+        _check_callable(fn)
+        self.fn = fn
+        self.budget = budget
+
+    def __call__(self, item: Any) -> Any:
+        return _invoke(self.fn, [item], {}, self.budget)
+
+
+def _invoke(fn: Any, args: list[Any], kwargs: dict[str, Any], budget: _Budget) -> Any:
+    """Call an allowed ``fn``, charging what it builds and touches before it runs."""
+    _check_callable(fn)
+    secret = False
+    if isinstance(fn, _METHOD_TYPES):
+        args = _precheck_method(fn, args, budget)
+        # a str method on a Secret, or given one (join, replace...), builds secret text
+        secret = isinstance(fn.__self__, str) and (
+            isinstance(fn.__self__, Secret) or any(_has_secret(a) for a in args))
+    else:
+        if id(fn) in _ITERATING and any(isinstance(a, Secret) for a in args):
+            args = [_secret_chars(a) for a in args]
+        if kwargs.get("key") is not None and id(fn) in _KEYED:
+            kwargs = {**kwargs, "key": _ChargedKey(kwargs["key"], budget)}
+        args = _precheck_builtin(fn, args, kwargs, budget)
+    out = fn(*args, **kwargs)
+    if isinstance(fn, _METHOD_TYPES):
+        _charge_method_result(fn, out, budget)
+    elif fn is _str:
+        budget.charge(len(out), "str()")
+    return _taint(out) if secret else out
+
+
+_KEYED = frozenset(id(BUILTINS[n]) for n in ("min", "max", "sorted"))
 
 # --------------------------------------------------------------------------------------------
 # whitelisted attributes
@@ -522,6 +672,24 @@ def _method_name(fn: Any) -> str:
     return f"{type(fn.__self__).__name__}.{fn.__name__}()"
 
 
+def _charge_method_scan(name: str, owner: Any, args: list[Any], budget: _Budget, what: str) -> None:
+    """Charge the items a method that only looks (``count``, ``find``, ``index``, ``get``...) touches.
+
+    Methods that build a value are bounded by what :func:`_precheck_method` charges them.
+    """
+    if isinstance(owner, (str, bytes)):
+        if name in ("startswith", "endswith"):  # they touch the prefixes, not the owner
+            budget.scan(sum(_work(a, MAX_SEQUENCE) for a in args), what)
+        elif name in _TEXT_QUERIES:
+            budget.scan(len(owner), what)
+    elif name in ("index", "count"):  # list/tuple: compare each item
+        _scan(owner, budget, what)
+    elif name in _SET_ATTRS and name != "copy":  # union, issubset...: both sides are walked
+        budget.scan(len(owner) + sum(len(a) for a in args if isinstance(a, Sized)), what)
+    elif name == "get" and args and type(args[0]) not in _FLAT_ITEMS:  # hashing a tuple key
+        _scan(args[0], budget, what)
+
+
 def _precheck_method(fn: Any, args: list[Any], budget: _Budget) -> list[Any]:
     """Charge, before the call, what a method that builds a value will build; returns the args to use.
 
@@ -533,6 +701,7 @@ def _precheck_method(fn: Any, args: list[Any], budget: _Budget) -> list[Any]:
     name = fn.__name__
     owner = fn.__self__
     what = _method_name(fn)
+    _charge_method_scan(name, owner, args, budget, what)
     if not isinstance(owner, (str, bytes)):
         if name == "copy" and isinstance(owner, Sized):
             budget.charge(len(owner), what)
@@ -660,6 +829,34 @@ def _plain(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any, _Budget], Any]:
     return apply
 
 
+_NUMBERS = frozenset({int, float, bool, complex})
+_SET_LIKE = (AbstractSet, Mapping)
+
+
+def _set_operator(op: Callable[[Any, Any], Any], symbol: str, grows: bool) -> Callable[[Any, Any, _Budget], Any]:
+    """``op`` whose set/dict results are charged before they are built (numbers pass untouched).
+
+    Args:
+        grows: the result may hold both operands' items (``|``, ``^``: charged the sum of
+            their lengths), else at most the left operand's (``&``, ``-``: charged its length).
+            Either way both operands are touched.
+    """
+    what = f"'{symbol}'"
+
+    def apply(a: Any, b: Any, budget: _Budget) -> Any:
+        kind = type(a)
+        if kind in _NUMBERS:
+            return op(a, b)
+        if kind in _CONTAINERS or isinstance(a, _SET_LIKE) or isinstance(b, _SET_LIKE):
+            la = len(a) if isinstance(a, Sized) else 0
+            lb = len(b) if isinstance(b, Sized) else 0
+            budget.scan(la + lb, what)
+            budget.charge(la + lb if grows else la, what)
+        return op(a, b)
+
+    return apply
+
+
 def _contains(a: Any, b: Any) -> bool:
     """``a in b``."""
     return a in b
@@ -671,10 +868,11 @@ def _not_contains(a: Any, b: Any) -> bool:
 
 
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any, _Budget], Any]] = {
-    ast.Add: _add, ast.Sub: _plain(operator.sub), ast.Mult: _mul, ast.Div: _plain(operator.truediv),
+    ast.Add: _add, ast.Sub: _set_operator(operator.sub, "-", grows=False), ast.Mult: _mul, ast.Div: _plain(operator.truediv),
     ast.FloorDiv: _plain(operator.floordiv), ast.Mod: _mod, ast.Pow: _pow, ast.LShift: _lshift,
-    ast.RShift: _plain(operator.rshift), ast.BitOr: _plain(operator.or_),
-    ast.BitXor: _plain(operator.xor), ast.BitAnd: _plain(operator.and_),
+    ast.RShift: _plain(operator.rshift), ast.BitOr: _set_operator(operator.or_, "|", grows=True),
+    ast.BitXor: _set_operator(operator.xor, "^", grows=True),
+    ast.BitAnd: _set_operator(operator.and_, "&", grows=False),
 }
 _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
     ast.Not: operator.not_, ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert,
@@ -684,6 +882,44 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not,
     ast.In: _contains, ast.NotIn: _not_contains,
 }
+#: Operand types whose comparison touches one item: :func:`_charge_compare` is skipped for them.
+_CHEAP = frozenset({int, float, bool, type(None)})
+_TEXT = (str, bytes, bytearray)
+
+
+#: Text up to this many characters is compared without a charge: memcmp of it costs less than
+#: the evaluator step that asked for it (and those steps are bounded by the iterations).
+_FREE_TEXT = 64
+
+
+def _charge_compare(op: Callable[[Any, Any], Any], a: Any, b: Any, budget: _Budget) -> None:
+    """Charge what ``a op b`` touches, before it runs: a scan for ``in``, a walk for containers."""
+    if type(a) is str and type(b) is str:  # the common case first: x == 'on', 'on' in text
+        n = len(b) if op is _contains or op is _not_contains else min(len(a), len(b))
+        if n > _FREE_TEXT:
+            budget.scan(n, "'in'" if op is _contains or op is _not_contains else "comparison")
+        return
+    if op is _contains or op is _not_contains:
+        if isinstance(b, _TEXT):
+            budget.scan(len(b), "'in'")
+        elif isinstance(b, _SET_LIKE):
+            if type(a) not in _FLAT_ITEMS:  # hashing a tuple hashes its items
+                _scan(a, budget, "'in'")
+        elif type(b) is range:
+            if type(a) is not int:  # only an int is found without a scan
+                budget.scan(len(b), "'in'")
+        elif isinstance(b, Sized):
+            _scan(b, budget, "'in'")
+    elif op is operator.is_ or op is operator.is_not:
+        return
+    elif isinstance(a, _TEXT) and isinstance(b, _TEXT):
+        budget.scan(min(len(a), len(b)), "comparison")
+    elif type(a) in _CONTAINERS and type(b) in _CONTAINERS:
+        if (op is operator.eq or op is operator.ne) and len(a) != len(b):
+            return  # unequal lengths: decided without looking at the items
+        _scan(a if len(a) <= len(b) else b, budget, "comparison")
+
+
 _SUBSCRIPTABLE = (dict, list, tuple, str, bytes, range, Mapping, Sequence)
 _FAST_SUBSCRIPTABLE = frozenset({dict, list, tuple, str})
 
@@ -869,6 +1105,12 @@ class _Compiler:
             a = left(names, budget)
             for op, f in rest:
                 b = f(names, budget)
+                ta, tb = type(a), type(b)
+                if ta is str and tb is str:
+                    if len(a) > _FREE_TEXT or len(b) > _FREE_TEXT:
+                        _charge_compare(op, a, b, budget)
+                elif ta not in _CHEAP or tb not in _CHEAP:
+                    _charge_compare(op, a, b, budget)
                 if not op(a, b):
                     return False
                 a = b
@@ -941,22 +1183,7 @@ class _Compiler:
                     kwargs.update(v)
                 else:
                     kwargs[key] = v
-            secret = False
-            if isinstance(fn, _METHOD_TYPES):
-                args = _precheck_method(fn, args, budget)
-                # a str method on a Secret, or given one (join, replace...), builds secret text
-                secret = isinstance(fn.__self__, str) and (
-                    isinstance(fn.__self__, Secret) or any(_has_secret(a) for a in args))
-            else:
-                if id(fn) in _ITERATING and any(isinstance(a, Secret) for a in args):
-                    args = [_secret_chars(a) for a in args]
-                args = _precheck_builtin(fn, args, kwargs, budget)
-            out = fn(*args, **kwargs)
-            if isinstance(fn, _METHOD_TYPES):
-                _charge_method_result(fn, out, budget)
-            elif fn is _str:
-                budget.charge(len(out), "str()")
-            return _taint(out) if secret else out
+            return _invoke(fn, args, kwargs, budget)
 
         return call
 
@@ -1010,6 +1237,8 @@ class _Compiler:
             subs = [self._target(e) for e in node.elts]
 
             def unpack(local: dict[str, Any], value: Any) -> None:
+                if isinstance(value, Sized) and len(value) != len(subs):  # before copying a huge value
+                    raise _Fail(f"cannot unpack {len(value)} values into {len(subs)} names")
                 values = list(value)
                 if len(values) != len(subs):
                     raise _Fail(f"cannot unpack {len(values)} values into {len(subs)} names")
@@ -1116,7 +1345,7 @@ class Expr:
             ExpressionError: naming the expression and the problem (undefined name with a
                 suggestion, limit exceeded, a failing operation...).
         """
-        return self._evaluate(names, _materialize)
+        return self._evaluate(names, _Budget(), _materialize)
 
     def text(self, names: Names) -> str:
         """Evaluate over ``names`` and write the value into text, as a template embeds it.
@@ -1130,14 +1359,13 @@ class Expr:
         Raises:
             ExpressionError: as :meth:`value`, and for a value JSON cannot write.
         """
-        text: str = self._evaluate(names, _embed)
+        text: str = self._evaluate(names, _Budget(), _embed, MAX_SEQUENCE)
         return text
 
-    def _evaluate(self, names: Names, finish: Callable[[Any, _Budget], Any]) -> Any:
-        """Evaluate, pass the value and the budget to ``finish``; every failure an ExpressionError."""
-        budget = _Budget()
+    def _evaluate(self, names: Names, budget: _Budget, finish: Callable[..., Any], *extra: Any) -> Any:
+        """Evaluate charging ``budget``, return ``finish(value, budget, *extra)``; every failure an ExpressionError."""
         try:
-            return finish(self._fn(names, budget), budget)
+            return finish(self._fn(names, budget), budget, *extra)
         except _Fail as e:
             raise ExpressionError(f"expression {self.source!r}: {e}") from None
         except ExpressionError:
@@ -1250,14 +1478,15 @@ def compile_expr(text: str) -> Expr:
 # --------------------------------------------------------------------------------------------
 # templates
 
-Render = Callable[[Names], Any]
+Render = Callable[[Names, _Budget], Any]
 
 
-def _embed(value: Any, budget: _Budget) -> str:
+def _embed(value: Any, budget: _Budget, room: int) -> str:
     """How a value is written into surrounding text: JSON for list/tuple/dict, else ``str``.
 
     A Secret, or a container holding one, gives its real text as a Secret. The text is
-    checked against ``budget`` before it is written and charged after.
+    checked against ``budget`` and ``room`` (the characters its template string has left)
+    before it is written and charged after.
 
     Raises:
         _Fail: for text over the limits, or a value JSON cannot write.
@@ -1265,7 +1494,13 @@ def _embed(value: Any, budget: _Budget) -> str:
     value = _materialize(value, budget)
     if isinstance(value, str):
         return value
-    _check_text(value, budget, "writing the value into the template")
+    what = "writing the value into the template"
+    if type(value) not in _PLAIN_TEXT and room < budget.room:
+        size = _text_size(value, budget.room)
+        if room < size <= budget.room:  # past the string's room only (else _check_text says which limit)
+            raise _Fail(f"{what}: its text of at least {size} characters exceeds the {room} characters"
+                        f" left of the template string's limit of {MAX_SEQUENCE}")
+    _check_text(value, budget, what)
     if isinstance(value, (list, tuple, dict)):
         try:
             text = json.dumps(value, cls=Encoder)  # a Secret is a str: JSON holds its real text
@@ -1274,7 +1509,7 @@ def _embed(value: Any, budget: _Budget) -> str:
         out = Secret(text) if _has_secret(value) else text
     else:
         out = _str(value)
-    budget.charge(len(out), "writing the value into the template")
+    budget.charge(len(out), what)
     return out
 
 
@@ -1336,6 +1571,10 @@ class Template:
     def render(self, names: Names) -> Any:
         """Render over ``names``.
 
+        All its expressions share one budget (:data:`MAX_ALLOC`, :data:`MAX_OPERATIONS`,
+        :data:`MAX_ITERATIONS`), however many strings, lists and dicts hold them, so a
+        template is bounded as one expression is.
+
         Returns:
             A new value: strings with no ``${`` are returned as they are; dicts and lists are
             fresh copies that the caller may mutate.
@@ -1343,7 +1582,7 @@ class Template:
         Raises:
             ExpressionError: from the first expression that fails.
         """
-        return self._render(names)
+        return self._render(names, _Budget("template"))
 
     def __repr__(self) -> str:
         return f"<Template {self.source!r}>"
@@ -1373,7 +1612,11 @@ def _compile_node(value: Any, path: tuple[str | int, ...],
         if len(parts) == 1:
             expr = parts[0]
             assert isinstance(expr, Expr)
-            return expr.value, _NOT_CONSTANT
+
+            def render_value(names: Names, budget: _Budget) -> Any:
+                return expr._evaluate(names, budget, _materialize)
+
+            return render_value, _NOT_CONSTANT
         return _interpolation(parts), _NOT_CONSTANT
     if isinstance(value, dict):
         items = [(k, *_compile_node(v, (*path, k), errors)) for k, v in value.items()]
@@ -1381,8 +1624,9 @@ def _compile_node(value: Any, path: tuple[str | int, ...],
             return _const_container({k: c for k, _, c in items})
         pairs = [(k, r) for k, r, _ in items]
 
-        def render_dict(names: Names) -> dict[Any, Any]:
-            return {k: r(names) for k, r in pairs}
+        def render_dict(names: Names, budget: _Budget) -> dict[Any, Any]:
+            _charge_render(budget, len(pairs), path)
+            return {k: r(names, budget) for k, r in pairs}
 
         return render_dict, _NOT_CONSTANT
     if isinstance(value, list):
@@ -1391,17 +1635,27 @@ def _compile_node(value: Any, path: tuple[str | int, ...],
             return _const_container([c for _, c in compiled])
         renders = [r for r, _ in compiled]
 
-        def render_list(names: Names) -> list[Any]:
-            return [r(names) for r in renders]
+        def render_list(names: Names, budget: _Budget) -> list[Any]:
+            _charge_render(budget, len(renders), path)
+            return [r(names, budget) for r in renders]
 
         return render_list, _NOT_CONSTANT
     return _const(value), value
 
 
+def _charge_render(budget: _Budget, items: int, path: tuple[str | int, ...]) -> None:
+    """Charge a list or dict of ``items`` that a template is about to build."""
+    try:
+        budget.charge(items)
+    except _Fail as e:
+        where = "".join(f"[{p!r}]" for p in path) or "the value"
+        raise ExpressionError(f"template {where}: {e}") from None
+
+
 def _const(value: Any) -> Render:
     """A renderer returning ``value`` itself (immutable values only)."""
 
-    def const(names: Names) -> Any:
+    def const(names: Names, budget: _Budget) -> Any:
         return value
 
     return const
@@ -1410,22 +1664,34 @@ def _const(value: Any) -> Render:
 def _const_container(frozen: dict[Any, Any] | list[Any]) -> Compiled:
     """A renderer returning a fresh copy of a constant dict or list, and that constant."""
 
-    def const(names: Names) -> Any:
+    def const(names: Names, budget: _Budget) -> Any:
         return _copy_plain(frozen)
 
     return const, frozen
 
 
 def _interpolation(parts: list[str | Expr]) -> Render:
-    """A renderer joining literal text and embedded values into one string."""
+    """A renderer joining literal text and embedded values into one string.
 
-    def interpolate(names: Names) -> str:
-        texts = [p if isinstance(p, str) else p.text(names) for p in parts]
-        size = sum(map(len, texts))
-        if size > MAX_SEQUENCE:
-            first = next(p for p in parts if isinstance(p, Expr))
-            raise ExpressionError(f"template with ${{{first.source}}}...: its text of {size} characters"
-                                  f" exceeds the limit of {MAX_SEQUENCE}")
+    The string's length is checked after each part, so at most one part is built past
+    :data:`MAX_SEQUENCE` (and every part was charged to the template's budget as it was built).
+    """
+    first = next(p for p in parts if isinstance(p, Expr))
+
+    def interpolate(names: Names, budget: _Budget) -> str:
+        texts: list[str] = []
+        size = 0
+        for p in parts:
+            text = p if isinstance(p, str) else p._evaluate(names, budget, _embed, MAX_SEQUENCE - size)
+            size += len(text)
+            if size > MAX_SEQUENCE:
+                raise ExpressionError(f"template with ${{{first.source}}}...: its text of {size} characters"
+                                      f" exceeds the limit of {MAX_SEQUENCE}")
+            texts.append(text)
+        try:
+            budget.charge(size)
+        except _Fail as e:
+            raise ExpressionError(f"template with ${{{first.source}}}...: {e}") from None
         out = "".join(texts)
         return Secret(out) if any(isinstance(t, Secret) for t in texts) else out
 

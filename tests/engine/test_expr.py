@@ -244,6 +244,15 @@ SHARED = [[[0] * 1000] * 1000] * 300  # 3,300 items in memory, 900 M characters 
     ("[tuple(xs) for _ in range(3)]", {"xs": [0] * 900_000}, "tuple()", 40),
     ("set(reversed(xs))", {"xs": [0] * 1_500_000}, "set()", 40),
     ("reversed(xs)", {"xs": [0] * 1_500_000}, "result", 40),
+    # the set/dict operators: the attack's '|' loop grew toward 800 GB, dict '|' reached 528 MB
+    ("[a | b for _ in range(100)]", {"a": set(range(100_000)), "b": set(range(100_000, 200_000))}, "'|'", 160),
+    ("[a ^ b for _ in range(100)]", {"a": set(range(100_000)), "b": {-1}}, "'^'", 160),
+    ("[a - b for _ in range(100)]", {"a": set(range(100_000)), "b": {-1}}, "'-'", 160),
+    ("[a & a for _ in range(100)]", {"a": set(range(100_000))}, "'&'", 160),
+    ("[d | e for _ in range(100)]", {"d": dict.fromkeys(range(99_000)), "e": {-1: 0}}, "'|'", 160),
+    ("[k - {0} for _ in range(100)]", {"k": dict.fromkeys(range(100_000)).keys()}, "'-'", 160),
+    # a key= builds through the same charges as a call: one 1 M-character string per item here
+    ("sorted(xs, key='x'.center)", {"xs": [10 ** 6] * 1000}, "str.center()", 40),
 ])
 def test_every_operation_that_builds_a_value_is_charged_before_it_builds(
         text: str, names: dict[str, Any], operation: str, peak_mib: int) -> None:
@@ -263,6 +272,33 @@ def test_a_shared_container_embedded_in_a_template_is_refused_before_it_is_writt
         render("a ${[[[0]*1000]*1000]*20} b")
     with pytest.raises(ExpressionError, match="writing the value into the template"):
         render("a ${x} b", x=({1, 2}, SHARED))
+
+
+@pytest.mark.parametrize("template", [
+    # the attack's 12 KB config: one 1 M-character expression aliased 3,000 times (2.9 GB)
+    {"type": "CustomEvent", "big": ["${'a' * 1000000}"] * 3000},
+    {"a": {"b": [["${'a' * 1000000}"]] * 3000}},
+    # one string of 300 such parts built 1.27 GB before its length was checked
+    "${'a' * 1000000}" * 300,
+])
+def test_a_template_has_one_budget_for_all_its_expressions(template: Any) -> None:
+    compiled = compile_template(template)
+    with peak_memory(40 << 20), pytest.raises(ExpressionError) as info:
+        compiled.render({})
+    message = str(info.value)
+    assert f"limit of {expr_mod.MAX_SEQUENCE}" in message or (
+        f"template built more than {expr_mod.MAX_ALLOC} items or characters in total" in message)
+
+
+def test_a_template_shares_touched_items_and_iterations_across_its_expressions() -> None:
+    scan = "${max(s)}"  # touches 600,000 items: one render may do it 16 times under 10 M
+    assert render([scan] * 16, s="a" * 600_000) == ["a"] * 16
+    with pytest.raises(ExpressionError, match=r"max\(\): template touched more than 10000000 items"):
+        render([scan] * 17, s="a" * 600_000)
+    loop = "${len([0 for _ in range(60000)])}"
+    with pytest.raises(ExpressionError, match="comprehensions ran more than 100000 iterations"):
+        render({"a": loop, "b": [loop]})
+    assert compile_template([loop, "${'a' * 1000000}"]).render({}) == [60000, "a" * 1_000_000]
 
 
 def test_a_template_string_is_one_bounded_text() -> None:
@@ -609,3 +645,54 @@ def test_a_secret_from_the_config_is_not_expanded() -> None:
     assert doc.problems == []
     out = compile_template(doc.value).render({"go": 2})
     assert _is_secret_text(out["msg"], "pa${go}ss") and out["plain"] == "pa2ss"
+
+
+# ---------------------------------------------------------------------------- touched items
+
+
+@pytest.mark.parametrize(("text", "names", "operation"), [
+    # the attack's hook (3,000 of these took 40 s on the dispatcher)
+    ("sum([max(s) == 'a' for s in [t] for _ in range(30)])", {"t": "a" * 100_000}, "max()"),
+    ("[min(xs) for _ in range(30)]", {"xs": list(range(100_000))}, "min()"),
+    ("[sum(xs) for _ in range(30)]", {"xs": list(range(100_000))}, "sum()"),
+    ("[sorted(xs) for _ in range(30)]", {"xs": list(range(100_000))}, "sorted()"),
+    ("[-1 in xs for _ in range(30)]", {"xs": list(range(100_000))}, "'in'"),
+    ("['b' in s for _ in range(30)]", {"s": "a" * 100_000}, "'in'"),
+    ("['x' in r for r in [range(100000)] for _ in range(30)]", {}, "'in'"),
+    ("[xs.count(-1) for _ in range(30)]", {"xs": list(range(100_000))}, "list.count()"),
+    ("[s.count('b') for _ in range(30)]", {"s": "a" * 100_000}, "str.count()"),
+    ("[s.find('b') for _ in range(30)]", {"s": "a" * 100_000}, "str.find()"),
+    ("[s == t for _ in range(30)]", {"s": "a" * 100_000, "t": "a" * 100_000}, "comparison"),
+    # 300 items in memory, 100,000 to compare: a comparison walks what is shared
+    ("[[[[0] * 100] * 100] * 10 == [[[0] * 100] * 100] * 10 for _ in range(30)]", {}, "comparison"),
+    ("[t in s for _ in range(30)]", {"t": ((0,) * 1000,) * 100, "s": {1}}, "'in'"),
+    ("[d.get(t) for _ in range(30)]", {"t": ((0,) * 1000,) * 100, "d": {}}, "dict.get()"),
+    ("[a.issubset(b) for _ in range(30)]", {"a": set(range(100_000)), "b": set()}, "set.issubset()"),
+    ("[max(zip(xs, xs)) for _ in range(30)]", {"xs": list(range(100_000))}, "zip()"),
+])
+def test_every_scan_is_charged_before_it_runs(monkeypatch: pytest.MonkeyPatch, text: str,
+                                               names: dict[str, Any], operation: str) -> None:
+    # a smaller limit keeps the test fast; each case touches 3 M items, a million past it
+    monkeypatch.setattr(expr_mod, "MAX_OPERATIONS", 2_000_000)
+    with pytest.raises(ExpressionError) as info:
+        compile_expr(text).value(names)
+    assert f"{operation}: expression touched more than 2000000 items in total" in str(info.value)
+
+
+def test_comprehension_iterations_count_as_touched_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(expr_mod, "MAX_OPERATIONS", 50_000)
+    assert value("len([0 for _ in range(49000)])") == 49000
+    with pytest.raises(ExpressionError, match="comprehension: expression touched more than 50000 items"):
+        value("len([0 for _ in range(60000)])")
+
+
+def test_scans_below_the_limit_still_work() -> None:
+    text = "a" * 1_000_000
+    assert value("max(s) == 'a' and s.count('a') == len(s) and 'b' not in s", s=text) is True
+    assert value("sum(range(100000)), max(xs), -1 in xs, sorted(xs)[0]", xs=list(range(100_000))) == (
+        4_999_950_000, 99_999, False, 0)
+    shared = [[0] * 100] * 100
+    assert value("a == b and a in [b] and t in {u}", a=shared, b=[[0] * 100] * 100,
+                 t=((0,) * 100,) * 100, u=((0,) * 100,) * 100) is True
+    assert value("sorted(words, key=len), max(words, key=str), min(words, key=s.count)",
+                 words=["bb", "a"], s="bbb") == (["a", "bb"], "bb", "a")
