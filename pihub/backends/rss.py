@@ -257,6 +257,9 @@ class _Response(http.client.HTTPResponse):
 
 
 class _Connection(http.client.HTTPConnection):
+    """A connection whose socket the download tracks (close() cuts it) and whose responses
+    read under the download's deadline."""
+
     def __init__(self, *args: Any, download: _Download, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._download = download
@@ -267,15 +270,8 @@ class _Connection(http.client.HTTPConnection):
         self._download.track(self.sock)
 
 
-class _TlsConnection(http.client.HTTPSConnection):
-    def __init__(self, *args: Any, download: _Download, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._download = download
-        self.response_class = functools.partial(_Response, download=download)  # type: ignore[assignment]
-
-    def connect(self) -> None:
-        super().connect()
-        self._download.track(self.sock)
+class _TlsConnection(_Connection, http.client.HTTPSConnection):
+    """The same over TLS (HTTPSConnection.connect wraps the socket, then _Connection tracks it)."""
 
 
 class _HttpHandler(urllib.request.HTTPHandler):
