@@ -54,6 +54,7 @@ from typing import Any, ClassVar
 
 from pihub.backends.base import BackendStatus, BackendThread, Emit, RequestChannel
 from pihub.config.schema import Field, Schema
+from pihub.limits import ConnectionSlots
 from pihub.logs import LogLimiter
 from pihub.messages import Response, dumps
 
@@ -101,8 +102,8 @@ class TcpBackend(RequestChannel):
         self._acceptor: BackendThread | None = None
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
-        self._by_address: dict[str, int] = {}  # open connections per client address
-        self.refused = 0  # connections refused at accept (limits), since open
+        limit = self.config["max_connections"]
+        self._slots = ConnectionSlots(limit, per_address_limit(limit))  # refused: at accept, since open
         self._refused_log = LogLimiter(REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, time.monotonic)
         self.address: tuple[str, int] | None = None
         self._emit: Emit | None = None
@@ -158,7 +159,7 @@ class TcpBackend(RequestChannel):
             status["address"] = f"{self.address[0]}:{self.address[1]}"
             with self._lock:
                 status["connections"] = len(self._connections)
-                status["connections_refused"] = self.refused
+                status["connections_refused"] = self._slots.refused
         return status
 
     # ------------------------------------------------------------------ accepting
@@ -184,20 +185,16 @@ class TcpBackend(RequestChannel):
             return
         conn.setblocking(True)
         address, peer = str(addr[0]), f"{addr[0]}:{addr[1]}"
-        limit, per_limit = self.config["max_connections"], per_address_limit(self.config["max_connections"])
-        with self._lock:
-            open_now, from_it = len(self._connections), self._by_address.get(address, 0)
-            admitted = open_now < limit and from_it < per_limit
-            if admitted:
-                thread = threading.Thread(target=self._serve, args=(conn, peer, address),
-                                          name=f"pihub-tcp-{peer}", daemon=True)
+        slots = self._slots
+        limit, per_limit = slots.total, slots.per_address
+        if slots.take(address):
+            thread = threading.Thread(target=self._serve, args=(conn, peer, address),
+                                      name=f"pihub-tcp-{peer}", daemon=True)
+            with self._lock:
                 self._connections[conn] = thread
-                self._by_address[address] = from_it + 1
-            else:
-                self.refused += 1
-        if admitted:
             thread.start()
             return
+        open_now, from_it = slots.open, slots.of(address)
         allowed, held = self._refused_log.allow()  # the acceptor thread's alone
         if allowed:
             self.log.warning("tcp connection from %s refused: %d open, %d from it (limits: %d in all, "
@@ -247,9 +244,7 @@ class TcpBackend(RequestChannel):
         finally:
             with self._lock:
                 self._connections.pop(conn, None)
-                left = self._by_address.pop(address, 1) - 1
-                if left > 0:
-                    self._by_address[address] = left
+            self._slots.give_back(address)
             conn.close()
 
     def _read_message(self, conn: socket.socket, buf: bytearray, idle_deadline: float,

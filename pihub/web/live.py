@@ -135,6 +135,7 @@ from websockets.http11 import Response as HTTPResponse
 
 from pihub.errors import MessageError
 from pihub.events import Event, new_event_id
+from pihub.limits import ConnectionSlots
 from pihub.logs import LogLimiter
 from pihub.messages import Request, Response, dumps, parse
 from pihub.web import WebHub, access
@@ -432,9 +433,8 @@ class LiveServer:
         self._clients: set[_Client] = set()
         self._stream: set[_Client] = set()
         self._conns: set[ServerConnection] = set()
-        # open TCP connections, in all and by address (the limits; loop thread only)
-        self._open = 0
-        self._by_address: dict[str, int] = {}
+        # open TCP connections, in all and by address (the limits)
+        self._slots = ConnectionSlots(max_connections, max_per_address)
         self._refused_log = LogLimiter(_REFUSED_LOG_BURST, _REFUSED_LOG_WINDOW_S, time.monotonic)
         self._bg: set[asyncio.Task[None]] = set()
         self._pending = 0
@@ -464,8 +464,7 @@ class LiveServer:
         self._clients.clear()
         self._stream.clear()
         self._conns.clear()
-        self._open = 0
-        self._by_address.clear()
+        self._slots = ConnectionSlots(self.max_connections, self.max_per_address)
         self._pending = 0
         with self._lock:
             self._streaming = 0
@@ -511,7 +510,7 @@ class LiveServer:
 
     def connection_count(self) -> int:
         """TCP connections open now and counted in the limits, authenticated or not."""
-        return self._open
+        return self._slots.open
 
     @property
     def last_seq(self) -> int:
@@ -805,27 +804,20 @@ class LiveServer:
     def _admit(self, address: str) -> bool:
         """Count a new connection from ``address`` in the limits; False when one is reached
         (the caller closes it; it is counted and logged here)."""
-        per_address = self._by_address.get(address, 0)
-        if self._open < self.max_connections and per_address < self.max_per_address:
-            self._open += 1
-            self._by_address[address] = per_address + 1
+        slots = self._slots
+        if slots.take(address):
             return True
         self.stats["connections_refused"] += 1
         allowed, held = self._refused_log.allow()
         if allowed:
             log.warning("websocket connection from %s refused: %d open, %d from it (limits: %d in all, "
-                        "%d per address)%s", address, self._open, per_address, self.max_connections,
+                        "%d per address)%s", address, slots.open, slots.of(address), self.max_connections,
                         self.max_per_address, f"; {held} more refused since the last warning" if held else "")
         return False
 
     def _release(self, address: str) -> None:
         """Give back the place of a closed connection from ``address``."""
-        self._open -= 1
-        left = self._by_address.get(address, 1) - 1
-        if left > 0:
-            self._by_address[address] = left
-        else:
-            self._by_address.pop(address, None)
+        self._slots.give_back(address)
 
     def _check_handshake(self, conn: ServerConnection, request: HTTPRequest) -> HTTPResponse | None:
         """websockets' ``process_request``: 404 for other paths, 403 for a foreign Origin."""

@@ -121,6 +121,7 @@ from cheroot import server as cheroot_server
 from cheroot.makefile import MakeFile, StreamWriter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from pihub.limits import ConnectionSlots
 from pihub.logs import LogLimiter
 from pihub.web.context import HSTS_HEADER, SECURITY_HEADERS, error_bytes
 
@@ -634,14 +635,11 @@ class _ConnectionManager(connections.ConnectionManager):
     def __init__(self, server: _Server) -> None:
         super().__init__(server)
         self._limits_lock = threading.Lock()
-        self._open = 0
-        self._by_address: dict[str, int] = {}
+        self._slots = ConnectionSlots(server.max_connections, server.max_per_address)
         #: address -> its connections with workers (or queued for one); no entry for 0.
         self._working: dict[str, int] = {}
         #: address -> its parked connections, oldest first; no entry when none.
         self._parked: dict[str, collections.deque[_Connection]] = {}
-        #: Connections closed at accept because a limit was reached.
-        self.refused = 0
         #: ``accept`` calls that failed for want of file descriptors (or kernel memory).
         self.accept_failures = 0
         self._accept_pause = 0.0
@@ -678,21 +676,14 @@ class _ConnectionManager(connections.ConnectionManager):
     # -- limits
     def _admit(self, conn: _Connection) -> bool:
         address = conn.remote_addr or ""
-        server = self.server
-        with self._limits_lock:
-            per_address = self._by_address.get(address, 0)
-            if self._open >= server.max_connections or per_address >= server.max_per_address:
-                self.refused += 1
-                admitted = False
-            else:
-                self._open += 1
-                self._by_address[address] = per_address + 1
-                conn.admitted = admitted = True
-        if not admitted:
-            log.debug("connection from %s refused: %d open, limits %d in all and %d per address",
-                      address, self._open, server.max_connections, server.max_per_address)
-            conn.close()
-        return admitted
+        slots = self._slots
+        if slots.take(address):
+            conn.admitted = True
+            return True
+        log.debug("connection from %s refused: %d open, limits %d in all and %d per address",
+                  address, slots.open, slots.total, slots.per_address)
+        conn.close()
+        return False
 
     def release(self, conn: _Connection) -> None:
         """Give back a closed connection's place in the limits, its worker or parking place (once)."""
@@ -704,18 +695,17 @@ class _ConnectionManager(connections.ConnectionManager):
             if not conn.admitted:
                 return
             conn.admitted = False
-            self._open -= 1
-            address = conn.remote_addr or ""
-            left = self._by_address.get(address, 1) - 1
-            if left > 0:
-                self._by_address[address] = left
-            else:
-                self._by_address.pop(address, None)
+        self._slots.give_back(conn.remote_addr or "")
 
     @property
     def open_connections(self) -> int:
         """Connections admitted and not yet closed."""
-        return self._open
+        return self._slots.open
+
+    @property
+    def refused(self) -> int:
+        """Connections closed at accept because a limit was reached."""
+        return self._slots.refused
 
     def workers_by_address(self) -> dict[str, tuple[int, int]]:
         """address -> (connections with workers, parked connections), for addresses with any."""
