@@ -224,14 +224,16 @@ class LogLimiter:
         self._count = 0
         self._held = 0
 
-    def allow(self) -> tuple[bool, int]:
-        """Ask to log one line.
+    def allow(self, now: float | None = None) -> tuple[bool, int]:
+        """Ask to log one line, at ``now`` (seconds; the clock's reading when None: for a
+        caller whose time comes with its data, such as a reading's timestamp).
 
         Returns:
             ``(allowed, held back since the last allowed line)``; when not allowed, the
             line is counted and the count is reported with the next allowed one.
         """
-        now = self._clock()
+        if now is None:
+            now = self._clock()
         if now - self._start >= self.window:
             self._start, self._count = now, 0
         if self._count < self.burst:

@@ -242,3 +242,8 @@ def test_log_limiter_window():
     now[0] = 10.0
     assert limiter.allow() == (True, 3)
     assert limiter.allow() == (True, 0)
+
+
+def test_log_limiter_takes_the_time_from_the_caller_when_given():
+    limiter = LogLimiter(1, 60.0, lambda: pytest.fail("the clock is not read when the time is given"))
+    assert [limiter.allow(t) for t in (0.0, 59.9, 60.0)] == [(True, 0), (False, 0), (True, 1)]

@@ -102,6 +102,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeGuard
@@ -109,6 +110,7 @@ from typing import Any, Final, Literal, TypeGuard
 from pihub.config.schema import Field
 from pihub.errors import ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event
+from pihub.logs import LogLimiter
 
 __all__ = ["DROP_LOG_INTERVAL_S", "MAX_KEYS", "SENSOR_FIELDS", "Band", "SensorState", "parse_enabled",
            "parse_thresholds", "parse_tolerance"]
@@ -385,7 +387,8 @@ class SensorState:
         self.last: Reading | None = None
         self.dropped_keys = 0
         self._sides: dict[Hashable, Side] = {}
-        self._drop_logged_ns: int | None = None
+        # on the readings' own time (ts_ns), passed to allow(): this module reads no clock
+        self._drop_log = LogLimiter(1, DROP_LOG_INTERVAL_S, time.monotonic)
 
     @classmethod
     def from_config(cls, source: str, values: Mapping[str, Any]) -> SensorState:
@@ -501,8 +504,7 @@ class SensorState:
         for key in dropped:
             del data[key]
         self.dropped_keys += len(dropped)
-        if self._drop_logged_ns is None or ts_ns - self._drop_logged_ns >= DROP_LOG_INTERVAL_S * 1e9:
-            self._drop_logged_ns = ts_ns
+        if self._drop_log.allow(ts_ns / 1e9)[0]:
             more = f" and {len(dropped) - 1} more" if len(dropped) > 1 else ""
             log.warning("sensor %r: new key %r%s dropped: a sensor keeps at most max_keys = %d distinct "
                         "keys (%d keys dropped so far)", self.source, dropped[0], more, self.max_keys,
