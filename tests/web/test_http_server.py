@@ -300,17 +300,19 @@ class TestHostileFraming:
         resp, body = _send_raw(server.port, CHUNKED_LOGIN + chunk * 200)
         assert resp.status == 400 and "framing" in json.loads(body)["message"]
 
-    def test_chunked_with_extensions_and_trailers_then_a_pipelined_request(self, served) -> None:
+    @pytest.mark.parametrize("framing", ["chunked, with extensions and trailers", "Content-Length"])
+    def test_a_body_then_a_pipelined_request(self, served, framing: str) -> None:
         rig, server = served
         head = "".join(f"{k}: {v}\r\n" for k, v in rig.as_("control").items()).encode()
         body = json.dumps({"a": 1}).encode()
+        if framing == "Content-Length":
+            framed = f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        else:
+            framed = (b"Transfer-Encoding: chunked\r\n\r\n" + b"3;name=value\r\n" + body[:3] + b"\r\n"
+                      + f"{len(body) - 3:x}\r\n".encode() + body[3:] + b"\r\n" + b"0\r\nX-Trailer: yes\r\n\r\n")
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
             sock.sendall(b"POST /hook/nobody HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         + head + b"Transfer-Encoding: chunked\r\n\r\n"
-                         + b"3;name=value\r\n" + body[:3] + b"\r\n"
-                         + f"{len(body) - 3:x}\r\n".encode() + body[3:] + b"\r\n"
-                         + b"0\r\nX-Trailer: yes\r\n\r\n"
-                         + b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+                         + head + framed + b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
             (first, hooked), (second, livez) = _read_responses(sock, 2)
             assert first == 200 and json.loads(hooked)["data"] == {"a": 1}
             assert second == 200 and json.loads(livez) == {"status": "ok"}
@@ -369,18 +371,6 @@ class TestHostileFraming:
                                b"application/json\r\n" + head
                                + f"Content-Length: {len(EXEC)}\r\n\r\n".encode() + EXEC)
         assert resp.status == 200 and json.loads(body)["response"]["errors"] == []
-
-    def test_a_content_length_body_then_a_pipelined_request(self, served) -> None:
-        rig, server = served
-        head = "".join(f"{k}: {v}\r\n" for k, v in rig.as_("control").items()).encode()
-        body = json.dumps({"a": 1}).encode()
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(b"POST /hook/nobody HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         + head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-                         + b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
-            (first, hooked), (second, livez) = _read_responses(sock, 2)
-            assert first == 200 and json.loads(hooked)["data"] == {"a": 1}
-            assert second == 200 and json.loads(livez) == {"status": "ok"}
 
     def test_a_worker_refuses_framing_cheroot_reads_otherwise_without_reading_the_socket(
             self, rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
