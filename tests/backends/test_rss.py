@@ -25,6 +25,16 @@ def rss(items: list[tuple[str, str]], title: str = "Pi news") -> bytes:
     return f'<?xml version="1.0"?><rss version="2.0"><channel><title>{title}</title>{body}</channel></rss>'.encode()
 
 
+def _serve(handler: type[http.server.BaseHTTPRequestHandler], path: str) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """A quiet threaded HTTP server on a free loopback port, serving in a daemon thread;
+    ``(server, url of path)``."""
+    quiet = type("Quiet" + handler.__name__, (handler,), {"log_message": lambda self, *args: None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), quiet)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
 class FeedServer:
     """Serves ``self.body`` at /feed.xml with an ETag; answers 304 to a matching If-None-Match."""
 
@@ -55,13 +65,7 @@ class FeedServer:
                 self.end_headers()
                 self.wfile.write(outer.body)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/feed.xml"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.url = _serve(Handler, "/feed.xml")
 
     def close(self) -> None:
         self.server.shutdown()
@@ -123,14 +127,7 @@ class TrickleServer:
                 except OSError:
                     outer.client_gone.set()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/slow.xml"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.url = _serve(Handler, "/slow.xml")
 
     def close(self) -> None:
         self._closing.set()
