@@ -540,6 +540,18 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 class TestRegexTimeBound:
+    def test_a_catastrophic_regex_ends_in_a_child_process_that_a_deadline_can_kill(self) -> None:
+        # re (or a regex call without its timeout) holds the GIL for the whole match, so a
+        # regression would hang finishes() below instead of failing it; a child process
+        # past its deadline fails this test whatever the matcher does
+        code = ("from pihub.engine.conditions import compile_condition\n"
+                "from pihub.events import Event\n"
+                "c = compile_condition({'type': 'CustomEvent', 'text': {'$regex': '(.*a){7}$'}}, ('if',), 'slow')\n"
+                "e = Event.of('CustomEvent', text='a' * 4000 + 'b')\n"
+                "print(c.match(e).ok)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+        assert out.stdout.strip() == "False"
+
     @pytest.mark.parametrize(("pattern", "text"), CATASTROPHIC)
     def test_a_catastrophic_regex_gives_up_as_no_match_counted_and_logged_once(
             self, pattern: str, text: str, timeouts: RegexTimeouts, caplog: pytest.LogCaptureFixture) -> None:
