@@ -319,7 +319,7 @@ def _paced_publish(publish: Any, make_event: Any, count: int, period_s: float, d
 
 
 def _latency_rows(ctx: Context, path: str, lat_ns: list[int], warm: int, extra_note: str, *,
-                  floor: bool = False, **extra: Any) -> Iterator[dict]:
+                  floor: bool = False, pace: str = "one event every ~1 ms", **extra: Any) -> Iterator[dict]:
     """The p50 and p99 rows of one path; a ``floor`` (not a pihub path) has no goal and no peer."""
     samples = sorted(x / 1000.0 for x in lat_ns[warm:])
     if len(samples) < 10:
@@ -329,7 +329,7 @@ def _latency_rows(ctx: Context, path: str, lat_ns: list[int], warm: int, extra_n
         common["peer_note"] = ("Platypush has no in-process figure to match; its run-bench.sh webhook -> hook -> "
                                "action and custom event -> YAML hook p50 (HTTP included) are in the "
                                "peer_platypush.daemon rows")
-    note = (f"{extra_note}; one event every ~1 ms from a Python thread, {len(samples)} samples after {warm} "
+    note = (f"{extra_note}; {pace} from a Python thread, {len(samples)} samples after {warm} "
             "warm-up; latency = time.monotonic_ns() in the action - event.ts_ns (set when the event is built, "
             "just before publish)")
     yield result("engine.latency", f"{path}_p50_us", percentile(samples, 50), "us",
@@ -436,58 +436,84 @@ def _dispatcher_latency(ctx: Context, inline: bool) -> Iterator[dict[str, Any]]:
                              to_dispatcher_p50_us=percentile(wake, 50), to_dispatcher_p99_us=percentile(wake, 99))
 
 
-def _no_handoff_latency(ctx: Context, busy: bool) -> Iterator[dict[str, Any]]:
+#: How the no-hand-off floor paces its events: row suffix, period (s), spin instead of sleeping,
+#: and what the note says of it.
+_FLOOR_PACES = {
+    "sleep": ("", 0.001, False, "the thread sleeps between events, as a producer does"),
+    "spin": ("_busy", 0.001, True, "the thread spins on the clock between events (never idles)"),
+    "back_to_back": ("_hot", 0.0, True, "events back to back (the same work hot)"),
+}
+
+
+def _no_handoff_latency(ctx: Context, pace: str) -> Iterator[dict[str, Any]]:
     """Edge -> fire callback with no thread hand-off at all: the producer thread itself pops
     its event and runs ``Dispatcher.process`` (1000 hooks, inline, one listener), as
     ``dispatcher_inline`` does on the dispatcher thread. Not a path pihub takes (the
     dispatcher is the only consumer); the floor a hand-off design is measured against.
+    ``pace`` is a key of :data:`_FLOOR_PACES`; each stage's median is in the p50 row, to show
+    whether one stage or all of them slow down when the thread pauses between events.
     """
     from pihub.bus import Bus
     from pihub.engine.dispatcher import Dispatcher, WorkerPool
     from pihub.engine.rules import Matcher
     from pihub.events import Event
 
+    suffix, period, spin, how = _FLOOR_PACES[pace]
+    path = "no_handoff" + suffix
     warm, count = 100, ctx.scale(2000, 200) + 100
     bus = Bus(capacity=4096, max_producers=8)
     hooks = make_hooks(1000)
     matcher = Matcher(hooks)
     pool = WorkerPool(workers=1)  # never used: every hook is inline; the dispatcher needs one
     lat: list[int] = []
+    # per event, the clock at: event built (its ts_ns), publish called, publish returned, pop
+    # returned, action ran
+    marks: list[tuple[int, int, int, int, int]] = []
+    fired: list[int] = [0]
 
     def fire(hook: Any, event: Any, captures: Any) -> None:
-        lat.append(time.monotonic_ns() - event.ts_ns)
+        fired[0] = now = time.monotonic_ns()
+        lat.append(now - event.ts_ns)
 
     disp = Dispatcher(bus, matcher, fire, pool, batch_size=BATCH, inline=hooks)
     disp.add_listener(lambda event: None)  # dispatcher_inline's path calls one listener too
     prod = bus.producer("bench")
 
     def publish_and_process(event: Any) -> bool:
+        t0 = time.monotonic_ns()
         ok = prod.publish(event)
-        disp.process(bus.pop(BATCH, timeout=0))
+        t1 = time.monotonic_ns()
+        batch = bus.pop(BATCH, timeout=0)
+        t2 = time.monotonic_ns()
+        disp.process(batch)
+        marks.append((event.ts_ns, t0, t1, t2, fired[0]))
         return ok
 
     try:
         dl = Deadline(count * 0.002 + 30)
-        _paced_publish(publish_and_process, lambda i: Event.of("GPIOEvent", pin=17, value=1), count, 0.001, dl,
-                       busy=busy)
+        _paced_publish(publish_and_process, lambda i: Event.of("GPIOEvent", pin=17, value=1), count, period, dl,
+                       busy=spin)
     finally:
         matcher.close()
         bus.close()
-    path = "no_handoff_busy" if busy else "no_handoff"
     if len(lat) != count:
         raise RuntimeError(f"latency ({path}): {len(lat)} of {count} events reached the action")
-    pause = ("the thread spins on the clock between events (caches stay warm)" if busy else
-             "the thread sleeps between events, as a producer does")
+    stages = {name: round(median([m[i + 1] - m[i] for m in marks[warm:]]) / 1000.0, 2)
+              for i, name in enumerate(("build", "publish", "pop", "process_to_action"))}
     yield from _latency_rows(ctx, path, lat, warm,
                              "no thread hand-off (not a pihub path: the floor): the producer thread publishes, "
                              "pops its own event and runs Dispatcher.process (Matcher, 1000 GPIO hooks, inline, "
-                             f"one listener) -> fire callback; {pause}", floor=True)
+                             f"one listener) -> fire callback; {how}; stages_p50_us: the median of each stage "
+                             "alone (build: event.ts_ns -> publish called; process_to_action: pop returned -> "
+                             "the action), timed by the same clock around each call", floor=True,
+                             pace="one event every ~1 ms" if period else "events back to back",
+                             stages_p50_us=stages)
 
 
 def bench_latency_floor(ctx: Context) -> Iterator[dict[str, Any]]:
-    """The dispatcher's work with no hand-off: paced with sleeps as a producer is, then hot."""
-    yield from _no_handoff_latency(ctx, busy=False)
-    yield from _no_handoff_latency(ctx, busy=True)
+    """The dispatcher's work with no hand-off: paced with sleeps as a producer is, spinning, hot."""
+    for pace in _FLOOR_PACES:
+        yield from _no_handoff_latency(ctx, pace)
 
 
 def bench_latency_dispatcher(ctx: Context) -> Iterator[dict[str, Any]]:
