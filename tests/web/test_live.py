@@ -1097,6 +1097,24 @@ def test_tls_stream_with_a_self_signed_certificate(make_live: MakeLive, open_ws:
         open_ws(server, scheme="wss", ssl=ssl.create_default_context())
 
 
+def test_tls_handshake_of_a_silent_client_is_cut_at_the_handshake_deadline(
+    make_live: MakeLive, self_signed: tuple[Path, Path],
+) -> None:
+    # Attack: connect to the wss:// port and never send a ClientHello. asyncio runs the TLS
+    # handshake before the connection limits see the socket, and would hold it for 60 s by
+    # default; the server's handshake deadline (5 s here) must cut it.
+    cert, key = self_signed
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    server = make_live(ssl_context=server_ctx)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10.0) as s:
+        try:
+            data = s.recv(1)  # TimeoutError (the test fails) if the server holds the socket
+        except ConnectionResetError:
+            data = b""
+    assert data == b""
+
+
 # ------------------------------------------------------------ the real hub
 MOCK_RIG = """
 mock:
