@@ -1,4 +1,5 @@
-"""Connection slots: open connections counted in all and per client address.
+"""Connection slots (open connections counted in all and per client address), and the
+bounded ``Content-Length`` every HTTP peer of pihub (server or client) accepts.
 
 What every server pihub runs (the HTTP API, the websocket, the TCP channel) checks at
 accept: at most ``total`` connections at once, and at most ``per_address`` from one
@@ -11,7 +12,27 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["ConnectionSlots"]
+__all__ = ["MAX_LENGTH_DIGITS", "ConnectionSlots", "content_length"]
+
+#: Longest ``Content-Length`` value, in digits (10**18 bytes is more than any body).
+MAX_LENGTH_DIGITS = 18
+
+
+def content_length(value: str | bytes) -> int | None:
+    """A ``Content-Length`` header's value (surrounding spaces already stripped) as bytes,
+    or None when it is not 1 to :data:`MAX_LENGTH_DIGITS` ASCII decimal digits.
+
+    ``int()`` would also take a sign, ``_``, spaces and other scripts' digits (``"\u0663"``),
+    and a superscript (``"\u00b2"``) passes ``str.isdigit()`` but fails ``int()``: only
+    ASCII ``0-9`` pass here.
+    """
+    if isinstance(value, str):
+        if not value.isascii():
+            return None
+        value = value.encode("ascii")
+    if not (1 <= len(value) <= MAX_LENGTH_DIGITS and value.isdigit()):  # bytes.isdigit(): ASCII 0-9 only
+        return None
+    return int(value)
 
 
 class ConnectionSlots:

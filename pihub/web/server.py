@@ -121,7 +121,7 @@ from cheroot import server as cheroot_server
 from cheroot.makefile import MakeFile, StreamWriter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from pihub.limits import ConnectionSlots
+from pihub.limits import MAX_LENGTH_DIGITS, ConnectionSlots, content_length
 from pihub.logs import LogLimiter
 from pihub.web.context import HSTS_HEADER, SECURITY_HEADERS, error_bytes
 
@@ -149,8 +149,6 @@ DEFAULT_BODY_BUFFER = 64 * 1024
 MAX_CHUNK_LINE = 4 * 1024
 #: Bytes of chunked framing (size lines, extensions, CRLFs, trailers) past ``max_body``.
 MAX_CHUNK_FRAMING = 64 * 1024
-#: Longest ``Content-Length`` value, in digits (10**18 bytes is more than any body).
-MAX_LENGTH_DIGITS = 18
 #: Seconds a worker waits for the client to take one response (see the module docstring).
 WRITE_TIMEOUT = 30
 #: Seconds a complete request may stay parked behind its address's busy workers.
@@ -388,7 +386,7 @@ class _Arrival:
                 self.expects_continue = value.lower() == b"100-continue"
         for value in lengths:
             # cheroot's int() would take "+1_0" and raise past 4300 digits: only plain digits
-            if not (value.isdigit() and len(value) <= MAX_LENGTH_DIGITS):
+            if content_length(value) is None:
                 return self._refuse(400, f"Content-Length must be 1 to {MAX_LENGTH_DIGITS} digits "
                                          f"(got {len(value)} bytes that are not)")
         if codings:

@@ -4,7 +4,9 @@ that changes, with the real SQLite store; poll intervals run on a ManualClock.""
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -44,6 +46,8 @@ class FeedServer:
         self.requests: list[dict[str, str]] = []
         self.send_length = True
         self.missing = 0  # bytes announced by Content-Length but never sent
+        self.lengths: list[str] | None = None  # Content-Length headers sent instead of the true one
+        self.reason: str | None = None  # the reason phrase of a status other than 200
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -51,7 +55,7 @@ class FeedServer:
                 outer.requests.append(dict(self.headers))
                 etag = f'"{hash(outer.body) & 0xffffffff:x}"'
                 if outer.status != 200:
-                    self.send_error(outer.status)
+                    self.send_error(outer.status, outer.reason)
                     return
                 if self.headers.get("If-None-Match") == etag:
                     self.send_response(304)
@@ -60,8 +64,9 @@ class FeedServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/rss+xml")
                 self.send_header("ETag", etag)
-                if outer.send_length:
-                    self.send_header("Content-Length", str(len(outer.body) + outer.missing))
+                for length in outer.lengths if outer.lengths is not None else [str(len(outer.body) + outer.missing)]:
+                    if outer.send_length:
+                        self.send_header("Content-Length", length)
                 self.end_headers()
                 self.wfile.write(outer.body)
 
@@ -270,6 +275,137 @@ def test_an_oversized_feed_is_refused(run, server, send_length):
     assert wait_for(lambda: backend.status == BackendStatus.DEGRADED)
     assert "more than max_bytes (4096)" in backend.error or "larger than max_bytes (4096 bytes)" in backend.error
     assert rec.events == []
+
+
+@pytest.mark.parametrize(("lengths", "problem"), [
+    *[([v], f"the Content-Length header {shown} is not a byte count (allowed: 1 to 18 ASCII digits 0-9)")
+      for v, shown in [("\u00b2", "'\u00b2'"),  # str.isdigit() says yes; int() raised and killed the poller
+                       ("1_0", "'1_0'"), ("+5", "'+5'"), ("-1", "'-1'"), ("", "''"), ("7 7", "'7 7'"),
+                       ("1" * 19, repr("1" * 19)), ("9" * 5000, repr("9" * 37 + "..."))]],
+    (["10", "12"], "the response has different Content-Length headers (10 and 12; allowed: one length)"),
+], ids=["superscript", "underscore", "plus", "minus", "empty", "space", "19-digits", "5000-digits", "two"])
+def test_a_content_length_that_is_not_one_ascii_number_is_a_feed_error(run, server, clock, lengths, problem):
+    server.lengths = lengths
+    backend, rec = run({"feeds": [server.url]})
+    assert wait_for(lambda: backend.status == BackendStatus.DEGRADED), backend.feed_status()
+    assert backend.error == f"feed {server.url}: {problem}"
+    assert rec.events == []
+    server.lengths = [str(len(server.body))] * 2  # repeated with one value: read
+    clock.advance(60)
+    assert wait_for(lambda: backend.status == BackendStatus.RUNNING), backend.feed_status()
+    assert _titles(rec) == ["first"]
+
+
+@pytest.mark.parametrize("date", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
+                                  "Fri, 31 Dec 9999 23:59:59 -1400", "Tue, 02 Jan 99999999999999999999 10:00:00 +0100"])
+def test_an_entry_date_no_datetime_holds_is_read_as_no_date(run, server, clock, date):
+    server.body = (f"<rss><channel><title>T</title><item><guid>1</guid><title>odd</title><pubDate>{date}</pubDate>"
+                   f"</item></channel></rss>").encode()
+    atom = (f'<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>a</id><updated>{date}</updated></entry>'
+            f'</feed>').encode()
+    assert parse_feed(atom)[1][0]["published"] is None
+    backend, rec = run({"feeds": [server.url]})
+    _polled(server, 1, backend)
+    assert [e.args["published"] for e in rec.of("NewFeedEntryEvent")] == [None]
+    assert backend.status == BackendStatus.RUNNING
+    server.body = rss([("2", "next")])
+    clock.advance(60)
+    _polled(server, 2, backend)  # the poller lives on
+    assert _titles(rec) == ["odd", "next"]
+
+
+def test_an_unexpected_error_degrades_only_its_feed_and_the_poller_goes_on(run, server, clock, monkeypatch, caplog):
+    other = FeedServer()
+    try:
+        other.body = rss([("f", "fine")])
+        server.body = rss([("b", "boom")])
+        secret_url = server.url + "?token=s3cret"
+
+        def buggy(body: bytes):  # a bug, or input nobody foresaw, in one feed's poll
+            if b"boom" in body:
+                raise RuntimeError(f"bug\nnear {secret_url}\x1b[31m " + "x" * 500)
+            return parse_feed(body)
+
+        monkeypatch.setattr("pihub.backends.rss.parse_feed", buggy)
+        backend, rec = run({"feeds": [secret_url, other.url]})
+        assert wait_for(lambda: backend.feed_status()["feeds"][1]["polls"] == 1 and backend.status ==
+                        BackendStatus.DEGRADED), backend.feed_status()
+        status = backend.feed_status()
+        problem = status["feeds"][0]["problem"]
+        assert problem == f"unexpected RuntimeError: bug near {server.url} [31m " + "x" * (117 - 15 - len(server.url)) \
+            + "...", problem  # one line, shortened, without the query (a token)
+        assert backend.error == f"feed {server.url}: {problem}"
+        assert status["feeds"][1]["ok"] is True and _titles(rec) == ["fine"]
+        assert status["unexpected_errors"] == 1
+
+        clock.advance(60)
+        _polled(server, 2, backend)
+        assert backend.feed_status()["unexpected_errors"] == 2
+        logged = [r.getMessage() for r in caplog.records if "poll failed" in r.getMessage()]
+        assert len(logged) == 1, logged  # rate-limited: the second failure within the minute is counted only
+        assert "s3cret" not in caplog.text and "\x1b" not in caplog.text
+
+        server.body = rss([("2", "fixed")])
+        clock.advance(60)
+        assert wait_for(lambda: backend.status == BackendStatus.RUNNING), backend.feed_status()
+        assert "fixed" in _titles(rec)
+    finally:
+        other.close()
+
+
+def test_an_http_reason_with_control_characters_is_one_short_line(run, server, caplog):
+    server.status, server.reason = 500, "Bad\rX-Injected: 1\x1b[2J\t" + "r" * 1000
+    backend, _ = run({"feeds": [server.url]})
+    assert wait_for(lambda: backend.status == BackendStatus.DEGRADED)
+    problem = backend.feed_status()["feeds"][0]["problem"]
+    assert problem == "HTTP 500 Bad X-Injected: 1 [2J " + "r" * (297 - 31) + "..."
+    assert backend.error == f"feed {server.url}: {problem}"
+    assert "\r" not in caplog.text and "\x1b" not in caplog.text
+
+
+def test_a_redirect_just_before_the_deadline_gets_only_the_time_left(run):
+    """A 302 sent 0.4 s before the deadline to a listener that never accepts: the connect
+    there gets those 0.4 s, not a fresh ``timeout`` (which made the poll 1.8 x timeout)."""
+    timeout, margin = 2.0, 1.0  # a correctness bound (a fresh timeout is 1.6 s past it), not a benchmark
+    hang = socket.socket()
+    fill: list[socket.socket] = []  # connections that fill the listener's backlog: the next connect hangs
+    closing = threading.Event()
+    try:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(0)
+        for _ in range(8):
+            s = socket.socket()
+            s.setblocking(False)
+            fill.append(s)
+            s.connect_ex(hang.getsockname())
+        with pytest.raises(TimeoutError):  # the rig: a connect there hangs
+            socket.create_connection(hang.getsockname(), timeout=0.2).close()
+        target = "http://{}:{}/feed.xml".format(*hang.getsockname())
+
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                closing.wait(timeout - 0.4)  # the server's pace, not a synchronisation
+                self.send_response(302)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        server, url = _serve(Redirect, "/feed.xml")
+        try:
+            start = time.monotonic()
+            backend, _ = run({"feeds": [url], "timeout": timeout})
+            assert wait_for(lambda: backend.status == BackendStatus.DEGRADED, timeout=2 * timeout + 5)
+            elapsed = time.monotonic() - start
+            assert backend.error == f"feed {url}: no answer within 2 s"
+            assert elapsed < timeout + margin, f"the poll took {elapsed:.2f} s with timeout {timeout} s"
+            finishes(backend.close, what="close()")
+        finally:
+            closing.set()
+            server.shutdown()
+            server.server_close()
+    finally:
+        for s in [hang, *fill]:
+            s.close()
 
 
 def test_max_entries_is_exact_and_the_rest_are_marked_seen(run, server, clock):
