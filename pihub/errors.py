@@ -7,11 +7,13 @@ private to it.
 
 Messages are lower-case fragments that name the thing, the bad value and what is
 allowed: ``channel must be in range 0..7, not 9``. Secret values never appear in them.
-A misspelt name gets :func:`did_you_mean`'s suffix, computed by :func:`close_matches`.
+A misspelt name gets :func:`did_you_mean`'s suffix, computed by :func:`close_matches`; a bad
+value that may be long is shown by :func:`shorten`.
 """
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,7 +37,7 @@ class UnknownEventType(PihubError, KeyError):
         self.name = name
         self.close = list(close)
         hint = f" (did you mean {', '.join(repr(c) for c in self.close)}?)" if self.close else ""
-        super().__init__(f"unknown event type {name!r}{hint}")
+        super().__init__(f"unknown event type {shorten(name)}{hint}")
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -302,6 +304,20 @@ def close_matches(word: str, candidates: Iterable[object], n: int = 3) -> list[s
     import difflib  # only when a name is wrong: not part of the daemon's resident set
 
     return difflib.get_close_matches(word, names, n=n, cutoff=0.6)
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut to at most ``limit`` characters (ending ``...``).
+
+    Bounded in work: only the start of a long string is shown, other values go through
+    :mod:`reprlib`, so a 10 MB name costs no more than a short one. A value whose repr
+    raises shows as ``<TypeName>``.
+    """
+    try:
+        text = repr(value[:limit]) if isinstance(value, (str, bytes)) else reprlib.repr(value)
+    except Exception:  # a repr that raises, or an int too long for str()
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def did_you_mean(word: str, candidates: Iterable[object], n: int = 3) -> str:

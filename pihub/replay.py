@@ -19,7 +19,9 @@ shows: the ``${...}`` expression, loop value or ``while`` guard that ended its s
 are logged as in the daemon, too.
 
 Events that the hooks' actions publish (``event.fire``...) are replayed after the line
-that caused them, with ``"caused_by": <line number>``.
+that caused them, with ``"caused_by": <line number>``. At most :data:`MAX_CAUSED` of them
+per input line: a hook that fires an event its own hooks answer again would run forever.
+Past the cap the events are dropped, and the line gets an error record saying how many.
 
 Actions of plugins with effects outside pihub (hardware backends, ``shell``) are not run
 unless ``run_actions`` is true; they are listed with ``"skipped"`` saying so. Everything
@@ -28,24 +30,38 @@ replay never changes the daemon's variables; with ``run_actions`` the real work 
 and the backends are used.
 
 A line that is not a valid event is reported as ``{"line": n, "error": "..."}`` and
-counted; :func:`replay` returns the number of such lines.
+counted, and replay goes on with the next line; :func:`replay` returns the number of such
+lines (a line whose caused events hit the cap counts too). Not valid: a line that is not
+UTF-8, longer than :data:`MAX_LINE_BYTES` (:func:`read_lines` skips it without holding it),
+not JSON, nested deeper than the JSON decoder's recursion limit, not a JSON object, or not
+an event envelope with an object ``args`` and a string event ``type`` from the catalogue.
+Numbers are read as the wire parsers read them (:data:`pihub.messages.FINITE_JSON`):
+``NaN``, ``Infinity`` and ``1e999`` become null, in the trace and for the hooks alike.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, Final, TextIO
 
 from pihub.engine.procedures import Runner, procedure_name
-from pihub.errors import MessageError
+from pihub.errors import MessageError, shorten
 from pihub.events import Event, new_event_id
-from pihub.messages import Response, dumps, parse
+from pihub.messages import FINITE_JSON, Response, dumps, parse
+
+#: The longest input line read, in bytes (terminator excluded): a recorded event is a few
+#: hundred bytes, and a longer line is skipped by :func:`read_lines` in chunks of this size.
+MAX_LINE_BYTES: Final = 1 << 20
+
+#: The most events the hooks may cause (``event.fire``...) from one input line, counting
+#: the events those cause in turn; the rest are dropped and reported on that line.
+MAX_CAUSED: Final = 1000
 
 # ------------------------------------------------------------------------- the trace
 # One event's trace has the same shape whether ``pihub replay`` prints it or the running
@@ -91,25 +107,99 @@ def trace_line(event: Mapping[str, Any], fired: Sequence[str], not_fired: Mappin
     return line
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LongLine:
+    """A line :func:`read_lines` skipped because it is longer than ``cap`` bytes."""
+
+    cap: int
+
+
+def read_lines(stream: BinaryIO, cap: int = MAX_LINE_BYTES) -> Iterator[bytes | LongLine]:
+    """The lines of a binary ``stream``, one item per line, in at most ``cap + 1`` bytes of memory.
+
+    Args:
+        stream: read with ``readline(size)`` (a buffered binary file, ``sys.stdin.buffer``).
+        cap: the longest line yielded, in bytes, its newline excluded.
+
+    Yields:
+        Each line's bytes (with its terminator), or a :class:`LongLine` for a line longer
+        than ``cap``: that line is read in chunks of ``cap`` bytes and thrown away.
+    """
+    while line := stream.readline(cap + 1):  # cap + 1 bytes without a "\n": a longer line
+        if line.endswith(b"\n") or len(line) <= cap:
+            yield line
+            continue
+        while (rest := stream.readline(cap)) and not rest.endswith(b"\n"):
+            pass
+        yield LongLine(cap)
+
+
+def _decode_line(line: str | bytes | LongLine) -> str:
+    """One input line as text; raises MessageError when it is too long or not UTF-8."""
+    if isinstance(line, LongLine):
+        raise MessageError(f"line is longer than {line.cap} bytes, the longest replay reads; skipped")
+    if isinstance(line, str):
+        return line
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MessageError(f"line is not UTF-8 text: byte 0x{line[e.start]:02x} at byte offset {e.start} "
+                           f"({e.reason})") from None
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON type name of ``value`` and, unless null, a short repr of it."""
+    from pihub.web.context import json_kind  # only for a bad line
+
+    if value is None:
+        return "null"
+    return f"{'an object' if isinstance(value, dict) else json_kind(value)} ({shorten(value)})"
+
+
 def parse_event_line(line: str) -> Event:
     """Parse one line (envelope or short form); raises MessageError naming the problem."""
     try:
-        obj = json.loads(line)
-    except ValueError as e:
+        obj = FINITE_JSON.decode(line)
+    except RecursionError:  # json's decoder recurses once per nested array/object
+        raise MessageError(f"JSON nested too deeply: the decoder stops at about {sys.getrecursionlimit()} "
+                           f"levels (Python's recursion limit, less the stack in use)") from None
+    except ValueError as e:  # also an integer with more digits than int() accepts
         raise MessageError(f"not valid JSON: {e}") from None
-    if isinstance(obj, dict) and obj.get("type") not in ("event", "request") and "type" in obj:
+    if not isinstance(obj, dict):
+        raise MessageError(f"a JSON object is needed, got {_json_kind(obj)}")
+    if obj.get("type") not in ("event", "request") and "type" in obj:
         obj = {"type": "event", "args": obj}
+    if obj.get("type") == "event":
+        args = obj.get("args")
+        if "args" not in obj:
+            raise MessageError("event has no 'args' (a JSON object)")
+        if not isinstance(args, dict):
+            raise MessageError(f"event 'args' must be a JSON object, not {_json_kind(args)}")
+        if "type" not in args:
+            raise MessageError("event has no 'type' (an event type name such as 'GPIOEvent')")
+        if not isinstance(args["type"], str):
+            raise MessageError(f"event 'type' must be a string (an event type name such as 'GPIOEvent'), "
+                               f"not {_json_kind(args['type'])}")
     msg = parse(obj, default_origin="replay")
     if not isinstance(msg, Event):
         raise MessageError("a request is not an event; replay takes events")
     return msg
 
 
-def replay(config: Any, lines: Iterable[str], out: TextIO, *, run_actions: bool = False) -> int:
+def replay(config: Any, lines: Iterable[str | bytes | LongLine], out: TextIO, *,
+           run_actions: bool = False) -> int:
     """Replay ``lines`` through ``config``'s hooks, writing the trace to ``out``.
 
+    Args:
+        config: the loaded config whose hooks run.
+        lines: the input, one item per line: text, UTF-8 bytes, or :class:`LongLine`
+            (a file's lines as :func:`read_lines` gives them).
+        out: where the JSON trace lines go.
+        run_actions: run the actions that act outside pihub, on the real work directory.
+
     Returns:
-        The number of input lines that were not valid events.
+        The number of input lines that were not valid events or caused more than
+        :data:`MAX_CAUSED` events.
     """
     from pihub.hub import Hub
 
@@ -134,30 +224,42 @@ class _Replayer:
         self.records: list[dict[str, Any]] = []
         self.current_hook = ""
         self.current_line = 0
+        self.caused = 0  # events the hooks published since the current input line, up to MAX_CAUSED
+        self.dropped = 0  # and those dropped past the cap
         self.runner = Runner(self._execute, self._spawn_inline)
         hub.publish_sink = self._capture
 
     def _capture(self, event: Event) -> bool:
+        if self.caused >= MAX_CAUSED:
+            self.dropped += 1
+            return True
+        self.caused += 1
         self.pending.append((event, self.current_line))
         return True
 
-    def run(self, lines: Iterable[str], out: TextIO) -> int:
+    def run(self, lines: Iterable[str | bytes | LongLine], out: TextIO) -> int:
         bad = 0
         for n, line in enumerate(lines, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
             try:
+                text = _decode_line(line).strip()
+                if not text or text.startswith("#"):
+                    continue
                 event = parse_event_line(text)
             except MessageError as e:
                 bad += 1
                 out.write(dumps({"line": n, "error": str(e)}) + "\n")
                 continue
             self.current_line = n
+            self.caused = self.dropped = 0
             self._one(event, out, None)
             while self.pending:
                 ev, cause = self.pending.popleft()
                 self._one(ev, out, cause)
+            if self.dropped:
+                bad += 1
+                out.write(dumps({"line": n, "error": f"the hooks caused more than {MAX_CAUSED} events from "
+                                 f"this line (the cap): {self.dropped} more dropped; does a hook fire an event "
+                                 f"that fires it again?"}) + "\n")
         return bad
 
     def _one(self, event: Event, out: TextIO, caused_by: int | None) -> None:

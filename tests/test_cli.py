@@ -119,6 +119,23 @@ def test_replay_traces_fired_and_not_fired_hooks(write_config, tmp_path):
     assert out[4] == {"line": 4, "error": out[4]["error"]} and "JSON" in out[4]["error"]
 
 
+def test_replay_reports_a_line_not_utf8_or_too_long_on_that_line_and_reads_on(write_config, tmp_path):
+    from pihub.replay import MAX_LINE_BYTES
+
+    good = json.dumps({"type": "GPIOEvent", "pin": 4, "value": 1}).encode()
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join([good, b'{"type":"GPIOEvent","pin":"\xff"}',
+                                   b'{"type":"GPIOEvent","pin":"' + b"a" * MAX_LINE_BYTES + b'"}', good]) + b"\n")
+    r = pihub("replay", "--config", str(write_config(GOOD)), str(events))
+    assert r.returncode == 1, r.stderr
+    out = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert out[0]["event"]["args"]["pin"] == 4
+    assert out[1]["line"] == 2 and "not UTF-8" in out[1]["error"]
+    assert out[2]["line"] == 3 and str(MAX_LINE_BYTES) in out[2]["error"]
+    assert out[3]["event"]["args"]["pin"] == 4
+    assert len(out) == 4
+
+
 def _notify_socket(tmp_path: Path) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.bind(str(tmp_path / "notify.sock"))

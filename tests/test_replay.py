@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import threading
 from typing import Any
 
@@ -16,7 +17,7 @@ from pihub_testing import wait_for
 
 from pihub.events import Event
 from pihub.messages import Response
-from pihub.replay import LiveTraces, replay
+from pihub.replay import MAX_CAUSED, MAX_LINE_BYTES, LiveTraces, LongLine, read_lines, replay
 
 MIDI_SLIDER = """
 event.hook.OnMidiSlider:
@@ -232,3 +233,154 @@ def test_a_part_carried_outside_any_hook_just_runs() -> None:
     task = traces.carry(lambda: calls.append(traces.action_started("variable.set", {})))
     task()
     assert calls == [None]  # no trace to join
+
+
+# ------------------------------------------------------------------ hostile input
+DOOR = """
+event.hook.door:
+    if: {type: GPIOEvent, pin: 17}
+    then:
+        - action: logger.info
+          args: {msg: "door"}
+"""
+GOOD_LINE = json.dumps({"type": "GPIOEvent", "pin": 17})
+
+
+def run_lines(write_config: Any, load_config: Any, text: str, lines: list[Any]) -> tuple[int, list[dict[str, Any]]]:
+    """Replay ``lines``: the number of bad lines and every output line, decoded."""
+    out = io.StringIO()
+    bad = replay(load_config(write_config(text)), lines, out)
+    return bad, [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_a_line_nested_too_deeply_is_an_error_on_that_line_and_the_next_lines_run(write_config,
+                                                                                  load_config) -> None:
+    bad, out = run_lines(write_config, load_config, DOOR, ["[" * 100_000, '{"a":' * 100_000, GOOD_LINE])
+    assert bad == 2
+    for n, rec in enumerate(out[:2], 1):
+        assert rec["line"] == n
+        assert "nested too deeply" in rec["error"]
+        assert str(sys.getrecursionlimit()) in rec["error"]  # the limit
+    assert out[2]["fired"] == ["door"]
+
+
+def test_a_line_that_is_not_utf8_is_an_error_on_that_line_and_the_others_run(write_config,
+                                                                              load_config) -> None:
+    lines = read_lines(io.BytesIO(b'{"type":"GPIOEvent","pin":17}\n{"type":"GPIOEvent","pin":\xff}\n'
+                                  + GOOD_LINE.encode() + b"\n"))
+    bad, out = run_lines(write_config, load_config, DOOR, list(lines))
+    assert bad == 1
+    assert out[0]["fired"] == ["door"]
+    assert out[1]["line"] == 2
+    assert "not UTF-8" in out[1]["error"] and "0xff" in out[1]["error"] and "offset 26" in out[1]["error"]
+    assert out[2]["fired"] == ["door"]
+
+
+class _EndlessLine:
+    """A binary stream: ``first``, then a line of ``size`` bytes made up as it is read, then
+    ``last``. It refuses a read of more than ``most`` bytes, so a reader that holds a whole
+    line fails instead of passing unseen."""
+
+    def __init__(self, first: bytes, size: int, last: bytes, most: int) -> None:
+        self.parts = [first, b"a" * 4096, last]
+        self.left = size  # of the long line, "\n" included
+        self.most = most
+
+    def readline(self, size: int = -1) -> bytes:
+        assert 0 < size <= self.most, f"read of {size} bytes"
+        if self.parts[0]:
+            first = self.parts[0]
+            self.parts[0] = b""
+            return first
+        if self.left:
+            n = min(size, self.left, 4096)
+            self.left -= n
+            return self.parts[1][: n - 1] + (b"\n" if not self.left else b"a")
+        last, self.parts[2] = self.parts[2], b""
+        return last
+
+
+def test_a_line_longer_than_the_cap_is_read_in_bounded_chunks_and_skipped() -> None:
+    cap = 1000
+    stream = _EndlessLine(b"before\n", 50_000_000, b"after\n", most=cap + 1)
+    assert list(read_lines(stream, cap)) == [b"before\n", LongLine(cap), b"after\n"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"a" * 10 + b"\n" + b"b" * 10, [b"a" * 10 + b"\n", b"b" * 10]),  # the cap itself, with and without "\n"
+    (b"a" * 11 + b"\n" + b"b" * 11, [LongLine(10), LongLine(10)]),  # one byte over
+    (b"a" * 25 + b"\r\n\n", [LongLine(10), b"\n"]),
+])
+def test_the_line_cap_counts_the_bytes_before_the_newline(data: bytes, expected: list[Any]) -> None:
+    assert list(read_lines(io.BytesIO(data), 10)) == expected
+
+
+def test_an_overlong_line_is_an_error_naming_the_cap(write_config, load_config) -> None:
+    bad, out = run_lines(write_config, load_config, DOOR, [GOOD_LINE, LongLine(MAX_LINE_BYTES), GOOD_LINE])
+    assert bad == 1
+    assert out[1] == {"line": 2, "error": out[1]["error"]}
+    assert str(MAX_LINE_BYTES) in out[1]["error"] and "longer" in out[1]["error"]
+    assert out[2]["fired"] == ["door"]
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    ('"x"', ["a JSON object is needed, got a string ('x')"]),
+    ("[1, 2]", ["a JSON object is needed, got an array"]),
+    ("null", ["a JSON object is needed, got null"]),
+    ('{"type": "event"}', ["event has no 'args'"]),
+    ('{"type": "event", "args": "' + "B" * 10_000 + '"}', ["'args' must be a JSON object, not a string ('BBB"]),
+    ('{"type": 17, "pin": 1}', ["'type' must be a string", "not a number (17)"]),
+    ('{"type": "event", "args": {"type": [1]}}', ["'type' must be a string", "not an array ([1])"]),
+    ('{"type": {"a": 1}}', ["'type' must be a string", "not an object ({'a': 1})"]),
+    ('{"type": "event", "args": {"pin": 1}}', ["event has no 'type'"]),
+    ('{"type": "' + "A" * 10_000 + '"}', ["unknown event type 'AAA"]),
+])
+def test_a_bad_event_line_is_reported_naming_the_bad_value_shortly(write_config, load_config, line: str,
+                                                                   said: list[str]) -> None:
+    bad, out = run_lines(write_config, load_config, DOOR, [line, GOOD_LINE])
+    assert bad == 1
+    assert out[0] == {"line": 1, "error": out[0]["error"]}
+    assert all(s in out[0]["error"] for s in said), out[0]["error"]
+    assert len(out[0]["error"]) < 200  # 10 000 characters are not echoed
+    assert out[1]["fired"] == ["door"]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_number_that_json_has_not_reads_as_null_for_the_hooks_too(write_config, load_config,
+                                                                     number: str) -> None:
+    bad, out = run_lines(write_config, load_config, DOOR, ['{"type": "GPIOEvent", "pin": ' + number + "}"])
+    assert bad == 0
+    assert out[0]["event"]["args"]["pin"] is None
+    assert out[0]["not_fired"] == {"door": "pin: None != 17"}  # what the trace shows is what the hook saw
+
+
+class _Bounded(io.StringIO):
+    """Output that fails the test, rather than hanging it, past ``most`` lines."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most = most
+
+    def write(self, s: str) -> int:
+        assert self.getvalue().count("\n") < self.most, "replay does not stop"
+        return super().write(s)
+
+
+def test_a_hook_that_fires_its_own_event_stops_at_the_cap_of_caused_events(write_config, load_config) -> None:
+    text = DOOR + """
+event.hook.loop:
+    if: {type: CustomEvent}
+    then: {action: event.fire, args: {type: CustomEvent, args: {n: 1}}}
+"""
+    out = _Bounded(most=MAX_CAUSED + 10)
+    bad = replay(load_config(write_config(text)), ['{"type": "CustomEvent"}', GOOD_LINE], out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert bad == 1
+    assert lines[0]["fired"] == ["loop"]
+    caused = lines[1:MAX_CAUSED + 1]
+    assert all(line["caused_by"] == 1 for line in caused)
+    error = lines[MAX_CAUSED + 1]
+    assert error == {"line": 1, "error": error["error"]}
+    assert f"more than {MAX_CAUSED} events" in error["error"] and "1 more dropped" in error["error"]
+    assert lines[MAX_CAUSED + 2]["fired"] == ["door"]  # the next line runs, with its own count
+    assert len(lines) == MAX_CAUSED + 3
