@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-__all__ = ["LEVELS", "JournalFormatter", "LogLimiter", "get_logger", "journal_connected", "parse_level", "setup_logging",
-           "syslog_priority"]
+__all__ = ["LEVELS", "JournalFormatter", "LogLimiter", "escape_controls", "get_logger", "journal_connected",
+           "parse_level", "setup_logging", "syslog_priority"]
 
 #: Accepted level names (case-insensitive), most to least severe.
 LEVELS: tuple[str, ...] = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -52,6 +53,12 @@ JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 #: Attribute set on handlers installed here, so a second call finds and replaces them.
 _MARK = "_pihub_handler"
+
+#: What :func:`escape_controls` escapes: C0 and C1 controls (newline, carriage return, ESC...),
+#: DEL, the Unicode line and paragraph separators, and lone surrogates (undecodable bytes of
+#: a file name, which no UTF-8 log stream can write).
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def get_logger(component: str) -> logging.Logger:
@@ -67,6 +74,26 @@ def get_logger(component: str) -> logging.Logger:
     if component == "pihub" or component.startswith("pihub."):
         return logging.getLogger(component)
     return logging.getLogger(f"pihub.{component}")
+
+
+def escape_controls(text: str) -> str:
+    """Make ``text`` safe to put in a log line written from outside data (a hook's message,
+    a file name): it cannot start a forged line nor send a terminal escape sequence.
+
+    Args:
+        text: any text.
+
+    Returns:
+        ``text`` with newline, carriage return and tab written ``\\n``, ``\\r``, ``\\t``, and
+        the other control characters, line separators and lone surrogates as ``\\xNN`` /
+        ``\\uNNNN`` (ESC is ``\\x1b``); everything else, backslashes included, unchanged.
+    """
+    return _CONTROLS.sub(_escape_one, text)
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    c = match.group()
+    return _NAMED_ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
 
 
 def syslog_priority(levelno: int) -> int:

@@ -48,7 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pihub.errors import StoreError
+from pihub.errors import StoreError, shorten
 
 log = logging.getLogger("pihub.store")
 
@@ -224,15 +224,20 @@ def _encode(name: str, value: Any) -> str:
     """``value`` as compact JSON text.
 
     Raises:
-        ValueError: the value is not JSON-serialisable (naming the variable and the value).
+        ValueError: the value is not JSON-serialisable, or holds text that is not valid
+            UTF-8 (lone surrogates: a file name whose bytes are not UTF-8), naming the
+            variable and the value (shortened).
     """
     try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text.encode("utf-8")  # SQLite stores UTF-8: a surrogate would fail later, as a bare codec error
+        return text
+    except UnicodeEncodeError:
+        raise ValueError(f"variable {name!r}: value {shorten(value, 60)} is not valid UTF-8 text (it holds "
+                         f"undecodable bytes, e.g. a file name that is not UTF-8)") from None
     except (TypeError, ValueError):
-        shown = repr(value)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
         raise ValueError(f"variable {name!r}: value must be JSON data (null, bool, number, str, list, "
-                         f"dict with str keys), not {shown}") from None
+                         f"dict with str keys), not {shorten(value, 60)}") from None
 
 
 def _check_name(name: Any) -> str:

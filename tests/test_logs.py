@@ -17,7 +17,7 @@ from typing import TextIO
 
 import pytest
 
-from pihub.logs import LEVELS, LogLimiter, get_logger, setup_logging, syslog_priority
+from pihub.logs import LEVELS, LogLimiter, escape_controls, get_logger, setup_logging, syslog_priority
 
 PLAIN_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (?P<level>[A-Z]+) (?P<name>[\w.]+): (?P<msg>.*)$")
 
@@ -247,3 +247,16 @@ def test_log_limiter_window():
 def test_log_limiter_takes_the_time_from_the_caller_when_given():
     limiter = LogLimiter(1, 60.0, lambda: pytest.fail("the clock is not read when the time is given"))
     assert [limiter.allow(t) for t in (0.0, 59.9, 60.0)] == [(True, 0), (False, 0), (True, 1)]
+
+
+@pytest.mark.parametrize(("text", "escaped"), [
+    ("line\nforged", "line\\nforged"),
+    ("a\r\tb", "a\\r\\tb"),
+    ("\x1b[2J\x00\x7f\x85\x9b", "\\x1b[2J\\x00\\x7f\\x85\\x9b"),
+    ("para\u2028graph\u2029", "para\\u2028graph\\u2029"),
+    ("bad\udcff\udcfe", "bad\\udcff\\udcfe"),  # a non-UTF-8 file name's bytes
+    ("C:\\dir é 😀 %s", "C:\\dir é 😀 %s"),  # printable text, backslashes included, unchanged
+])
+def test_escape_controls_leaves_no_control_character(text: str, escaped: str) -> None:
+    assert escape_controls(text) == escaped
+    assert escaped.isprintable()

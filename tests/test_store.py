@@ -161,6 +161,10 @@ def test_bad_values_write_nothing(db: Path) -> None:
             s.set_variables({"nan": float("nan")})
         with pytest.raises(ValueError, match="variable name must be a non-empty str, not ''"):
             s.set_variables({"": 1})
+        with pytest.raises(ValueError) as e:  # a lone surrogate: undecodable bytes of a file name
+            s.set_variables({"good": 1, "files": {"names": ["ok", "bad\udcff"]}})
+        assert str(e.value) == ("variable 'files': value {'names': ['ok', 'bad\\udcff']} is not valid UTF-8 "
+                                "text (it holds undecodable bytes, e.g. a file name that is not UTF-8)")
         assert s.get_variables() == {}
 
 

@@ -42,7 +42,18 @@ the reason; the ancestor's watch sees it (re)appear, and it is watched again (a
 ``PathCreateEvent`` for it) and the backend is ``running``. The inotify watch limit
 (ENOSPC: ``/proc/sys/fs/inotify/max_user_watches``), ``max_watches``, or a permission
 error also degrade it, naming the path and the limit to raise; those paths are retried
-every ``retry_interval``.
+every ``retry_interval``. Below a recursive path, one directory that cannot be watched (a
+permission, a path longer than PATH_MAX) is skipped with what is below it: the rest stays
+watched, and the backend is ``degraded`` with the number of such directories and one
+reason (paths cut to ``_MAX_SHOWN_PATH`` characters) until a retry watches them. A
+directory that vanishes before its watch is set (a build tool's temporary directory) is
+no problem: its delete event says it went.
+
+Queue overflow: when the kernel's event queue overflows
+(``/proc/sys/fs/inotify/max_queued_events``), the lost changes are counted
+(``overflows``) and logged, not replayed; recursive paths are walked again, so the
+directories made meanwhile are watched from then on, and paths that were waiting to
+appear (or whose file went) are resolved again.
 
 Library: inotify_simple (one module over the inotify syscalls) was chosen over watchdog
 by measurement (x86-64, a 200-directory tree watched recursively, 20,000 writes): RSS
@@ -91,6 +102,8 @@ _TYPES: Final[Mapping[str, EventType]] = {
     "delete": CATALOGUE.get("PathDeleteEvent"), "move": CATALOGUE.get("PathMovedEvent")}
 
 _MAX_WINDOWS: Final = 4096  # open coalescing windows at most (one per recently modified file)
+_MAX_SKIPPED: Final = 256  # unwatchable directories remembered (and retried) per root
+_MAX_SHOWN_PATH: Final = 120  # characters of a path shown in a status; longer ones are cut in the middle
 _MAX_WATCHES_PROC: Final = "/proc/sys/fs/inotify/max_user_watches"
 _MAX_INSTANCES_PROC: Final = "/proc/sys/fs/inotify/max_user_instances"
 
@@ -127,7 +140,21 @@ _FIELDS: Final = {
 
 
 class _WatchError(Exception):
-    """A directory could not be watched; ``str()`` is the reason for the status."""
+    """A directory could not be watched; ``str()`` is the reason for the status.
+
+    ``limit``: a watch limit was reached (``max_watches`` or the kernel's); the whole root
+    waits for the retry. Otherwise only that directory is unwatchable (permission, a path
+    longer than PATH_MAX): a recursive root skips it and watches the rest.
+    """
+
+    def __init__(self, reason: str, *, limit: bool = False) -> None:
+        super().__init__(reason)
+        self.limit = limit
+
+
+class _Vanished(_WatchError):
+    """The directory was removed (or replaced by a file) before it could be watched: not a
+    problem, its delete event says what happened."""
 
 
 @dataclass(eq=False)
@@ -145,6 +172,10 @@ class _Root:
     problem: str | None = None
     #: the problem is retried on the clock (a limit, a permission), not waited for.
     retry: bool = False
+    #: directories below a recursive root that could not be watched (the rest is), and the
+    #: reason of each; at most ``_MAX_SKIPPED``, the others only counted in ``skipped_more``.
+    skipped: dict[str, str] = field(default_factory=dict)
+    skipped_more: int = 0
 
     def sees(self, name: str, is_dir: bool) -> bool:
         """Whether an entry of that name passes the filters."""
@@ -179,6 +210,18 @@ class _Window:
 
 def _join(d: str, name: str) -> str:
     return os.path.join(d, name) if name else d
+
+
+def _show_path(path: str) -> str:
+    """``repr(path)``, cut in the middle when longer than ``_MAX_SHOWN_PATH`` characters.
+
+    Not :func:`pihub.config.schema.show`: it keeps only the first 37 characters, while a
+    path is told apart by its end (and any name in a tree may be 4 KB long).
+    """
+    if len(path) <= _MAX_SHOWN_PATH:
+        return repr(path)
+    half = (_MAX_SHOWN_PATH - 3) // 2
+    return repr(f"{path[:half]}...{path[-half:]}")
 
 
 class FileWatchBackend(Backend):
@@ -370,6 +413,8 @@ class FileWatchBackend(Backend):
                         for root in self.roots:
                             if root.retry:
                                 self._resolve(root, announce=True)
+                            elif root.skipped or root.skipped_more:
+                                self._retry_skipped(root)
                     self._report()
             except Exception:  # a bug must not end the watch silently
                 self.log.exception("file watch reader failed")
@@ -379,11 +424,13 @@ class FileWatchBackend(Backend):
         moved_to = {e.cookie: e for e in batch if e.mask & IN_MOVED_TO and e.cookie}
         paired: set[int] = set()
         redo: dict[int, _Root] = {}
+        overflowed = False
         for ev in batch:
             if ev.wd == -1 or ev.mask & IN_Q_OVERFLOW:
                 self._counts["overflows"] += 1
                 self.log.warning("inotify queue overflowed: changes were lost (raise "
                                  "/proc/sys/fs/inotify/max_queued_events)")
+                overflowed = True
                 continue
             watch = self._wds.get(ev.wd)
             if watch is None:
@@ -431,8 +478,29 @@ class FileWatchBackend(Backend):
                         redo[idx] = root  # the watched file is gone: degraded until it is back
                 elif ev.mask & _MODIFY_BITS:
                     self._publish(root, "modify", full, is_dir)
+            if is_dir and ev.mask & IN_DELETE:
+                self._forget_skipped(full)
+        if overflowed:
+            self._after_overflow(redo)
         for root in redo.values():
             self._resolve(root, announce=True)
+
+    def _after_overflow(self, redo: dict[int, _Root]) -> None:
+        """The kernel dropped events: find again what they would have changed (lock held).
+
+        Recursive roots are walked again (:meth:`_rescan`), so a directory made meanwhile
+        is watched from now on; the other roots are resolved again (``redo``) when they were
+        waiting for their path or their path is gone. The lost changes themselves are not
+        replayed: the overflow is counted and logged.
+        """
+        for root in self.roots:
+            if root.retry or root.index in redo:
+                continue  # retried on the clock, or resolved again below
+            if root.recursive and root.problem is None and os.path.isdir(root.path):
+                if not self._rescan(root):
+                    redo[root.index] = root
+            elif root.problem is not None or not os.path.lexists(root.path):
+                redo[root.index] = root
 
     def _moved(self, watch: _Watch, name: str, dest: inotify_simple.Event | None, is_dir: bool,
                redo: dict[int, _Root]) -> None:
@@ -484,29 +552,39 @@ class FileWatchBackend(Backend):
         """
         was_missing = root.problem is not None and not root.retry
         root.problem, root.retry = None, False
+        root.skipped.clear()
+        root.skipped_more = 0
         try:
-            for _ in range(3):  # a path may appear while it is being watched: look again
+            waiting: str | None = None
+            for _ in range(3):  # a path may appear (or go) while it is being watched: look again
                 self._drop_root(root)
-                if os.path.isdir(root.path):
-                    self._add(root.path, root, "tree")
-                    if root.recursive:
-                        self._watch_below(root, root.path, announce=False)
-                    if announce and was_missing:
-                        self._publish(root, "create", root.path, True)
-                    return
-                parent = os.path.dirname(root.path)
-                if os.path.lexists(root.path) and os.path.isdir(parent):
-                    self._add(parent, root, "file")
-                    if announce and was_missing:
-                        self._publish(root, "create", root.path, False)
-                    return
-                ancestor = parent
-                while not os.path.isdir(ancestor):
-                    ancestor = os.path.dirname(ancestor)
-                self._add(ancestor, root, "wait")
+                waiting = None
+                try:
+                    if os.path.isdir(root.path):
+                        self._add(root.path, root, "tree")
+                        if root.recursive:
+                            self._watch_below(root, root.path, announce=False)
+                        if announce and was_missing:
+                            self._publish(root, "create", root.path, True)
+                        return
+                    parent = os.path.dirname(root.path)
+                    if os.path.lexists(root.path) and os.path.isdir(parent):
+                        self._add(parent, root, "file")
+                        if announce and was_missing:
+                            self._publish(root, "create", root.path, False)
+                        return
+                    ancestor = parent
+                    while not os.path.isdir(ancestor):
+                        ancestor = os.path.dirname(ancestor)
+                    self._add(ancestor, root, "wait")
+                    waiting = ancestor
+                except _Vanished:
+                    continue
                 if not os.path.lexists(_join(ancestor, self._next_component(root, ancestor))):
                     break
-            root.problem = (f"watched path {root.path!r} does not exist; watching {ancestor!r} "
+            if waiting is None:
+                raise _WatchError(f"watched path {_show_path(root.path)} kept vanishing while it was being watched")
+            root.problem = (f"watched path {root.path!r} does not exist; watching {waiting!r} "
                             f"for it to appear")
         except _WatchError as e:
             self._drop_root(root)
@@ -517,25 +595,28 @@ class FileWatchBackend(Backend):
         """Watch ``directory`` for ``root`` (lock held).
 
         Raises:
-            _WatchError: the kernel's or ``max_watches``' limit, a permission error, or the
-                directory vanished.
+            _Vanished: the directory is gone (or is no longer a directory).
+            _WatchError: the kernel's or ``max_watches``' limit (``limit``), a permission
+                error, a path longer than PATH_MAX.
         """
         assert self._ino is not None
+        where = f"{_show_path(directory)} for {_show_path(root.path)}"
         if directory not in self._by_dir and len(self._wds) >= self.max_watches:
-            raise _WatchError(f"cannot watch {directory!r} for {root.path!r}: max_watches ({self.max_watches}) "
-                              f"reached; raise file_watch.max_watches or watch fewer directories")
+            raise _WatchError(f"cannot watch {where}: max_watches ({self.max_watches}) reached; raise "
+                              f"file_watch.max_watches or watch fewer directories", limit=True)
         try:
             wd = self._ino.add_watch(directory, _WATCH_MASK)
         except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise _Vanished(f"{_show_path(directory)} vanished") from None
             if e.errno == errno.ENOSPC:
-                raise _WatchError(f"cannot watch {directory!r} for {root.path!r}: the inotify watch limit is "
-                                  f"reached ({len(self._wds)} held by pihub); raise {_MAX_WATCHES_PROC} (now "
-                                  f"{_read_proc(_MAX_WATCHES_PROC)}), e.g. sysctl fs.inotify.max_user_watches="
-                                  f"524288") from None
+                raise _WatchError(f"cannot watch {where}: the inotify watch limit is reached ({len(self._wds)} "
+                                  f"held by pihub); raise {_MAX_WATCHES_PROC} (now {_read_proc(_MAX_WATCHES_PROC)}), "
+                                  f"e.g. sysctl fs.inotify.max_user_watches=524288", limit=True) from None
             if e.errno in (errno.EACCES, errno.EPERM):
-                raise _WatchError(f"permission denied watching {directory!r} for {root.path!r} (the daemon "
-                                  f"user needs read access)") from None
-            raise _WatchError(f"cannot watch {directory!r} for {root.path!r}: {e.strerror}") from None
+                raise _WatchError(f"permission denied watching {where} (the daemon user needs read "
+                                  f"access)") from None
+            raise _WatchError(f"cannot watch {where}: {e.strerror}") from None
         watch = self._wds.get(wd)
         if watch is None or watch.dir != directory:  # a reused wd: the old directory is gone
             if watch is not None:
@@ -547,13 +628,23 @@ class FileWatchBackend(Backend):
 
     def _watch_below(self, root: _Root, top: str, *, announce: bool) -> None:
         """Watch every directory below ``top`` (not following symlinks); ``announce``: emit a
-        create for each entry found (they appeared before the watch could see them)."""
+        create for each entry found (they appeared before the watch could see them).
+
+        A directory that cannot be watched is skipped with what is below it (see
+        :meth:`_add_in_tree`).
+
+        Raises:
+            _WatchError: a watch limit (``limit``) was reached.
+        """
         for dirpath, dirnames, filenames in os.walk(top, onerror=None, followlinks=False):
+            watched = []
             for name in dirnames:
                 path = os.path.join(dirpath, name)
                 if announce and root.sees(name, True):
                     self._publish(root, "create", path, True)
-                self._add(path, root, "tree")
+                if self._add_in_tree(root, path):
+                    watched.append(name)
+            dirnames[:] = watched  # os.walk descends only into these
             if announce:
                 for name in filenames:
                     if root.sees(name, False):
@@ -562,11 +653,81 @@ class FileWatchBackend(Backend):
     def _watch_new_subtree(self, root: _Root, top: str) -> None:
         """A directory appeared in a recursive root: watch it and what it already holds."""
         try:
-            self._add(top, root, "tree")
-            self._watch_below(root, top, announce=True)
+            if self._add_in_tree(root, top):
+                self._watch_below(root, top, announce=True)
         except _WatchError as e:
             root.problem, root.retry = f"{e}; retrying every {self.retry_interval:g} s", True
             self._arm_retry()
+
+    def _add_in_tree(self, root: _Root, directory: str) -> bool:
+        """Watch ``directory`` below recursive ``root`` (lock held); True if it is watched.
+
+        One directory that cannot be watched does not blind the tree: it is remembered in
+        ``root.skipped`` (reported in the status, retried every ``retry_interval``) and the
+        rest stays watched. A directory that vanished is ignored: its delete event follows.
+
+        Raises:
+            _WatchError: a watch limit (``limit``): the whole root waits for the retry.
+        """
+        try:
+            self._add(directory, root, "tree")
+        except _Vanished:
+            return False
+        except _WatchError as e:
+            if e.limit:
+                raise
+            if directory in root.skipped or len(root.skipped) < _MAX_SKIPPED:
+                root.skipped[directory] = str(e)
+            else:
+                root.skipped_more += 1
+            self._arm_retry()
+            return False
+        return True
+
+    def _retry_skipped(self, root: _Root) -> None:
+        """Try again the directories ``root`` skipped (lock held); past ``_MAX_SKIPPED`` of
+        them, the others are known only by a walk of the whole tree."""
+        if root.skipped_more:
+            self._rescan(root)
+            return
+        tops = list(root.skipped)
+        root.skipped.clear()
+        try:
+            for top in tops:
+                if self._add_in_tree(root, top):
+                    self._watch_below(root, top, announce=False)
+        except _WatchError as e:
+            root.problem, root.retry = f"{e}; retrying every {self.retry_interval:g} s", True
+            self._arm_retry()
+
+    def _rescan(self, root: _Root) -> bool:
+        """Walk recursive ``root`` again without dropping its watches (lock held).
+
+        Watches the directories not watched yet (made while the kernel's queue overflowed,
+        or unwatchable before) and forgets the watches of directories that are gone or were
+        replaced. Held watches stay, so no event is lost meanwhile and no IN_IGNORED floods
+        the queue that just overflowed.
+
+        Returns:
+            False if the root itself is gone (it must be resolved again).
+        """
+        root.skipped.clear()
+        root.skipped_more = 0
+        try:
+            self._add(root.path, root, "tree")
+            self._watch_below(root, root.path, announce=False)
+        except _Vanished:
+            return False
+        except _WatchError as e:
+            root.problem, root.retry = f"{e}; retrying every {self.retry_interval:g} s", True
+            self._arm_retry()
+        for watch in list(self._wds.values()):
+            if (watch.users.get(root.index) == "tree"
+                    and (self._by_dir.get(watch.dir) != watch.wd or not os.path.isdir(watch.dir))):
+                del watch.users[root.index]
+                if not watch.users:
+                    self._rm(watch)
+        return True
 
     def _drop_root(self, root: _Root) -> None:
         """Remove ``root`` from every watch; remove the watches nobody uses (lock held)."""
@@ -574,8 +735,16 @@ class FileWatchBackend(Backend):
             if watch.users.pop(root.index, None) is not None and not watch.users:
                 self._rm(watch)
 
+    def _forget_skipped(self, top: str) -> None:
+        """``top`` was deleted or moved: it and what was below it are no longer unwatched."""
+        prefix = top + os.sep
+        for root in self.roots:
+            for d in [d for d in root.skipped if d == top or d.startswith(prefix)]:
+                del root.skipped[d]
+
     def _unwatch_below(self, top: str) -> None:
         """Remove the watches of ``top`` and every directory below it (it was moved)."""
+        self._forget_skipped(top)
         prefix = top + os.sep
         for watch in list(self._wds.values()):
             if watch.dir == top or watch.dir.startswith(prefix):
@@ -608,9 +777,18 @@ class FileWatchBackend(Backend):
             self._retry_due = True
         self._wake()
 
+    def _problem(self, root: _Root) -> str | None:
+        """Why ``root`` is not fully watched (one line, paths shortened), or None."""
+        if root.problem or not (root.skipped or root.skipped_more):
+            return root.problem
+        n = len(root.skipped) + root.skipped_more
+        first = next(iter(root.skipped.values()), "")
+        return (f"{n} director{'y' if n == 1 else 'ies'} below {_show_path(root.path)} cannot be watched "
+                f"(the rest is), e.g. {first}; retrying every {self.retry_interval:g} s")
+
     def _report(self) -> None:
         """Publish the status: degraded with every root's problem, or recovered (lock held)."""
-        reason = "; ".join(r.problem for r in self.roots if r.problem) or None
+        reason = "; ".join(p for p in map(self._problem, self.roots) if p) or None
         if reason == self._reported:  # report changes only
             return
         self._reported = reason
@@ -674,7 +852,8 @@ class FileWatchBackend(Backend):
 
         Returns:
             ``paths``: one ``{path, recursive, watching (bool), problem}`` per configured
-            path; ``watches`` (inotify watches held), ``open_windows`` (files in a
+            path (``watching`` stays true when only some directories below a recursive
+            path cannot be watched; ``problem`` then says how many); ``watches`` (inotify watches held), ``open_windows`` (files in a
             coalescing window), ``events``, ``dropped_events``, ``coalesced`` (modifies
             merged into another event), ``overflows`` (times the kernel queue overflowed
             and changes were lost).
@@ -682,7 +861,7 @@ class FileWatchBackend(Backend):
         with self._lock:
             return {
                 "paths": [{"path": r.path, "recursive": r.recursive, "watching": r.problem is None and not
-                           self._closed, "problem": r.problem} for r in self.roots],
+                           self._closed, "problem": self._problem(r)} for r in self.roots],
                 "watches": len(self._wds),
                 "open_windows": len(self._windows),
                 **self._counts,

@@ -10,6 +10,10 @@ to add).
 its text. Extra positional arguments are %-formatted into ``msg`` as Platypush does
 (``args: ["t=%s", 21.5]``); formatting happens in the action, so a bad format string is
 reported to the caller instead of printing a logging error on stderr.
+
+The text logged has its control characters escaped (:func:`pihub.logs.escape_controls`):
+a message built from outside data (a file name, a webhook's body) holding a newline or
+an ANSI escape cannot forge a second log line or colour the terminal.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, ClassVar
 
 from pihub.config.schema import Schema
 from pihub.errors import ActionError
+from pihub.logs import escape_controls
 from pihub.plugin import Plugin, action
 
 #: The logger user messages go to.
@@ -33,7 +38,8 @@ class LoggerPlugin(Plugin):
     side_effects: ClassVar[bool] = False
 
     def _log(self, level: int, msg: Any, args: tuple[Any, ...]) -> None:
-        """Format ``msg % args`` (when args are given) and log it at ``level``.
+        """Format ``msg % args`` (when args are given) and log it at ``level``, control
+        characters escaped.
 
         Raises:
             ActionError: ``msg`` does not format with ``args``.
@@ -44,7 +50,7 @@ class LoggerPlugin(Plugin):
                 text = text % args
             except (TypeError, ValueError, KeyError) as e:
                 raise ActionError(f"cannot format msg {text!r} with args {list(args)!r}: {e}") from None
-        USER_LOG.log(level, "%s", text)
+        USER_LOG.log(level, "%s", escape_controls(text))
 
     @action(aliases=["trace"])
     def debug(self, msg: Any, *args: Any) -> None:

@@ -8,14 +8,17 @@ file after them and waits for its create event.
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
 from pihub_testing import EventRecorder, wait_for
 
 from pihub.backends.base import BackendStatus
-from pihub.backends.file_watch import FileWatchBackend, watched_dirs
+from pihub.backends.file_watch import IN_Q_OVERFLOW, FileWatchBackend, watched_dirs
 from pihub.clock import ManualClock
 from pihub.errors import ConfigProblems
 
@@ -292,3 +295,176 @@ def test_bad_config_names_the_key_and_what_is_allowed(config, message):
 def test_platypush_watch_paths_is_accepted():
     backend = FileWatchBackend({"watch_paths": ["~/inbox"]})
     assert backend.roots[0].path == os.path.expanduser("~/inbox")
+
+
+def test_after_a_queue_overflow_the_directories_made_meanwhile_are_watched(opened, tmp_path, monkeypatch, caplog):
+    (tmp_path / "old").mkdir()
+    backend, rec = opened([{"path": str(tmp_path), "recursive": True}], coalesce=0)
+    import inotify_simple
+
+    real_read = backend._ino.read
+    overflowed = threading.Event()
+
+    def read(*args, **kwargs):  # the kernel's full queue: every change up to the marker is lost, one
+        events = real_read(*args, **kwargs)  # overflow event comes instead (wd -1, IN_Q_OVERFLOW)
+        if overflowed.is_set() or not events:
+            return events
+        if any(e.name == "zz-lost-end" for e in events):
+            overflowed.set()
+            return [inotify_simple.Event(-1, IN_Q_OVERFLOW, 0, "")]
+        return []
+
+    monkeypatch.setattr(backend._ino, "read", read)
+    with caplog.at_level(logging.WARNING, logger="pihub.backends.file_watch"):
+        (tmp_path / "sub" / "deeper").mkdir(parents=True)
+        (tmp_path / "old").rmdir()
+        (tmp_path / "zz-lost-end").write_text("")
+        assert wait_for(lambda: backend.watch_status()["overflows"] == 1)
+    assert "inotify queue overflowed" in caplog.text
+    inside = tmp_path / "sub" / "deeper" / "inside"
+    inside.write_text("")
+    assert rec.wait(lambda: rec.of("PathCreateEvent", path=str(inside))), rec.summary()
+    assert set(watched_dirs(backend)) == {str(tmp_path), str(tmp_path / "sub"), str(tmp_path / "sub" / "deeper")}
+    assert not rec.of("PathCreateEvent", path=str(tmp_path / "sub"))  # lost in the overflow, not replayed
+    assert backend.status == BackendStatus.RUNNING
+
+
+def _deeper_than_path_max(top: Path) -> None:
+    """Make a chain of directories below ``top`` whose path ends up longer than PATH_MAX."""
+    os.mkdir(top)
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(25):  # 25 * 201 characters > 4096
+            os.mkdir("d" * 200, dir_fd=fd)
+            child = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+
+
+def test_a_directory_too_deep_to_watch_is_skipped_and_the_rest_stays_watched(opened, tmp_path):
+    _deeper_than_path_max(tmp_path / "deep")
+    (tmp_path / "ok").mkdir()
+    try:
+        backend, rec = opened([{"path": str(tmp_path), "recursive": True}])
+        assert backend.status == BackendStatus.DEGRADED
+        assert backend.error.startswith(f"1 directory below {str(tmp_path)!r} cannot be watched (the rest is)")
+        assert "retrying every 30 s" in backend.error
+        assert len(backend.error) < 600  # the unwatchable path (> 4 KB) is shown cut
+        status = backend.watch_status()
+        assert status["paths"][0]["watching"] is True and status["paths"][0]["problem"] == backend.error
+        assert str(tmp_path / "ok") in watched_dirs(backend) and status["watches"] > 2
+        (tmp_path / "ok" / "f").write_text("")
+        assert rec.wait(lambda: rec.of("PathCreateEvent", path=str(tmp_path / "ok" / "f")))
+    finally:
+        shutil.rmtree(tmp_path / "deep")
+
+
+def test_an_unreadable_subdirectory_is_skipped_then_watched_once_readable(clock, tmp_path, monkeypatch):
+    import inotify_simple
+
+    locked = tmp_path / "locked"
+    (locked / "inner").mkdir(parents=True)
+    (tmp_path / "open").mkdir()
+    real = inotify_simple.INotify.add_watch
+    denied = {"on": True}
+
+    def add_watch(self, path, mask):  # the kernel's answer for a directory the daemon user may not read
+        if denied["on"] and os.fsdecode(path) == str(locked):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        return real(self, path, mask)
+
+    monkeypatch.setattr(inotify_simple.INotify, "add_watch", add_watch)
+    backend = FileWatchBackend({"paths": [{"path": str(tmp_path), "recursive": True}], "retry_interval": 10},
+                               clock=clock)
+    rec = EventRecorder()
+    backend.open(rec)
+    try:
+        assert backend.status == BackendStatus.DEGRADED
+        assert backend.error == (f"1 directory below {str(tmp_path)!r} cannot be watched (the rest is), e.g. "
+                                 f"permission denied watching {str(locked)!r} for {str(tmp_path)!r} (the daemon "
+                                 f"user needs read access); retrying every 10 s")
+        assert set(watched_dirs(backend)) == {str(tmp_path), str(tmp_path / "open")}
+        (tmp_path / "open" / "f").write_text("")
+        assert rec.wait(lambda: rec.of("PathCreateEvent", path=str(tmp_path / "open" / "f")))
+        denied["on"] = False
+        clock.advance(10)
+        assert wait_for(lambda: backend.status == BackendStatus.RUNNING), backend.error
+        assert str(locked / "inner") in watched_dirs(backend)
+        (locked / "inner" / "g").write_text("")
+        assert rec.wait(lambda: rec.of("PathCreateEvent", path=str(locked / "inner" / "g")))
+    finally:
+        backend.close()
+
+
+def test_directories_gone_before_their_watch_are_ignored(opened, tmp_path, caplog):
+    backend, rec = opened([{"path": str(tmp_path), "recursive": True}], coalesce=0)
+    statuses = []
+    backend.bind_status_listener(lambda b: statuses.append((b.status, b.error)))
+    with caplog.at_level(logging.DEBUG, logger="pihub.backends.file_watch"):
+        with backend._lock:  # the reader handles the creates only once the directories are gone
+            for i in range(20):
+                (tmp_path / f"t{i}").mkdir()
+                (tmp_path / f"t{i}").rmdir()
+        _sentinel(rec, tmp_path)
+    assert statuses == [(BackendStatus.RUNNING, None)]  # the call at binding, no change after
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pihub.backends")] == []
+    assert rec.of("PathCreateEvent", path=str(tmp_path / "t19"), is_directory=True)
+    assert rec.of("PathDeleteEvent", path=str(tmp_path / "t19"), is_directory=True)
+
+
+@pytest.mark.parametrize("err", [errno.ENOENT, errno.ENOTDIR])
+def test_a_directory_that_vanishes_while_the_tree_is_walked_is_ignored(clock, tmp_path, monkeypatch, err):
+    import inotify_simple
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    real = inotify_simple.INotify.add_watch
+    vanish = {str(tmp_path), str(tmp_path / "a" / "b")}  # each fails once, as if it went (or became a file)
+
+    def add_watch(self, path, mask):
+        if os.fsdecode(path) in vanish:
+            vanish.discard(os.fsdecode(path))
+            raise OSError(err, os.strerror(err))
+        return real(self, path, mask)
+
+    monkeypatch.setattr(inotify_simple.INotify, "add_watch", add_watch)
+    backend = FileWatchBackend({"paths": [{"path": str(tmp_path), "recursive": True}]}, clock=clock)
+    backend.open(EventRecorder())
+    try:
+        assert backend.status == BackendStatus.RUNNING, backend.error
+        assert set(watched_dirs(backend)) == {str(tmp_path), str(tmp_path / "a")}
+        assert backend.watch_status()["paths"][0]["problem"] is None
+    finally:
+        backend.close()
+
+
+def test_past_the_remembered_unwatchable_directories_a_retry_walks_the_whole_tree(clock, tmp_path, monkeypatch):
+    import inotify_simple
+
+    import pihub.backends.file_watch as fw
+
+    monkeypatch.setattr(fw, "_MAX_SKIPPED", 1)
+    locked = {str(tmp_path / f"l{i}") for i in range(3)}
+    for d in locked:
+        os.mkdir(d)
+    real = inotify_simple.INotify.add_watch
+    denied = {"on": True}
+
+    def add_watch(self, path, mask):
+        if denied["on"] and os.fsdecode(path) in locked:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        return real(self, path, mask)
+
+    monkeypatch.setattr(inotify_simple.INotify, "add_watch", add_watch)
+    backend = FileWatchBackend({"paths": [{"path": str(tmp_path), "recursive": True}], "retry_interval": 10},
+                               clock=clock)
+    backend.open(EventRecorder())
+    try:
+        assert backend.error.startswith(f"3 directories below {str(tmp_path)!r} cannot be watched (the rest is)")
+        denied["on"] = False
+        clock.advance(10)
+        assert wait_for(lambda: backend.status == BackendStatus.RUNNING), backend.error
+        assert set(watched_dirs(backend)) == {str(tmp_path), *locked}
+    finally:
+        backend.close()

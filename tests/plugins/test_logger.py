@@ -89,3 +89,14 @@ def test_the_section_takes_no_options() -> None:
 
 def test_replay_may_run_logger_actions(reg: ActionRegistry) -> None:
     assert not reg.has_side_effects("logger.info")
+
+
+def test_a_message_cannot_forge_log_lines_or_send_terminal_escapes(
+        reg: ActionRegistry, caplog: pytest.LogCaptureFixture) -> None:
+    name = "/inbox/evil\n2026-01-01 00:00:00.000 CRITICAL pihub.hub: forged\r\x1b[31mRED\x9b2J\u2028\udcff"
+    with caplog.at_level(logging.INFO, logger="pihub.user"):
+        assert reg.execute("logger.info", {"msg": f"created {name}"}).errors == []
+        assert reg.execute("logger.warning", ["moved %s", name]).errors == []  # formatted in, then escaped
+    escaped = ("/inbox/evil\\n2026-01-01 00:00:00.000 CRITICAL pihub.hub: forged\\r\\x1b[31mRED\\x9b2J"
+               "\\u2028\\udcff")
+    assert user_records(caplog) == [(logging.INFO, f"created {escaped}"), (logging.WARNING, f"moved {escaped}")]

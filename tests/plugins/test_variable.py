@@ -118,6 +118,16 @@ def test_non_json_values_are_refused_and_nothing_is_written(hub: Hub) -> None:
     assert hub.changes() == []
 
 
+def test_a_value_that_is_not_utf8_names_the_variable_and_writes_nothing(hub: Hub) -> None:
+    path = "/inbox/" + "x" * 5000 + "bad\udcff\udcfe"  # os.fsdecode of a file name that is not UTF-8
+    resp = hub.run("variable.set", {"ok": 1, "last": path})
+    assert resp.output is None
+    assert resp.errors == [f"variable.set: variable 'last': value {repr(path)[:57]}... is not valid UTF-8 text "
+                           f"(it holds undecodable bytes, e.g. a file name that is not UTF-8)"]
+    assert hub.run("variable.get").output == {}
+    assert hub.changes() == []
+
+
 def test_set_needs_values(hub: Hub) -> None:
     assert hub.run("variable.set", {}).errors[0].startswith("variable.set: no variables given")
     assert hub.run("variable.set", 5).errors[0].startswith("variable.set: takes no positional arguments")
