@@ -31,7 +31,6 @@ The gate holds no per-connection state and is safe to call from many threads.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -41,7 +40,7 @@ from pihub.clock import SYSTEM, Clock
 from pihub.errors import MessageError
 from pihub.events import Event
 from pihub.logs import LogLimiter
-from pihub.messages import Request, Response, parse
+from pihub.messages import Request, Response, json_kind, loads, parse
 from pihub.web.access import TOKEN, Access, Credential, Refused, RequestView
 
 log = logging.getLogger("pihub.ingress")
@@ -99,22 +98,15 @@ class RequestGate:
                 ``control`` scope, or ``trusted``), whatever becomes of the message then:
                 how a channel learns that a connection has authenticated.
         """
-        if isinstance(message, (bytes, bytearray)):
+        if isinstance(message, (bytes, bytearray, str)):
             try:
-                message = bytes(message).decode("utf-8")
-            except UnicodeDecodeError:
-                return self._error(None, channel, "message is not UTF-8 text")
-        if isinstance(message, str):
-            try:
-                decoded = json.loads(message)
-            except ValueError as e:
-                return self._error(None, channel, f"message is not valid JSON: {e}")
-            except RecursionError:
-                return self._error(None, channel, "message is nested too deeply to decode")
+                decoded = loads(message)
+            except MessageError as e:
+                return self._error(None, channel, f"message is {e}")
         else:
             decoded = message
         if not isinstance(decoded, Mapping):
-            return self._error(None, channel, f"message must be a JSON object, not {type(decoded).__name__}")
+            return self._error(None, channel, f"message must be a JSON object, not {json_kind(decoded)}")
         msg_id = decoded.get("id") if isinstance(decoded.get("id"), (str, int)) else None
         given = decoded.get("token", token)
         try:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pihub.errors import MessageError
+from pihub.errors import MessageError, shorten
 from pihub.events import CATALOGUE, Event, new_event_id
 
 
@@ -73,18 +74,18 @@ def parse(message: str | bytes | dict[str, Any], *, default_origin: str = "") ->
         default_origin: origin to record when the message has none (``http``...).
 
     Raises:
-        MessageError: for bad or too deeply nested JSON, a non-object, an unknown ``type``, a missing or
-            malformed ``action``, or an unknown event type.
+        MessageError: for text that :func:`loads` refuses, a non-object, an unknown ``type``, a
+            missing or malformed ``action``, event ``args`` that are not an object, an event
+            ``type`` that is not a string, or an unknown event type; the bad value's JSON
+            type and the value (shortened) are named.
     """
     if isinstance(message, (bytes, str)):
         try:
-            message = json.loads(message)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise MessageError(f"message is not valid JSON: {e}") from None
-        except RecursionError:  # json's decoder recurses once per nested array/object
-            raise MessageError("message is nested too deeply to decode") from None
+            message = loads(message)
+        except MessageError as e:
+            raise MessageError(f"message is {e}") from None
     if not isinstance(message, dict):
-        raise MessageError(f"message must be a JSON object, not {type(message).__name__}")
+        raise MessageError(f"message must be a JSON object, not {json_kind(message, show=True)}")
     kind = message.get("type")
     if kind == "request":
         action = message.get("action", message.get("name"))
@@ -97,20 +98,25 @@ def parse(message: str | bytes | dict[str, Any], *, default_origin: str = "") ->
         req.split_action()
         return req
     if kind == "event":
-        args = message.get("args")
+        if "args" not in message:
+            raise MessageError("event has no 'args' (a JSON object)")
+        args = message["args"]
         if not isinstance(args, dict):
-            raise MessageError("event has no 'args' object")
+            raise MessageError(f"event 'args' must be a JSON object, not {json_kind(args, show=True)}")
         args = dict(args)
-        type_name = args.pop("type", None)
+        if "type" not in args:
+            raise MessageError("event args have no 'type' (an event type name such as 'GPIOEvent')")
+        type_name = args.pop("type")
         if not isinstance(type_name, str):
-            raise MessageError("event args have no 'type' (an event type name)")
+            raise MessageError(f"event 'type' must be a string (an event type name such as 'GPIOEvent'), "
+                               f"not {json_kind(type_name, show=True)}")
         try:
             et = CATALOGUE.get(type_name)
         except KeyError as e:
             raise MessageError(str(e)) from None
         return Event(et, args, time.monotonic_ns(), str(message.get("origin") or default_origin),
                      str(message.get("id") or ""))
-    raise MessageError(f"message type must be 'request' or 'event', not {kind!r}")
+    raise MessageError(f"message type must be 'request' or 'event', not {shorten(kind)}")
 
 
 class Encoder(json.JSONEncoder):
@@ -144,6 +150,44 @@ def _no_constant(_name: str) -> None:
 #: ``NaN``, ``Infinity`` and floats beyond a double's range (``1e999``), which Python's
 #: reader accepts, read as None.
 FINITE_JSON: Final = json.JSONDecoder(parse_float=_finite_or_none, parse_constant=_no_constant)
+
+
+def loads(text: str | bytes) -> Any:
+    """Decode JSON that came from outside: an HTTP body, a websocket or TCP message, a
+    webhook, a replayed line. Numbers are read as :data:`FINITE_JSON` reads them.
+
+    Args:
+        text: the document; bytes must be UTF-8.
+
+    Raises:
+        MessageError: a fragment to follow "the body is" / "message is": ``not UTF-8
+            text``, ``not valid JSON: <what> at line L column C`` (positions only, never
+            the document's text), ``nested too deeply to decode (...)``, or ``not valid JSON: a
+            number has more than N digits``.
+    """
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise MessageError("not UTF-8 text") from None
+    try:
+        return FINITE_JSON.decode(text)
+    except json.JSONDecodeError as e:
+        raise MessageError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except ValueError:  # the only other: int() of a number past Python's digit limit
+        raise MessageError(f"not valid JSON: a number has more than {sys.get_int_max_str_digits()} "
+                           f"digits") from None
+    except RecursionError:  # json's decoder recurses once per nested array/object
+        raise MessageError(f"nested too deeply to decode (at most about {sys.getrecursionlimit()} levels of "
+                           f"arrays and objects)") from None
+
+
+def json_kind(value: Any, *, show: bool = False) -> str:
+    """The JSON type name of a decoded value: ``an object``, ``an array``, ``a string``...;
+    with ``show``, followed by the value itself, shortened: ``a string ('B...')``."""
+    kind = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return f"{kind} ({shorten(value)})" if show and value is not None else kind
 
 
 def dumps(obj: Any) -> str:

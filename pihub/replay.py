@@ -35,15 +35,15 @@ lines (a line whose caused events hit the cap counts too). Not valid: a line tha
 UTF-8, longer than :data:`MAX_LINE_BYTES` (:func:`read_lines` skips it without holding it),
 not JSON, nested deeper than the JSON decoder's recursion limit, not a JSON object, or not
 an event envelope with an object ``args`` and a string event ``type`` from the catalogue.
-Numbers are read as the wire parsers read them (:data:`pihub.messages.FINITE_JSON`):
-``NaN``, ``Infinity`` and ``1e999`` become null, in the trace and for the hooks alike.
+Lines are decoded and checked as the wire's messages are (:func:`pihub.messages.loads`,
+:func:`pihub.messages.parse`): ``NaN``, ``Infinity`` and ``1e999`` become null, in the
+trace and for the hooks alike.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
 import tempfile
 import threading
 import time
@@ -51,9 +51,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, Final, TextIO
 
 from pihub.engine.procedures import Runner, procedure_name
-from pihub.errors import MessageError, shorten
+from pihub.errors import MessageError
 from pihub.events import Event, new_event_id
-from pihub.messages import FINITE_JSON, Response, dumps, parse
+from pihub.messages import Response, dumps, json_kind, loads, parse
 
 #: The longest input line read, in bytes (terminator excluded): a recorded event is a few
 #: hundred bytes, and a longer line is skipped by :func:`read_lines` in chunks of this size.
@@ -147,39 +147,16 @@ def _decode_line(line: str | bytes | LongLine) -> str:
                            f"({e.reason})") from None
 
 
-def _json_kind(value: Any) -> str:
-    """The JSON type name of ``value`` and, unless null, a short repr of it."""
-    from pihub.web.context import json_kind  # only for a bad line
-
-    if value is None:
-        return "null"
-    return f"{'an object' if isinstance(value, dict) else json_kind(value)} ({shorten(value)})"
-
-
 def parse_event_line(line: str) -> Event:
     """Parse one line (envelope or short form); raises MessageError naming the problem."""
     try:
-        obj = FINITE_JSON.decode(line)
-    except RecursionError:  # json's decoder recurses once per nested array/object
-        raise MessageError(f"JSON nested too deeply: the decoder stops at about {sys.getrecursionlimit()} "
-                           f"levels (Python's recursion limit, less the stack in use)") from None
-    except ValueError as e:  # also an integer with more digits than int() accepts
-        raise MessageError(f"not valid JSON: {e}") from None
+        obj = loads(line)
+    except MessageError as e:
+        raise MessageError(f"the line is {e}") from None
     if not isinstance(obj, dict):
-        raise MessageError(f"a JSON object is needed, got {_json_kind(obj)}")
+        raise MessageError(f"the line must be a JSON object, not {json_kind(obj, show=True)}")
     if obj.get("type") not in ("event", "request") and "type" in obj:
-        obj = {"type": "event", "args": obj}
-    if obj.get("type") == "event":
-        args = obj.get("args")
-        if "args" not in obj:
-            raise MessageError("event has no 'args' (a JSON object)")
-        if not isinstance(args, dict):
-            raise MessageError(f"event 'args' must be a JSON object, not {_json_kind(args)}")
-        if "type" not in args:
-            raise MessageError("event has no 'type' (an event type name such as 'GPIOEvent')")
-        if not isinstance(args["type"], str):
-            raise MessageError(f"event 'type' must be a string (an event type name such as 'GPIOEvent'), "
-                               f"not {_json_kind(args['type'])}")
+        obj = {"type": "event", "args": obj}  # the short form: the event's own fields
     msg = parse(obj, default_origin="replay")
     if not isinstance(msg, Event):
         raise MessageError("a request is not an event; replay takes events")

@@ -324,15 +324,15 @@ def test_an_overlong_line_is_an_error_naming_the_cap(write_config, load_config) 
 
 
 @pytest.mark.parametrize(("line", "said"), [
-    ('"x"', ["a JSON object is needed, got a string ('x')"]),
-    ("[1, 2]", ["a JSON object is needed, got an array"]),
-    ("null", ["a JSON object is needed, got null"]),
+    ('"x"', ["must be a JSON object, not a string ('x')"]),
+    ("[1, 2]", ["must be a JSON object, not an array ([1, 2])"]),
+    ("null", ["must be a JSON object, not null"]),
     ('{"type": "event"}', ["event has no 'args'"]),
     ('{"type": "event", "args": "' + "B" * 10_000 + '"}', ["'args' must be a JSON object, not a string ('BBB"]),
     ('{"type": 17, "pin": 1}', ["'type' must be a string", "not a number (17)"]),
     ('{"type": "event", "args": {"type": [1]}}', ["'type' must be a string", "not an array ([1])"]),
     ('{"type": {"a": 1}}', ["'type' must be a string", "not an object ({'a': 1})"]),
-    ('{"type": "event", "args": {"pin": 1}}', ["event has no 'type'"]),
+    ('{"type": "event", "args": {"pin": 1}}', ["event args have no 'type'"]),
     ('{"type": "' + "A" * 10_000 + '"}', ["unknown event type 'AAA"]),
 ])
 def test_a_bad_event_line_is_reported_naming_the_bad_value_shortly(write_config, load_config, line: str,

@@ -55,7 +55,7 @@ from typing import Any, BinaryIO
 import bottle
 
 from pihub.errors import BodyTooLarge, MessageError
-from pihub.messages import Request, dumps, parse
+from pihub.messages import Request, dumps, json_kind, parse
 from pihub.web import HTTP_SCHEMA, WebHub
 from pihub.web.access import SAFE_METHODS, SESSION_COOKIE, Access, Caller
 from pihub.web.camera import camera_routes
@@ -69,7 +69,6 @@ from pihub.web.context import (
     error_bytes,
     error_name,
     error_response,
-    json_kind,
     json_response,
 )
 from pihub.web.login import Accounts

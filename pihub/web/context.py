@@ -9,7 +9,6 @@ can be read without the app.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Mapping
 from http import HTTPStatus
@@ -18,8 +17,8 @@ from urllib.parse import parse_qsl
 
 import bottle
 
-from pihub.errors import BodyTooLarge
-from pihub.messages import dumps
+from pihub.errors import BodyTooLarge, MessageError
+from pihub.messages import dumps, json_kind, loads
 from pihub.web.access import Access, Caller, Refused, RequestView
 
 __all__ = ["ERROR_NAMES", "HSTS_HEADER", "SECURITY_HEADERS", "WebContext", "error_response", "json_response",
@@ -237,21 +236,6 @@ def truthy(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in _TRUE_WORDS
 
 
-def json_error(e: Exception) -> str:
-    """A JSON error without the document's text (positions only)."""
-    if isinstance(e, RecursionError):
-        return "nested too deeply"
-    if isinstance(e, json.JSONDecodeError):
-        return f"{e.msg} at line {e.lineno} column {e.colno}"
-    return "not UTF-8" if isinstance(e, UnicodeDecodeError) else "invalid"
-
-
-def json_kind(value: Any) -> str:
-    """The JSON type name of a decoded value."""
-    return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
-            type(None): "null"}.get(type(value), type(value).__name__)
-
-
 # ------------------------------------------------------------------ the context
 class WebContext:
     """What the routes of one app share: the hub, the Auth, the access policy, the
@@ -362,9 +346,9 @@ class WebContext:
         """
         raw = self.body()
         try:
-            return json.loads(raw)
-        except (ValueError, RecursionError) as e:
-            raise error_response(400, f"the body is not valid JSON: {json_error(e)}") from None
+            return loads(raw)
+        except MessageError as e:
+            raise error_response(400, f"the body is {e}") from None
 
     def fields(self) -> dict[str, Any]:
         """The body as a mapping: a JSON object or a urlencoded form (first value per key).

@@ -114,7 +114,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import re
 import secrets
@@ -137,7 +136,7 @@ from pihub.errors import MessageError
 from pihub.events import Event, new_event_id
 from pihub.limits import ConnectionSlots
 from pihub.logs import LogLimiter
-from pihub.messages import Request, Response, dumps, parse
+from pihub.messages import Request, Response, dumps, json_kind, loads, parse
 from pihub.web import WebHub, access
 from pihub.web.access import (
     REFUSED_CREDENTIALS,
@@ -1105,11 +1104,11 @@ def _as_since(value: Any) -> int | None:
 def _decode(raw: str | bytes) -> dict[str, Any] | str:
     """Decode a client message: a JSON object, or the reason it is not one."""
     try:
-        msg = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        return f"message is not valid JSON: {type(e).__name__}"
+        msg = loads(raw)
+    except MessageError as e:
+        return f"message is {e}"
     if not isinstance(msg, dict):
-        return f"message must be a JSON object, not {type(msg).__name__}"
+        return f"message must be a JSON object, not {json_kind(msg)}"
     return msg
 
 

@@ -18,14 +18,15 @@ The reply is the hook's output with the ``(data, code[, headers])`` convention (
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import bottle
 
+from pihub.errors import MessageError
 from pihub.events import Event
+from pihub.messages import loads
 from pihub.web.access import QUERY
 from pihub.web.context import (
     OWN_HEADERS,
@@ -185,7 +186,7 @@ class Webhooks:
         ctype = content_type(bottle.request.environ)
         if ctype == "application/json" or ctype.endswith("+json"):
             try:
-                return json.loads(raw)
-            except (ValueError, RecursionError):
+                return loads(raw)
+            except MessageError:
                 pass  # a mislabelled body is still delivered, as text
         return raw.decode("utf-8", errors="replace")

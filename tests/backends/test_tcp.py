@@ -155,8 +155,8 @@ def test_refusals_are_logged_rate_limited(tcp_hub, connect, caplog):
 
 @pytest.mark.parametrize("line, says", [
     (b"{not json", "not valid JSON"),
-    (b"[1, 2]", "must be a JSON object, not list"),
-    (b'"just a string"', "must be a JSON object, not str"),
+    (b"[1, 2]", "must be a JSON object, not an array"),
+    (b'"just a string"', "must be a JSON object, not a string"),
     (b"\xff\xfe", "not UTF-8"),
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
 ])
