@@ -31,14 +31,13 @@ contains a raw newline, so one object per line is unambiguous.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
-from pihub.errors import MalformedLine
-from pihub.messages import FINITE_JSON
+from pihub.errors import MalformedLine, MessageError
+from pihub.messages import loads
 
 __all__ = ["PARSERS", "JsonLineParser", "KeyValueParser", "LineParser", "Reading"]
 
@@ -244,15 +243,11 @@ class JsonLineParser(LineParser):
 
     @staticmethod
     def _decode(text: str) -> Any:
-        """``json.loads`` with the class's number rules; errors become :class:`MalformedLine`."""
+        """:func:`pihub.messages.loads`; its errors become :class:`MalformedLine` with the line."""
         try:
-            return FINITE_JSON.decode(text)
-        except json.JSONDecodeError as e:
-            raise MalformedLine(f"invalid json at column {e.colno} ({e.msg.lower()}): {_quote(text)}") from None
-        except RecursionError:
-            raise MalformedLine(f"json nested too deeply: {_quote(text)}") from None
-        except ValueError as e:  # an integer with more digits than int() accepts
-            raise MalformedLine(f"invalid json ({str(e).lower()}): {_quote(text)}") from None
+            return loads(text)
+        except MessageError as e:
+            raise MalformedLine(f"{e}: {_quote(text)}") from None
 
 
 _KEY: Final = r"[A-Za-z_][A-Za-z0-9_.\-]*"

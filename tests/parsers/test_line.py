@@ -175,7 +175,7 @@ def test_invalid_json_is_counted_and_its_text_kept_for_the_log():
     p = JsonLineParser()
     assert p.feed(b'{"t": 21.5, "h": }\n') == []
     assert counters(p) == (1, 0, 1, 0)
-    assert p.last_error.startswith("invalid json at column 18")
+    assert p.last_error.startswith("not valid JSON: Expecting value at line 1 column 18")
     assert '\'{"t": 21.5, "h": }\'' in p.last_error
 
 
@@ -250,7 +250,7 @@ def test_an_integer_too_long_to_convert_is_malformed_not_a_crash():
     p = JsonLineParser(max_line=1 << 16)
     assert p.feed(b'{"a": ' + b"9" * 5000 + b"}\n") == []
     assert p.malformed == 1
-    assert p.last_error.startswith("invalid json")
+    assert p.last_error.startswith("not valid JSON")
 
 
 def test_invalid_utf8_is_malformed():
