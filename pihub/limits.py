@@ -1,18 +1,26 @@
 """Connection slots (open connections counted in all and per client address), and the
 bounded ``Content-Length`` every HTTP peer of pihub (server or client) accepts.
 
-What every server pihub runs (the HTTP API, the websocket, the TCP channel) checks at
-accept: at most ``total`` connections at once, and at most ``per_address`` from one
-client address, so one host cannot take every slot. A server asks :meth:`take` for each
-accepted connection and closes the ones refused; it gives the place back with
-:meth:`give_back` when an admitted connection closes.
+What every server pihub runs (the HTTP API, the websocket, the TCP channel, the camera
+stream) checks at accept: at most ``total`` connections at once, and at most
+``per_address`` from one client address, so one host cannot take every slot. A server
+asks :meth:`ConnectionSlots.take` for each accepted connection and closes the ones
+refused; it gives the place back with :meth:`ConnectionSlots.give_back` when an admitted
+connection closes. The warning about refused connections is logged at most
+:data:`REFUSED_LOG_BURST` times per :data:`REFUSED_LOG_WINDOW_S` (a
+:class:`pihub.logs.LogLimiter`), with the number held back.
 """
 
 from __future__ import annotations
 
 import threading
 
-__all__ = ["MAX_LENGTH_DIGITS", "ConnectionSlots", "content_length"]
+__all__ = ["MAX_LENGTH_DIGITS", "REFUSED_LOG_BURST", "REFUSED_LOG_WINDOW_S", "ConnectionSlots", "content_length",
+           "per_address_limit"]
+
+#: Warnings about refused connections: at most this many per window (seconds, real time).
+REFUSED_LOG_BURST = 5
+REFUSED_LOG_WINDOW_S = 60.0
 
 #: Longest ``Content-Length`` value, in digits (10**18 bytes is more than any body).
 MAX_LENGTH_DIGITS = 18
@@ -33,6 +41,12 @@ def content_length(value: str | bytes) -> int | None:
     if not (1 <= len(value) <= MAX_LENGTH_DIGITS and value.isdigit()):  # bytes.isdigit(): ASCII 0-9 only
         return None
     return int(value)
+
+
+def per_address_limit(max_connections: int) -> int:
+    """Connections at most from one client address where only a total is configured (the
+    TCP channel, the camera stream): half of ``max_connections``, at least 1."""
+    return max(1, max_connections // 2)
 
 
 class ConnectionSlots:

@@ -21,8 +21,16 @@ noticed after a bounded amount of data, not the megabytes TCP autotuning would a
 
 **Hostile viewers.** The stream is one-way: what a viewer sends is read and discarded, up
 to :data:`MAX_VIEWER_INPUT` bytes in all; more drops it ("sent data"). A reset or an end of
-stream from the viewer drops it ("reset" / "closed"). Past ``max_viewers`` a connection is
-closed at once, before anything is sent, and counted in ``refused``.
+stream from the viewer drops it ("reset" / "closed").
+
+**Viewer slots.** At most ``max_viewers`` viewers at once, and at most half of them (at
+least 1) from one client address: the TCP backend's rule
+(:func:`pihub.limits.per_address_limit`), kept in :class:`pihub.limits.ConnectionSlots`
+as for every server pihub runs, so one host cannot take every slot. A connection past
+either limit is closed at once, before anything is sent, and counted in ``refused``; the
+warning about it is logged at most :data:`~pihub.limits.REFUSED_LOG_BURST` times per
+:data:`~pihub.limits.REFUSED_LOG_WINDOW_S` seconds, with the number held back since
+the last one.
 
 Threads: one ``pihub-camera-net`` thread (accept, read, flush backlogs) per open server;
 ``feed`` runs on the caller's thread. Callbacks (``on_join``, ``on_leave``) run outside the
@@ -42,6 +50,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
+
+from pihub.limits import REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, ConnectionSlots, per_address_limit
+from pihub.logs import LogLimiter
 
 log = logging.getLogger("pihub.backends.camera")
 
@@ -114,6 +125,7 @@ class ViewerInfo:
 class _Viewer:
     sock: socket.socket
     client: str
+    address: str  # the host part of ``client``: its key in the viewer slots
     since: float
     live: bool = False
     sent: int = 0
@@ -129,19 +141,25 @@ class StreamServer:
     Args:
         host: the address to listen on.
         port: the TCP port (0: any free port; :attr:`port` tells which).
-        max_viewers: viewers served at once; more are refused.
+        max_viewers: viewers served at once, >= 1; more are refused, as are more than
+            :attr:`max_per_address` (half of it, at least 1) from one client address.
         backlog_limit: bytes queued for one viewer before it is dropped as too slow.
         on_join: called with the client address when a viewer is accepted.
         on_leave: called with the client address and the reason when it goes.
         name: the camera's name, for thread names and log lines.
+        clock: seconds (monotonic) for the rate limit of the refusal warnings.
     """
 
     def __init__(self, host: str, port: int, *, max_viewers: int, backlog_limit: int,
                  on_join: Callable[[str], None], on_leave: Callable[[str, str], None],
-                 name: str = "camera") -> None:
+                 name: str = "camera", clock: Callable[[], float] = time.monotonic) -> None:
         self.host = host
         self.requested_port = port
         self.max_viewers = max_viewers
+        #: viewers at most from one client address.
+        self.max_per_address = per_address_limit(max_viewers)
+        self._slots = ConnectionSlots(max_viewers, self.max_per_address)
+        self._refused_log = LogLimiter(REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, clock)  # the net thread's alone
         self.backlog_limit = backlog_limit
         self._on_join = on_join
         self._on_leave = on_leave
@@ -156,10 +174,13 @@ class StreamServer:
         self._stopping = threading.Event()
         #: the port listened on, once open.
         self.port = 0
-        #: connections closed at once because ``max_viewers`` were watching.
-        self.refused = 0
         #: viewers dropped for being too slow.
         self.dropped_slow = 0
+
+    @property
+    def refused(self) -> int:
+        """Connections closed at once for ``max_viewers`` or :attr:`max_per_address`."""
+        return self._slots.refused
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
@@ -303,6 +324,7 @@ class StreamServer:
         """Forget ``v`` and close its socket (with a reset when ``abort``); its client address."""
         if v in self._viewers:
             self._viewers.remove(v)
+            self._slots.give_back(v.address)
         if self._sel is not None:
             try:
                 self._sel.unregister(v.sock)
@@ -365,31 +387,37 @@ class StreamServer:
             except OSError as e:  # EMFILE and friends: log, let the next turn retry
                 log.warning("%s: accept failed: %s", self.name, e)
                 return
-            client = f"{addr[0]}:{addr[1]}"
-            with self._lock:
-                full = len(self._viewers) >= self.max_viewers
-                if full:
-                    self.refused += 1
-                else:
-                    sock.setblocking(False)
-                    try:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIEWER_SNDBUF)
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    except OSError:
-                        pass
-                    v = _Viewer(sock, client, time.monotonic())
-                    self._viewers.append(v)
-                    if self._sel is not None:
-                        self._sel.register(sock, selectors.EVENT_READ, v)
-            if full:
-                log.warning("%s: refused viewer %s: %d viewers already (max_viewers)", self.name, client,
-                            self.max_viewers)
-                sock.close()
+            address = str(addr[0])
+            client = f"{address}:{addr[1]}"
+            if not self._slots.take(address):
+                self._refuse(sock, address)
                 continue
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIEWER_SNDBUF)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            with self._lock:
+                v = _Viewer(sock, client, address, time.monotonic())
+                self._viewers.append(v)
+                if self._sel is not None:
+                    self._sel.register(sock, selectors.EVENT_READ, v)
             try:
                 self._on_join(client)
             except Exception:
                 log.exception("%s: viewer join callback failed", self.name)
+
+    def _refuse(self, sock: socket.socket, address: str) -> None:
+        """Close a connection :meth:`_accept` could not admit (counted by the slots), before
+        any data; say why at most as often as :attr:`_refused_log` allows."""
+        slots = self._slots
+        allowed, held = self._refused_log.allow()
+        if allowed:
+            log.warning("%s: viewer from %s refused: %d watching, %d from it (limits: %d in all (max_viewers), "
+                        "%d per address)%s", self.name, address, slots.open, slots.of(address), slots.total,
+                        slots.per_address, f"; {held} more refused since the last warning" if held else "")
+        sock.close()
 
     def _service(self, v: _Viewer, mask: int) -> None:
         reason: str | None = None

@@ -54,13 +54,9 @@ from typing import Any, ClassVar
 
 from pihub.backends.base import BackendStatus, BackendThread, Emit, RequestChannel
 from pihub.config.schema import Field, Schema
-from pihub.limits import ConnectionSlots
+from pihub.limits import REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, ConnectionSlots, per_address_limit
 from pihub.logs import LogLimiter
 from pihub.messages import Response, dumps
-
-#: Warnings about refused connections: at most this many per window (seconds, real time).
-REFUSED_LOG_BURST = 5
-REFUSED_LOG_WINDOW_S = 60.0
 
 #: How the request gate (:mod:`pihub.ingress`) begins the error of a message it refused
 #: for its token (the error names HTTP answers with): such a message does not
@@ -77,11 +73,6 @@ CONFIG_SCHEMA = Schema({
     "idle_timeout": Field(float, 300.0, min=0.1, max=86400.0,
                           doc="seconds a connection may stay without sending a message"),
 }, doc="Requests over TCP: one JSON envelope per line, answered line by line.")
-
-
-def per_address_limit(max_connections: int) -> int:
-    """Connections at most from one client address: half of ``max_connections``, at least 1."""
-    return max(1, max_connections // 2)
 
 
 class _ConnectionClosed(Exception):

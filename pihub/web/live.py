@@ -134,7 +134,7 @@ from websockets.http11 import Response as HTTPResponse
 
 from pihub.errors import MessageError
 from pihub.events import Event, new_event_id
-from pihub.limits import ConnectionSlots
+from pihub.limits import REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, ConnectionSlots
 from pihub.logs import LogLimiter
 from pihub.messages import Request, Response, dumps, json_kind, loads, parse
 from pihub.web import WebHub, access
@@ -215,9 +215,6 @@ MAX_PENDING = 64
 SESSION_RECHECK_S = 5.0
 #: Threads running socket requests.
 REQUEST_WORKERS = 4
-#: Warnings about refused connections: at most this many per window (seconds).
-_REFUSED_LOG_BURST = 5
-_REFUSED_LOG_WINDOW_S = 60.0
 #: Ring entries a pump copies out per lock acquisition.
 _FETCH = 64
 
@@ -434,7 +431,7 @@ class LiveServer:
         self._conns: set[ServerConnection] = set()
         # open TCP connections, in all and by address (the limits)
         self._slots = ConnectionSlots(max_connections, max_per_address)
-        self._refused_log = LogLimiter(_REFUSED_LOG_BURST, _REFUSED_LOG_WINDOW_S, time.monotonic)
+        self._refused_log = LogLimiter(REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, time.monotonic)
         self._bg: set[asyncio.Task[None]] = set()
         self._pending = 0
         self._stop_grace = 5.0

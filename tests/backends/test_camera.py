@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import shutil
 import socket
@@ -26,9 +27,10 @@ from pihub_testing import EventRecorder, finishes, need_absent, need_tool, wait_
 from pihub.backends.base import BackendStatus
 from pihub.backends.camera import RESOLUTIONS, CameraBackend, jpeg_size
 from pihub.backends.camera_ffmpeg import jpeg_end
-from pihub.backends.camera_stream import MAX_VIEWER_INPUT, KeyframeScanner
+from pihub.backends.camera_stream import MAX_VIEWER_INPUT, KeyframeScanner, StreamServer
 from pihub.clock import ManualClock
 from pihub.errors import ActionError, BackendUnavailable, ConfigError, ConfigProblems
+from pihub.limits import REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S
 
 
 @pytest.fixture
@@ -81,12 +83,26 @@ def ffprobe(target: str, *extra: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def connect(port: int, rcvbuf: int | None = None) -> socket.socket:
+def connect(port: int, rcvbuf: int | None = None, source: str = "127.0.0.1") -> socket.socket:
+    """A raw viewer of the stream on 127.0.0.1:``port``, from the loopback address ``source``."""
     s = socket.socket()
     if rcvbuf is not None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.bind((source, 0))
     s.connect(("127.0.0.1", port))
     return s
+
+
+def first_bytes(s: socket.socket, n: int) -> bytes:
+    """The first ``n`` bytes ``s`` receives (fewer when it is closed first)."""
+    s.settimeout(10)
+    head = b""
+    while len(head) < n:
+        more = s.recv(n - len(head))
+        if not more:
+            break
+        head += more
+    return head
 
 
 # ---------------------------------------------------------------------- pure parts
@@ -199,7 +215,7 @@ def test_ffprobe_sees_h264_of_the_configured_size(camera: Any) -> None:
 
 
 def test_eight_viewers_decode_from_one_encoder_and_a_late_one_from_its_first_frame(camera: Any) -> None:
-    cam, events = camera(max_viewers=9)
+    cam, events = camera(max_viewers=18)  # all from 127.0.0.1: half of max_viewers per address
     viewers = [framemd5(cam.port, 90) for _ in range(8)]
     assert wait_for(lambda: cam.keyframes >= 2 and len(events.args_of("CameraStreamClientConnectedEvent")) == 8, 20)
     late = framemd5(cam.port, 30)  # joins mid-GOP: it must start at the next keyframe
@@ -253,10 +269,10 @@ def test_vlc_as_an_unprivileged_user_plays_the_stream(camera: Any) -> None:
 
 def test_viewers_beyond_max_viewers_are_closed_before_any_data(camera: Any) -> None:
     cam, events = camera(max_viewers=2)
-    a, b = connect(cam.port), connect(cam.port)
+    a, b = connect(cam.port), connect(cam.port, source="127.0.0.2")  # one per address: half of max_viewers
     try:
         assert wait_for(lambda: len(events.args_of("CameraStreamClientConnectedEvent")) == 2)
-        third = connect(cam.port)
+        third = connect(cam.port, source="127.0.0.3")
         third.settimeout(10)
         assert third.recv(100) == b""  # closed, nothing sent
         third.close()
@@ -266,6 +282,74 @@ def test_viewers_beyond_max_viewers_are_closed_before_any_data(camera: Any) -> N
     finally:
         a.close()
         b.close()
+
+
+def test_one_address_cannot_take_every_viewer_slot(camera: Any) -> None:
+    cam, events = camera(max_viewers=4, viewer_buffer=64 << 20)  # 2 per address; never dropped as slow here
+    hogs = [connect(cam.port) for _ in range(2)]  # they never read
+    try:
+        assert wait_for(lambda: len(events.args_of("CameraStreamClientConnectedEvent")) == 2, 10)
+        third = connect(cam.port)
+        assert first_bytes(third, 5) == b""  # refused: closed before any data
+        third.close()
+        other = connect(cam.port, source="127.0.0.2")
+        try:
+            assert first_bytes(other, 5) == b"\x00\x00\x00\x01\x67"  # the stream, from an SPS
+        finally:
+            other.close()
+        assert cam.get_status()["refused"] == 1
+        # a viewer that leaves gives its address's place back
+        gone = hogs.pop()
+        gone_client = f"127.0.0.1:{gone.getsockname()[1]}"
+        gone.close()
+        assert wait_for(lambda: gone_client not in {v["client"] for v in cam.get_status()["viewers"]}, 10)
+        again = connect(cam.port)
+        try:
+            assert first_bytes(again, 5) == b"\x00\x00\x00\x01\x67"
+        finally:
+            again.close()
+        assert cam.get_status()["refused"] == 1
+    finally:
+        for s in hogs:
+            s.close()
+
+
+def test_refused_viewers_are_each_counted_but_warned_about_a_burst_per_window(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]  # the limiter's clock stands still: the whole flood falls in one window
+    joined: list[str] = []
+    server = StreamServer("127.0.0.1", 0, max_viewers=1, backlog_limit=1 << 20, on_join=joined.append,
+                          on_leave=lambda client, reason: None, name="cam", clock=lambda: now[0])
+    server.open()
+    holder = connect(server.port)
+    flood = 4 * REFUSED_LOG_BURST
+
+    def refuse_one(i: int) -> None:
+        s = connect(server.port, source=f"127.0.0.{2 + i % 200}")
+        try:
+            assert first_bytes(s, 1) == b""  # closed before any data
+        finally:
+            s.close()
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "pihub.backends.camera"]
+
+    try:
+        assert wait_for(lambda: joined, 10)
+        with caplog.at_level(logging.WARNING, logger="pihub.backends.camera"):
+            for i in range(flood):
+                refuse_one(i)
+            assert server.refused == flood
+            assert len(warnings()) == REFUSED_LOG_BURST
+            assert warnings()[0].startswith("cam: viewer from 127.0.0.2 refused: 1 watching, 0 from it "
+                                            "(limits: 1 in all (max_viewers), 1 per address)")
+            now[0] += REFUSED_LOG_WINDOW_S  # the next window: one line, with the count held back
+            refuse_one(flood)
+            assert server.refused == flood + 1
+            assert len(warnings()) == REFUSED_LOG_BURST + 1
+            assert warnings()[-1].endswith(f"; {flood - REFUSED_LOG_BURST} more refused since the last warning")
+    finally:
+        holder.close()
+        server.close()
 
 
 def test_a_viewer_sending_garbage_or_resetting_is_dropped_and_the_stream_goes_on(camera: Any) -> None:

@@ -917,7 +917,7 @@ def test_connection_flood_is_refused_per_address_and_in_all(
         assert server.client_count() == 1
         # warned, rate-limited: fewer lines than refusals
         warnings = [r for r in caplog.records if "refused" in r.getMessage()]
-        assert 1 <= len(warnings) <= live_mod._REFUSED_LOG_BURST < 12
+        assert 1 <= len(warnings) <= live_mod.REFUSED_LOG_BURST < 12
     # the flood's sockets are closed: their places come back, a new client gets in and gets events
     assert wait_for(lambda: server.connection_count() == 1)
     late = open_ws(server)
