@@ -15,6 +15,9 @@ read, each old key with a warning naming the new one)::
       throttle: 0.0              # s; per-control coalescing window for continuous messages
       poll_interval: 1.0         # s between port rescans (plug/unplug), and the first
                                  # retry while no MIDI system answers (doubling up to 30 s)
+      max_sysex: 8192            # bytes (F0..F7); a longer sysex is dropped, counted (oversize)
+      input_buffer: 16384        # messages per JACK input waiting while pihub is behind;
+                                 # more are dropped, counted (dropped_input)
 
 Old keys: ``midi_devices`` (Platypush's plugin) -> ``inputs``; ``event_resolution`` and
 ``midi_throttle_time`` (legacy backend) -> ``throttle``; ``device_name`` -> ``virtual_output``
@@ -67,12 +70,17 @@ when it was opened) and ``delay`` (seconds since the previous message on that po
 rtmidi measures it; 0 for the first). pihub adds the fields mido decodes: ``kind``
 (``note_on``, ``note_off``, ``control_change``, ``pitchwheel``, ``program_change``,
 ``aftertouch``, ``polytouch``, ``sysex``, ...), and per kind ``channel`` (0-15), ``note``,
-``velocity``, ``control``, ``value``, ``pitch``, ``program``, ``data`` (sysex payload), so
+``velocity``, ``control``, ``value``, ``pitch``, ``program``, ``data`` (the sysex payload
+without F0/F7, a list of ints as ``message`` is: what the panel shows is what a condition
+matches), so
 a hook can say ``if: {type: MidiMessageEvent, control: 7}`` as well as test
 ``message[0] == 0xb0``. A ``note_on`` with velocity 0 is kept as it came (many keyboards send
 it for a release); match ``velocity: {$gt: 0}`` for presses only. Timing-clock and
 active-sensing messages are ignored (rtmidi's default; 24 per beat would flood the bus),
-sysex is delivered.
+sysex is delivered, up to ``max_sysex`` bytes: a longer one (a firmware or sample dump, or a
+device gone wrong) is dropped on its length, never decoded, counted as ``oversize`` and
+warned about at most once per ``_LOG_WINDOW`` s. The default takes the usual patch and bank
+dumps (a DX7 32-voice bank is 4104 bytes).
 
 **Throttle** (``throttle`` > 0) *coalesces*, per port, channel and control: a
 ``control_change`` (likewise ``pitchwheel`` and ``aftertouch`` per channel, ``polytouch``
@@ -98,7 +106,12 @@ note-off of every note still sounding.
 Reading: on ALSA, rtmidi's own input thread calls pihub per message. On JACK, a thread
 (``pihub-midi-in``) takes what rtmidi queued, then sleeps ``JACK_POLL`` (1 ms) when every
 input was idle, which adds up to 1 ms of latency: Python must not run on JACK's process
-thread (see :meth:`MidiBackend._read_jack`).
+thread (see :meth:`MidiBackend._read_jack`). rtmidi's queue (``INPUT_QUEUE`` messages)
+drops what overflows it with a line on stderr and no way for pihub to count it (its error
+callback is not called for it), so the reader empties it into a per-input backlog between
+every ``_JACK_BATCH`` messages it decodes: a burst faster than pihub decodes (~100,000
+messages/s on x86) waits there, and what exceeds ``input_buffer`` messages (or
+``BACKLOG_BYTES``) is dropped, counted as ``dropped_input`` and warned about, rate-limited.
 
 python-rtmidi owns the ports (the only binding with JACK and ALSA compiled into its
 wheels, virtual ports, per-message delta times and a callback thread per port); mido
@@ -111,8 +124,9 @@ import re
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit, emit_counted
@@ -120,6 +134,7 @@ from pihub.clock import Clock, Timer
 from pihub.config.schema import Field, Schema, show
 from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
 from pihub.events import CATALOGUE, Event
+from pihub.logs import LogLimiter
 from pihub.plugin import action
 
 __all__ = ["APIS", "THROTTLED_KINDS", "MidiBackend", "PortPattern", "Throttle", "decode"]
@@ -144,7 +159,19 @@ _PING: Final = (0xFE,)  # active sensing: one byte, meaningless to anyone listen
 _LIVENESS_PORT: Final = "pihub liveness"  # its ports' names start with this
 #: s between polls of the JACK inputs when they are idle (see MidiBackend._read_jack)
 JACK_POLL: Final = 0.001
-_JACK_BATCH: Final = 256  # messages taken from one input per pass, so one busy port starves none
+#: messages decoded from one input per pass, so one busy port starves none; the reader
+#: empties rtmidi's queues between passes
+_JACK_BATCH: Final = 64
+#: messages rtmidi holds per input (its ``queue_size_limit``) until the JACK reader moves
+#: them to the input's backlog: enough for the reader's longest pause (the GIL's 5 ms switch
+#: interval at a few hundred thousand messages/s). What overflows it rtmidi drops and
+#: reports only on stderr; pihub cannot count it, so the reader empties it every pass.
+INPUT_QUEUE: Final = 4096
+#: MIDI bytes an input's backlog holds at most (besides ``input_buffer`` messages), so
+#: sysex waiting there stays bounded: about 8 MiB of Python lists when full
+BACKLOG_BYTES: Final = 1 << 20
+_LOG_BURST: Final = 1  # dropped-input and oversize warnings logged per window...
+_LOG_WINDOW: Final = 10.0  # ...of this many seconds of the clock; the rest are counted
 _ALSA_NUMBERS: Final = re.compile(r" \d+:\d+$")
 
 
@@ -167,6 +194,22 @@ def decode(raw: Sequence[int]) -> dict[str, Any]:
     for k, v in fields.items():
         out[k] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _sysex(raw: Sequence[int]) -> dict[str, Any]:
+    """A sysex's fields, checked as mido checks them, without mido: mido builds and checks
+    its data byte by byte in Python (~2.8 ms for 8 KiB on x86; this takes 0.05 ms).
+
+    Returns:
+        ``{"kind": "sysex", "data": [payload bytes]}`` (``F0``/``F7`` stripped).
+    Raises:
+        ValueError: no ``F7`` at the end, or a data byte above 127.
+    """
+    whole = bytes(raw)
+    data = whole[1:-1]
+    if len(whole) < 2 or whole[-1] != 0xF7 or not data.isascii():
+        raise ValueError("a sysex is F0, data bytes 0-127, F7")
+    return {"kind": "sysex", "data": list(data)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +337,9 @@ class _Input:
     name: str
     index: int
     midi_in: Any  # rtmidi.MidiIn
+    #: JACK: ``(message, delay)`` taken from rtmidi's queue, not yet decoded (reader thread)
+    backlog: deque[tuple[list[int], float]] = field(default_factory=deque)
+    held: int = 0  # MIDI bytes in backlog
 
 
 def _close_only(obj: Any) -> None:
@@ -328,6 +374,11 @@ _SCHEMA_FIELDS: dict[str, Field] = {
                       doc="seconds; per-control coalescing window for continuous messages (0: off)"),
     "poll_interval": Field(float, 1.0, min=0.01, max=3600.0, aliases=("poll_seconds",),
                            doc="seconds between port rescans (devices plugged and unplugged)"),
+    "max_sysex": Field(int, 8192, min=2, max=1 << 20,
+                       doc="bytes (F0 and F7 included); a longer sysex is dropped and counted (oversize)"),
+    "input_buffer": Field(int, 16384, min=64, max=1 << 20,
+                          doc="messages per JACK input held while pihub is behind; more are dropped "
+                              "and counted (dropped_input)"),
 }
 
 
@@ -382,6 +433,8 @@ class MidiBackend(Backend):
         self.virtual_output: str | None = values["virtual_output"]
         self.throttle: float = values["throttle"]
         self.poll_interval: float = values["poll_interval"]
+        self.max_sysex: int = values["max_sysex"]
+        self.input_buffer: int = values["input_buffer"]
         # JACK makes a taken client name unique with "-01"; ALSA may number nothing
         self._own_client = re.compile(re.escape(self.client_name) + r"(?: in| out| scan)?(?:-\d+)?")
         self._rtmidi: Any = None
@@ -410,7 +463,11 @@ class MidiBackend(Backend):
         self._thread: BackendThread | None = None
         self._throttle = Throttle(self.throttle, self.clock, self._publish) if self.throttle > 0 else None
         self._counts = {"messages": 0, "events": 0, "dropped_events": 0, "malformed": 0,
-                        "sent": 0, "connects": 0, "disconnects": 0}
+                        "dropped_input": 0, "oversize": 0, "sent": 0, "connects": 0, "disconnects": 0}
+        # the reader and (ALSA) rtmidi's callback threads warn through these, under _log_lock
+        self._log_lock = threading.Lock()
+        self._dropped_log = LogLimiter(_LOG_BURST, _LOG_WINDOW, self.clock.now)
+        self._oversize_log = LogLimiter(_LOG_BURST, _LOG_WINDOW, self.clock.now)
 
     # ------------------------------------------------------------------ lifecycle
     def validate_environment(self) -> None:
@@ -469,6 +526,8 @@ class MidiBackend(Backend):
             with self._in_lock:
                 inputs = list(self._open.values())
                 self._open.clear()
+                for inp in inputs:
+                    self._forget(inp)
             # the liveness pair first, sender before receiver, every port closed (its
             # connection gone) before any client is freed: a client freed while a
             # connection to another of ours was still up once left jackd not answering
@@ -487,14 +546,16 @@ class MidiBackend(Backend):
 
     def describe_status(self) -> dict[str, Any]:
         """The base status, plus once open ``api`` (alsa, jack, or null while no MIDI system
-        answers) and ``inputs``: each configured entry as written (with ``inputs: null``,
-        each port listened to) -> ``connected`` or ``waiting``."""
+        answers), ``inputs``: each configured entry as written (with ``inputs: null``,
+        each port listened to) -> ``connected`` or ``waiting``, and the counters
+        ``dropped_input`` and ``oversize`` (see :meth:`list_ports`)."""
         out = super().describe_status()
         if not self._opened:
             return out
         with self._in_lock:
             listening = [(i.index, i.name) for i in self._open.values()]
         out["api"] = self._api_used
+        out["dropped_input"], out["oversize"] = self._counts["dropped_input"], self._counts["oversize"]
         if self.inputs is None:
             out["inputs"] = {name: "connected" for _, name in sorted(listening, key=lambda x: x[1])}
         else:
@@ -647,6 +708,7 @@ class MidiBackend(Backend):
             with self._in_lock:
                 inp = self._open.pop(name)
                 _close_port(inp.midi_in)
+                self._forget(inp)
             self._counts["disconnects"] += 1
             self.log.warning("midi input %r went away", name)
             self._publish(Event(_DISCONNECTED, {"device": name, "port": inp.index}, time.monotonic_ns(), self.name))
@@ -687,7 +749,7 @@ class MidiBackend(Backend):
     def _open_input(self, index: int, name: str) -> None:
         """Open input ``name`` with its message callback; a failure is retried next scan."""
         rtm = self._rtmidi
-        midi_in = rtm.MidiIn(self._api_const, name=f"{self.client_name} in")
+        midi_in = rtm.MidiIn(self._api_const, name=f"{self.client_name} in", queue_size_limit=INPUT_QUEUE)
         try:
             midi_in.ignore_types(sysex=False, timing=True, active_sense=True)
             if self._api_used != "jack":
@@ -704,27 +766,81 @@ class MidiBackend(Backend):
         self._publish(Event(_CONNECTED, {"device": name, "port": index}, time.monotonic_ns(), self.name))
 
     def _read_jack(self, stopping: threading.Event) -> None:
-        """The JACK inputs' reader (thread ``pihub-midi-in``): take what rtmidi queued, then
-        wait ``JACK_POLL`` when every input was idle.
+        """The JACK inputs' reader (thread ``pihub-midi-in``): move what rtmidi queued to
+        each input's backlog, decode up to ``_JACK_BATCH`` messages of each, again; wait
+        ``JACK_POLL`` when every input was idle.
 
         On JACK, rtmidi calls a callback on JACK's process thread, which runs every
         client's cycle: Python there waits for the GIL, stalling all of JACK for as long as
         another thread holds it, and a thread of this process blocked in a send (rtmidi
         waits for JACK to drain a full buffer) never lets go of it: a deadlock. So pihub
         leaves the messages in rtmidi's queue (filled without Python) and reads them here.
+        Taking a message is ~10 times cheaper than decoding it, so a burst waits in the
+        backlog (bounded and counted, see :meth:`_take`) rather than in rtmidi's queue,
+        whose overflow nobody can count.
         """
         while not stopping.is_set():
             busy = False
             with self._in_lock:
-                for inp in self._open.values():
-                    for _ in range(_JACK_BATCH):
-                        got = inp.midi_in.get_message()
-                        if got is None:
-                            break
+                inputs = list(self._open.values())
+                for inp in inputs:
+                    self._take(inp)
+                for inp in inputs:
+                    backlog = inp.backlog
+                    for _ in range(min(_JACK_BATCH, len(backlog))):
+                        raw, delay = backlog.popleft()
+                        inp.held -= len(raw)
                         busy = True
-                        self.message(got[0], inp.name, inp.index, got[1])
+                        self.message(raw, inp.name, inp.index, delay)
             if not busy and self.clock.wait(stopping, JACK_POLL):
                 return
+
+    def _take(self, inp: _Input) -> None:
+        """Move what rtmidi queued for ``inp`` to its backlog (the reader thread, holding
+        ``_in_lock``). An oversize sysex is dropped here already; a message beyond
+        ``input_buffer`` messages or ``BACKLOG_BYTES`` is dropped and counted as
+        ``dropped_input``, with a warning at most once per ``_LOG_WINDOW`` s."""
+        get, backlog = inp.midi_in.get_message, inp.backlog
+        dropped = 0
+        for _ in range(INPUT_QUEUE):  # bounded: a sender faster than this loop cannot hold it
+            got = get()
+            if got is None:
+                break
+            raw = got[0]
+            if self._oversize(raw, inp.name):
+                continue
+            if len(backlog) >= self.input_buffer or inp.held + len(raw) > BACKLOG_BYTES:
+                dropped += 1
+                continue
+            backlog.append(got)
+            inp.held += len(raw)
+        if dropped:
+            self._counts["dropped_input"] += dropped
+            self._warn(self._dropped_log, "midi input %r: pihub is %d messages behind, %d dropped "
+                       "(input_buffer: %d)", inp.name, len(backlog), dropped, self.input_buffer)
+
+    def _forget(self, inp: _Input) -> None:
+        """Count what ``inp``'s backlog still held when it closed as ``dropped_input``."""
+        self._counts["dropped_input"] += len(inp.backlog)
+        inp.backlog.clear()
+        inp.held = 0
+
+    def _warn(self, limiter: LogLimiter, fmt: str, *args: Any) -> None:
+        """Log a warning unless ``limiter`` holds it back (it then counts it)."""
+        with self._log_lock:
+            allowed, held = limiter.allow()
+        if allowed:
+            self.log.warning(fmt + (f" ({held} more such warnings not logged)" if held else ""), *args)
+
+    def _oversize(self, raw: Sequence[int], device: str) -> bool:
+        """True (counted as ``oversize``, warned rate-limited) for a sysex longer than
+        ``max_sysex`` bytes, judged on its length alone: it is never decoded."""
+        if len(raw) <= self.max_sysex or raw[0] != 0xF0:
+            return False
+        self._counts["oversize"] += 1
+        self._warn(self._oversize_log, "sysex of %d bytes from midi input %r dropped (max_sysex: %d bytes)",
+                   len(raw), device, self.max_sysex)
+        return True
 
     def _callback(self, name: str, index: int) -> Callable[[tuple[list[int], float], Any], None]:
         """The rtmidi callback of one ALSA input (on rtmidi's own thread: short, never blocks)."""
@@ -747,10 +863,12 @@ class MidiBackend(Backend):
             ts_ns: ``time.monotonic_ns()`` of its arrival (0: now).
         """
         self._counts["messages"] += 1
+        if self._oversize(raw, device):
+            return
         ts = ts_ns or time.monotonic_ns()
         args: dict[str, Any] = {"message": list(raw), "device": device, "port": port, "delay": delay}
         try:
-            fields = decode(raw)
+            fields = _sysex(raw) if raw and raw[0] == 0xF0 else decode(raw)
         except (ValueError, TypeError) as e:
             self._counts["malformed"] += 1
             self.log.debug("malformed midi message %r from %r: %s", list(raw), device, e)
@@ -953,8 +1071,10 @@ class MidiBackend(Backend):
             ``listening``: the inputs open now; ``missing``: configured inputs without a
             port; ``virtual_output``: pihub's own port name (null: none); ``api``: alsa or
             jack (null before a MIDI system answered); and the counters ``messages``,
-            ``events``, ``dropped_events``, ``malformed``, ``coalesced`` (held and replaced
-            by the throttle), ``sent``, ``connects``, ``disconnects``.
+            ``events``, ``dropped_events``, ``malformed``, ``dropped_input`` (JACK: beyond
+            ``input_buffer`` while pihub was behind, or still waiting when the input
+            closed), ``oversize`` (sysex beyond ``max_sysex``), ``coalesced`` (held and
+            replaced by the throttle), ``sent``, ``connects``, ``disconnects``.
         """
         with self._io_lock:
             if self._api_const is None:
