@@ -17,7 +17,7 @@ Config (Platypush's ``backend.camera.pi`` section is read under this name; its k
       keyframe_interval: 1.0     # s between keyframes; default 1.0 with picamera2 (a joining viewer
                                  # asks for one), 0.5 with the mock (ffmpeg cannot be asked: a viewer waits)
       stream_on_start: false     # capture from start-up on (start_recording_on_startup: old name)
-      max_viewers: 8             # TCP viewers at once; more are refused
+      max_viewers: 8             # TCP viewers at once, half of them from one address at most; more are refused
       viewer_buffer: 1048576     # bytes queued for one viewer before it is dropped as too slow
       mjpeg_fps: 5               # frames/s of the JPEG path: /video.mjpeg's cap, photo freshness
       max_mjpeg_viewers: 2       # /video.mjpeg clients at once (each holds an HTTP worker thread)
@@ -370,7 +370,7 @@ class CameraBackend(Backend):
                                            "0.5 with the mock, whose viewers wait for the next"),
             "stream_on_start": Field(bool, False, aliases=("start_recording_on_startup",),
                                      doc="capture from start-up on, whether or not anyone watches"),
-            "max_viewers": Field(int, 8, min=1, max=64, doc="TCP viewers at once; more are refused"),
+            "max_viewers": Field(int, 8, min=1, max=64, doc="TCP viewers at once, at most half of them from one address; more are refused"),
             "viewer_buffer": Field(int, 1 << 20, min=64 << 10, max=64 << 20,
                                    doc="bytes queued for one TCP viewer before it is dropped as too slow"),
             "mjpeg_fps": Field(float, 5.0, min=0.1, max=30.0,
