@@ -429,7 +429,7 @@ class Hub:
                 allow_query_token=http["allow_query_token"])
             # registered before the dispatcher starts: start-up events get sequence numbers too
             self.dispatcher.add_listener(self.live.listener)
-        self.dispatcher.add_listener(self.traces.listener)
+        self.dispatcher.add_listener(self.traces.listener, before_hooks=True)  # begin() needs its entry
 
     @property
     def started(self) -> bool:

@@ -281,7 +281,10 @@ class Dispatcher:
         self.inline = frozenset(inline)
         self.inline_budget = float(inline_budget)
         self._now = (SYSTEM if clock is None else clock).now
+        #: called for every event before its hooks start (:meth:`add_listener`), and after
+        #: the batch's hooks were started
         self.listeners: list[Listener] = []
+        self.observers: list[Listener] = []
         self.stats = DispatchStats()
         self.latency = LatencyHistogram()
         #: incremented at the end of every loop turn, idle wake-ups included, so after the
@@ -318,9 +321,17 @@ class Dispatcher:
         with self._replies_lock:
             self._replies.discard(reply)
 
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` on the dispatcher thread for every event."""
-        self.listeners.append(listener)
+    def add_listener(self, listener: Listener, *, before_hooks: bool = False) -> None:
+        """Call ``listener(event)`` on the dispatcher thread for every event.
+
+        Args:
+            listener: called once per event; an exception it raises is logged.
+            before_hooks: call it before the event's hooks start (for bookkeeping the hooks
+                rely on, such as their traces). Otherwise it is called once the batch's
+                hooks were started, inline ones run: an observer (the websocket feed, MQTT
+                state) then adds nothing to the time from an event to its hooks' actions.
+        """
+        (self.listeners if before_hooks else self.observers).append(listener)
 
     def start(self) -> None:
         """Start the consumer thread ``pihub-dispatcher``."""
@@ -387,20 +398,33 @@ class Dispatcher:
     def process(self, batch: _Batch) -> None:
         """Match one popped batch and start the selected hooks (dispatcher thread only).
 
-        Each event's selected hooks start in the selection rule's order: an inline one
-        runs to its end before the next is started or queued.
+        The listeners added ``before_hooks`` see the batch's events first. Each event's
+        selected hooks then start in the selection rule's order: an inline one runs to its
+        end before the next is started or queued. The other listeners see the events last.
         """
         st = self.stats
         st.batches += 1
         st.events += batch.n
         if self.listeners:
-            for i in range(batch.n):
-                ev = batch.event(i)
-                for listener in self.listeners:
-                    try:
-                        listener(ev)
-                    except Exception:
-                        log.exception("event listener %r failed", listener)
+            self._tell(self.listeners, batch)
+        self._start_hooks(batch)
+        if self.observers:
+            self._tell(self.observers, batch)
+
+    @staticmethod
+    def _tell(listeners: list[Listener], batch: _Batch) -> None:
+        """Call every listener with every event of ``batch``, in order."""
+        for i in range(batch.n):
+            ev = batch.event(i)
+            for listener in listeners:
+                try:
+                    listener(ev)
+                except Exception:
+                    log.exception("event listener %r failed", listener)
+
+    def _start_hooks(self, batch: _Batch) -> None:
+        """Match ``batch`` and run or queue the selected hooks (see :meth:`process`)."""
+        st = self.stats
         hits = self.matcher.match_batch(batch) if self.matcher is not None else []
         if self._replies:
             self._unmatched_replies(batch, hits)

@@ -98,6 +98,22 @@ def test_dispatcher_fires_selected_hooks_in_config_order(bus):
     assert d.stats.events == 2 and d.stats.hooks_fired == 3
 
 
+def test_bookkeeping_listeners_run_before_the_hooks_and_observers_after_the_inline_ones(bus):
+    # the websocket feed and MQTT state are observers: they must not delay a hook's action
+    hook = _hook("pin17", {"type": "GPIOEvent", "pin": 17}, 0)
+    order: list[str] = []
+    pool = WorkerPool(1, 10)  # not started: an inline hook never reaches it
+    matcher = Matcher([hook])
+    d = Dispatcher(bus, matcher, lambda h, e, c: order.append(f"hook {e.args['pin']}"), pool, inline=[hook])
+    d.add_listener(lambda e: order.append(f"observer {e.args['pin']}"))
+    d.add_listener(lambda e: order.append(f"bookkeeping {e.args['pin']}"), before_hooks=True)
+    p = bus.producer("test")
+    assert p.publish(Event.of("GPIOEvent", pin=17, value=1)) and p.publish(Event.of("GPIOEvent", pin=4, value=1))
+    d.process(bus.pop(8, timeout=1.0))
+    matcher.close()
+    assert order == ["bookkeeping 17", "bookkeeping 4", "hook 17", "observer 17", "observer 4"]
+
+
 def test_priority_selects_only_highest(bus):
     hooks = [_hook("low", {"type": "GPIOEvent"}, 0), _hook("high", {"type": "GPIOEvent", "pin": 1}, 1, 5)]
     fired = []
