@@ -21,7 +21,7 @@ import itertools
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -378,6 +378,95 @@ def new_event_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
+# ------------------------------------------------------------- retained size
+#: Bytes :func:`approx_size` charges for an object header (a container, a str), for a
+#: value it does not look into (an int, a float, None, an unknown object, or an item past
+#: its depth or visit limits), and per slot of a list/tuple, a dict and a set.
+_HEADER: Final = 56
+_SCALAR: Final = 32
+_SLOT: Final = 8
+_DICT_SLOT: Final = 40
+_SET_SLOT: Final = 16
+#: Bytes of an Event object besides its args: the object, its id, timestamp and source.
+_EVENT_BYTES: Final = 256
+#: How far :func:`approx_size` looks: items sampled per container, container levels, and
+#: values visited in all per call (past either limit a container counts its slots only,
+#: with each item charged ``_SCALAR``).
+APPROX_SAMPLE: Final = 8
+APPROX_DEPTH: Final = 4
+APPROX_VISITS: Final = 64
+
+
+def approx_size(value: Any) -> int:
+    """About how many bytes of memory ``value`` keeps alive, in bounded work.
+
+    Approximate by design: it exists to bound what the event rings retain (the websocket
+    replay ring, the hook traces), not to measure. What it counts: a str, bytes or
+    bytearray as its ``len`` plus a header (a non-ASCII str really takes 2-4 bytes a
+    character); a list/tuple/dict/set as a header plus a few bytes per slot, plus its
+    items. A container of at most :data:`APPROX_SAMPLE` items has all of them looked at; a
+    bigger one has :data:`APPROX_SAMPLE` of them (evenly spaced in a list/tuple, the first
+    ones of a dict/set) and their total is scaled up to its length. Below
+    :data:`APPROX_DEPTH` levels of nesting, or once :data:`APPROX_VISITS` values were
+    looked at, a container counts its slots and ``_SCALAR`` per item. An item that is an
+    int from -5 to 256, a bool or None counts nothing past its slot (CPython shares them);
+    anything else (another int, a float, other objects) counts ``_SCALAR``. Shared objects are counted at
+    each reference. So the work is bounded whatever ``value`` is (at most
+    :data:`APPROX_VISITS` containers looked into, each for at most :data:`APPROX_SAMPLE`
+    items or key/value pairs), and a large container whose big items sit away from the
+    sampled ones is under-counted: the rings keep their count bounds too.
+    """
+    return _approx(value, APPROX_DEPTH, [APPROX_VISITS])
+
+
+def _approx(value: Any, depth: int, left: list[int]) -> int:
+    """:func:`approx_size` of ``value`` with ``depth`` container levels and ``left[0]``
+    visits still allowed (``left`` is shared by the whole walk)."""
+    left[0] -= 1
+    t = type(value)
+    if t is str or t is bytes or t is bytearray:
+        return _HEADER + len(value)
+    if t is dict or (t is not list and t is not tuple and isinstance(value, Mapping)):
+        per = _DICT_SLOT
+    elif t is list or t is tuple:
+        per = _SLOT
+    elif t is set or t is frozenset:
+        per = _SET_SLOT
+    elif isinstance(value, (str, bytes, bytearray)):
+        return _HEADER + len(value)
+    else:
+        return _SCALAR
+    n = len(value)
+    size = _HEADER + n * per
+    if depth <= 0 or left[0] <= 0:
+        return size + n * _SCALAR
+    k = min(n, APPROX_SAMPLE)
+    if per == _DICT_SLOT:  # keys, then values (a dict's order is the same for both)
+        if n > k:
+            sample: Iterable[Any] = itertools.chain(itertools.islice(value, k),
+                                                    itertools.islice(value.values(), k))
+        else:
+            sample = itertools.chain(value, value.values())
+    elif per == _SLOT and n > k:
+        sample = [value[i * n // k] for i in range(k)]  # by index: an islice would walk all n
+    else:
+        sample = itertools.islice(value, k)
+    got = 0
+    for item in sample:
+        ti = type(item)
+        if ti is str:
+            got += _HEADER + len(item)
+        elif ti is int:
+            got += 0 if -5 <= item <= 256 else _SCALAR  # CPython shares the small ints
+        elif ti is float:
+            got += _SCALAR
+        elif ti is bool or item is None:
+            pass  # singletons: the slot is all
+        else:
+            got += _approx(item, depth - 1, left)
+    return size + got * n // k if k else size
+
+
 @dataclass(slots=True)
 class Event:
     """An event: a type and its attributes.
@@ -399,6 +488,8 @@ class Event:
     timestamp: float = field(default_factory=time.time)
     #: set by :meth:`pihub.hub.Hub.webhook`: who is waiting for this event's answer.
     reply: Reply | None = field(default=None, repr=False, compare=False)
+    #: :meth:`approx_size`'s answer once asked (-1 before).
+    _size: int = field(default=-1, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, type_name: str, source: str = "", **args: Any) -> Event:
@@ -417,6 +508,16 @@ class Event:
             "_timestamp": self.timestamp,
             "args": {"type": self.type.wire_name, **self.args},
         }
+
+    def approx_size(self) -> int:
+        """About how many bytes this event keeps alive: :func:`approx_size` of its args plus
+        the event object's own, in bounded work. Worked out at the first call and cached:
+        the rings that keep events charge it when they take one, so a later change of
+        ``args`` is not counted."""
+        size = self._size
+        if size < 0:
+            size = self._size = _EVENT_BYTES + len(self.source) + _approx(self.args, APPROX_DEPTH, [APPROX_VISITS])
+        return size
 
     def context(self) -> dict[str, Any]:
         """The names a hook sees: ``event`` (this event as a dict) plus each attribute."""

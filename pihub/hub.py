@@ -269,7 +269,8 @@ class Hub:
         self.web: Any = None   # pihub.web.server.WebServer while serving
         self.live: Any = None  # pihub.web.live.LiveServer while serving
         #: recent events' hook traces and per-hook counts (the panel; :meth:`trace`)
-        self.traces = LiveTraces(max(1, self.http["websocket_replay"]))
+        self.traces = LiveTraces(max(1, self.http["websocket_replay"]),
+                                 max_bytes=self.http["websocket_replay_bytes"])
 
     # ------------------------------------------------------------------ build
     def _build_plugins(self, problems: list[Problem]) -> None:
@@ -426,10 +427,12 @@ class Hub:
                 max_frame=http["max_frame"], replay=http["websocket_replay"],
                 queue_size=http["websocket_queue"], allowed_origins=http["allowed_origins"],
                 ssl_context=ssl_ctx, http_port=http["port"], session_cookie=SESSION_COOKIE,
-                allow_query_token=http["allow_query_token"])
+                allow_query_token=http["allow_query_token"],
+                max_ring_bytes=http["websocket_replay_bytes"])
             # registered before the dispatcher starts: start-up events get sequence numbers too
             self.dispatcher.add_listener(self.live.listener)
         self.dispatcher.add_listener(self.traces.listener, before_hooks=True)  # begin() needs its entry
+        self.dispatcher.add_listener(self.traces.charge)
 
     @property
     def started(self) -> bool:
@@ -677,7 +680,8 @@ class Hub:
     # ------------------------------------------------------------ the panel's views
     def trace(self, event_id: str) -> dict[str, Any] | None:
         """The hook trace of a recent event, as ``pihub replay`` prints it, or None when it
-        is not among the last ``http.websocket_replay`` events (:class:`pihub.replay.LiveTraces`)."""
+        is no longer kept (the last ``http.websocket_replay`` events, fewer when they hold more
+        than ``http.websocket_replay_bytes``: :class:`pihub.replay.LiveTraces`)."""
         return self.traces.trace(event_id, self.matcher.explain, str(self.device_id))
 
     def describe_hooks(self) -> dict[str, Any]:

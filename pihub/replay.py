@@ -52,7 +52,7 @@ from typing import Any, BinaryIO, Final, TextIO
 
 from pihub.engine.procedures import Runner, procedure_name
 from pihub.errors import MessageError
-from pihub.events import Event, new_event_id
+from pihub.events import Event, approx_size, new_event_id
 from pihub.messages import Response, dumps, json_kind, loads, parse
 
 #: The longest input line read, in bytes (terminator excluded): a recorded event is a few
@@ -281,6 +281,12 @@ class _Replayer:
 
 
 # -------------------------------------------------------------------- the live traces
+#: Bytes the daemon's traces keep at most by default (:class:`LiveTraces`, estimated).
+MAX_TRACE_BYTES: Final = 16 << 20
+#: Bytes charged per action record besides its args, output and errors: the record dict.
+_RECORD_BYTES: Final = 400
+
+
 @dataclasses.dataclass(slots=True)
 class _Trace:
     """What the daemon saw of one event (guarded by :attr:`LiveTraces._lock`)."""
@@ -338,7 +344,12 @@ class LiveTraces:
     """The running daemon's event traces, as ``pihub replay`` prints them (``GET /events/<id>/trace``).
 
     A bounded ring of the last ``capacity`` events the dispatcher handed to
-    :meth:`listener`, by event id, the oldest dropped first. For each, the hooks that ran
+    :meth:`listener`, by event id, the oldest dropped first, holding at most
+    ``max_bytes`` by estimate: each event is charged its
+    :meth:`pihub.events.Event.approx_size` by :meth:`charge`, and each action record its
+    :func:`pihub.events.approx_size` when the action is done; past the budget the oldest
+    events are dropped (the newest is kept whatever its size), as if by the count bound,
+    so a dropped event's trace is None (the panel's 404). For each, the hooks that ran
     and a record of every action their steps ran (:func:`action_record`), on whichever
     thread ran the hook: :meth:`begin`/:meth:`end` bracket a hook's run and mark the
     thread, :meth:`action_started`/:meth:`action_done` bracket each action on it.
@@ -358,15 +369,25 @@ class LiveTraces:
     Args:
         capacity: events kept, >= 1.
         clock: wall-clock seconds since the epoch (``last_fired``).
+        max_bytes: bytes the kept events and their action records may hold, estimated, >= 1.
 
     Raises:
-        ValueError: ``capacity`` < 1.
+        ValueError: ``capacity`` or ``max_bytes`` < 1.
     """
 
-    def __init__(self, capacity: int = 1000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, capacity: int = 1000, clock: Callable[[], float] = time.time, *,
+                 max_bytes: int = MAX_TRACE_BYTES) -> None:
         if capacity < 1:
             raise ValueError(f"trace capacity must be >= 1 event, not {capacity!r}")
+        if max_bytes < 1:
+            raise ValueError(f"trace max_bytes must be >= 1 byte, not {max_bytes!r}")
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        #: bytes charged per kept event id (the same keys as _events), and their sum
+        self._charged: dict[str, int] = {}
+        self.bytes = 0
+        #: events dropped for max_bytes (not for capacity)
+        self.evicted_for_bytes = 0
         self._clock = clock
         self._lock = threading.Lock()
         # an event no hook has started for yet is kept as itself; its _Trace is made by the
@@ -376,13 +397,37 @@ class LiveTraces:
         self._local = threading.local()
 
     def listener(self, event: Event) -> None:
-        """Keep ``event`` (dispatcher thread, before its hooks start); gives it its id."""
+        """Keep ``event`` (dispatcher thread, before its hooks start); gives it its id.
+
+        Its bytes are charged later, by :meth:`charge` (an observer, after the hooks
+        started): estimating them here would delay the hooks' actions.
+        """
         if not event.id:
             event.id = new_event_id()
         with self._lock:
             self._events[event.id] = event
             if len(self._events) > self.capacity:
-                self._events.popitem(last=False)
+                old, _ = self._events.popitem(last=False)
+                self.bytes -= self._charged.pop(old, 0)
+
+    def charge(self, event: Event) -> None:
+        """Charge a kept ``event``'s estimated size and drop the oldest events past
+        ``max_bytes`` (dispatcher thread, after :meth:`listener` and the event's hooks)."""
+        size = event.approx_size()
+        with self._lock:
+            if event.id not in self._events:
+                return  # already gone by the count bound
+            # added to what its inline hooks' action records were charged already
+            self._charged[event.id] = self._charged.get(event.id, 0) + size
+            self.bytes += size
+            self._evict_locked()
+
+    def _evict_locked(self) -> None:
+        """Drop the oldest events while over ``max_bytes``, the newest excepted (lock held)."""
+        while self.bytes > self.max_bytes and len(self._events) > 1:
+            old, _ = self._events.popitem(last=False)
+            self.bytes -= self._charged.pop(old, 0)
+            self.evicted_for_bytes += 1
 
     def begin(self, hook: str, event: Event) -> _Run | None:
         """Hook ``hook`` starts running for ``event`` on this thread.
@@ -453,10 +498,19 @@ class LiveTraces:
         return rec
 
     def action_done(self, rec: dict[str, Any] | None, resp: Response) -> None:
-        """The action of ``rec`` (:meth:`action_started`) answered ``resp``."""
-        if rec is not None:
-            with self._lock:
-                finish_action_record(rec, resp)
+        """The action of ``rec`` (:meth:`action_started`) answered ``resp``; the record is
+        charged to its event's trace (the hook's run on this thread, as at the start)."""
+        if rec is None:
+            return
+        run: _Run | None = getattr(self._local, "run", None)
+        size = approx_size(rec["args"]) + approx_size(resp.output) + approx_size(resp.errors) + _RECORD_BYTES
+        with self._lock:
+            finish_action_record(rec, resp)
+            key = run.trace.event.id if run is not None and run.trace is not None else ""
+            if key in self._events:
+                self._charged[key] = self._charged.get(key, 0) + size
+                self.bytes += size
+                self._evict_locked()
 
     def trace(self, event_id: str, explain: Callable[[Event], tuple[Sequence[Any], Mapping[str, str]]],
               device_id: str) -> dict[str, Any] | None:

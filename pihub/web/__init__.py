@@ -125,6 +125,11 @@ HTTP_SCHEMA: Final = Schema(
         "websocket_replay": Field(int, 1000, min=0, max=1_000_000,
                                   doc="recent events kept for replay to reconnecting websocket clients, "
                                       "in events"),
+        "websocket_replay_bytes": Field(int, 16 << 20, min=64 << 10, max=1 << 30,
+                                        doc="memory the recent events may keep, in bytes (estimated): "
+                                            "the websocket replay ring and the hook traces each keep at "
+                                            "most this much, dropping their oldest events past it, "
+                                            "whatever websocket_replay says"),
         "websocket_queue": Field(int, 256, min=1, max=1_000_000,
                                  doc="messages queued per websocket client at most, in messages; a client "
                                      "that falls further behind is disconnected"),

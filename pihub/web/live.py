@@ -75,12 +75,22 @@ connection is aborted: a client that stopped reading is gone at most a few secon
 its queue filled. The ring keeps ``replay + queue_size`` entries, so a client replaying
 the whole ring while new events arrive never finds its next entry overwritten.
 
+Memory bound: the ring also keeps at most ``max_ring_bytes`` (the config's
+``http.websocket_replay_bytes``) by estimate, so a flood of big events (MQTT messages,
+sysex, posted events) cannot fill the Pi's memory through it. Each entry is charged its
+event's :meth:`pihub.events.Event.approx_size` when it is stored, and its JSON text's
+length once a pump makes it; past the budget the oldest entries are dropped, except the
+newest, which is always kept. A dropped entry is the same as one overwritten by the count
+bound: a replay reports it in a ``gap``, and a client whose cursor it was is closed with
+1013 ("client too slow").
+
 Replay: ``since`` = n asks for the events with seq > n still among the last ``replay``
-events, then the live stream, with no gap and no duplicate (the cursor is placed and
-the client registered under the ring lock). When some of those events have left the
-ring, ``{"type":"gap","from":a,"to":b}`` comes first: a..b are lost. A ``since`` ahead of
-the server's last seq comes from an earlier run (numbering starts at 1 with each
-server; ``epoch`` in the auth answer tells runs apart) and is read as 0.
+events (and still in the ring: see the memory bound), then the live stream, with no gap
+and no duplicate (the cursor is placed and the client registered under the ring lock).
+When some of those events have left the ring, ``{"type":"gap","from":a,"to":b}`` comes
+first: a..b are lost. A ``since`` ahead of the server's last seq comes from an earlier run
+(numbering starts at 1 with each server; ``epoch`` in the auth answer tells runs apart)
+and is read as 0.
 
 Connection limits, as on the HTTP port and with its defaults (:mod:`pihub.web.server`'s
 ``MAX_CONNECTIONS``, 256, and ``MAX_CONNECTIONS_PER_ADDRESS``, 64): every open TCP
@@ -217,6 +227,10 @@ SESSION_RECHECK_S = 5.0
 REQUEST_WORKERS = 4
 #: Ring entries a pump copies out per lock acquisition.
 _FETCH = 64
+#: Bytes the ring keeps at most by default (estimated; see the module docstring).
+MAX_RING_BYTES = 16 << 20
+#: Bytes charged per ring entry besides its event and text: the entry list and its seq.
+_ENTRY_BYTES = 120
 
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
@@ -235,13 +249,16 @@ class AuthLike(access.AuthLike, Protocol):
     def on_session_end(self, callback: Callable[[Any], None]) -> None: ...
 
 
-def plan_replay(since: int | None, last: int, replay: int) -> tuple[int, tuple[int, int] | None]:
+def plan_replay(since: int | None, last: int, replay: int,
+                kept_from: int = 1) -> tuple[int, tuple[int, int] | None]:
     """Where a new stream client starts, and which events it can no longer get.
 
     Args:
         since: the last seq the client has, or None for the live stream only.
         last: the last seq assigned (0 before the first event).
         replay: how many of the latest events are kept for replay.
+        kept_from: the lowest seq still in the ring (older ones were dropped for its
+            byte budget); 1 when none was.
 
     Returns:
         ``(first seq to send, gap)``; ``gap`` is ``(from, to)``, inclusive, of the events
@@ -252,7 +269,7 @@ def plan_replay(since: int | None, last: int, replay: int) -> tuple[int, tuple[i
         return last + 1, None
     if since > last:
         since = 0
-    oldest = max(1, last - replay + 1)
+    oldest = max(1, last - replay + 1, min(kept_from, last + 1))
     start = since + 1
     if start < oldest:
         return oldest, (start, oldest - 1)
@@ -338,6 +355,8 @@ class LiveServer:
         max_connections: open TCP connections at most (authenticated or not); more are
             closed as soon as they are accepted.
         max_per_address: open TCP connections at most from one client address.
+        max_ring_bytes: bytes the event ring keeps at most, by the events' estimated size
+            plus their JSON text (the newest entry is kept whatever its size), >= 1.
 
     Attributes:
         port: the bound port (the real one after :meth:`start` with port 0).
@@ -347,7 +366,8 @@ class LiveServer:
             ``connections`` (accepted handshakes), ``connections_refused`` (closed at
             accept by ``max_connections`` or ``max_per_address``), ``auth_failures``, ``origin_rejected``,
             ``closed_slow``, ``closed_revoked``, ``closed_session_ended``, ``frames_sent``, ``requests``,
-            ``requests_rejected``.
+            ``requests_rejected``; and ``ring_evicted_for_bytes`` (entries dropped for
+            ``max_ring_bytes``, written under the ring lock on whichever thread dropped them).
 
     The listener may be registered (and called) before :meth:`start` and after
     :meth:`stop`: events are numbered and kept for replay either way. :meth:`start`
@@ -375,6 +395,7 @@ class LiveServer:
         allow_query_token: bool = False,
         max_connections: int = MAX_CONNECTIONS,
         max_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+        max_ring_bytes: int = MAX_RING_BYTES,
     ) -> None:
         for name, value in (("max_connections", max_connections), ("max_per_address", max_per_address)):
             if not value > 0:
@@ -385,11 +406,14 @@ class LiveServer:
             raise ValueError(f"replay must be 0 or more, not {replay}")
         if max_frame < 1:
             raise ValueError(f"max_frame must be at least 1 byte, not {max_frame}")
+        if max_ring_bytes < 1:
+            raise ValueError(f"max_ring_bytes must be at least 1 byte, not {max_ring_bytes}")
         self.hub = hub_like
         self.auth = auth
         self.host = host
         self.port = port
         self.max_frame = max_frame
+        self.max_ring_bytes = max_ring_bytes
         self.replay = replay
         self.queue_size = queue_size
         self.allowed_origins = tuple(allowed_origins)
@@ -414,8 +438,11 @@ class LiveServer:
         # Shared with the dispatcher thread, under _lock: the ring and the counters.
         self._lock = threading.Lock()
         self._cap = replay + queue_size
+        # entries [seq, event, JSON text or None, bytes charged]
         self._ring: list[list[Any] | None] = [None] * self._cap
         self._seq = 0
+        self._kept_from = 1  # the lowest seq still in the ring (when any is)
+        self._ring_bytes = 0
         self._streaming = 0
         self._wake_pending = False
 
@@ -440,7 +467,7 @@ class LiveServer:
         self.stats: dict[str, int] = {
             "connections": 0, "connections_refused": 0, "auth_failures": 0, "origin_rejected": 0, "closed_slow": 0,
             "closed_revoked": 0, "closed_session_ended": 0, "frames_sent": 0, "requests": 0,
-            "requests_rejected": 0,
+            "requests_rejected": 0, "ring_evicted_for_bytes": 0,
         }
         auth.on_revoke(self.on_revoke)
         auth.on_session_end(self.on_session_end)
@@ -513,6 +540,12 @@ class LiveServer:
         """The sequence number of the latest event (0 before the first)."""
         return self._seq
 
+    @property
+    def ring_bytes(self) -> int:
+        """Bytes the ring's entries are charged now (estimated; <= ``max_ring_bytes``
+        unless its newest entry alone is bigger)."""
+        return self._ring_bytes
+
     def _run(self) -> None:
         """The server thread: run :meth:`_main` on a new event loop, then tear it down."""
         loop = asyncio.new_event_loop()
@@ -576,16 +609,25 @@ class LiveServer:
         """Number and keep one event; wake the stream clients (dispatcher thread).
 
         O(1) whatever the number of clients: one lock, one ring slot, at most one
-        thread-safe wake-up per burst. Never blocks, never raises.
+        thread-safe wake-up per burst; amortised O(1) evictions for the byte budget (each
+        entry is dropped once). Never blocks, never raises.
         """
         try:
             if not event.id:
                 # set here, on the thread that owns the event, not lazily by a pump
                 event.id = new_event_id()
+            size = _ENTRY_BYTES + event.approx_size()
             with self._lock:
                 self._seq += 1
                 seq = self._seq
-                self._ring[seq % self._cap] = [seq, event, None]
+                slot = seq % self._cap
+                old = self._ring[slot]
+                if old is not None:  # the count bound: seq - cap leaves
+                    self._ring_bytes -= old[3]
+                    self._kept_from = max(self._kept_from, old[0] + 1)
+                self._ring[slot] = [seq, event, None, size]
+                self._ring_bytes += size
+                self._evict_locked()
                 wake = self._streaming > 0 and not self._wake_pending
                 if wake:
                     self._wake_pending = True
@@ -595,6 +637,19 @@ class LiveServer:
                     loop.call_soon_threadsafe(self._on_wake)
         except Exception:
             log.exception("websocket listener failed on %r", event)
+
+    def _evict_locked(self) -> None:
+        """Drop the oldest entries while the ring is over ``max_ring_bytes``, the newest
+        excepted (with :attr:`_lock` held)."""
+        ring, cap = self._ring, self._cap
+        while self._ring_bytes > self.max_ring_bytes and self._kept_from < self._seq:
+            low = self._kept_from
+            entry = ring[low % cap]
+            if entry is not None and entry[0] == low:
+                ring[low % cap] = None
+                self._ring_bytes -= entry[3]
+                self.stats["ring_evicted_for_bytes"] += 1
+            self._kept_from = low + 1
 
     def publish_json(self, obj: Any) -> None:
         """Send a non-event message to every stream client, in order with the events.
@@ -642,9 +697,10 @@ class LiveServer:
         with self._lock:
             self._wake_pending = False
             last = self._seq
+            kept_from = self._kept_from
         for c in list(self._stream):
             behind = last - max(c.cursor - 1, c.attach_seq)
-            if behind > self.queue_size:
+            if behind > self.queue_size or c.cursor < kept_from:  # its next event was dropped
                 self._too_slow(c, behind)
             else:
                 c.wake.set()
@@ -721,7 +777,7 @@ class LiveServer:
         """Place the cursor and register ``c`` for wake-ups, atomically with the ring."""
         with self._lock:
             last = self._seq
-            c.cursor, gap = plan_replay(since, last, self.replay)
+            c.cursor, gap = plan_replay(since, last, self.replay, self._kept_from)
             c.attach_seq = last
             c.attached = True
             self._streaming += 1
@@ -754,19 +810,26 @@ class LiveServer:
             return out
 
     def _text(self, entry: list[Any]) -> str:
-        """The frame of a ring entry ``[seq, event, text]``, serialised on first use."""
-        if entry[2] is None:
+        """The frame of a ring entry ``[seq, event, text, bytes]``, serialised on first use
+        (and its length charged to the ring's byte budget while the entry is kept)."""
+        text: str | None = entry[2]
+        if text is None:
             seq, event = entry[0], entry[1]
             try:
                 d = event.to_dict(self.device_id)
                 d["seq"] = seq
-                entry[2] = dumps(d)
+                text = dumps(d)
             except (TypeError, ValueError, RecursionError) as e:
                 log.error("event %r cannot be serialised: %s", event, e)
-                entry[2] = dumps({"type": "event", "seq": seq, "id": event.id,
-                                  "args": {"type": event.type.wire_name},
-                                  "error": f"event not serialisable: {type(e).__name__}"})
-        text: str = entry[2]
+                text = dumps({"type": "event", "seq": seq, "id": event.id,
+                              "args": {"type": event.type.wire_name},
+                              "error": f"event not serialisable: {type(e).__name__}"})
+            entry[2] = text
+            with self._lock:
+                if self._ring[seq % self._cap] is entry:
+                    entry[3] += len(text)
+                    self._ring_bytes += len(text)
+                    self._evict_locked()
         return text
 
     async def _pump(self, c: _Client) -> None:

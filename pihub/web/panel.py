@@ -23,8 +23,8 @@ Routes:
 * ``GET /panel/devices`` (``read``): :meth:`pihub.hub.Hub.describe_devices`.
 * ``GET /panel/hooks`` (``read``): :meth:`pihub.hub.Hub.describe_hooks`.
 * ``GET /events/<id>/trace`` (``read``): :meth:`pihub.hub.Hub.trace`, the hook trace
-  ``pihub replay`` prints, for one of the last ``http.websocket_replay`` events; 404 when
-  it is not kept, 400 for an id that is not 1 to 64 hex digits.
+  ``pihub replay`` prints, for one of the last ``http.websocket_replay`` events (fewer when
+  they hold more than ``http.websocket_replay_bytes``); 404 when it is not kept, 400 for an id that is not 1 to 64 hex digits.
 * ``GET /dashboard/<name>``: a dashboard's page (:mod:`pihub.web.dashboards`; no
   credential: it holds no data), and ``GET /panel/dashboards/<name>`` (``read``): its
   rows, title, and for each carousel the URLs of its folder's images (``/resources/...``).
@@ -242,7 +242,7 @@ class _Panel:
         found = self.hub.trace(event_id.lower())
         if found is None:
             raise error_response(404, f"event {event_id} is not among the recent events kept for tracing "
-                                      "(http.websocket_replay)")
+                                      "(http.websocket_replay events, http.websocket_replay_bytes bytes)")
         return json_response(found, headers={"Cache-Control": "no-store"})
 
     def dashboard_page(self, name: str) -> bottle.HTTPResponse:

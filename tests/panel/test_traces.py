@@ -35,6 +35,55 @@ def test_the_ring_keeps_the_last_capacity_events() -> None:
     assert [traces.trace(e.id, explain_none, "dev") is None for e in events] == [True, True, False, False, False]
 
 
+def test_max_bytes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="trace max_bytes must be >= 1 byte, not 0"):
+        LiveTraces(3, max_bytes=0)
+
+
+BIG = 200 << 10  # an attacker's event: a 200 KiB string (an MQTT payload, a posted event)
+
+
+def test_big_events_leave_past_the_byte_budget_as_if_by_count() -> None:
+    budget = 1 << 20
+    traces = LiveTraces(1000, max_bytes=budget)
+    events = [Event.of("CustomEvent", "t", blob="x" * BIG) for _ in range(20)]
+    for e in events:
+        traces.listener(e)
+        traces.charge(e)  # as the hub registers it: an observer, after the hooks
+        assert traces.bytes <= budget
+    kept = [traces.trace(e.id, explain_none, "dev") is not None for e in events]
+    n = kept.count(True)
+    assert 1 <= n < 10 and kept == [False] * (20 - n) + [True] * n  # the oldest left first
+    assert traces.evicted_for_bytes == 20 - n  # None: the panel's 404, as for one gone by count
+
+
+def test_small_events_are_kept_up_to_the_count_bound() -> None:
+    traces = LiveTraces(100, max_bytes=1 << 20)
+    events = [Event.of("GPIOEvent", "t", pin=i % 40, value=1) for i in range(300)]
+    for e in events:
+        traces.listener(e)
+        traces.charge(e)
+    assert traces.evicted_for_bytes == 0
+    assert [traces.trace(e.id, explain_none, "dev") is not None for e in events] == [False] * 200 + [True] * 100
+
+
+def test_big_action_outputs_count_towards_the_budget() -> None:
+    budget = 1 << 20
+    traces = LiveTraces(1000, max_bytes=budget)
+    events = [Event.of("CustomEvent", "t", n=i) for i in range(20)]
+    for e in events:  # small events whose hook's action answers 200 KiB
+        traces.listener(e)
+        prev = traces.begin("h", e)
+        traces.action_done(traces.action_started("shell.exec", {"cmd": "cat big"}), Response(output="y" * BIG))
+        traces.end(prev, Response())
+        traces.charge(e)
+        assert traces.bytes <= budget
+    assert traces.evicted_for_bytes > 10
+    assert traces.trace(events[0].id, explain_none, "dev") is None
+    last = traces.trace(events[-1].id, lambda e: ([FakeHook("h")], {}), "dev")
+    assert last is not None and last["actions"][0]["output"] == "y" * BIG
+
+
 def test_a_hook_run_records_its_actions_and_unshown_errors() -> None:
     traces = LiveTraces(10, clock=lambda: 1234.5)
     event = Event.of("CustomEvent", "t")
@@ -114,7 +163,7 @@ procedure.twice(who):
   - action: variable.set
     args: {last: "${who}"}
 """, start=False)
-    hub.dispatcher.add_listener(hub.traces.listener)  # as serving the web does
+    hub.dispatcher.add_listener(hub.traces.listener, before_hooks=True)  # as serving the web does
     hub.start(serve_web=False)
     event = Event.of("CustomEvent", "test", subtype="hello", who="ada")
     assert hub.publish(event) and hub.flush()

@@ -225,10 +225,17 @@ def events_of(frames: list[str]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------ pure parts
-@given(since=st.one_of(st.none(), st.integers(0, 60)), last=st.integers(0, 50), replay=st.integers(0, 20))
-def test_plan_replay_delivers_exactly_what_the_ring_holds(since: int | None, last: int, replay: int) -> None:
-    first, gap = plan_replay(since, last, replay)
-    ring = list(range(max(1, last - replay + 1), last + 1))
+@given(since=st.one_of(st.none(), st.integers(0, 60)), last=st.integers(0, 50), replay=st.integers(0, 20),
+       kept_from=st.one_of(st.none(), st.integers(1, 50)))
+def test_plan_replay_delivers_exactly_what_the_ring_holds(since: int | None, last: int, replay: int,
+                                                           kept_from: int | None) -> None:
+    if kept_from is None:  # nothing dropped for the byte budget
+        first, gap = plan_replay(since, last, replay)
+        kept_from = 1
+    else:  # the oldest dropped for the byte budget; the newest is always kept
+        kept_from = min(kept_from, max(last, 1))
+        first, gap = plan_replay(since, last, replay, kept_from)
+    ring = list(range(max(1, last - replay + 1, kept_from), last + 1))
     delivered = list(range(first, last + 1))
     if since is None:
         assert delivered == [] and gap is None
@@ -517,6 +524,80 @@ def test_since_from_an_earlier_run_replays_the_ring(make_live: MakeLive, open_ws
                  additional_headers={"Authorization": "Bearer tok-read"})
     assert [recv_json(ws)["seq"] for _ in range(3)] == [1, 2, 3]
     ws.close()
+
+
+# ------------------------------------------------ the ring's memory bound
+BIG = 200 << 10  # an attacker's event: a 200 KiB string (an MQTT payload, a posted event)
+
+
+def test_big_events_are_dropped_past_the_byte_budget_and_replayed_as_a_gap(
+    make_live: MakeLive, open_ws: OpenWs,
+) -> None:
+    budget = 1 << 20
+    server = make_live(replay=100, queue_size=64, max_ring_bytes=budget)
+    for pin in range(20):  # 20 x 200 KiB: 4 MiB, under the count bound of 164 entries
+        server.listener(gpio(pin, blob="x" * BIG))
+        assert server.ring_bytes <= budget
+    evicted = server.stats["ring_evicted_for_bytes"]
+    assert 10 <= evicted < 20
+    ws = open_ws(server)
+    login(ws, since=0)
+    assert recv_json(ws) == {"type": "gap", "from": 1, "to": evicted}
+    got = [recv_json(ws) for _ in range(20 - evicted)]
+    assert [m["seq"] for m in got] == list(range(evicted + 1, 21))
+    assert all(m["args"]["blob"] == "x" * BIG for m in got)
+    # their JSON texts are charged too: made for this client, kept for the next ones
+    assert server.ring_bytes <= budget
+    ws.close()
+
+
+def test_small_events_are_still_kept_up_to_the_count_bound(make_live: MakeLive, open_ws: OpenWs) -> None:
+    server = make_live(replay=100, queue_size=64, max_ring_bytes=1 << 20)
+    for pin in range(300):
+        server.listener(gpio(pin))
+    assert server.stats["ring_evicted_for_bytes"] == 0
+    ws = open_ws(server)
+    login(ws, since=0)
+    assert recv_json(ws) == {"type": "gap", "from": 1, "to": 200}
+    assert [recv_json(ws)["seq"] for _ in range(100)] == list(range(201, 301))
+    ws.close()
+
+
+def test_a_client_whose_next_event_is_dropped_for_bytes_is_closed_too_slow(
+    make_live: MakeLive, open_ws: OpenWs,
+) -> None:
+    # the count bounds are far away: only the byte budget can leave the stalled client behind
+    server = make_live(replay=1000, queue_size=1000, max_ring_bytes=1 << 20)
+    stalled = _raw_stalled_client(server.port, "tok-other")
+    good = open_ws(server)
+    login(good)
+    assert wait_for(lambda: server.client_count() == 2)
+    received: list[int] = []
+    pin = 0
+    while server.stats["closed_slow"] == 0 and pin < 200:
+        server.listener(gpio(pin, blob="x" * BIG))
+        pin += 1
+        received.append(recv_json(good)["seq"])  # the reading client keeps up, one by one
+    assert server.stats["closed_slow"] == 1 and server.stats["ring_evicted_for_bytes"] > 0
+    assert wait_for(lambda: server.client_count() == 1, timeout=10.0)
+    assert received == list(range(1, pin + 1))
+    stalled.close()
+    good.close()
+
+
+def test_the_ring_budget_comes_from_the_http_config(make_hub: Callable[..., Any]) -> None:
+    hub = make_hub("""
+        http: {port: 0, websocket_port: 0, websocket_replay_bytes: 1048576}
+        mock: {}
+    """)
+    assert hub.live is not None and hub.live.max_ring_bytes == 1 << 20
+    assert hub.traces.max_bytes == 1 << 20
+    hub.stop()
+
+
+def test_the_ring_budget_must_be_positive(hub: FakeHub, auth: FakeAuth) -> None:
+    with pytest.raises(ValueError, match="max_ring_bytes must be at least 1 byte, not 0"):
+        LiveServer(hub, auth, max_ring_bytes=0)
 
 
 def test_client_posts_an_event_with_control_scope_only(
