@@ -488,6 +488,11 @@ class Event:
     timestamp: float = field(default_factory=time.time)
     #: set by :meth:`pihub.hub.Hub.webhook`: who is waiting for this event's answer.
     reply: Reply | None = field(default=None, repr=False, compare=False)
+    #: bytes of the message it was decoded from, when it came over a wire (an MQTT payload,
+    #: a request body, a websocket or TCP message; 0 otherwise): :meth:`approx_size` never
+    #: answers less, since sampling may miss where a hostile message put its bulk, while
+    #: what JSON decodes to takes at least as many bytes as its text.
+    wire_size: int = field(default=0, repr=False, compare=False)
     #: :meth:`approx_size`'s answer once asked (-1 before).
     _size: int = field(default=-1, init=False, repr=False, compare=False)
 
@@ -511,12 +516,13 @@ class Event:
 
     def approx_size(self) -> int:
         """About how many bytes this event keeps alive: :func:`approx_size` of its args plus
-        the event object's own, in bounded work. Worked out at the first call and cached:
-        the rings that keep events charge it when they take one, so a later change of
-        ``args`` is not counted."""
+        the event object's own, in bounded work, and never less than :attr:`wire_size`.
+        Worked out at the first call and cached: the rings that keep events charge it when
+        they take one, so a later change of ``args`` is not counted."""
         size = self._size
         if size < 0:
-            size = self._size = _EVENT_BYTES + len(self.source) + _approx(self.args, APPROX_DEPTH, [APPROX_VISITS])
+            args = max(_approx(self.args, APPROX_DEPTH, [APPROX_VISITS]), self.wire_size)
+            size = self._size = _EVENT_BYTES + len(self.source) + args
         return size
 
     def context(self) -> dict[str, Any]:

@@ -98,7 +98,9 @@ class RequestGate:
                 ``control`` scope, or ``trusted``), whatever becomes of the message then:
                 how a channel learns that a connection has authenticated.
         """
+        wire_size = 0
         if isinstance(message, (bytes, bytearray, str)):
+            wire_size = len(message)
             try:
                 decoded = loads(message)
             except MessageError as e:
@@ -119,7 +121,7 @@ class RequestGate:
             on_accepted()
         body = {k: v for k, v in decoded.items() if k != "token"}
         try:
-            parsed = parse(body, default_origin=channel)
+            parsed = parse(body, default_origin=channel, wire_size=wire_size)
         except MessageError as e:
             return self._error(msg_id, channel, str(e))
         if isinstance(parsed, Event):

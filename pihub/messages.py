@@ -66,12 +66,14 @@ class Response:
         }
 
 
-def parse(message: str | bytes | dict[str, Any], *, default_origin: str = "") -> Request | Event:
+def parse(message: str | bytes | dict[str, Any], *, default_origin: str = "", wire_size: int = 0) -> Request | Event:
     """Parse a request or event envelope.
 
     Args:
         message: JSON text or an already decoded dict.
         default_origin: origin to record when the message has none (``http``...).
+        wire_size: bytes of the text a dict ``message`` was decoded from (for text, its
+            length is taken): an event's :attr:`~pihub.events.Event.wire_size`.
 
     Raises:
         MessageError: for text that :func:`loads` refuses, a non-object, an unknown ``type``, a
@@ -80,6 +82,7 @@ def parse(message: str | bytes | dict[str, Any], *, default_origin: str = "") ->
             type and the value (shortened) are named.
     """
     if isinstance(message, (bytes, str)):
+        wire_size = wire_size or len(message)
         try:
             message = loads(message)
         except MessageError as e:
@@ -115,7 +118,7 @@ def parse(message: str | bytes | dict[str, Any], *, default_origin: str = "") ->
         except KeyError as e:
             raise MessageError(str(e)) from None
         return Event(et, args, time.monotonic_ns(), str(message.get("origin") or default_origin),
-                     str(message.get("id") or ""))
+                     str(message.get("id") or ""), wire_size=wire_size)
     raise MessageError(f"message type must be 'request' or 'event', not {shorten(kind)}")
 
 

@@ -68,3 +68,23 @@ def test_wide_and_deep_nesting_is_bounded_in_work(calls: list[int]) -> None:
         deep = [deep]
     assert approx_size(deep) > 0
     assert 0 < len(calls) <= MAX_CALLS
+
+
+def _hidden_bulk(n: int = 1000, big: int = 50_000) -> list[Any]:
+    """A list whose large items sit where an even sample of APPROX_SAMPLE never looks."""
+    sampled = {i * n // APPROX_SAMPLE for i in range(APPROX_SAMPLE)}
+    return [0 if i in sampled else "z" * big for i in range(n)]
+
+
+def test_bulk_hidden_from_the_sample_is_still_charged_by_its_wire_size() -> None:
+    # Attack: an MQTT payload (or request body) shaped so the sample sees only small items
+    from pihub.messages import dumps, parse
+
+    hidden = _hidden_bulk(20)  # 12 of 20 items are 50 kB strings, none of them sampled
+    assert approx_size(hidden) < 10_000  # what sampling alone would charge
+    text = dumps({"type": "event", "args": {"type": "CustomEvent", "subtype": "x", "blob": hidden}})
+    event = parse(text, default_origin="mqtt")
+    assert isinstance(event, Event) and event.wire_size == len(text)
+    assert event.approx_size() >= len(text) >= 12 * 50_000
+    decoded = parse({"type": "event", "args": {"type": "CustomEvent", "blob": hidden}}, wire_size=len(text))
+    assert isinstance(decoded, Event) and decoded.approx_size() >= len(text)

@@ -690,7 +690,8 @@ class MqttBackend(RequestChannel):
         with self._lock:
             self._counts["messages"] += 1
         self._publish(Event(_MESSAGE_EVENT, {"host": self.host, "port": self.port, "topic": msg.topic,
-                                             "msg": decode_payload(msg.payload)}, time.monotonic_ns(), self.name))
+                                             "msg": decode_payload(msg.payload)}, time.monotonic_ns(), self.name,
+                            wire_size=len(msg.payload)))
 
     def _publish(self, event: Event) -> None:
         emit = self._emit

@@ -274,7 +274,7 @@ class _Api:
             raise error_response(400, f"the message must be a JSON object, not {json_kind(message)}",
                                  "INVALID_MESSAGE")
         try:
-            parsed = parse(message, default_origin="http")
+            parsed = parse(message, default_origin="http", wire_size=len(self.ctx.body()))
         except MessageError as e:
             raise error_response(400, str(e), "INVALID_MESSAGE") from None
         if isinstance(parsed, Request):

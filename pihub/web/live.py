@@ -1064,7 +1064,7 @@ class LiveServer:
                     await self._send_error(c, 403, "control scope required to post events")
                     continue
                 try:
-                    event = parse(msg, default_origin="websocket")
+                    event = parse(msg, default_origin="websocket", wire_size=len(raw))
                 except MessageError as e:
                     await self._send_error(c, 400, str(e))
                     continue

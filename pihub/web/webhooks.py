@@ -154,6 +154,7 @@ class Webhooks:
         event = Event.of("WebhookEvent", source="http", hook=name,
                          method=environ.get("REQUEST_METHOD", "GET").upper(), args=args,
                          data=self._data(), headers=_request_headers(environ, drop))
+        event.wire_size = len(ctx.body())  # its bulk, however its JSON hides it from approx_size
         reply = ctx.hub.webhook(event, timeout=self.timeout)
         if reply is None:
             ctx.count_webhook("unmatched")

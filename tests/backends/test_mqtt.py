@@ -125,6 +125,8 @@ def test_listener_messages_become_events_json_decoded_when_json(broker, backends
         ("MQTTMessageEvent", {"host": "127.0.0.1", "port": broker.port, "topic": "test/other", "msg": 42}),
     ]
     assert all(e.source == "mqtt" for e in rec.events)
+    # the payload's length is what the event rings charge at least (pihub.events.Event.wire_size)
+    assert [e.wire_size for e in rec.events] == [29, 9, 3, 2]
 
 
 def test_oversized_and_deeply_nested_messages_do_not_break_the_reader(broker, backends):
