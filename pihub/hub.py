@@ -744,7 +744,8 @@ class Hub:
                            pool.rejected),
             websocket_clients=self._web_clients_or_zero(),
             connections_refused=self._connections_refused(),
-            regex_timeouts=_regex_timeouts())
+            regex_timeouts=_regex_timeouts(),
+            recent_events=self._recent_events())
 
     def _web_clients_or_zero(self) -> int:
         try:
@@ -761,6 +762,15 @@ class Hub:
             out["websocket"] = int(self.live.stats.get("connections_refused", 0))
         return out
 
+    def _recent_events(self) -> dict[str, tuple[int, int]]:
+        """``(bytes kept by estimate, events dropped for the byte budget)`` per ring of
+        recent events: ``traces``, and ``websocket`` when it runs."""
+        out = {"traces": (self.traces.bytes, self.traces.evicted_for_bytes)}
+        live = self.live
+        if live is not None:
+            out["websocket"] = (int(live.ring_bytes), int(live.stats.get("ring_evicted_for_bytes", 0)))
+        return out
+
     def status(self) -> dict[str, Any]:
         """The JSON-able state of the daemon (``GET /status``, read scope).
 
@@ -771,8 +781,10 @@ class Hub:
         the reason), ``bus`` (``published``, ``dropped``, ``depth`` in all, and per
         ``producers``), ``hooks`` (``defined``, ``fired``, ``dropped``, ``regex_timeouts``), ``dispatcher``
         (``events``, ``batches``, ``overflow_reports``), ``pool``, ``procedures`` (names)
-        ``websocket_clients`` and ``connections_refused`` (per server, ``http`` and
-        ``websocket``: connections closed at accept because a limit was reached).
+        ``websocket_clients``, ``connections_refused`` (per server, ``http`` and
+        ``websocket``: connections closed at accept because a limit was reached) and
+        ``recent_events`` (per ring, ``traces`` and ``websocket``: ``bytes`` kept by
+        estimate and events ``evicted_for_bytes`` by ``http.websocket_replay_bytes``).
         """
         m = self.metrics()
         started_at = self._started_at
@@ -800,6 +812,8 @@ class Hub:
             "procedures": sorted(self.procedures),
             "websocket_clients": m.websocket_clients,
             "connections_refused": dict(m.connections_refused),
+            "recent_events": {ring: {"bytes": kept, "evicted_for_bytes": evicted}
+                              for ring, (kept, evicted) in m.recent_events.items()},
         }
 
 
@@ -855,6 +869,8 @@ class HubMetrics:
             (``http``, ``websocket``; a server that does not run is absent).
         regex_timeouts: regular-expression matches of conditions given up after
             :data:`pihub.engine.conditions.MATCH_TIMEOUT` (no match), in this process.
+        recent_events: per ring of recent events (``traces``, ``websocket``), the bytes
+            it keeps by estimate and the events it dropped for its byte budget.
     """
 
     device_id: str
@@ -866,3 +882,4 @@ class HubMetrics:
     websocket_clients: int
     connections_refused: Mapping[str, int] = field(default_factory=dict)
     regex_timeouts: int = 0
+    recent_events: Mapping[str, tuple[int, int]] = field(default_factory=dict)

@@ -425,6 +425,22 @@ def test_connections_refused_at_accept_are_in_metrics_and_status(make_hub):
     assert hub.status()["connections_refused"] == {"http": 1, "websocket": 1}
 
 
+def test_events_dropped_for_the_byte_budget_are_in_metrics_and_status(make_hub):
+    from pihub.events import Event
+    from pihub.web.metrics import render
+
+    hub = make_hub("http: {port: 0, websocket_port: 0, websocket_replay_bytes: 65536}\nmock: {}\n")
+    for _ in range(8):  # 8 x 20 kB against 64 KiB: each ring drops its oldest
+        assert hub.publish(Event.of("CustomEvent", "test", subtype="big", blob="b" * 20_000))
+    assert hub.flush()
+    rings = hub.status()["recent_events"]
+    assert set(rings) == {"traces", "websocket"}
+    for ring in rings.values():
+        assert 20_000 < ring["bytes"] <= 65536 and ring["evicted_for_bytes"] >= 4
+    text = render(hub.metrics(), {}, {})
+    assert f'pihub_recent_events_evicted_total{{ring="traces"}} {rings["traces"]["evicted_for_bytes"]}' in text
+
+
 def test_status_reports_uptime_on_the_hubs_clock_and_every_backend(write_config, load_config):
     from pihub.clock import ManualClock
     from pihub.hub import Hub

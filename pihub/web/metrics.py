@@ -131,6 +131,11 @@ def render(m: Any, http_statuses: Mapping[int, int], webhooks: Mapping[str, int]
     out.add("pihub_websocket_clients", "gauge", "websocket clients connected", [({}, m.websocket_clients)])
     out.add("pihub_connections_refused_total", "counter", "connections closed at accept by a limit, by server",
             [({"server": k}, v) for k, v in sorted(m.connections_refused.items())])
+    out.add("pihub_recent_events_bytes", "gauge", "bytes the recent events keep (estimated), by ring",
+            [({"ring": k}, kept) for k, (kept, _) in sorted(m.recent_events.items())])
+    out.add("pihub_recent_events_evicted_total", "counter",
+            "recent events dropped for the byte budget (http.websocket_replay_bytes), by ring",
+            [({"ring": k}, evicted) for k, (_, evicted) in sorted(m.recent_events.items())])
     rss = _rss_bytes()
     if rss is not None:
         out.add("process_resident_memory_bytes", "gauge", "resident set size, in bytes", [({}, rss)])
