@@ -241,13 +241,19 @@ def _encode(name: str, value: Any) -> str:
 
 
 def _check_name(name: Any) -> str:
-    """Return ``name`` if it is a non-empty str.
+    """Return ``name`` if it is a non-empty str that is valid UTF-8 text.
 
     Raises:
-        ValueError: otherwise.
+        ValueError: otherwise, showing the name shortened (lone surrogates, from bytes that
+            were not UTF-8, cannot be stored: SQLite keeps UTF-8).
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"variable name must be a non-empty str, not {name!r}")
+        raise ValueError(f"variable name must be a non-empty str, not {shorten(name, 60)}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"variable name {shorten(name, 60)} is not valid UTF-8 text (it holds undecodable "
+                         f"bytes)") from None
     return name
 
 

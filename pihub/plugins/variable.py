@@ -77,7 +77,10 @@ class VariablePlugin(Plugin):
             return self._store.get_variables()
         if not name:
             raise ActionError("name must be a non-empty str, not ''")
-        return {name: self._store.get_variables([name]).get(name, fallback)}
+        try:
+            return {name: self._store.get_variables([name]).get(name, fallback)}
+        except ValueError as e:  # a name the store cannot hold (not UTF-8 text)
+            raise ActionError(str(e)) from None
 
     @action
     def set(self, **values: Any) -> dict[str, Any]:
@@ -96,9 +99,9 @@ class VariablePlugin(Plugin):
         to_unset = [n for n, v in values.items() if v is None]
         try:
             changed = self._store.set_variables(to_set)
+            removed = self._store.unset_variables(to_unset) if to_unset else []
         except ValueError as e:
             raise ActionError(str(e)) from None
-        removed = self._store.unset_variables(to_unset) if to_unset else []
         self._changed({n: to_set[n] for n in changed} | dict.fromkeys(removed))
         return values
 

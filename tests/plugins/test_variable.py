@@ -128,6 +128,15 @@ def test_a_value_that_is_not_utf8_names_the_variable_and_writes_nothing(hub: Hub
     assert hub.changes() == []
 
 
+def test_a_name_that_is_not_utf8_is_an_error_naming_it_in_every_action(hub: Hub) -> None:
+    name = "last\udfff"  # a key decoded from bytes that were not UTF-8
+    said = "variable name 'last\\udfff' is not valid UTF-8 text (it holds undecodable bytes)"
+    for action, args in (("variable.get", {"name": name}), ("variable.set", {name: 1}),
+                         ("variable.set", {name: None}), ("variable.unset", {"name": name})):
+        assert hub.run(action, args).errors == [f"{action}: {said}"], action
+    assert hub.run("variable.get").output == {}
+
+
 def test_set_needs_values(hub: Hub) -> None:
     assert hub.run("variable.set", {}).errors[0].startswith("variable.set: no variables given")
     assert hub.run("variable.set", 5).errors[0].startswith("variable.set: takes no positional arguments")
