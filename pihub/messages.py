@@ -119,7 +119,7 @@ def parse(message: str | bytes | dict[str, Any], *, default_origin: str = "", wi
             raise MessageError(str(e)) from None
         return Event(et, args, time.monotonic_ns(), str(message.get("origin") or default_origin),
                      str(message.get("id") or ""), wire_size=wire_size)
-    raise MessageError(f"message type must be 'request' or 'event', not {shorten(kind)}")
+    raise MessageError(f"message type must be 'request' or 'event', not {json_kind(kind, show=True)}")
 
 
 class Encoder(json.JSONEncoder):
@@ -160,19 +160,25 @@ def loads(text: str | bytes) -> Any:
     webhook, a replayed line. Numbers are read as :data:`FINITE_JSON` reads them.
 
     Args:
-        text: the document; bytes must be UTF-8.
+        text: the document; bytes must be UTF-8 (RFC 8259 for JSON on a network), and a
+            leading byte order mark is ignored, as RFC 8259 allows.
 
     Raises:
         MessageError: a fragment to follow "the body is" / "message is": ``not UTF-8
-            text``, ``not valid JSON: <what> at line L column C`` (positions only, never
+            text`` (naming UTF-16 or UTF-32 when it is that), ``not valid JSON: <what> at line L column C`` (positions only, never
             the document's text), ``nested too deeply to decode (...)``, or ``not valid JSON: a
             number has more than N digits``.
     """
     if isinstance(text, (bytes, bytearray, memoryview)):
+        raw = bytes(text)
         try:
-            text = bytes(text).decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise MessageError("not UTF-8 text") from None
+            other = json.detect_encoding(raw)
+            raise MessageError("not UTF-8 text" + (f" (it is {other.upper()}: send JSON as UTF-8)"
+                                                   if other != "utf-8" else "")) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
     try:
         return FINITE_JSON.decode(text)
     except json.JSONDecodeError as e:
@@ -187,10 +193,18 @@ def loads(text: str | bytes) -> Any:
 
 def json_kind(value: Any, *, show: bool = False) -> str:
     """The JSON type name of a decoded value: ``an object``, ``an array``, ``a string``...;
-    with ``show``, followed by the value itself, shortened: ``a string ('B...')``."""
+    with ``show``, followed by a scalar itself, shortened (``a string ('B...')``), or a
+    container's size (``an object of 3 keys``): its contents are not echoed, since they
+    may hold a credential."""
     kind = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-    return f"{kind} ({shorten(value)})" if show and value is not None else kind
+    if not show or value is None:
+        return kind
+    if isinstance(value, dict):
+        return f"{kind} of {len(value)} key{'' if len(value) == 1 else 's'}"
+    if isinstance(value, list):
+        return f"{kind} of {len(value)} item{'' if len(value) == 1 else 's'}"
+    return f"{kind} ({shorten(value)})"
 
 
 def dumps(obj: Any) -> str:

@@ -115,22 +115,28 @@ class LongLine:
 
 
 def read_lines(stream: BinaryIO, cap: int = MAX_LINE_BYTES) -> Iterator[bytes | LongLine]:
-    """The lines of a binary ``stream``, one item per line, in at most ``cap + 1`` bytes of memory.
+    """The lines of a binary ``stream``, one item per line, in at most ``cap + 2`` bytes of memory.
+
+    A line ends with ``\n`` (or ``\r\n``), or at the end of the stream; a lone ``\r`` does
+    not end one.
 
     Args:
         stream: read with ``readline(size)`` (a buffered binary file, ``sys.stdin.buffer``).
-        cap: the longest line yielded, in bytes, its newline excluded.
+        cap: the longest line yielded, in bytes, its terminator excluded.
 
     Yields:
         Each line's bytes (with its terminator), or a :class:`LongLine` for a line longer
         than ``cap``: that line is read in chunks of ``cap`` bytes and thrown away.
     """
-    while line := stream.readline(cap + 1):  # cap + 1 bytes without a "\n": a longer line
-        if line.endswith(b"\n") or len(line) <= cap:
+    while line := stream.readline(cap + 2):  # room for the longest line and its "\r\n"
+        ended = line.endswith(b"\n")
+        body = len(line) - (2 if line.endswith(b"\r\n") else 1 if ended else 0)
+        if body <= cap:
             yield line
             continue
-        while (rest := stream.readline(cap)) and not rest.endswith(b"\n"):
-            pass
+        if not ended:
+            while (rest := stream.readline(cap)) and not rest.endswith(b"\n"):
+                pass
         yield LongLine(cap)
 
 

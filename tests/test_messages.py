@@ -48,6 +48,10 @@ def test_finite_json_reads_the_constants_python_accepts_as_none():
 
 
 # -------------------------------------------------- reading what comes from outside
+def test_loads_ignores_a_byte_order_mark_as_rfc_8259_allows():
+    assert loads(b'\xef\xbb\xbf{"v": 1}') == loads('\ufeff{"v": 1}') == {"v": 1}
+
+
 def test_loads_reads_every_number_finite_from_text_and_bytes():
     for doc in ('{"a": NaN, "b": 1e999, "c": -Infinity, "d": 1.5}', b'{"a": NaN, "b": 1e999, "c": -Infinity, "d": 1.5}'):
         assert loads(doc) == {"a": None, "b": None, "c": None, "d": 1.5}
@@ -55,6 +59,7 @@ def test_loads_reads_every_number_finite_from_text_and_bytes():
 
 @pytest.mark.parametrize(("doc", "said"), [
     (b'{"a": "\xff"}', "not UTF-8 text"),
+    ('{"a": 1}'.encode("utf-16"), "not UTF-8 text (it is UTF-16: send JSON as UTF-8)"),
     ('{"secret-token-abc": ', "not valid JSON: Expecting value at line 1 column 22"),
     ("[" * 100_000 + "]" * 100_000, "nested too deeply to decode (at most about"),
     ('{"n": ' + "9" * 5000 + "}", "not valid JSON: a number has more than"),
@@ -68,7 +73,8 @@ def test_loads_refuses_bad_documents_naming_why_without_echoing_them(doc, said):
 
 @pytest.mark.parametrize(("message", "said"), [
     ('"x"', "message must be a JSON object, not a string ('x')"),
-    ("[1, 2]", "message must be a JSON object, not an array ([1, 2])"),
+    ("[1, 2]", "message must be a JSON object, not an array of 2 items"),
+    ({"type": {"token": "S3CRET-never-echoed"}}, "message type must be 'request' or 'event', not an object of 1 key"),
     ("null", "message must be a JSON object, not null"),
     ({"type": "event"}, "event has no 'args' (a JSON object)"),
     ({"type": "event", "args": "B" * 10_000}, "event 'args' must be a JSON object, not a string ('BBB"),
@@ -76,7 +82,7 @@ def test_loads_refuses_bad_documents_naming_why_without_echoing_them(doc, said):
     ({"type": "event", "args": {"type": 17}}, "event 'type' must be a string (an event type name such as "
                                               "'GPIOEvent'), not a number (17)"),
     ({"type": "event", "args": {"type": "A" * 10_000}}, "unknown event type 'AAA"),
-    ({"type": "C" * 10_000}, "message type must be 'request' or 'event', not 'CCC"),
+    ({"type": "C" * 10_000}, "message type must be 'request' or 'event', not a string ('CCC"),
 ])
 def test_parse_names_the_bad_value_and_its_json_type_shortly(message, said):
     with pytest.raises(MessageError) as e:

@@ -302,7 +302,7 @@ class _EndlessLine:
 
 def test_a_line_longer_than_the_cap_is_read_in_bounded_chunks_and_skipped() -> None:
     cap = 1000
-    stream = _EndlessLine(b"before\n", 50_000_000, b"after\n", most=cap + 1)
+    stream = _EndlessLine(b"before\n", 50_000_000, b"after\n", most=cap + 2)
     assert list(read_lines(stream, cap)) == [b"before\n", LongLine(cap), b"after\n"]  # type: ignore[arg-type]
 
 
@@ -310,6 +310,8 @@ def test_a_line_longer_than_the_cap_is_read_in_bounded_chunks_and_skipped() -> N
     (b"a" * 10 + b"\n" + b"b" * 10, [b"a" * 10 + b"\n", b"b" * 10]),  # the cap itself, with and without "\n"
     (b"a" * 11 + b"\n" + b"b" * 11, [LongLine(10), LongLine(10)]),  # one byte over
     (b"a" * 25 + b"\r\n\n", [LongLine(10), b"\n"]),
+    (b"a" * 10 + b"\r\n" + b"b" * 10 + b"\n", [b"a" * 10 + b"\r\n", b"b" * 10 + b"\n"]),  # "\r\n" is not counted
+    (b"a" * 11 + b"\r\n" + b"c\n", [LongLine(10), b"c\n"]),
 ])
 def test_the_line_cap_counts_the_bytes_before_the_newline(data: bytes, expected: list[Any]) -> None:
     assert list(read_lines(io.BytesIO(data), 10)) == expected
@@ -325,13 +327,13 @@ def test_an_overlong_line_is_an_error_naming_the_cap(write_config, load_config) 
 
 @pytest.mark.parametrize(("line", "said"), [
     ('"x"', ["must be a JSON object, not a string ('x')"]),
-    ("[1, 2]", ["must be a JSON object, not an array ([1, 2])"]),
+    ("[1, 2]", ["must be a JSON object, not an array of 2 items"]),
     ("null", ["must be a JSON object, not null"]),
     ('{"type": "event"}', ["event has no 'args'"]),
     ('{"type": "event", "args": "' + "B" * 10_000 + '"}', ["'args' must be a JSON object, not a string ('BBB"]),
     ('{"type": 17, "pin": 1}', ["'type' must be a string", "not a number (17)"]),
-    ('{"type": "event", "args": {"type": [1]}}', ["'type' must be a string", "not an array ([1])"]),
-    ('{"type": {"a": 1}}', ["'type' must be a string", "not an object ({'a': 1})"]),
+    ('{"type": "event", "args": {"type": [1]}}', ["'type' must be a string", "not an array of 1 item"]),
+    ('{"type": {"a": 1}}', ["'type' must be a string", "not an object of 1 key"]),
     ('{"type": "event", "args": {"pin": 1}}', ["event args have no 'type'"]),
     ('{"type": "' + "A" * 10_000 + '"}', ["unknown event type 'AAA"]),
 ])
