@@ -168,7 +168,9 @@ _JACK_BATCH: Final = 64
 #: reports only on stderr; pihub cannot count it, so the reader empties it every pass.
 INPUT_QUEUE: Final = 4096
 #: MIDI bytes an input's backlog holds at most (besides ``input_buffer`` messages), so
-#: sysex waiting there stays bounded: about 8 MiB of Python lists when full
+#: sysex waiting there stays bounded (8 MiB of Python int lists when full). Short messages
+#: cost ~130 bytes each whatever their MIDI size: ``input_buffer`` bounds those (2 MiB at
+#: its default, 8.5 MiB at its largest)
 BACKLOG_BYTES: Final = 1 << 20
 _LOG_BURST: Final = 1  # dropped-input and oversize warnings logged per window...
 _LOG_WINDOW: Final = 10.0  # ...of this many seconds of the clock; the rest are counted
@@ -376,7 +378,7 @@ _SCHEMA_FIELDS: dict[str, Field] = {
                            doc="seconds between port rescans (devices plugged and unplugged)"),
     "max_sysex": Field(int, 8192, min=2, max=1 << 20,
                        doc="bytes (F0 and F7 included); a longer sysex is dropped and counted (oversize)"),
-    "input_buffer": Field(int, 16384, min=64, max=1 << 20,
+    "input_buffer": Field(int, 16384, min=64, max=1 << 16,
                           doc="messages per JACK input held while pihub is behind; more are dropped "
                               "and counted (dropped_input)"),
 }

@@ -654,7 +654,7 @@ def test_malformed_messages_are_counted_and_still_delivered_raw():
     ({"output": "/(/"}, "output", "'/(/' is not a valid regular expression"),
     ({"virtual_output": ""}, "virtual_output", "must not be an empty string (null: no virtual output)"),
     ({"max_sysex": 1}, "max_sysex", "must be in range 2..1048576, not 1"),
-    ({"input_buffer": 10}, "input_buffer", "must be in range 64..1048576, not 10"),
+    ({"input_buffer": 10}, "input_buffer", "must be in range 64..65536, not 10"),
 ])
 def test_bad_config_names_the_key_and_the_value(config, path, message):
     with pytest.raises(ConfigProblems) as err:
