@@ -121,7 +121,8 @@ class MockBackend(Backend):
 
     def _record(self, kind: str, **fields: Any) -> None:
         with self._lock:
-            self._history.append({"kind": kind, "t": time.time(), **fields})
+            # t: wall-clock seconds; mono_ns: the clock of events' ts_ns (edge -> action timing)
+            self._history.append({"kind": kind, "t": time.time(), "mono_ns": time.monotonic_ns(), **fields})
 
     @action(blocking=False)
     def emit(self, type: str, **args: Any) -> dict[str, Any]:  # noqa: A002 - Platypush arg name
@@ -172,7 +173,8 @@ class MockBackend(Backend):
 
     @action(blocking=False)
     def history(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The last ``limit`` recorded events and output changes, oldest first."""
+        """The last ``limit`` recorded events and output changes, oldest first: ``{kind, t
+        (wall-clock s), mono_ns (time.monotonic_ns(), as events' ts_ns), ...}``."""
         with self._lock:
             items = list(self._history)
         return items[-limit:] if limit > 0 else []
