@@ -42,7 +42,7 @@ def test_edge_to_hook_to_action_and_latency(make_hub, gpio_section, record_prope
         assert hub.execute("gpio.on", {"pin": "drive"}).ok
         assert wait_for(lambda: outputs.get("seen") == 17), "rising edge never reached the hook's action"
         call_us.append((time.perf_counter_ns() - t0) / 1000)
-        assert wait_for(lambda: len(rises) == n)  # the listener sees a batch after its hooks
+        assert wait_for(lambda n=n: len(rises) == n)  # the listener sees a batch after its hooks
         done = [h for h in mock.history(4) if h["kind"] == "output" and h["value"] == 17][-1]
         edge_us.append((done["mono_ns"] - rises[-1]) / 1000)
         assert hub.execute("gpio.off", {"pin": "drive"}).ok
