@@ -306,16 +306,42 @@ def close_matches(word: str, candidates: Iterable[object], n: int = 3) -> list[s
     return difflib.get_close_matches(word, names, n=n, cutoff=0.6)
 
 
+class _ShortRepr(reprlib.Repr):
+    """A repr that descends at most 3 levels and elides long strings, numbers and containers;
+    an object whose own repr raises shows as ``<TypeName>``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxlong = self.maxother = 100
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = self.maxarray = 8
+        self.maxdict = 6
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return repr(x[: self.maxstring])
+
+    def repr_instance(self, x: object, level: int) -> str:
+        try:
+            text = repr(x)
+        except Exception:
+            return f"<{type(x).__name__}>"
+        return text if len(text) <= self.maxother else text[: self.maxother - 3] + "..."
+
+
+_REPR = _ShortRepr()
+
+
 def shorten(value: object, limit: int = 80) -> str:
     """``repr(value)`` for a message, cut to at most ``limit`` characters (ending ``...``).
+    Never raises.
 
-    Bounded in work: only the start of a long string is shown, other values go through
-    :mod:`reprlib`, so a 10 MB name costs no more than a short one. A value whose repr
-    raises shows as ``<TypeName>``.
+    Bounded in work too (:mod:`reprlib`, 3 levels deep, a few items per container): a value
+    nested 100 000 deep or a 10 MB string costs no more than a small one. A value whose
+    repr raises shows as ``<TypeName>``.
     """
     try:
-        text = repr(value[:limit]) if isinstance(value, (str, bytes)) else reprlib.repr(value)
-    except Exception:  # a repr that raises, or an int too long for str()
+        text = _REPR.repr(value)
+    except Exception:  # a repr that raises (or an int too long for str())
         text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

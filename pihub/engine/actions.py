@@ -79,7 +79,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pihub.engine.procedures import procedure_name
-from pihub.errors import ActionError, close_matches, did_you_mean
+from pihub.errors import ActionError, close_matches, did_you_mean, shorten
 from pihub.messages import Response
 from pihub.plugin import MARK, ActionInfo, Plugin
 
@@ -116,9 +116,9 @@ _FALSE = frozenset({"false", "no", "off", "0"})
 
 
 def _show(value: Any) -> str:
-    """A short repr of a bad value for an error message (at most 60 characters)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A short repr of a bad value for an error message (at most 60 characters, bounded in
+    work: :func:`pihub.errors.shorten`)."""
+    return shorten(value, 60)
 
 
 def _conv_any(v: Any) -> Any:

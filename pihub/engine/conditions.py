@@ -81,7 +81,6 @@ import re
 # re.compile and its opcodes. Private modules without typeshed stubs, hence the ignores.
 import re._constants as _rc  # type: ignore[import-not-found]
 import re._parser as _re_parser  # type: ignore[import-not-found]
-import reprlib
 import sys
 import threading
 import time
@@ -89,7 +88,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pihub.errors import ConfigProblem, ConfigProblems, UnknownEventType, did_you_mean
+from pihub.errors import ConfigProblem, ConfigProblems, UnknownEventType, did_you_mean, shorten
 from pihub.events import CATALOGUE, Event, EventType
 from pihub.logs import LogLimiter
 
@@ -166,39 +165,9 @@ def _regex() -> Any:
     return regex
 
 
-class _ShortRepr(reprlib.Repr):
-    """A repr that descends at most 3 levels and elides long strings, numbers and containers;
-    an object whose own repr raises shows as ``<TypeName>``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel = 3
-        self.maxstring = self.maxlong = self.maxother = 100
-        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = self.maxarray = 8
-        self.maxdict = 6
-
-    def repr_instance(self, x: Any, level: int) -> str:
-        try:
-            text = repr(x)
-        except Exception:
-            return f"<{type(x).__name__}>"
-        return text if len(text) <= self.maxother else text[: self.maxother - 3] + "..."
-
-
-_REPR = _ShortRepr()
-
-
 def _show(value: Any, limit: int = 48) -> str:
-    """A short repr for failure texts: at most ``limit`` characters. Never raises.
-
-    Bounded in work too (:mod:`reprlib`): a value nested 100 000 deep or a 10 MB string costs
-    no more than a small one. A value whose repr raises shows as ``<TypeName>``.
-    """
-    try:
-        text = _REPR.repr(value)
-    except Exception:  # a repr that raises (or an int too long for str()) must not fail a match
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """A short repr for failure texts (:func:`pihub.errors.shorten`, 48 characters)."""
+    return shorten(value, limit)
 
 
 class Why:

@@ -122,8 +122,11 @@ def test_a_value_that_is_not_utf8_names_the_variable_and_writes_nothing(hub: Hub
     path = "/inbox/" + "x" * 5000 + "bad\udcff\udcfe"  # os.fsdecode of a file name that is not UTF-8
     resp = hub.run("variable.set", {"ok": 1, "last": path})
     assert resp.output is None
-    assert resp.errors == [f"variable.set: variable 'last': value {repr(path)[:57]}... is not valid UTF-8 text "
-                           f"(it holds undecodable bytes, e.g. a file name that is not UTF-8)"]
+    [error] = resp.errors
+    assert error.startswith("variable.set: variable 'last': value '/inbox/xxx")
+    assert error.endswith("... is not valid UTF-8 text (it holds undecodable bytes, e.g. a file name that is not "
+                          "UTF-8)")
+    assert len(error) < 200  # the 5 kB path is shortened
     assert hub.run("variable.get").output == {}
     assert hub.changes() == []
 
