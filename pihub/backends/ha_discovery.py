@@ -41,7 +41,10 @@ events may come from another Pi over MQTT).
 
 Object ids, and the device id in every topic, are the names with anything but
 ``[a-zA-Z0-9_-]`` turned into ``_`` (HA's rule for discovery topics; it also keeps ``/``,
-``+`` and ``#`` out of topic levels).
+``+`` and ``#`` out of topic levels): GPIO output ``porch.lamp`` is commanded on
+``pihub/<device>/gpio/porch_lamp/set``. Two names made the same (``a.b`` and ``a_b``) would
+share topics: the first announced keeps them, the other gets no entity and a warning naming
+both (:class:`EntityTable`); rename one of the pins.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ from typing import Any, Final, TypeGuard
 from pihub.backends.flic import CLICK_KINDS
 from pihub.backends.smartcard import mask_card_number
 
-__all__ = ["EVENT_FAMILIES", "MAX_EVENT_NAME", "SENSOR_CLASSES", "Entity", "availability_topic",
-           "event_entities", "event_entity", "event_message", "gpio_entities", "object_id", "sensor_entity"]
+__all__ = ["EVENT_FAMILIES", "MAX_EVENT_NAME", "SENSOR_CLASSES", "Entity", "EntityTable",
+           "availability_topic", "event_entities", "event_entity", "event_message", "gpio_entities",
+           "object_id", "sensor_entity"]
 
 _UNSAFE: Final = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -126,6 +130,68 @@ class Entity:
         }
         if self.command_topic is not None:
             self.config["command_topic"] = self.command_topic
+
+
+class EntityTable:
+    """The entities announced, by key, and the way back from a topic to its entity.
+
+    Names become topic levels through :func:`object_id`, which is not one-to-one: GPIO pins
+    ``a.b`` and ``a_b`` would share ``…/gpio/a_b/state`` (and its ``set``), and HA would
+    see one entity switched by two pins. The first entity to claim a config, state or
+    command topic keeps it; a later one with another key is refused (:meth:`add` returns
+    the holder, for the caller to warn about both). GPIO entities are added in the gpio
+    section's order, so which pin wins is decided by the config, the same on every start.
+
+    A command arrives on a topic, not a name: :meth:`commanded` finds the entity whose
+    command topic it is, so a switch ``porch.lamp`` is reached by ``…/gpio/porch_lamp/set``.
+
+    Not thread-safe for writers: the caller serialises :meth:`add` (readers may call
+    :meth:`get` and :meth:`commanded` concurrently: each is one dict lookup).
+    """
+
+    __slots__ = ("_by_key", "_by_topic", "_commands")
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], Entity] = {}
+        self._by_topic: dict[str, Entity] = {}  # config, state and command topics -> their entity
+        self._commands: dict[str, Entity] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def values(self) -> list[Entity]:
+        """The entities, in the order they were added."""
+        return list(self._by_key.values())
+
+    def get(self, key: tuple[str, str]) -> Entity | None:
+        """The entity added for ``key`` (raw names, as :attr:`Entity.key`), or None."""
+        return self._by_key.get(key)
+
+    def commanded(self, topic: str) -> Entity | None:
+        """The entity whose command topic is exactly ``topic``, or None."""
+        return self._commands.get(topic)
+
+    def add(self, ent: Entity) -> Entity | None:
+        """Add ``ent``, unless its key is here already (the entity there is kept) or another
+        key holds one of its topics.
+
+        Returns:
+            the entity of another key holding one of ``ent``'s topics (``ent`` was not
+            added), or None.
+        """
+        if ent.key in self._by_key:
+            return None
+        topics = [t for t in (ent.config_topic, ent.state_topic, ent.command_topic) if t is not None]
+        for topic in topics:
+            holder = self._by_topic.get(topic)
+            if holder is not None:
+                return holder
+        self._by_key[ent.key] = ent
+        for topic in topics:
+            self._by_topic[topic] = ent
+        if ent.command_topic is not None:
+            self._commands[ent.command_topic] = ent
+        return None
 
 
 def gpio_entities(device: str, devices: Iterable[Mapping[str, Any]], *, discovery_prefix: str,

@@ -113,7 +113,11 @@ and ``offline`` as the last will and on a clean stop. ``ON``/``OFF`` on a switch
 topic runs ``gpio.write`` through the hub's request gate as a trusted sender: it is the
 **operator's duty** to let only Home Assistant's broker user publish on
 ``<state_prefix>/<device_id>/gpio/+/set``. Commands naming a pin that is no announced
-switch, or a payload other than ON/OFF, are ignored and counted (``refused``).
+switch, or a payload other than ON/OFF, are ignored, counted (``refused``) and logged as a
+warning naming the topic (at most once a minute, with the number held back). A command is
+found by its topic, whose pin level is the name made safe (``porch.lamp`` ->
+``…/gpio/porch_lamp/set``); two names made the same get one entity, the first in the
+config, and a warning naming both (:class:`~pihub.backends.ha_discovery.EntityTable`).
 """
 
 from __future__ import annotations
@@ -135,6 +139,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 from pihub.backends.base import BackendStatus, BackendThread, Emit, RequestChannel
 from pihub.backends.ha_discovery import (
     Entity,
+    EntityTable,
     availability_topic,
     event_entities,
     event_entity,
@@ -146,8 +151,9 @@ from pihub.backends.ha_discovery import (
 )
 from pihub.clock import Clock
 from pihub.config.schema import Field, Schema, dict_of, show
-from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems
+from pihub.errors import ActionError, BackendUnavailable, ConfigProblem, ConfigProblems, shorten
 from pihub.events import CATALOGUE, Event, new_event_id
+from pihub.logs import LogLimiter
 from pihub.messages import FINITE_JSON, Response, dumps
 from pihub.plugin import action
 
@@ -169,6 +175,7 @@ _LOOP_TIMEOUT: Final = 1.0  # s paho's select waits; publish/close wake it earli
 _PACKET_OVERHEAD: Final = 5 + 2 + 65535 + 2 + 32768
 _MQTT_MAX_PACKET: Final = 268435460  # 256 MiB + the 5-byte fixed header: MQTT's own limit
 _MAX_ENTITIES: Final = 512  # HA entities announced at most (sensor keys, buttons, readers come from events)
+_CLASH_LOG_BURST: Final = 8  # warnings about names sharing HA topics per _REFUSAL_LOG_INTERVAL
 
 
 def check_topic(topic: object, *, wildcards: bool) -> str | None:
@@ -398,8 +405,11 @@ class MqttBackend(RequestChannel):
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self.discovery: bool = v["discovery"]
         self._describe_devices: Callable[[], list[dict[str, Any]]] | None = None
-        self._entities: dict[tuple[str, str], Entity] = {}
-        self._events: dict[tuple[str, str], Entity] = {}  # HA event entities: (family, name) -> entity
+        self._entities = EntityTable()  # HA switches, binary sensors, sensors; written under _lock
+        self._events = EntityTable()  # HA event entities: (family, name) -> entity; written under _lock
+        self._clash_warned: set[tuple[str, str]] = set()  # keys of describe_devices already warned about
+        self._clash_log = LogLimiter(_CLASH_LOG_BURST, _REFUSAL_LOG_INTERVAL, self.clock.now)
+        self._command_log = LogLimiter(1, _REFUSAL_LOG_INTERVAL, self.clock.now)  # ignored HA commands
         self._broker: Literal["connecting", "connected", "unreachable", "stopped"] = "connecting"
         self._connected = threading.Event()
         self._refused: str | None = None
@@ -796,17 +806,34 @@ class MqttBackend(RequestChannel):
         where = {"discovery_prefix": self.config["discovery_prefix"], "state_prefix": self.config["state_prefix"]}
         found = gpio_entities(self.device_id or "", devices, **where)
         events = event_entities(self.device_id or "", devices, **where)
+        clashes: list[tuple[Entity, Entity]] = []
         with self._lock:
-            for ent, _ in found:
-                self._entities[ent.key] = ent
-            for event_ent in events:
-                self._events.setdefault(event_ent.key, event_ent)
+            for table, new in [*((self._entities, e) for e, _ in found),
+                               *((self._events, e) for e in events)]:
+                holder = table.add(new)
+                if holder is not None and new.key not in self._clash_warned:
+                    self._clash_warned.add(new.key)  # once: announcements repeat on every connect
+                    clashes.append((new, holder))
             entities = [*self._entities.values(), *self._events.values()]
+            states = [(kept, value) for ent, value in found
+                      if value is not None and (kept := self._entities.get(ent.key)) is not None]
+        for new, holder in clashes:
+            self._clashed(new, holder)
         for ent in entities:
             client.publish(ent.config_topic, dumps(ent.config), qos=1, retain=True)
-        for ent, value in found:
-            if value is not None:
-                client.publish(ent.state_topic, on_off(value), qos=self.qos, retain=True)
+        for ent, value in states:
+            client.publish(ent.state_topic, on_off(value), qos=self.qos, retain=True)
+
+    def _clashed(self, new: Entity, holder: Entity) -> None:
+        """Warn (limited) that ``new`` gets no entity: ``holder``, another name, has its topics."""
+        with self._lock:
+            log, held = self._clash_log.allow()
+        if log:
+            more = f" ({held} more such names since the last report)" if held else ""
+            self.log.warning("Home Assistant: %s is not announced: its topics (%s) are those of %s, "
+                             "announced first (topics keep only [A-Za-z0-9_-] of a name); rename one of "
+                             "them%s", shorten(new.config["name"]), shorten(new.state_topic, 200),
+                             shorten(holder.config["name"]), more)
 
     def _on_bus_event(self, event: Event) -> None:
         """Every event, on the dispatcher thread: states, new sensors and button/card events to
@@ -836,7 +863,10 @@ class MqttBackend(RequestChannel):
                         ent = sensor_entity(self.device_id or "", source, str(key),
                                             discovery_prefix=self.config["discovery_prefix"],
                                             state_prefix=self.config["state_prefix"])
-                        self._entities[ent.key] = ent
+                        holder = self._entities.add(ent)
+                    if holder is not None:
+                        self._clashed(ent, holder)
+                        continue
                     client.publish(ent.config_topic, dumps(ent.config), qos=1, retain=True)
                 client.publish(ent.state_topic, dumps(value), qos=self.qos, retain=True)
         elif (seen := event_message(name, event.args)) is not None:
@@ -850,9 +880,13 @@ class MqttBackend(RequestChannel):
             with self._lock:
                 if len(self._entities) + len(self._events) >= _MAX_ENTITIES:
                     return
-                ent = self._events.setdefault((family, name), event_entity(
-                    self.device_id or "", family, name, discovery_prefix=self.config["discovery_prefix"],
-                    state_prefix=self.config["state_prefix"]))
+                ent = event_entity(self.device_id or "", family, name,
+                                   discovery_prefix=self.config["discovery_prefix"],
+                                   state_prefix=self.config["state_prefix"])
+                holder = self._events.add(ent)
+            if holder is not None:
+                self._clashed(ent, holder)
+                return
             client.publish(ent.config_topic, dumps(ent.config), qos=1, retain=True)
         if payload is not None:
             client.publish(ent.state_topic, dumps(payload), qos=self.qos, retain=False)
@@ -861,13 +895,18 @@ class MqttBackend(RequestChannel):
         """HA switched a GPIO output: ``ON``/``OFF`` on its command topic -> gpio.write on a worker."""
         if self._oversized(msg):
             return
-        name = msg.topic.split("/")[-2]
-        ent = self._entities.get(("gpio", name))
+        ent = self._entities.commanded(msg.topic)  # the topic level is the name made safe, not the name
         payload = bytes(msg.payload)  # exactly what the switch's config announces: ON or OFF
-        if ent is None or ent.command_topic != msg.topic or payload not in (b"ON", b"OFF"):
+        if ent is None or payload not in (b"ON", b"OFF"):
+            why = ("no switch is announced with this command topic" if ent is None
+                   else f"the payload {shorten(payload, 40)} is neither ON nor OFF")
             with self._lock:
                 self._counts["refused"] += 1
-            self.log.debug("ignored a command on %s: no such switch, or not ON/OFF", msg.topic)
+                log, held = self._command_log.allow()
+            if log:  # a silent refusal once hid that no announced name could be commanded
+                more = f" ({held} more ignored since the last report)" if held else ""
+                self.log.warning("ignored a Home Assistant command on %s: %s%s", shorten(msg.topic, 200),
+                                 why, more)
             return
         if self._queue.qsize() >= self.config["rpc_queue"]:
             with self._lock:

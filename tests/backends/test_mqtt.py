@@ -423,6 +423,76 @@ def test_home_assistant_discovery_announces_entities_and_switches_the_pin(broker
     assert rec.wait(lambda: rec.of("MQTTMessageEvent", topic="pihub/hall/status", msg="offline"))
 
 
+def test_switches_obey_their_announced_command_topics_whatever_their_names(broker, make_hub, tmp_path, watcher,
+                                                                           caplog):
+    """A name with characters a topic level cannot hold is announced made safe, and Home
+    Assistant's commands on the announced topic reach the pin; of two names made the same,
+    the first in the config gets the entity, with a warning naming both."""
+    caplog.set_level(logging.WARNING, logger="pihub")
+    hall = make_hub(_hub_config(tmp_path, "hall", broker.port, discovery=True)
+                    + "gpio: {pin_factory: mock, outputs: {porch.lamp: {pin: 27}, 'hall lamp': {pin: 22},"
+                      " a.b: {pin: 23}, a_b: {pin: 24}}}\n")
+    configs = {safe: f"homeassistant/switch/hall/gpio_{safe}/config" for safe in ("porch_lamp", "hall_lamp", "a_b")}
+    assert wait_for(lambda: all(watcher.on(t) for t in configs.values()), 10), "not announced"
+
+    def value(pin: str) -> int:
+        return _run(hall, "gpio.read", pin=pin).output["value"]
+
+    for safe, name in (("porch_lamp", "porch.lamp"), ("hall_lamp", "hall lamp")):
+        config = watcher.on(configs[safe])[-1]["payload"]
+        assert (config["name"], config["command_topic"]) == (name, f"pihub/hall/gpio/{safe}/set")
+        for payload, want in ((b"ON", 1), (b"OFF", 0)):  # exactly what Home Assistant sends
+            _pub(broker, config["command_topic"], payload)
+            assert wait_for(lambda name=name, want=want: value(name) == want), (name, payload)
+            assert wait_for(lambda c=config, p=payload: (seen := watcher.on(c["state_topic"]))
+                            and seen[-1]["payload"] == p.decode())
+    # a.b and a_b share every topic: a.b, first in the config, has them; a_b is not announced
+    clash = [r for r in caplog.records if "is not announced" in r.getMessage()]
+    assert [(r.levelno, "'a_b'" in r.getMessage(), "'a.b'" in r.getMessage()) for r in clash] == [
+        (logging.WARNING, True, True)]
+    assert {m["payload"]["name"] for m in watcher.on(configs["a_b"])} == {"a.b"}
+    _pub(broker, "pihub/hall/gpio/a_b/set", b"ON")
+    assert wait_for(lambda: value("a.b") == 1)
+    assert value("a_b") == 0
+    # the raw name is no command topic: refused, and said once at WARNING naming the topic
+    refused = hall.backends["mqtt"].broker_status()["refused"]
+    _pub(broker, "pihub/hall/gpio/porch.lamp/set", b"ON")
+    _pub(broker, "pihub/hall/gpio/ghost/set", b"ON")
+    assert wait_for(lambda: hall.backends["mqtt"].broker_status()["refused"] == refused + 2)
+    ignored = [r for r in caplog.records if "ignored a Home Assistant command" in r.getMessage()]
+    assert [(r.levelno, "pihub/hall/gpio/porch.lamp/set" in r.getMessage()) for r in ignored] == [
+        (logging.WARNING, True)], "one line a minute at most, naming the topic"
+    assert value("porch.lamp") == 0
+
+
+def test_names_made_the_same_get_one_entity_the_first_and_commands_are_found_by_topic():
+    from pihub.backends.ha_discovery import EntityTable, gpio_entities
+
+    names = [("output", "porch.lamp"), ("output", "a.b"), ("output", "a_b"), ("input", "a b"),
+             ("output", "porch/lamp"), ("output", "hall lamp")]
+    devices = [{"name": "gpio", "entities": [{"kind": kind, "name": name, "value": 0} for kind, name in names]}]
+
+    def announce(table: EntityTable) -> dict[str, str | None]:
+        found = gpio_entities("my pi", devices, discovery_prefix="ha", state_prefix="ph")
+        return {ent.key[1]: (holder.key[1] if (holder := table.add(ent)) else None) for ent, _ in found}
+
+    table = EntityTable()
+    assert announce(table) == {"porch.lamp": None, "a.b": None, "a_b": "a.b", "a b": "a.b",
+                               "porch/lamp": "porch.lamp", "hall lamp": None}
+    first = table.get(("gpio", "a.b"))
+    assert announce(table) == {"porch.lamp": None, "a.b": None, "a_b": "a.b", "a b": "a.b",
+                               "porch/lamp": "porch.lamp", "hall lamp": None}  # again, on a reconnect
+    assert table.get(("gpio", "a.b")) is first and len(table) == 3
+    assert table.get(("gpio", "a_b")) is None
+    for topic, name in (("ph/my_pi/gpio/porch_lamp/set", "porch.lamp"), ("ph/my_pi/gpio/a_b/set", "a.b"),
+                        ("ph/my_pi/gpio/hall_lamp/set", "hall lamp")):
+        ent = table.commanded(topic)
+        assert ent is not None and ent.key == ("gpio", name), topic
+    for topic in ("ph/my_pi/gpio/porch.lamp/set", "ph/my_pi/gpio/porch_lamp/state", "ph/my_pi/gpio/+/set",
+                  "ph/my_pi/gpio/porch_lamp/set/x", "ph/my_pi/gpio/hall lamp/set"):
+        assert table.commanded(topic) is None, topic
+
+
 def test_a_request_with_another_target_goes_there_through_the_hub(two_hubs):
     """POST /execute's path (Hub.execute) with target: hall on kitchen runs on hall."""
     from pihub.messages import Request
