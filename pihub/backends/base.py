@@ -51,6 +51,7 @@ from typing import Any, ClassVar
 from pihub.clock import SYSTEM, Clock
 from pihub.errors import ConfigProblems
 from pihub.events import Event
+from pihub.logs import escape_controls
 from pihub.plugin import Plugin
 
 #: What a backend calls to publish an event; returns False when the event was dropped
@@ -181,6 +182,21 @@ class Backend(Plugin):
             self._notify_status()
             return True
 
+    def report_failed(self, reason: str) -> bool:
+        """Say that the backend stopped working for good (any thread): ``running`` or
+        ``degraded`` -> ``failed: runtime error`` with ``error = reason`` (never a secret);
+        ignored in any other status. :class:`BackendThread` calls it when its loop raises.
+
+        Returns:
+            True when the status changed (the listener was called).
+        """
+        with _STATUS_LOCK:
+            if self.status not in (BackendStatus.RUNNING, BackendStatus.DEGRADED):
+                return False
+            self.status, self.error = BackendStatus.FAILED_RUNTIME, reason
+            self._notify_status()
+            return True
+
     def _notify_status(self) -> None:
         """Call the listener, if any (the caller holds the status lock); never raises."""
         listener = self._status_listener
@@ -258,6 +274,10 @@ class BackendThread(threading.Thread):
 
     ``target(stopping)`` must return soon after ``stopping`` is set; :meth:`stop` sets it
     and joins with a timeout, raising ``RuntimeError`` naming the thread if it did not end.
+    An exception that escapes ``target`` (a bug, or input a loop did not expect) is logged
+    once with its traceback, and when ``target`` is a method of a :class:`Backend` that
+    backend is reported failed with the reason (:meth:`Backend.report_failed`), instead of
+    the thread ending silently while the status still says ``running``.
     """
 
     def __init__(self, name: str, target: Callable[[threading.Event], None]) -> None:
@@ -266,7 +286,14 @@ class BackendThread(threading.Thread):
         self._target_fn = target
 
     def run(self) -> None:
-        self._target_fn(self.stopping)
+        try:
+            self._target_fn(self.stopping)
+        except Exception as e:
+            owner = getattr(self._target_fn, "__self__", None)
+            log = owner.log if isinstance(owner, Backend) else logging.getLogger("pihub.backends")
+            log.exception("thread %s ended on an unexpected error", self.name)
+            if isinstance(owner, Backend):
+                owner.report_failed(f"thread {self.name} ended: {type(e).__name__}: {escape_controls(str(e)[:200])}")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Signal and join; ``timeout`` in seconds."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import logging
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from pihub_testing import load_hw_mock, need_pcsc_stack, need_tool
 
-from pihub.backends.base import Backend, BackendStatus, RequestChannel, emit_counted
+from pihub.backends.base import Backend, BackendStatus, BackendThread, RequestChannel, emit_counted
 from pihub.clock import ManualClock
 from pihub.hub import backend_classes
 from pihub.messages import parse
@@ -362,3 +363,38 @@ def test_emit_counted_counts_taken_and_dropped_events_and_does_nothing_before_op
     assert emit_counted(None, event, counts) is False  # not open: not counted either way
     assert taken == [event]
     assert counts == {"events": 1, "dropped_events": 1}
+
+
+class _CrashingLoop(Backend):
+    """A backend whose reader loop raises what it did not expect."""
+
+    name = "crashing_loop"
+
+    def open(self, emit):
+        self.status = BackendStatus.RUNNING
+        self._thread = BackendThread("pihub-crashing", self._run)
+        self._thread.start()
+
+    def _run(self, stopping):
+        raise ValueError("unexpected byte\nforged line")
+
+    def close(self) -> None:
+        self._thread.stop(5)
+        self.status = BackendStatus.STOPPED
+
+
+def test_a_loop_that_raises_is_logged_once_and_its_backend_reported_failed(caplog):
+    backend = _CrashingLoop({})
+    calls = []
+    backend.bind_status_listener(lambda b: calls.append((b.status, b.error)))
+    with caplog.at_level(logging.ERROR):
+        backend.open(lambda event: True)
+        backend._thread.join(5)
+    assert not backend._thread.is_alive()
+    reason = "thread pihub-crashing ended: ValueError: unexpected byte\\nforged line"
+    assert (backend.status, backend.error) == (BackendStatus.FAILED_RUNTIME, reason)
+    assert calls[-1] == (BackendStatus.FAILED_RUNTIME, reason)
+    logged = [r for r in caplog.records if "pihub-crashing ended on an unexpected error" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    backend.close()
+    assert backend.status == BackendStatus.STOPPED

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 from pihub_testing import EventRecorder, RecordingClock, finishes, load_hw_mock, need_tool, wait_for
 
+from pihub.backends import mpd as mpd_backend
 from pihub.backends.mpd import MpdBackend
 from pihub.errors import ActionError
 from pihub.events import Event
@@ -250,3 +253,186 @@ def test_platypush_plugin_and_backend_sections_merge_into_one(write_config, load
                                    "backend.music.mpd: {server: mpd.lan, port: 6601, poll_seconds: 3}\n"))
     section = cfg.sections["music.mpd"]
     assert (section["host"], section["port"], section["poll_seconds"]) == ("mpd.lan", 6601, 3)
+
+
+# ---------------------------------------------------------------------- a hostile mpd
+Answer = bytes | Callable[[socket.socket, threading.Event], None]
+
+
+class HostileMpd:
+    """A tiny mpd on the loopback: it greets, answers ``status`` with a stopped player,
+    never answers ``idle`` (nothing changes) and ``OK`` to anything else, except the
+    commands in :attr:`answers`: those get that answer (bytes, or a function that writes to
+    the connection until it closes). Tests change :attr:`answers` to heal it."""
+
+    def __init__(self, answers: dict[str, Answer]) -> None:
+        self.answers = answers
+        self.connections = 0
+        self.hostile_sent: list[str] = []  # the commands that got a hostile answer
+        self.stop = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, name="fake-mpd", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), name="fake-mpd-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            try:
+                conn.sendall(b"OK MPD 0.23.0\n")
+                for line in lines:
+                    command = line.split(b" ", 1)[0].strip().decode()
+                    answer = self.answers.get(command)
+                    if answer is not None:
+                        self.hostile_sent.append(command)
+                        if callable(answer):
+                            answer(conn, self.stop)
+                            return
+                        conn.sendall(answer)
+                    elif command == "status":
+                        conn.sendall(b"volume: 50\nstate: stop\nOK\n")
+                    elif command != "idle":
+                        conn.sendall(b"OK\n")
+            except OSError:
+                pass  # the backend dropped the connection
+
+    def close(self) -> None:
+        self.stop.set()
+        self._server.close()
+
+
+def endless(chunk: bytes) -> Answer:
+    """An answer that never ends: ``chunk`` again and again, as fast as the client reads."""
+    def send(conn: socket.socket, stop: threading.Event) -> None:
+        while not stop.is_set():
+            conn.sendall(chunk)
+    return send
+
+
+def trickle(conn: socket.socket, stop: threading.Event) -> None:
+    """An answer that never ends, one byte every 50 ms: each read gets something in time."""
+    while not stop.wait(0.05):
+        conn.sendall(b"x")
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[..., HostileMpd]]:
+    servers: list[HostileMpd] = []
+    backends: list[MpdBackend] = []
+
+    def make(answers: dict[str, Answer], *, open_with: EventRecorder | None = None,
+             **config: Any) -> tuple[HostileMpd, MpdBackend]:
+        clock = config.pop("clock", None)
+        server = HostileMpd(answers)
+        servers.append(server)
+        b = MpdBackend({"host": "127.0.0.1", "port": server.port, "retry_interval": 0.05,
+                        "max_retry_interval": 0.2, "connect_timeout": 1, **config}, clock=clock)
+        backends.append(b)
+        if open_with is not None:
+            b.open(open_with)
+        return server, b
+
+    yield make
+    for b in backends:
+        finishes(b.close, 10, "close")
+    for server in servers:
+        server.close()
+
+
+BAD_ANSWERS = {
+    "undecodable": ("status", b"volume: \xff\xfe\x80\nOK\n", "sent a bad answer to status (UnicodeDecodeError: "),
+    "not key: value": ("currentsong", b"no colon here\nOK\n", "sent a bad answer to currentsong (ProtocolError: "),
+    "endless line": ("status", endless(b"A" * 65536),
+                     f"the answer to status passed the limit of {mpd_backend.MAX_LINE_BYTES} bytes per line "
+                     "(MAX_LINE_BYTES)"),
+    "endless lines": ("status", endless(b"file: x\n" * 8192),
+                      f"passed the limit of {mpd_backend.MAX_ANSWER_LINES} lines per answer (MAX_ANSWER_LINES)"),
+    "endless bytes": ("status", endless(b"file: " + b"x" * 60000 + b"\n"),
+                      f"passed the limit of {mpd_backend.MAX_ANSWER_BYTES} bytes per answer (MAX_ANSWER_BYTES)"),
+    "trickle": ("status", trickle, "the answer to status passed its deadline of 1 s (connect_timeout)"),
+}
+
+
+@pytest.mark.parametrize("case", [*BAD_ANSWERS, "trickled idle"])
+def test_a_bad_answer_degrades_the_reader_which_reconnects_and_recovers(hostile, case):
+    command, answer, reason = (("idle", trickle, "the answer to idle passed its deadline of 1 s")
+                               if case == "trickled idle" else BAD_ANSWERS[case])
+    rec = EventRecorder()
+    server, b = hostile({command: answer}, open_with=rec)
+    assert rec.wait(lambda: b.status == "degraded", 10), b.describe_status()
+    assert b.error.startswith(f"mpd at 127.0.0.1:{server.port}") and reason in b.error, b.error
+    assert b.error.endswith("; retrying") and len(b.error) < 300
+    assert b.describe_status()["protocol_errors"] >= 1
+    assert rec.wait(lambda: server.connections >= 2, 10)  # the reader lives on: it reconnects
+    server.answers = {}
+    assert rec.wait(lambda: b.status == "running", 10), b.describe_status()
+    assert b.error is None
+
+
+@pytest.mark.parametrize("case", BAD_ANSWERS)
+def test_a_bad_answer_to_an_action_is_an_action_error_and_the_next_command_starts_clean(hostile, case):
+    command, answer, reason = BAD_ANSWERS[case]
+    server, b = hostile({command: answer})
+    action = b.current_track if command == "currentsong" else b.player_status
+    with pytest.raises(ActionError) as error:
+        finishes(action, 1 + 5, case)  # the deadline (connect_timeout) plus a margin
+    assert reason in str(error.value)
+    server.answers = {}
+    assert b.player_status() == {"volume": "50", "state": "stop"}  # not the rest of the bad answer
+    assert server.connections == 2  # the bad connection was dropped
+
+
+def test_close_is_prompt_while_an_action_is_stuck_on_a_trickling_server(hostile):
+    server, b = hostile({"status": trickle}, connect_timeout=60)
+    outcome: list[BaseException] = []
+
+    def act() -> None:
+        try:
+            b.player_status()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            outcome.append(e)
+
+    stuck = threading.Thread(target=act, name="pihub-test-action", daemon=True)
+    stuck.start()
+    assert wait_for(lambda: server.hostile_sent == ["status"], 5)
+    finishes(b.close, 5, "close with an action stuck on a trickling server")
+    stuck.join(5)
+    assert not stuck.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ActionError)
+    assert b.status == "stopped"
+
+
+def test_an_answer_quoting_the_password_never_shows_it(hostile, caplog):
+    with caplog.at_level(logging.DEBUG):
+        server, b = hostile({"status": b"oops right-pw-123 leaked\nOK\n"}, open_with=EventRecorder(),
+                            password="right-pw-123")
+        assert wait_for(lambda: b.status == "degraded", 10), b.describe_status()
+        with pytest.raises(ActionError) as error:
+            b.player_status()
+    assert "oops *** leaked" in b.error and "oops *** leaked" in str(error.value)
+    assert "right-pw-123" not in b.error + str(error.value) + caplog.text
+
+
+def test_bad_answers_are_counted_and_their_warnings_rate_limited(hostile, caplog):
+    clock = RecordingClock()  # never moves by itself: every warning falls in one window
+    n = 3 * mpd_backend.WARN_LOG_BURST
+
+    def numbered(conn: socket.socket, stop: threading.Event) -> None:  # a new reason each time
+        conn.sendall(b"bad line %d\nOK\n" % len(clock.waits))
+
+    with caplog.at_level(logging.WARNING, logger="pihub.backends.music.mpd"):
+        server, b = hostile({"status": numbered}, open_with=EventRecorder(), clock=clock)
+        for i in range(1, n + 1):
+            assert wait_for(lambda i=i: clock.waiters == 1 and len(clock.waits) == i, 5)
+            clock.advance(clock.waits[-1])
+        assert wait_for(lambda: clock.waiters == 1 and len(clock.waits) == n + 1, 5)
+    assert b.describe_status()["protocol_errors"] == n + 1
+    warnings = [r for r in caplog.records if "sent a bad answer to status" in r.getMessage()]
+    assert len(warnings) == mpd_backend.WARN_LOG_BURST
