@@ -65,7 +65,7 @@ from typing import Any, ClassVar
 
 from pihub.backends.base import Backend, BackendStatus, BackendThread, Emit
 from pihub.config.schema import Field, Schema, show
-from pihub.errors import ActionError, BackendUnavailable
+from pihub.errors import ActionError, BackendUnavailable, ProtocolError
 from pihub.events import Event
 from pihub.logs import LogLimiter, escape_controls
 from pihub.plugin import action
@@ -105,11 +105,6 @@ WARN_LOG_BURST = 5
 WARN_LOG_WINDOW_S = 60.0
 
 
-class BadAnswer(Exception):
-    """An answer from mpd passed a bound or came unasked; the message names the command and
-    the bound. The connection it came on is dropped."""
-
-
 class _BoundedReader:
     """The read side of one mpd connection as python-mpd2 uses it (``readline``, ``read``,
     ``close``), read straight from the socket within the bounds of the command armed last.
@@ -133,10 +128,10 @@ class _BoundedReader:
         now, or from its first byte when ``from_first_byte`` (``idle``).
 
         Raises:
-            BadAnswer: mpd sent bytes before the command was sent (the connection is out of step).
+            ProtocolError: mpd sent bytes before the command was sent (the connection is out of step).
         """
         if self._buf:
-            raise BadAnswer(f"mpd sent {len(self._buf)} bytes nobody asked for before {command}")
+            raise ProtocolError(f"mpd sent {len(self._buf)} bytes nobody asked for before {command}")
         self.command, self._seconds, self._lines, self._bytes = command, seconds, 0, 0
         # the real time a blocking socket waits for, not the backend's (test) clock
         self._deadline = None if from_first_byte else time.monotonic() + seconds
@@ -146,7 +141,7 @@ class _BoundedReader:
         """One line, its newline included; short of a newline only when the connection ended.
 
         Raises:
-            BadAnswer: the line or the answer passed a bound.
+            ProtocolError: the line or the answer passed a bound.
         """
         start = 0
         while (end := self._buf.find(b"\n", start)) < 0:
@@ -199,11 +194,11 @@ class _BoundedReader:
             raise self._past(f"the limit of {MAX_ANSWER_BYTES} bytes per answer (MAX_ANSWER_BYTES)")
         return data
 
-    def _late(self) -> BadAnswer:
+    def _late(self) -> ProtocolError:
         return self._past(f"its deadline of {self._seconds:g} s (connect_timeout)")
 
-    def _past(self, bound: str) -> BadAnswer:
-        return BadAnswer(f"the answer to {self.command} passed {bound}")
+    def _past(self, bound: str) -> ProtocolError:
+        return ProtocolError(f"the answer to {self.command} passed {bound}")
 
 
 class _Wire:
@@ -349,7 +344,7 @@ class MpdBackend(Backend):
         Raises:
             mpd.ConnectionError, OSError: mpd is unreachable.
             mpd.CommandError: it refused the password.
-            BadAnswer, Exception: the greeting or the password's answer was bad.
+            ProtocolError, Exception: the greeting or the password's answer was bad.
         """
         client = _client_class()()
         client.timeout = self.config["connect_timeout"]
@@ -404,7 +399,7 @@ class MpdBackend(Backend):
         during = f" during {command}" if command else ""
         if isinstance(e, mpd.ConnectionError | OSError):
             return f"mpd at {self.where} unreachable{during} ({type(e).__name__}: {self._short(e)})"
-        if isinstance(e, BadAnswer):  # its text names the command and the bound
+        if isinstance(e, ProtocolError):  # its text names the command and the bound
             return f"mpd at {self.where}: {self._short(e)}"
         to = f" to {command}" if command else ""
         return f"mpd at {self.where} sent a bad answer{to} ({type(e).__name__}: {self._short(e)})"
