@@ -160,14 +160,7 @@ class Backend(Plugin):
             True when the status or the reason changed (the listener was called); False
             for a repeat of the same reason, or when ignored.
         """
-        with _STATUS_LOCK:
-            if self.status not in (BackendStatus.RUNNING, BackendStatus.DEGRADED):
-                return False
-            if self.status == BackendStatus.DEGRADED and self.error == reason:
-                return False
-            self.status, self.error = BackendStatus.DEGRADED, reason
-            self._notify_status()
-            return True
+        return self._move(BackendStatus.DEGRADED, reason, (BackendStatus.RUNNING, BackendStatus.DEGRADED))
 
     def report_recovered(self) -> bool:
         """Say that the device works again (any thread): ``degraded`` -> ``running``, no error.
@@ -175,12 +168,7 @@ class Backend(Plugin):
         Returns:
             True when the backend was degraded (the listener was called); False otherwise.
         """
-        with _STATUS_LOCK:
-            if self.status != BackendStatus.DEGRADED:
-                return False
-            self.status, self.error = BackendStatus.RUNNING, None
-            self._notify_status()
-            return True
+        return self._move(BackendStatus.RUNNING, None, (BackendStatus.DEGRADED,))
 
     def report_failed(self, reason: str) -> bool:
         """Say that the backend stopped working for good (any thread): ``running`` or
@@ -190,10 +178,15 @@ class Backend(Plugin):
         Returns:
             True when the status changed (the listener was called).
         """
+        return self._move(BackendStatus.FAILED_RUNTIME, reason, (BackendStatus.RUNNING, BackendStatus.DEGRADED))
+
+    def _move(self, to: BackendStatus, reason: str | None, allowed_from: tuple[BackendStatus, ...]) -> bool:
+        """``status, error = to, reason`` if the status is one of ``allowed_from`` and that
+        changes something; the listener is told. Returns whether it changed."""
         with _STATUS_LOCK:
-            if self.status not in (BackendStatus.RUNNING, BackendStatus.DEGRADED):
+            if self.status not in allowed_from or (self.status, self.error) == (to, reason):
                 return False
-            self.status, self.error = BackendStatus.FAILED_RUNTIME, reason
+            self.status, self.error = to, reason
             self._notify_status()
             return True
 
