@@ -424,16 +424,14 @@ def _approx(value: Any, depth: int, left: list[int]) -> int:
     visits still allowed (``left`` is shared by the whole walk)."""
     left[0] -= 1
     t = type(value)
-    if t is str or t is bytes or t is bytearray:
+    if isinstance(value, (str, bytes, bytearray)):
         return _HEADER + len(value)
-    if t is dict or (t is not list and t is not tuple and isinstance(value, Mapping)):
+    if isinstance(value, Mapping):
         per = _DICT_SLOT
     elif t is list or t is tuple:
         per = _SLOT
     elif t is set or t is frozenset:
         per = _SET_SLOT
-    elif isinstance(value, (str, bytes, bytearray)):
-        return _HEADER + len(value)
     else:
         return _SCALAR
     n = len(value)
@@ -521,7 +519,7 @@ class Event:
         they take one, so a later change of ``args`` is not counted."""
         size = self._size
         if size < 0:
-            args = max(_approx(self.args, APPROX_DEPTH, [APPROX_VISITS]), self.wire_size)
+            args = max(approx_size(self.args), self.wire_size)
             size = self._size = _EVENT_BYTES + len(self.source) + args
         return size
 
