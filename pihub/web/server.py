@@ -500,7 +500,8 @@ class _ResponseIO(socket.SocketIO):
     cheroot takes as a client gone: it closes the connection without logging.
 
     The fast path costs a monotonic clock read and no system call: the socket's timeout
-    is lowered (one ``ioctl``) only when less time than it is left.
+    is lowered (one ``ioctl``) only when less time than it is left, and raised back to the
+    server's for a later chunk's fresh deadline.
     """
 
     def __init__(self, sock: socket.socket, server: _Server) -> None:
@@ -526,9 +527,11 @@ class _ResponseIO(socket.SocketIO):
             left = deadline - now
             if left <= 0:
                 raise TimeoutError
-            timeout = sock.gettimeout()
-            if timeout is None or left < timeout:
-                sock.settimeout(left)
+            # the time left, but never more than the server's own socket timeout; raised
+            # back for the next chunk's fresh deadline (a lowered timeout must not stay)
+            want = min(left, self._server.timeout)
+            if sock.gettimeout() != want:
+                sock.settimeout(want)
             return super().write(b)
         except TimeoutError:
             log.debug("response to %s not taken within %s: closed", _peer(sock),

@@ -12,6 +12,8 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -684,3 +686,20 @@ def test_make_ssl_context_refuses_a_mismatched_key(pki: Path) -> None:
         make_ssl_context(str(pki / "server.pem"), str(pki / "client.key"))
     ctx = make_ssl_context(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_a_chunk_sent_near_its_deadline_does_not_shorten_the_next_chunks_timeout() -> None:
+    # a slow chunk lowers the socket's timeout to the time it had left; the next chunk's
+    # fresh deadline must get the server's timeout back, or a long stream dies later on
+    server = types.SimpleNamespace(timeout=10.0, write_timeout=30.0)
+    a, b = socket.socketpair()
+    with a, b:
+        a.settimeout(10.0)
+        out = web_server._ResponseIO(a, server)  # type: ignore[arg-type]
+        out.deadline = time.monotonic() + 0.5
+        out.write(b"x")
+        assert a.gettimeout() <= 0.5
+        out.deadline = None  # the next chunk (as _Request.write does)
+        out.write(b"y")
+        assert a.gettimeout() == 10.0
+        assert b.recv(2) == b"xy"
