@@ -176,7 +176,7 @@ def loads(text: str | bytes) -> Any:
         except UnicodeDecodeError:
             other = json.detect_encoding(raw)
             raise MessageError("not UTF-8 text" + (f" (it is {other.upper()}: send JSON as UTF-8)"
-                                                   if other != "utf-8" else "")) from None
+                                                   if other not in ("utf-8", "utf-8-sig") else "")) from None
     if text.startswith("\ufeff"):
         text = text[1:]
     try:

@@ -60,6 +60,7 @@ def test_loads_reads_every_number_finite_from_text_and_bytes():
 @pytest.mark.parametrize(("doc", "said"), [
     (b'{"a": "\xff"}', "not UTF-8 text"),
     ('{"a": 1}'.encode("utf-16"), "not UTF-8 text (it is UTF-16: send JSON as UTF-8)"),
+    (b'\xef\xbb\xbf{"a": "\xff"}', "not UTF-8 text"),  # a BOM, then a bad byte: UTF-8 all the same
     ('{"secret-token-abc": ', "not valid JSON: Expecting value at line 1 column 22"),
     ("[" * 100_000 + "]" * 100_000, "nested too deeply to decode (at most about"),
     ('{"n": ' + "9" * 5000 + "}", "not valid JSON: a number has more than"),
@@ -67,7 +68,7 @@ def test_loads_reads_every_number_finite_from_text_and_bytes():
 def test_loads_refuses_bad_documents_naming_why_without_echoing_them(doc, said):
     with pytest.raises(MessageError) as e:
         loads(doc)
-    assert said in str(e.value)
+    assert said in str(e.value) and "SIG" not in str(e.value)
     assert "secret" not in str(e.value) and len(str(e.value)) < 120
 
 
