@@ -222,6 +222,13 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "connections_refused": {"type": "object", "additionalProperties": {"type": "integer"},
                                     "description": "per server (http, websocket): connections closed at "
                                                    "accept because a limit was reached"},
+            "recent_events": {"type": "object", "description": "per ring of recent events (traces, websocket)",
+                              "additionalProperties": {
+                                  "type": "object", "required": ["bytes", "evicted_for_bytes"],
+                                  "properties": {
+                                      "bytes": {"type": "integer", "description": "kept, by estimate"},
+                                      "evicted_for_bytes": {"type": "integer", "description":
+                                                            "dropped for http.websocket_replay_bytes"}}}},
         },
     },
 }
