@@ -251,19 +251,6 @@ def _round(number: Any, ndigits: int | None = None) -> Any:
     return round(number, ndigits)
 
 
-def _with_checked_key(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap sorted/min/max so that their ``key=`` must be an allowed callable too."""
-
-    @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        key = kwargs.get("key")
-        if key is not None and not isinstance(key, _ChargedKey):
-            _check_callable(key)
-        return fn(*args, **kwargs)
-
-    return call
-
-
 _CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
 
 
@@ -475,8 +462,8 @@ def _str(*args: Any, **kwargs: Any) -> str:
 #: The builtins an expression may call, by name. Names in the scope shadow them.
 BUILTINS: Mapping[str, Any] = types.MappingProxyType({
     "len": len, "str": _str, "int": int, "float": float, "bool": bool, "abs": abs,
-    "round": _round, "min": _with_checked_key(min), "max": _with_checked_key(max), "sum": _sum,
-    "sorted": _with_checked_key(sorted), "reversed": reversed, "any": any, "all": all,
+    "round": _round, "min": min, "max": max, "sum": _sum,
+    "sorted": sorted, "reversed": reversed, "any": any, "all": all,
     "range": _range, "list": list, "dict": dict, "tuple": tuple, "set": set,
     "enumerate": enumerate, "zip": zip,
 })
@@ -667,9 +654,17 @@ _TEXT_PRECHARGED = _PADDING | {"join", "replace"}
 _SET_GROWING = frozenset({"union", "symmetric_difference"})
 
 
+_METHOD_NAMES: dict[tuple[type, str], str] = {}
+
+
 def _method_name(fn: Any) -> str:
-    """``str.upper()``-style name of a bound method, for messages."""
-    return f"{type(fn.__self__).__name__}.{fn.__name__}()"
+    """``str.upper()``-style name of a bound method, for messages (made once per method:
+    every method call is charged under it)."""
+    key = (type(fn.__self__), fn.__name__)
+    name = _METHOD_NAMES.get(key)
+    if name is None:
+        name = _METHOD_NAMES[key] = f"{key[0].__name__}.{key[1]}()"
+    return name
 
 
 def _charge_method_scan(name: str, owner: Any, args: list[Any], budget: _Budget, what: str) -> None:
@@ -1172,7 +1167,6 @@ class _Compiler:
 
         def call(names: Names, budget: _Budget) -> Any:
             fn = func(names, budget)
-            _check_callable(fn)
             args = build_args(names, budget)
             kwargs: dict[str, Any] = {}
             for key, f in keywords:
@@ -1347,21 +1341,6 @@ class Expr:
         """
         return self._evaluate(names, _Budget(), _materialize)
 
-    def text(self, names: Names) -> str:
-        """Evaluate over ``names`` and write the value into text, as a template embeds it.
-
-        The text is charged to the evaluation's budget, so a value that would write more
-        than the limits allow is refused before it is written.
-
-        Returns:
-            The value as text (see :func:`_embed`); a Secret when it holds one.
-
-        Raises:
-            ExpressionError: as :meth:`value`, and for a value JSON cannot write.
-        """
-        text: str = self._evaluate(names, _Budget(), _embed, MAX_SEQUENCE)
-        return text
-
     def _evaluate(self, names: Names, budget: _Budget, finish: Callable[..., Any], *extra: Any) -> Any:
         """Evaluate charging ``budget``, return ``finish(value, budget, *extra)``; every failure an ExpressionError."""
         try:
@@ -1495,12 +1474,12 @@ def _embed(value: Any, budget: _Budget, room: int) -> str:
     if isinstance(value, str):
         return value
     what = "writing the value into the template"
-    if type(value) not in _PLAIN_TEXT and room < budget.room:
+    if type(value) not in _PLAIN_TEXT:  # (a str returned above)
         size = _text_size(value, budget.room)
-        if room < size <= budget.room:  # past the string's room only (else _check_text says which limit)
+        if room < size <= budget.room:  # past the string's room only (else the budget says which limit)
             raise _Fail(f"{what}: its text of at least {size} characters exceeds the {room} characters"
                         f" left of the template string's limit of {MAX_SEQUENCE}")
-    _check_text(value, budget, what)
+        budget.check(size, what, estimate=True)
     if isinstance(value, (list, tuple, dict)):
         try:
             text = json.dumps(value, cls=Encoder)  # a Secret is a str: JSON holds its real text
