@@ -529,7 +529,9 @@ def _invoke(fn: Any, args: list[Any], kwargs: dict[str, Any], budget: _Budget) -
     """Call an allowed ``fn``, charging what it builds and touches before it runs."""
     _check_callable(fn)
     secret = False
-    if isinstance(fn, _METHOD_TYPES):
+    # a builtin such as min or any is a builtin_function_or_method too: the id decides
+    method = id(fn) not in _BUILTIN_IDS and isinstance(fn, _METHOD_TYPES)
+    if method:
         args = _precheck_method(fn, args, budget)
         # a str method on a Secret, or given one (join, replace...), builds secret text
         secret = isinstance(fn.__self__, str) and (
@@ -541,7 +543,7 @@ def _invoke(fn: Any, args: list[Any], kwargs: dict[str, Any], budget: _Budget) -
             kwargs = {**kwargs, "key": _ChargedKey(kwargs["key"], budget)}
         args = _precheck_builtin(fn, args, kwargs, budget)
     out = fn(*args, **kwargs)
-    if isinstance(fn, _METHOD_TYPES):
+    if method:
         _charge_method_result(fn, out, budget)
     elif fn is _str:
         budget.charge(len(out), "str()")

@@ -669,6 +669,9 @@ def test_a_secret_from_the_config_is_not_expanded() -> None:
     ("[d.get(t) for _ in range(30)]", {"t": ((0,) * 1000,) * 100, "d": {}}, "dict.get()"),
     ("[a.issubset(b) for _ in range(30)]", {"a": set(range(100_000)), "b": set()}, "set.issubset()"),
     ("[max(zip(xs, xs)) for _ in range(30)]", {"xs": list(range(100_000))}, "zip()"),
+    # builtins that are builtin_function_or_method, like a method of data, charged as builtins
+    ("[any(xs) for _ in range(30)]", {"xs": [0] * 100_000}, "any()"),
+    ("[all(xs) for _ in range(30)]", {"xs": [1] * 100_000}, "all()"),
 ])
 def test_every_scan_is_charged_before_it_runs(monkeypatch: pytest.MonkeyPatch, text: str,
                                                names: dict[str, Any], operation: str) -> None:
