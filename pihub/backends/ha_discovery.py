@@ -139,7 +139,8 @@ class EntityTable:
     ``a.b`` and ``a_b`` would share ``…/gpio/a_b/state`` (and its ``set``), and HA would
     see one entity switched by two pins. The first entity to claim a config, state or
     command topic keeps it; a later one with another key is refused (:meth:`add` returns
-    the holder, for the caller to warn about both). GPIO entities are added in the gpio
+    the holder, once, for the caller to warn about both; the key is remembered, so a caller
+    asks :meth:`refused` instead of building it again for every event). GPIO entities are added in the gpio
     section's order, so which pin wins is decided by the config, the same on every start.
 
     A command arrives on a topic, not a name: :meth:`commanded` finds the entity whose
@@ -149,12 +150,12 @@ class EntityTable:
     :meth:`get` and :meth:`commanded` concurrently: each is one dict lookup).
     """
 
-    __slots__ = ("_by_key", "_by_topic", "_commands")
+    __slots__ = ("_by_key", "_by_topic", "_refused")
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], Entity] = {}
         self._by_topic: dict[str, Entity] = {}  # config, state and command topics -> their entity
-        self._commands: dict[str, Entity] = {}
+        self._refused: set[tuple[str, str]] = set()  # keys whose topics another key holds
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -169,28 +170,32 @@ class EntityTable:
 
     def commanded(self, topic: str) -> Entity | None:
         """The entity whose command topic is exactly ``topic``, or None."""
-        return self._commands.get(topic)
+        ent = self._by_topic.get(topic)
+        return ent if ent is not None and ent.command_topic == topic else None
+
+    def refused(self, key: tuple[str, str]) -> bool:
+        """Whether an entity of ``key`` was refused for another key's topics."""
+        return key in self._refused
 
     def add(self, ent: Entity) -> Entity | None:
-        """Add ``ent``, unless its key is here already (the entity there is kept) or another
-        key holds one of its topics.
+        """Add ``ent``, unless its key is here already (the entity there is kept), was
+        refused before, or another key holds one of its topics.
 
         Returns:
-            the entity of another key holding one of ``ent``'s topics (``ent`` was not
-            added), or None.
+            the entity of another key holding one of ``ent``'s topics, the first time
+            ``ent``'s key is refused (``ent`` was not added); else None.
         """
-        if ent.key in self._by_key:
+        if ent.key in self._by_key or ent.key in self._refused:
             return None
         topics = [t for t in (ent.config_topic, ent.state_topic, ent.command_topic) if t is not None]
         for topic in topics:
             holder = self._by_topic.get(topic)
             if holder is not None:
+                self._refused.add(ent.key)
                 return holder
         self._by_key[ent.key] = ent
         for topic in topics:
             self._by_topic[topic] = ent
-        if ent.command_topic is not None:
-            self._commands[ent.command_topic] = ent
         return None
 
 

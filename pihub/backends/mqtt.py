@@ -407,7 +407,6 @@ class MqttBackend(RequestChannel):
         self._describe_devices: Callable[[], list[dict[str, Any]]] | None = None
         self._entities = EntityTable()  # HA switches, binary sensors, sensors; written under _lock
         self._events = EntityTable()  # HA event entities: (family, name) -> entity; written under _lock
-        self._clash_warned: set[tuple[str, str]] = set()  # keys of describe_devices already warned about
         self._clash_log = LogLimiter(_CLASH_LOG_BURST, _REFUSAL_LOG_INTERVAL, self.clock.now)
         self._command_log = LogLimiter(1, _REFUSAL_LOG_INTERVAL, self.clock.now)  # ignored HA commands
         self._broker: Literal["connecting", "connected", "unreachable", "stopped"] = "connecting"
@@ -810,9 +809,8 @@ class MqttBackend(RequestChannel):
         with self._lock:
             for table, new in [*((self._entities, e) for e, _ in found),
                                *((self._events, e) for e in events)]:
-                holder = table.add(new)
-                if holder is not None and new.key not in self._clash_warned:
-                    self._clash_warned.add(new.key)  # once: announcements repeat on every connect
+                holder = table.add(new)  # a holder once: announcements repeat on every connect
+                if holder is not None:
                     clashes.append((new, holder))
             entities = [*self._entities.values(), *self._events.values()]
             states = [(kept, value) for ent, value in found
@@ -857,6 +855,8 @@ class MqttBackend(RequestChannel):
                     continue
                 ent = self._entities.get((source, str(key)))
                 if ent is None:
+                    if self._entities.refused((source, str(key))):
+                        continue  # warned about when it was refused
                     with self._lock:
                         if len(self._entities) >= _MAX_ENTITIES:
                             continue
@@ -877,6 +877,8 @@ class MqttBackend(RequestChannel):
         an event is momentary, a later subscriber must not see it again)."""
         ent = self._events.get((family, name))
         if ent is None:
+            if self._events.refused((family, name)):
+                return  # warned about when it was refused
             with self._lock:
                 if len(self._entities) + len(self._events) >= _MAX_ENTITIES:
                     return
