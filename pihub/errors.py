@@ -318,7 +318,9 @@ class _ShortRepr(reprlib.Repr):
         self.maxdict = 6
 
     def repr_bytes(self, x: bytes, level: int) -> str:
-        return repr(x[: self.maxstring])
+        return repr(x[: self.maxstring]) + ("..." if len(x) > self.maxstring else "")
+
+    repr_bytearray = repr_bytes
 
     def repr_instance(self, x: object, level: int) -> str:
         try:

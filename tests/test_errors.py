@@ -8,7 +8,7 @@ import pkgutil
 
 import pytest
 
-from pihub.errors import PihubError, close_matches, did_you_mean
+from pihub.errors import PihubError, close_matches, did_you_mean, shorten
 
 
 def test_suggestions_handle_transpositions_short_words_and_far_words() -> None:
@@ -41,3 +41,14 @@ def test_every_public_exception_of_a_module_is_in_the_error_tree(module: str) ->
             if obj.__module__.startswith("pihub"):
                 assert issubclass(obj, PihubError), f"{module}.{name} is not a PihubError"
                 assert obj.__module__ == "pihub.errors", f"{module}.{name} is defined outside pihub.errors"
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("n" * 10_000_000, "'nnnnn"),
+    (b"b" * 10_000_000, "b'bbbb"),
+    (bytearray(b"a" * 10_000_000), "bytearray(b'aaa"),
+    ([[[[[1]]]]] * 1000, "[[[[...]]], [[[...]]]"),
+])
+def test_shorten_is_bounded_and_says_when_it_cut(value: object, said: str) -> None:
+    text = shorten(value, 200)  # room for the repr's own cut: "..." is its mark, not shorten's
+    assert text.startswith(said) and len(text) <= 200 and "..." in text

@@ -259,4 +259,4 @@ def test_log_limiter_takes_the_time_from_the_caller_when_given():
 ])
 def test_escape_controls_leaves_no_control_character(text: str, escaped: str) -> None:
     assert escape_controls(text) == escaped
-    assert escaped.isprintable()
+    assert escape_controls(text).isprintable()

@@ -58,9 +58,6 @@ from pihub.limits import REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, ConnectionSlot
 from pihub.logs import LogLimiter
 from pihub.messages import Response, dumps
 
-#: How the request gate (:mod:`pihub.ingress`) begins the error of a message it refused
-#: for its token (the error names HTTP answers with): such a message does not
-#: authenticate its connection.
 CONFIG_SCHEMA = Schema({
     "bind_address": Field(str, "127.0.0.1", doc="address to listen on (0.0.0.0: every interface)"),
     "port": Field(int, 3333, min=0, max=65535, doc="TCP port (0: any free port, shown in the status)"),

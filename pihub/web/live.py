@@ -269,7 +269,7 @@ def plan_replay(since: int | None, last: int, replay: int,
         return last + 1, None
     if since > last:
         since = 0
-    oldest = max(1, last - replay + 1, min(kept_from, last + 1))
+    oldest = max(last - replay + 1, kept_from)  # kept_from is 1 at least
     start = since + 1
     if start < oldest:
         return oldest, (start, oldest - 1)
