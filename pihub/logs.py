@@ -76,19 +76,24 @@ def get_logger(component: str) -> logging.Logger:
     return logging.getLogger(f"pihub.{component}")
 
 
-def escape_controls(text: str) -> str:
+def escape_controls(text: str, limit: int | None = None) -> str:
     """Make ``text`` safe to put in a log line written from outside data (a hook's message,
     a file name): it cannot start a forged line nor send a terminal escape sequence.
 
     Args:
         text: any text.
+        limit: at most this many characters of the escaped text are kept, then ``...``
+            (None: all).
 
     Returns:
         ``text`` with newline, carriage return and tab written ``\\n``, ``\\r``, ``\\t``, and
         the other control characters, line separators and lone surrogates as ``\\xNN`` /
         ``\\uNNNN`` (ESC is ``\\x1b``); everything else, backslashes included, unchanged.
     """
-    return _CONTROLS.sub(_escape_one, text)
+    if limit is None:
+        return _CONTROLS.sub(_escape_one, text)
+    out = _CONTROLS.sub(_escape_one, text[: limit + 1])  # escaping only lengthens it
+    return out if len(out) <= limit and len(text) <= limit else out[:limit] + "..."
 
 
 def _escape_one(match: re.Match[str]) -> str:

@@ -260,3 +260,10 @@ def test_log_limiter_takes_the_time_from_the_caller_when_given():
 def test_escape_controls_leaves_no_control_character(text: str, escaped: str) -> None:
     assert escape_controls(text) == escaped
     assert escape_controls(text).isprintable()
+
+
+def test_escape_controls_cuts_the_escaped_text_to_its_limit() -> None:
+    assert escape_controls("ab\ncd", 10) == "ab\\ncd"
+    assert escape_controls("a\n" * 1_000_000, 8) == "a\\na\\na\\n"[:8] + "..."
+    assert escape_controls("x" * 9, 8) == "x" * 8 + "..."
+    assert escape_controls("x" * 8, 8) == "x" * 8

@@ -286,7 +286,7 @@ class BackendThread(threading.Thread):
             log = owner.log if isinstance(owner, Backend) else logging.getLogger("pihub.backends")
             log.exception("thread %s ended on an unexpected error", self.name)
             if isinstance(owner, Backend):
-                owner.report_failed(f"thread {self.name} ended: {type(e).__name__}: {escape_controls(str(e)[:200])}")
+                owner.report_failed(f"thread {self.name} ended: {type(e).__name__}: {escape_controls(str(e), 200)}")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Signal and join; ``timeout`` in seconds."""

@@ -371,8 +371,7 @@ class MpdBackend(Backend):
         secret = self._secret()
         if secret:
             text = text.replace(secret, "***")
-        text = escape_controls(text)
-        return text if len(text) <= REASON_CHARS else text[:REASON_CHARS] + "..."
+        return escape_controls(text, REASON_CHARS)
 
     @staticmethod
     def _is_protocol_error(e: BaseException) -> bool:
