@@ -7,13 +7,17 @@ stream) checks at accept: at most ``total`` connections at once, and at most
 asks :meth:`ConnectionSlots.take` for each accepted connection and closes the ones
 refused; it gives the place back with :meth:`ConnectionSlots.give_back` when an admitted
 connection closes. The warning about refused connections is logged at most
-:data:`REFUSED_LOG_BURST` times per :data:`REFUSED_LOG_WINDOW_S` (a
-:class:`pihub.logs.LogLimiter`), with the number held back.
+:data:`REFUSED_LOG_BURST` times per :data:`REFUSED_LOG_WINDOW_S`, with the number held
+back: :meth:`ConnectionSlots.refusal_warning` says when, and how the line ends.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+
+from pihub.logs import LogLimiter
 
 __all__ = ["MAX_LENGTH_DIGITS", "REFUSED_LOG_BURST", "REFUSED_LOG_WINDOW_S", "ConnectionSlots", "content_length",
            "per_address_limit"]
@@ -63,13 +67,14 @@ class ConnectionSlots:
         refused: connections :meth:`take` refused so far.
     """
 
-    def __init__(self, total: int, per_address: int) -> None:
+    def __init__(self, total: int, per_address: int, clock: Callable[[], float] = time.monotonic) -> None:
         for name, value in (("total", total), ("per_address", per_address)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1 connection, not {value!r}")
         self.total, self.per_address = total, per_address
         self.refused = 0
         self._lock = threading.Lock()
+        self._warnings = LogLimiter(REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, clock)
         self._open = 0
         self._by_address: dict[str, int] = {}
 
@@ -93,6 +98,20 @@ class ConnectionSlots:
             self._open += 1
             self._by_address[address] = from_it + 1
             return True
+
+    def refusal_warning(self) -> str | None:
+        """Whether the server should warn about the refusal it just made (any thread).
+
+        Returns:
+            None while warnings are held back (at most :data:`REFUSED_LOG_BURST` per
+            :data:`REFUSED_LOG_WINDOW_S` seconds of the clock); else how the warning line
+            ends: ``""``, or ``"; N more refused since the last warning"``.
+        """
+        with self._lock:
+            allowed, held = self._warnings.allow()
+        if not allowed:
+            return None
+        return f"; {held} more refused since the last warning" if held else ""
 
     def give_back(self, address: str) -> None:
         """An admitted connection from ``address`` closed (call once per :meth:`take` that

@@ -51,8 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from pihub.limits import REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, ConnectionSlots, per_address_limit
-from pihub.logs import LogLimiter
+from pihub.limits import ConnectionSlots, per_address_limit
 
 log = logging.getLogger("pihub.backends.camera")
 
@@ -158,8 +157,7 @@ class StreamServer:
         self.max_viewers = max_viewers
         #: viewers at most from one client address.
         self.max_per_address = per_address_limit(max_viewers)
-        self._slots = ConnectionSlots(max_viewers, self.max_per_address)
-        self._refused_log = LogLimiter(REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, clock)  # the net thread's alone
+        self._slots = ConnectionSlots(max_viewers, self.max_per_address, clock)
         self.backlog_limit = backlog_limit
         self._on_join = on_join
         self._on_leave = on_leave
@@ -412,11 +410,11 @@ class StreamServer:
         """Close a connection :meth:`_accept` could not admit (counted by the slots), before
         any data; say why at most as often as :attr:`_refused_log` allows."""
         slots = self._slots
-        allowed, held = self._refused_log.allow()
-        if allowed:
+        ending = slots.refusal_warning()
+        if ending is not None:
             log.warning("%s: viewer from %s refused: %d watching, %d from it (limits: %d in all (max_viewers), "
                         "%d per address)%s", self.name, address, slots.open, slots.of(address), slots.total,
-                        slots.per_address, f"; {held} more refused since the last warning" if held else "")
+                        slots.per_address, ending)
         sock.close()
 
     def _service(self, v: _Viewer, mask: int) -> None:

@@ -54,8 +54,7 @@ from typing import Any, ClassVar
 
 from pihub.backends.base import BackendStatus, BackendThread, Emit, RequestChannel
 from pihub.config.schema import Field, Schema
-from pihub.limits import REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, ConnectionSlots, per_address_limit
-from pihub.logs import LogLimiter
+from pihub.limits import ConnectionSlots, per_address_limit
 from pihub.messages import Response, dumps
 
 CONFIG_SCHEMA = Schema({
@@ -92,7 +91,6 @@ class TcpBackend(RequestChannel):
         self._connections: dict[socket.socket, threading.Thread] = {}
         limit = self.config["max_connections"]
         self._slots = ConnectionSlots(limit, per_address_limit(limit))  # refused: at accept, since open
-        self._refused_log = LogLimiter(REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, time.monotonic)
         self.address: tuple[str, int] | None = None
         self._emit: Emit | None = None
 
@@ -183,11 +181,10 @@ class TcpBackend(RequestChannel):
             thread.start()
             return
         open_now, from_it = slots.open, slots.of(address)
-        allowed, held = self._refused_log.allow()  # the acceptor thread's alone
-        if allowed:
+        ending = self._slots.refusal_warning()
+        if ending is not None:
             self.log.warning("tcp connection from %s refused: %d open, %d from it (limits: %d in all, "
-                             "%d per address)%s", address, open_now, from_it, limit, per_limit,
-                             f"; {held} more refused since the last warning" if held else "")
+                             "%d per address)%s", address, open_now, from_it, limit, per_limit, ending)
         if open_now >= limit:
             why = f"too many connections (max_connections: {limit}); try again later"
         else:

@@ -129,7 +129,6 @@ import re
 import secrets
 import ssl
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -144,8 +143,7 @@ from websockets.http11 import Response as HTTPResponse
 
 from pihub.errors import MessageError
 from pihub.events import Event, new_event_id
-from pihub.limits import REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, ConnectionSlots
-from pihub.logs import LogLimiter
+from pihub.limits import ConnectionSlots
 from pihub.messages import Request, Response, dumps, json_kind, loads, parse
 from pihub.web import WebHub, access
 from pihub.web.access import (
@@ -458,7 +456,6 @@ class LiveServer:
         self._conns: set[ServerConnection] = set()
         # open TCP connections, in all and by address (the limits)
         self._slots = ConnectionSlots(max_connections, max_per_address)
-        self._refused_log = LogLimiter(REFUSED_LOG_BURST, REFUSED_LOG_WINDOW_S, time.monotonic)
         self._bg: set[asyncio.Task[None]] = set()
         self._pending = 0
         self._stop_grace = 5.0
@@ -867,11 +864,11 @@ class LiveServer:
         if slots.take(address):
             return True
         self.stats["connections_refused"] += 1
-        allowed, held = self._refused_log.allow()
-        if allowed:
+        ending = slots.refusal_warning()
+        if ending is not None:
             log.warning("websocket connection from %s refused: %d open, %d from it (limits: %d in all, "
                         "%d per address)%s", address, slots.open, slots.of(address), self.max_connections,
-                        self.max_per_address, f"; {held} more refused since the last warning" if held else "")
+                        self.max_per_address, ending)
         return False
 
     def _release(self, address: str) -> None:

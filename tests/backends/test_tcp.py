@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pihub_testing import finishes, wait_for
 
-from pihub.backends import tcp as tcp_module
+from pihub import limits
 
 ENV_TOKEN = "ph_tcp_test_env_token_0123456789abcdefghijklmnop"
 
@@ -360,19 +360,19 @@ def test_refused_connections_are_counted_and_logged_rate_limited(tcp_hub, connec
     connect(hub)
     assert wait_for(lambda: tcp.describe_status()["connections"] == 1, 5)
     with caplog.at_level(logging.WARNING, logger="pihub.backends.tcp"):
-        for _ in range(3 * tcp_module.REFUSED_LOG_BURST):
+        for _ in range(3 * limits.REFUSED_LOG_BURST):
             refused = connect(hub)
             assert "too many connections (max_connections: 1)" in errors(refused.recv())[0]
             refused.close()
-    assert tcp.describe_status()["connections_refused"] == 3 * tcp_module.REFUSED_LOG_BURST
+    assert tcp.describe_status()["connections_refused"] == 3 * limits.REFUSED_LOG_BURST
     warnings = [r.getMessage() for r in caplog.records if "tcp connection from 127.0.0.1 refused" in r.getMessage()]
-    assert len(warnings) == tcp_module.REFUSED_LOG_BURST
+    assert len(warnings) == limits.REFUSED_LOG_BURST
     assert "1 open, 1 from it (limits: 1 in all, 1 per address)" in warnings[0]
 
 
 def test_a_refusal_warning_says_how_many_were_held_back(tcp_hub, connect, caplog, monkeypatch):
-    monkeypatch.setattr(tcp_module, "REFUSED_LOG_BURST", 1)
-    monkeypatch.setattr(tcp_module, "REFUSED_LOG_WINDOW_S", 0.2)
+    monkeypatch.setattr(limits, "REFUSED_LOG_BURST", 1)
+    monkeypatch.setattr(limits, "REFUSED_LOG_WINDOW_S", 0.2)
     hub = tcp_hub(", max_connections: 1")
     connect(hub)
     assert wait_for(lambda: hub.backends["tcp"].describe_status()["connections"] == 1, 5)

@@ -27,6 +27,7 @@ from pihub_testing import wait_for as _wait_for
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from pihub import limits
 from pihub.events import Event
 from pihub.messages import Request, Response
 from pihub.store import Store
@@ -998,7 +999,7 @@ def test_connection_flood_is_refused_per_address_and_in_all(
         assert server.client_count() == 1
         # warned, rate-limited: fewer lines than refusals
         warnings = [r for r in caplog.records if "refused" in r.getMessage()]
-        assert 1 <= len(warnings) <= live_mod.REFUSED_LOG_BURST < 12
+        assert 1 <= len(warnings) <= limits.REFUSED_LOG_BURST < 12
     # the flood's sockets are closed: their places come back, a new client gets in and gets events
     assert wait_for(lambda: server.connection_count() == 1)
     late = open_ws(server)
