@@ -307,20 +307,24 @@ def test_a_closed_gpiozero_adc_collected_inside_the_next_reservation(gpiozero_on
     gpiozero = gpiozero_on_fake_spi
     chip = BUS.attach(0, 0, FakeMCP3008(idle_bit=1))
     chip.voltages[:] = VOLTS
-    with gpiozero.MCP3008(channel=0) as adc:
-        garbage: list[object] = [adc._spi]  # kept until the collection below: no earlier one frees it
-        spi = weakref.ref(adc._spi)
 
     def next_device() -> int:
         with gpiozero.MCP3008(channel=1) as adc:
             return adc.raw_value
 
-    with collecting_in(BoardInfo, "find_pin", garbage) as found:  # first call: inside reserve_pins
-        raw = finishes(next_device, what="the next MCP3008's pin reservation")
-    # the closed interface was finalized in there: only `garbage` held it, and the first
-    # find_pin dropped it (freed then, or by the collection that follows when a cycle holds it)
-    assert found and spi() is None
-    assert raw == expected_code(VOLTS[1], 3.3, 10)
+    # A full test run sometimes keeps the closed interface alive past the reservation (a
+    # reference this test does not own): the scenario is tried again then, a few times.
+    for _ in range(3):
+        with gpiozero.MCP3008(channel=0) as adc:
+            garbage: list[object] = [adc._spi]  # kept until the collection below: no earlier one frees it
+            spi = weakref.ref(adc._spi)
+        with collecting_in(BoardInfo, "find_pin", garbage) as found:  # first call: inside reserve_pins
+            raw = finishes(next_device, what="the next MCP3008's pin reservation")
+        assert found and raw == expected_code(VOLTS[1], 3.3, 10)
+        if spi() is None:  # finalized in there: only `garbage` held it, dropped by the first find_pin
+            break
+    else:
+        pytest.fail("the closed interface was never finalized inside the next reservation in 3 tries")
 
 
 # ---------------------------------------------------------------------- the request builder
